@@ -1,0 +1,3 @@
+from tunix_dsl.cli import main
+
+raise SystemExit(main())
