@@ -1,0 +1,330 @@
+"""Text → AST: runs the Lark parser and turns its tree into `tunix_dsl.ast`.
+
+`parse_module` never raises on bad input: syntax problems come back as
+diagnostics with exact spans —
+
+- TNX001 unexpected token (the message names what was expected),
+- TNX002 unexpected character or unterminated string,
+- TNX003 invalid number literal or string escape.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+from lark import Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from tunix_dsl import ast
+from tunix_dsl.diagnostics import Diagnostic, Severity
+from tunix_dsl.grammar import get_parser
+from tunix_dsl.spans import Span
+
+_DIGITS = r"\d(?:_?\d)*"
+_INT_RE = re.compile(rf"{_DIGITS}")
+_FLOAT_RE = re.compile(
+    rf"(?:{_DIGITS}\.(?:{_DIGITS})?|\.{_DIGITS}|{_DIGITS})(?:[eE][+-]?{_DIGITS})?"
+)
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "0": "\0"}
+_COMMENT_OR_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"?|#[^\n]*')
+
+
+def parse_module(text: str, file: str) -> tuple[ast.Module | None, list[Diagnostic]]:
+    """Parse one `.tnx` source. Returns (module, diagnostics); module is None on errors."""
+    try:
+        tree = get_parser().parse(text)
+    except UnexpectedInput as err:
+        return None, [_syntax_diagnostic(err, text, file)]
+    except RecursionError:
+        return None, [_too_deep(text, file)]
+    builder = _AstBuilder(text, file)
+    try:
+        decls = tuple(builder.decl(child) for child in tree.children)
+    except RecursionError:
+        return None, [_too_deep(text, file)]
+    if builder.diagnostics:
+        return None, builder.diagnostics
+    module = ast.Module(decls, scan_comments(text, file), whole_file_span(text, file))
+    return module, []
+
+
+def whole_file_span(text: str, file: str) -> Span:
+    lines = text.split("\n")
+    return Span(file, 1, 1, len(lines), len(lines[-1]) + 1, 0, len(text))
+
+
+def span_at(text: str, file: str, start: int, end: int) -> Span:
+    """The span of text[start:end], with 1-based line/column computed from offsets."""
+    line = text.count("\n", 0, start) + 1
+    column = start - (text.rfind("\n", 0, start) + 1) + 1
+    end_line = line + text.count("\n", start, end)
+    end_column = end - (text.rfind("\n", 0, end) + 1) + 1
+    return Span(file, line, column, end_line, end_column, start, end)
+
+
+def scan_comments(text: str, file: str) -> tuple[ast.Comment, ...]:
+    """Every `# …` comment outside string literals (the parser ignores them)."""
+    comments = []
+    for match in _COMMENT_OR_STRING.finditer(text):
+        if match.group().startswith("#"):
+            span = span_at(text, file, match.start(), match.end())
+            comments.append(ast.Comment(match.group().rstrip(), span))
+    return tuple(comments)
+
+
+def _too_deep(text: str, file: str) -> Diagnostic:
+    return Diagnostic(
+        "TNX001", Severity.ERROR, "expression nested too deeply to parse",
+        whole_file_span(text, file), help="split the expression into `param`s",
+    )
+
+
+def _syntax_diagnostic(err: UnexpectedInput, text: str, file: str) -> Diagnostic:
+    if isinstance(err, UnexpectedToken):
+        return describe_unexpected_token(err, text, file)
+    if isinstance(err, UnexpectedCharacters):
+        pos = err.pos_in_stream
+        char = text[pos] if pos < len(text) else ""
+        if char == '"':
+            line_end = text.find("\n", pos)
+            line_end = len(text) if line_end < 0 else line_end
+            return Diagnostic(
+                "TNX002", Severity.ERROR, "unterminated string",
+                span_at(text, file, pos, line_end), label="this string never ends",
+                help='close it with `"` on the same line (use `\\n` for a line break)',
+            )
+        shown = repr(char)[1:-1] if not char.isprintable() else char
+        return Diagnostic(
+            "TNX002", Severity.ERROR, f"unexpected character `{shown}`",
+            span_at(text, file, pos, min(pos + 1, len(text))), label="not valid here",
+        )
+    assert isinstance(err, UnexpectedEOF)
+    end = len(text)
+    return Diagnostic(
+        "TNX001", Severity.ERROR, "unexpected end of file",
+        span_at(text, file, end, end), label="the file ends here",
+    )
+
+
+# Human words for the terminals of grammar/tnx.lark, in the order messages list them.
+_TERMINAL_WORDS = {
+    "NAME": "a name", "NUMBER": "a number", "STRING": "a string",
+    "TRUE": "`true`", "FALSE": "`false`",
+    "EQUAL": "`=`", "COLON": "`:`", "COMMA": "`,`", "DOT": "`.`",
+    "LBRACE": "`{`", "RBRACE": "`}`", "LPAR": "`(`", "RPAR": "`)`",
+    "LSQB": "`[`", "RSQB": "`]`", "ADD_OP": "an operator", "MUL_OP": "an operator",
+    "TO": "`to`", "AS": "`as`", "$END": "end of file",
+}
+_DECL_KEYWORDS = ("pipeline", "param", "tokenizer", "model", "dataset", "reward", "stage",
+                  "eval", "export")
+_EXPRESSION_START = {"NAME", "NUMBER", "STRING", "TRUE", "FALSE", "LSQB", "LBRACE", "LPAR"}
+
+
+def _expected_words(expected: set[str]) -> list[str]:
+    words: list[str] = []
+    if _EXPRESSION_START <= expected:
+        words.append("a value")
+        expected = expected - _EXPRESSION_START - {"ADD_OP"}
+    if {k.upper() for k in _DECL_KEYWORDS} <= expected:
+        words.append("a declaration (`" + "`, `".join(_DECL_KEYWORDS) + "`)")
+        expected = expected - {k.upper() for k in _DECL_KEYWORDS}
+    for name in sorted(expected, key=lambda n: (list(_TERMINAL_WORDS).index(n)
+                                                if n in _TERMINAL_WORDS else 99, n)):
+        word = _TERMINAL_WORDS.get(name, f"`{name.lower()}`")
+        if word not in words:
+            words.append(word)
+    return words
+
+
+def _join_or(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def describe_unexpected_token(err: UnexpectedToken, text: str, file: str) -> Diagnostic:
+    """TNX001 for a token the grammar does not allow here, naming what it expected."""
+    token = err.token
+    expected = set(getattr(err, "accepts", None) or err.expected)
+    if token.type == "$END":
+        found = "end of file"
+        span = span_at(text, file, len(text), len(text))
+    else:
+        found = f"`{token}`"
+        start = token.start_pos if token.start_pos is not None else len(text)
+        span = span_at(text, file, start, start + len(str(token)))
+    words = _expected_words(expected)
+    message = f"expected {_join_or(words)}, found {found}" if words else f"unexpected {found}"
+    help_text = None
+    if token.type == "NAME" and "PIPELINE" in expected:
+        close = difflib.get_close_matches(str(token), _DECL_KEYWORDS, n=1, cutoff=0.6)
+        help_text = f"did you mean `{close[0]}`?" if close else None
+    elif token.type == "COLON" and "EQUAL" in expected:
+        help_text = "fields are written `name = value`"
+    elif token.type == "$END" and "RBRACE" in expected:
+        help_text = "a `{` block is still open: close it with `}`"
+    return Diagnostic("TNX001", Severity.ERROR, message, span, label="unexpected here",
+                      help=help_text)
+
+
+class _AstBuilder:
+    """Converts the Lark tree into AST dataclasses, collecting TNX003 problems."""
+
+    def __init__(self, text: str, file: str):
+        self.text = text
+        self.file = file
+        self.diagnostics: list[Diagnostic] = []
+
+    # ---------------------------------------------------------------- helpers
+
+    def span(self, node: Tree | Token) -> Span:
+        where = node if isinstance(node, Token) else node.meta
+        return Span(
+            self.file, where.line, where.column, where.end_line, where.end_column,
+            where.start_pos, where.end_pos,
+        )
+
+    def name(self, token: Token) -> tuple[str, Span]:
+        return str(token), self.span(token)
+
+    # ---------------------------------------------------------------- declarations
+
+    def decl(self, tree: Tree) -> ast.Decl:
+        kids = tree.children
+        span = self.span(tree)
+        kind = tree.data
+        if kind == "pipeline_decl":
+            name, name_span = self.name(kids[1])
+            return ast.PipelineDecl(name, name_span, self.block(kids[2]), span)
+        if kind == "param_decl":
+            name, name_span = self.name(kids[1])
+            return ast.ParamDecl(name, name_span, self.expr(kids[2]), span)
+        if kind == "value_decl":
+            name, name_span = self.name(kids[1])
+            return ast.ValueDecl(str(kids[0]), name, name_span, self.expr(kids[2]), span)
+        if kind == "stage_decl":
+            name, name_span = self.name(kids[1])
+            stage_kind, kind_span = self.name(kids[2])
+            return ast.StageDecl(name, name_span, stage_kind, kind_span, self.block(kids[3]), span)
+        if kind == "eval_decl":
+            name, name_span = self.name(kids[1])
+            return ast.EvalDecl(name, name_span, self.block(kids[2]), span)
+        if kind == "export_decl":
+            source = self.expr(kids[1])
+            assert isinstance(source, ast.Ref)
+            destination, fmt = self.expr(kids[3]), self.expr(kids[5])
+            assert isinstance(destination, ast.String) and isinstance(fmt, ast.String)
+            return ast.ExportDecl(source, destination, fmt, span)
+        raise AssertionError(f"grammar rule without AST conversion: {kind}")
+
+    def block(self, tree: Tree) -> tuple[ast.Field, ...]:
+        fields = []
+        for item in tree.children:
+            name, name_span = self.name(item.children[0])
+            fields.append(ast.Field(name, name_span, self.expr(item.children[1]), self.span(item)))
+        return tuple(fields)
+
+    # ---------------------------------------------------------------- expressions
+
+    def expr(self, node: Tree | Token) -> ast.Expr:
+        if isinstance(node, Token):  # a one-part `ref` collapses to its NAME? never: kept as Tree
+            raise AssertionError(f"unexpected bare token {node.type}")
+        return getattr(self, f"_{node.data}")(node)
+
+    def _number(self, tree: Tree) -> ast.Number:
+        token = tree.children[0]
+        text = str(token)
+        span = self.span(token)
+        if _INT_RE.fullmatch(text):
+            return ast.Number(int(text.replace("_", "")), text, span)
+        if _FLOAT_RE.fullmatch(text):
+            return ast.Number(float(text.replace("_", "")), text, span)
+        self.diagnostics.append(Diagnostic(
+            "TNX003", Severity.ERROR, f"invalid number `{text}`", span,
+            label="not a number",
+            help="write integers like `10_000`, decimals like `0.5` or `.5`, "
+                 "exponents like `1e-4` (`_` only between digits)",
+        ))
+        return ast.Number(0, text, span)
+
+    def _string(self, tree: Tree) -> ast.String:
+        token = tree.children[0]
+        return ast.String(self._decode(token), self.span(token))
+
+    def _decode(self, token: Token) -> str:
+        raw = str(token)[1:-1]
+        out: list[str] = []
+        i = 0
+        while i < len(raw):
+            char = raw[i]
+            if char != "\\":
+                out.append(char)
+                i += 1
+                continue
+            code = raw[i + 1]
+            if code in _ESCAPES:
+                out.append(_ESCAPES[code])
+                i += 2
+                continue
+            hex_digits = raw[i + 2:i + 6]
+            if code == "u" and re.fullmatch(r"[0-9A-Fa-f]{4}", hex_digits):
+                out.append(chr(int(hex_digits, 16)))
+                i += 6
+                continue
+            length = 2 if code != "u" else 2 + len(re.match(r"[0-9A-Fa-f]*", hex_digits).group())
+            start = token.start_pos + 1 + i
+            self.diagnostics.append(Diagnostic(
+                "TNX003", Severity.ERROR, f"invalid escape `{raw[i:i + length]}` in string",
+                span_at(self.text, self.file, start, start + length), label="unknown escape",
+                help='valid escapes: `\\n` `\\t` `\\r` `\\"` `\\\\` `\\0` and `\\uXXXX` '
+                     "(four hex digits)",
+            ))
+            i += length
+        return "".join(out)
+
+    def _true(self, tree: Tree) -> ast.Bool:
+        return ast.Bool(True, self.span(tree))
+
+    def _false(self, tree: Tree) -> ast.Bool:
+        return ast.Bool(False, self.span(tree))
+
+    def _ref(self, tree: Tree) -> ast.Ref:
+        return ast.Ref(tuple(str(t) for t in tree.children), self.span(tree))
+
+    def _call(self, tree: Tree) -> ast.Call:
+        func, func_span = self.name(tree.children[0])
+        args = []
+        for arg in tree.children[1:]:
+            if arg is None:  # `f()`: the optional argument list is absent
+                continue
+            if arg.data == "kwarg":
+                name, name_span = self.name(arg.children[0])
+                args.append(ast.Arg(name, name_span, self.expr(arg.children[1]), self.span(arg)))
+            else:
+                args.append(ast.Arg(None, None, self.expr(arg.children[0]), self.span(arg)))
+        return ast.Call(func, func_span, tuple(args), self.span(tree))
+
+    def _list(self, tree: Tree) -> ast.ListExpr:
+        items = tuple(self.expr(c) for c in tree.children if c is not None)
+        return ast.ListExpr(items, self.span(tree))
+
+    def _map(self, tree: Tree) -> ast.MapExpr:
+        entries = []
+        for entry in tree.children:
+            if entry is None:
+                continue
+            key, key_span = self.name(entry.children[0])
+            value = self.expr(entry.children[1])
+            entries.append(ast.MapEntry(key, key_span, value, self.span(entry)))
+        return ast.MapExpr(tuple(entries), self.span(tree))
+
+    def _binop(self, tree: Tree) -> ast.BinOp:
+        left, op, right = tree.children
+        return ast.BinOp(str(op), self.expr(left), self.expr(right), self.span(tree))
+
+    def _unop(self, tree: Tree) -> ast.UnaryOp:
+        op, operand = tree.children
+        return ast.UnaryOp(str(op), self.expr(operand), self.span(tree))
+
+    def _paren(self, tree: Tree) -> ast.Expr:
+        # The AST has no parenthesis node: the tree's shape already says it.
+        return self.expr(tree.children[0])
