@@ -1,0 +1,221 @@
+"""Building blocks of the decoder: Dense, Embed, RMSNorm, RoPE, attention, SwiGLU MLP.
+
+Every parameter carries logical axis names (nnx sharding metadata under
+`out_sharding`, created with `eager_sharding=False` so no mesh is needed at
+construction); the compiler maps them to mesh axes with its logical rules:
+
+    embed.embedding        (vocab, embed)      q_proj.kernel   (embed, heads)
+    lm_head.kernel         (embed, vocab)      k_proj/v_proj   (embed, kv_heads)
+    gate_proj/up_proj      (embed, mlp)        o_proj.kernel   (heads, embed)
+    down_proj.kernel       (mlp, embed)        q_norm/k_norm   (head_dim,)
+
+Projection outputs keep heads and head_dim flattened into one axis
+(`heads` = n_heads * head_dim), so every projection is a 2-D `Dense` kernel
+(in, out) that LoRA can wrap by path regex.
+
+Shapes: B batch, T query length, S key length, D d_model, H query heads,
+K kv heads, G = H // K heads per kv group, Dh head_dim, F mlp_dim, V vocab.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tunix_dsl.model_config import ModelConfig
+
+Axes = tuple[str | None, ...]
+INIT_STD = 0.02  # same scale as HF's `initializer_range` default
+MASK_VALUE = float(np.finfo(np.float32).min)  # finite, so fully-masked rows stay NaN-free
+
+
+def _param(init: Callable, rngs: nnx.Rngs | None, shape: tuple[int, ...], dtype: jnp.dtype,
+           axes: Axes) -> nnx.Param:
+    value = init(rngs.params(), shape, dtype) if rngs is not None else init(None, shape, dtype)
+    return nnx.Param(value, sharding_names=axes, eager_sharding=False)
+
+
+def _normal(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype) -> jax.Array:
+    return INIT_STD * jax.random.normal(key, shape, dtype)
+
+
+def _zeros(_key: jax.Array | None, shape: tuple[int, ...], dtype: jnp.dtype) -> jax.Array:
+    return jnp.zeros(shape, dtype)
+
+
+def _ones(_key: jax.Array | None, shape: tuple[int, ...], dtype: jnp.dtype) -> jax.Array:
+    return jnp.ones(shape, dtype)
+
+
+class Dense(nnx.Module):
+    """y = x @ kernel (+ bias); kernel (in, out). The unit LoRA wraps."""
+
+    def __init__(self, in_features: int, out_features: int, *, axes: tuple[str, str],
+                 use_bias: bool = False, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+        self.kernel = _param(_normal, rngs, (in_features, out_features), dtype, axes)
+        self.bias = _param(_zeros, None, (out_features,), dtype, (axes[1],)) if use_bias else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = x @ self.kernel[...]
+        return y + self.bias[...] if self.bias is not None else y
+
+
+class Embed(nnx.Module):
+    """Token embedding table (V, D); `attend` is the tied output head."""
+
+    def __init__(self, vocab_size: int, d_model: int, *, dtype: jnp.dtype = jnp.float32,
+                 rngs: nnx.Rngs):
+        self.embedding = _param(_normal, rngs, (vocab_size, d_model), dtype, ("vocab", "embed"))
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding[...], tokens, axis=0)  # [B,T] -> [B,T,D]
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        return x @ self.embedding[...].T  # [B,T,D] -> [B,T,V]
+
+
+class RMSNorm(nnx.Module):
+    """x / rms(x) * scale, computed in float32 and cast back (as HF does)."""
+
+    def __init__(self, dim: int, *, eps: float, axis_name: str = "embed",
+                 dtype: jnp.dtype = jnp.float32):
+        self.eps = eps
+        self.scale = _param(_ones, None, (dim,), dtype, (axis_name,))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.scale[...] * x32.astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------- RoPE
+def _default_inv_freq(head_dim: int, theta: float, _scaling: dict) -> np.ndarray:
+    return 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)
+
+
+def _linear_inv_freq(head_dim: int, theta: float, scaling: dict) -> np.ndarray:
+    return _default_inv_freq(head_dim, theta, scaling) / scaling["factor"]
+
+
+def _llama3_inv_freq(head_dim: int, theta: float, scaling: dict) -> np.ndarray:
+    """Llama 3.1 frequency scaling: long wavelengths are divided by `factor`, short ones kept,
+    and the band between is interpolated smoothly."""
+    inv_freq = _default_inv_freq(head_dim, theta, scaling)
+    factor = scaling["factor"]
+    low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old_len = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    scaled = np.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+ROPE_INV_FREQ: dict[str, Callable[[int, float, dict], np.ndarray]] = {
+    "default": _default_inv_freq,
+    "linear": _linear_inv_freq,
+    "llama3": _llama3_inv_freq,
+}
+
+
+def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
+    """Inverse frequencies [Dh/2] (float32) for the config's RoPE type."""
+    scaling = cfg.rope_scaling or {}
+    return ROPE_INV_FREQ[scaling.get("rope_type", "default")](cfg.head_dim, cfg.rope_theta, scaling)
+
+
+def rotate_half(x: jax.Array) -> jax.Array:
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return jnp.concatenate([-x2, x1], axis=-1)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+    """Rotary embedding in the rotate-half layout HF Llama/Qwen checkpoints use: the pair
+    rotated together is (i, i + Dh/2), not (2i, 2i+1). Checkpoint q/k weights are therefore
+    loaded as they are, with no permutation. x [B,T,N,Dh], positions [B,T]."""
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B,T,Dh/2]
+    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # [B,T,1,Dh]
+    cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+    return x * cos + rotate_half(x) * sin
+
+
+# ----------------------------------------------------------------------------- attention
+class Attention(nnx.Module):
+    """Causal self-attention with grouped-query heads, optional q/k bias (Qwen2) and
+    per-head q/k RMSNorm (Qwen3)."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        dtype = jnp.dtype(cfg.dtype)
+        d, hd = cfg.d_model, cfg.head_dim
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, hd
+        self.q_proj = Dense(d, cfg.n_heads * hd, axes=("embed", "heads"), use_bias=cfg.qkv_bias,
+                            dtype=dtype, rngs=rngs)
+        self.k_proj = Dense(d, cfg.n_kv_heads * hd, axes=("embed", "kv_heads"),
+                            use_bias=cfg.qkv_bias, dtype=dtype, rngs=rngs)
+        self.v_proj = Dense(d, cfg.n_kv_heads * hd, axes=("embed", "kv_heads"),
+                            use_bias=cfg.qkv_bias, dtype=dtype, rngs=rngs)
+        self.o_proj = Dense(cfg.n_heads * hd, d, axes=("heads", "embed"), dtype=dtype, rngs=rngs)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(hd, eps=cfg.norm_eps, axis_name="head_dim", dtype=dtype)
+            self.k_norm = RMSNorm(hd, eps=cfg.norm_eps, axis_name="head_dim", dtype=dtype)
+        else:
+            self.q_norm = self.k_norm = None
+
+    def __call__(
+        self,
+        x: jax.Array,  # [B,T,D]
+        positions: jax.Array,  # [B,T]
+        inv_freq: jax.Array,  # [Dh/2]
+        mask: jax.Array,  # [B,T,S] bool, True = may attend
+        kv: tuple[jax.Array, jax.Array] | None = None,  # cache ([B,S,K,Dh] x2) or None
+        cache_index: jax.Array | None = None,  # first cache slot of this call's tokens
+        return_probs: bool = False,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None, jax.Array | None]:
+        B, T, _ = x.shape
+        H, K, Dh = self.n_heads, self.n_kv_heads, self.head_dim
+        q = self.q_proj(x).reshape(B, T, H, Dh)
+        k = self.k_proj(x).reshape(B, T, K, Dh)
+        v = self.v_proj(x).reshape(B, T, K, Dh)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+
+        if kv is not None:  # write this call's keys/values at slots [cache_index, cache_index+T)
+            start = (0, cache_index, 0, 0)
+            k_all = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), start)
+            v_all = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), start)
+            new_kv = (k_all, v_all)
+            k, v = k_all.astype(q.dtype), v_all.astype(q.dtype)
+        else:
+            new_kv = None
+
+        # Grouped-query attention: query head h uses kv head h // G (HF's repeat_kv order).
+        q = q.reshape(B, T, K, H // K, Dh)
+        scores = jnp.einsum("btkgd,bskd->bkgts", q, k).astype(jnp.float32) / math.sqrt(Dh)
+        scores = jnp.where(mask[:, None, None, :, :], scores, MASK_VALUE)
+        probs = jax.nn.softmax(scores, axis=-1)  # [B,K,G,T,S]
+        out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v).reshape(B, T, H * Dh)
+        maps = probs.reshape(B, H, T, -1) if return_probs else None
+        return self.o_proj(out), new_kv, maps
+
+
+class SwiGLU(nnx.Module):
+    """down(silu(gate(x)) * up(x)) — the Llama/Qwen MLP."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        dtype = jnp.dtype(cfg.dtype)
+        self.gate_proj = Dense(cfg.d_model, cfg.mlp_dim, axes=("embed", "mlp"), dtype=dtype,
+                               rngs=rngs)
+        self.up_proj = Dense(cfg.d_model, cfg.mlp_dim, axes=("embed", "mlp"), dtype=dtype,
+                             rngs=rngs)
+        self.down_proj = Dense(cfg.mlp_dim, cfg.d_model, axes=("mlp", "embed"), dtype=dtype,
+                               rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B,T,D] -> [B,T,D]
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
