@@ -1,0 +1,367 @@
+"""Rows -> token examples -> padded, bucketed numpy batches in a resumable order.
+
+Numpy only (no jax): the compiled step programs take these arrays as inputs.
+
+Tokenisation, per consumer (``tunix_dsl.datasets.CONSUMERS``); ``bos`` is left
+out when the tokenizer has none, and the eos id always ends a completion:
+
+- ``lm``: ``bos + text + eos`` (``text`` or else ``prompt + completion``); loss
+  on every token after bos. Too long: cut from the right (keep the beginning).
+- ``prompt_completion``: ``bos + prompt + completion + eos``; loss on
+  completion and eos only.
+- ``preference``: ``bos + prompt + chosen + eos`` and ``bos + prompt + rejected
+  + eos``; loss on each completion and eos.
+- ``prompt``: ``bos + prompt``, left-padded, for generation; no loss.
+
+Truncation keeps the completion whole and cuts the prompt from the left (the
+end of a prompt is what the completion follows). A row whose completion(s)
+alone do not fit, leaving no prompt token, is dropped. Both are counted in
+``TokenizedData.truncated`` / ``.dropped``. Prompt and completion are encoded
+separately, so the loss-mask boundary is exact for every tokenizer.
+
+Batches are ``dict[str, np.ndarray]``: ``tokens [B,T] int32``, ``targets [B,T]
+int32`` with ``targets[:, t] = tokens[:, t+1]`` (last column: pad),
+``loss_mask [B,T] float32`` aligned with targets, ``attention_mask [B,T] bool``
+(True = real token), ``positions [B,T] int32`` (0 at each row's first real
+token), ``example_ids [B] int64`` (row index in the source rows). Preference
+batches hold ``chosen_*`` and ``rejected_*`` of each array, in one bucket so a
+step can concatenate them; prompt batches hold tokens, attention_mask and
+positions. T is the smallest bucket that fits the batch's longest example.
+
+Order: epoch e visits the examples in ``default_rng([seed, e]).permutation(N)``;
+the epochs are laid end to end as one stream and the cursor is the number of
+examples consumed from it. A batch that runs past the end of an epoch is
+completed from the next epoch's permutation (so every batch is full and the
+cursor alone fixes all later batches): a stream started at ``start_cursor=k``
+yields exactly the batches a continuing stream yields after consuming k examples.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tunix_dsl.datasets import CONSUMERS, DataError
+from tunix_dsl.tokenizers import Tokenizer
+
+Batch = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class TokenSeq:
+    """One token sequence; ``weights[i]`` is 1 where token i is trained as a target."""
+
+    tokens: np.ndarray  # [L] int32
+    weights: np.ndarray  # [L] float32
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    chosen: TokenSeq
+    rejected: TokenSeq
+
+    def __len__(self) -> int:
+        return max(len(self.chosen), len(self.rejected))
+
+
+Example = TokenSeq | PreferencePair
+
+
+@dataclass(frozen=True)
+class _Ids:
+    """A tokenizer's ids resolved once, plus the length limit."""
+
+    encode: Callable[[str], list[int]]
+    bos: list[int]
+    eos: int
+    max_len: int
+
+    def seq(self, prompt: list[int], completion: list[int]) -> TokenSeq:
+        tokens = [*self.bos, *prompt, *completion]
+        weights = [0.0] * (len(self.bos) + len(prompt)) + [1.0] * len(completion)
+        return TokenSeq(np.asarray(tokens, np.int32), np.asarray(weights, np.float32))
+
+    def fit_prompt(self, prompt: list[int], longest_completion: int) -> list[int] | None:
+        """The prompt cut from the left to fit; None when not even one prompt token fits."""
+        budget = self.max_len - len(self.bos) - longest_completion
+        if budget < min(len(prompt), 1):
+            return None
+        return prompt[len(prompt) - budget:] if len(prompt) > budget else prompt
+
+
+# A consumer's tokenize turns a row into (example or None when dropped, truncated?).
+_RowTokenizer = Callable[[Mapping[str, Any], _Ids], tuple[Example | None, bool]]
+
+
+def _tokenize_lm(row: Mapping[str, Any], ids: _Ids) -> tuple[Example | None, bool]:
+    text = row["text"] if "text" in row else row["prompt"] + row["completion"]
+    seq = ids.seq([], [*ids.encode(text), ids.eos])
+    if len(seq) <= ids.max_len:
+        return seq, False
+    return TokenSeq(seq.tokens[: ids.max_len], seq.weights[: ids.max_len]), True
+
+
+def _tokenize_prompt_completion(row: Mapping[str, Any], ids: _Ids) -> tuple[Example | None, bool]:
+    prompt, completion = ids.encode(row["prompt"]), [*ids.encode(row["completion"]), ids.eos]
+    kept = ids.fit_prompt(prompt, len(completion))
+    if kept is None:
+        return None, False
+    return ids.seq(kept, completion), len(kept) < len(prompt)
+
+
+def _tokenize_preference(row: Mapping[str, Any], ids: _Ids) -> tuple[Example | None, bool]:
+    prompt = ids.encode(row["prompt"])
+    chosen = [*ids.encode(row["chosen"]), ids.eos]
+    rejected = [*ids.encode(row["rejected"]), ids.eos]
+    # One cut for both, so the pair shares exactly the same prompt tokens.
+    kept = ids.fit_prompt(prompt, max(len(chosen), len(rejected)))
+    if kept is None:
+        return None, False
+    return PreferencePair(ids.seq(kept, chosen), ids.seq(kept, rejected)), len(kept) < len(prompt)
+
+
+def _tokenize_prompt(row: Mapping[str, Any], ids: _Ids) -> tuple[Example | None, bool]:
+    prompt = ids.encode(row["prompt"])
+    kept = ids.fit_prompt(prompt, 0)
+    if kept is None:
+        return None, False
+    return ids.seq(kept, []), len(kept) < len(prompt)
+
+
+def _right_padded(seqs: Sequence[TokenSeq], length: int, pad: int, prefix: str = "") -> Batch:
+    """Right-pad to ``length``; targets and loss mask shifted left by one."""
+    n = len(seqs)
+    tokens = np.full((n, length), pad, np.int32)
+    weights = np.zeros((n, length), np.float32)
+    attention = np.zeros((n, length), bool)
+    for i, s in enumerate(seqs):
+        tokens[i, : len(s)] = s.tokens
+        weights[i, : len(s)] = s.weights
+        attention[i, : len(s)] = True
+    targets = np.full((n, length), pad, np.int32)
+    targets[:, :-1] = tokens[:, 1:]
+    loss_mask = np.zeros((n, length), np.float32)
+    loss_mask[:, :-1] = weights[:, 1:]
+    positions = np.broadcast_to(np.arange(length, dtype=np.int32), (n, length)).copy()
+    return {f"{prefix}tokens": tokens, f"{prefix}targets": targets, f"{prefix}loss_mask": loss_mask,
+            f"{prefix}attention_mask": attention, f"{prefix}positions": positions}
+
+
+def _collate_seqs(examples: Sequence[Example], length: int, pad: int) -> Batch:
+    return _right_padded(examples, length, pad)  # type: ignore[arg-type]
+
+
+def _collate_pairs(examples: Sequence[Example], length: int, pad: int) -> Batch:
+    pairs: Sequence[PreferencePair] = examples  # type: ignore[assignment]
+    return {**_right_padded([p.chosen for p in pairs], length, pad, "chosen_"),
+            **_right_padded([p.rejected for p in pairs], length, pad, "rejected_")}
+
+
+def _collate_prompts(examples: Sequence[Example], length: int, pad: int) -> Batch:
+    """Left-pad so every prompt ends at the last column, where generation starts."""
+    n = len(examples)
+    tokens = np.full((n, length), pad, np.int32)
+    attention = np.zeros((n, length), bool)
+    for i, s in enumerate(examples):
+        tokens[i, length - len(s):] = s.tokens  # type: ignore[union-attr]
+        attention[i, length - len(s):] = True
+    positions = np.maximum(np.cumsum(attention, axis=1, dtype=np.int32) - 1, 0)
+    return {"tokens": tokens, "attention_mask": attention, "positions": positions}
+
+
+@dataclass(frozen=True)
+class _ConsumerRules:
+    tokenize: _RowTokenizer
+    collate: Callable[[Sequence[Example], int, int], Batch]
+
+
+CONSUMER_RULES: dict[str, _ConsumerRules] = {
+    "lm": _ConsumerRules(_tokenize_lm, _collate_seqs),
+    "prompt_completion": _ConsumerRules(_tokenize_prompt_completion, _collate_seqs),
+    "preference": _ConsumerRules(_tokenize_preference, _collate_pairs),
+    "prompt": _ConsumerRules(_tokenize_prompt, _collate_prompts),
+}
+assert set(CONSUMER_RULES) == set(CONSUMERS), "every consumer needs tokenize/collate rules"
+
+
+@dataclass
+class TokenizedData:
+    """A dataset tokenised for one consumer; ``row_ids[i]`` is example i's source row."""
+
+    consumer: str
+    examples: list[Example]
+    row_ids: np.ndarray  # [N] int64
+    lengths: np.ndarray  # [N] int64, the longest sequence of each example
+    pad_id: int
+    max_len: int
+    rows: int
+    truncated: int = 0
+    dropped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def collate(self, indices: np.ndarray, length: int) -> Batch:
+        """The examples at ``indices`` padded to ``length``, with their ``example_ids``."""
+        collate = CONSUMER_RULES[self.consumer].collate
+        batch = collate([self.examples[i] for i in indices], length, self.pad_id)
+        batch["example_ids"] = self.row_ids[indices]
+        return batch
+
+    def summary(self) -> str:
+        return (f"{self.rows} rows -> {len(self)} {self.consumer} examples (max_len {self.max_len}): "
+                f"{self.truncated} truncated (prompt cut from the left), "
+                f"{self.dropped} dropped (completion alone longer than max_len)")
+
+
+def tokenize_rows(
+    rows: Sequence[Mapping[str, Any]], consumer: str, tokenizer: Tokenizer, max_len: int,
+    source: str = "dataset",
+) -> TokenizedData:
+    """Tokenise ``rows`` for ``consumer`` with sequences of at most ``max_len`` tokens."""
+    if consumer not in CONSUMER_RULES:
+        raise ValueError(f"unknown consumer {consumer!r}; known: {', '.join(CONSUMER_RULES)}")
+    if tokenizer.eos_id is None:
+        raise ValueError("the tokenizer has no eos id; completions need one to end")
+    pad = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
+    bos = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
+    if max_len < len(bos) + 2:
+        raise ValueError(f"max_len {max_len} is too short for a sequence")
+    ids = _Ids(lambda text: tokenizer.encode(text, add_bos=False), bos, tokenizer.eos_id, max_len)
+    rules, info = CONSUMER_RULES[consumer], CONSUMERS[consumer]
+    examples: list[Example] = []
+    row_ids: list[int] = []
+    truncated = dropped = 0
+    for i, row in enumerate(rows):
+        missing = info.missing(row)
+        if missing:
+            raise DataError(source, None, f"row {i + 1} has no column {missing[0]!r}, which "
+                            f"{consumer} data needs ({', '.join(info.required)})")
+        example, cut = rules.tokenize(row, ids)
+        if example is None:
+            dropped += 1
+            continue
+        truncated += cut
+        examples.append(example)
+        row_ids.append(i)
+    if not examples:
+        raise DataError(source, None, f"all {len(rows)} rows are longer than max_len {max_len} "
+                        "without their prompt; raise max_seq_len or shorten the completions")
+    return TokenizedData(consumer, examples, np.asarray(row_ids, np.int64),
+                         np.asarray([len(e) for e in examples], np.int64), pad, max_len,
+                         len(rows), truncated, dropped)
+
+
+def length_buckets(max_seq_len: int, buckets: Sequence[int] | None = None,
+                   min_bucket: int = 16) -> tuple[int, ...]:
+    """Padded lengths a batch may take, ascending; the largest is the length limit.
+
+    Default: powers of two from ``min_bucket`` below ``max_seq_len``, then
+    ``max_seq_len``. Given buckets must be positive and at most ``max_seq_len``.
+    """
+    if buckets is None:
+        out, b = [], min_bucket
+        while b < max_seq_len:
+            out.append(b)
+            b *= 2
+        return (*out, max_seq_len)
+    chosen = sorted(set(buckets))
+    if not chosen or chosen[0] < 2 or chosen[-1] > max_seq_len:
+        raise ValueError(f"buckets {list(buckets)} must be non-empty, each between 2 and "
+                         f"max_seq_len {max_seq_len}")
+    return tuple(chosen)
+
+
+def bucket_for(length: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket that holds ``length`` tokens."""
+    i = bisect.bisect_left(buckets, length)
+    if i == len(buckets):
+        raise ValueError(f"a sequence of {length} tokens exceeds the largest bucket {buckets[-1]}")
+    return buckets[i]
+
+
+def check_batch_size(batch_size: int, shards: int, what: str) -> None:
+    """Fail with the nearest valid sizes when ``batch_size`` does not split into ``shards``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size % shards:
+        lower, upper = batch_size - batch_size % shards, batch_size + shards - batch_size % shards
+        options = f"{lower} or {upper}" if lower else str(upper)
+        raise ValueError(f"batch_size {batch_size} is not divisible by {shards} ({what}); "
+                         f"use {options}")
+
+
+class BatchStream:
+    """Deterministic, resumable batches over a :class:`TokenizedData`.
+
+    The whole state is ``cursor`` (examples consumed); see the module docstring
+    for the order. With ``process_count > 1`` every process walks the same global
+    batches and keeps its contiguous slice of ``batch_size // process_count``
+    rows; the bucket comes from the global batch so all processes agree on shapes.
+    """
+
+    def __init__(self, data: TokenizedData, batch_size: int, seed: int,
+                 buckets: Sequence[int] | None = None, *, start_cursor: int = 0,
+                 process_index: int = 0, process_count: int = 1):
+        check_batch_size(batch_size, process_count, "processes")
+        if not 0 <= process_index < process_count:
+            raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+        if seed < 0 or start_cursor < 0:
+            raise ValueError(f"seed and start_cursor must be >= 0, got {seed}, {start_cursor}")
+        self.data = data
+        self.batch_size = batch_size
+        self.seed = seed
+        self.buckets = tuple(buckets) if buckets is not None else length_buckets(data.max_len)
+        if self.buckets[-1] < int(data.lengths.max()):
+            raise ValueError(f"largest bucket {self.buckets[-1]} is shorter than the longest "
+                             f"example ({int(data.lengths.max())} tokens)")
+        self.cursor = start_cursor
+        self._local = slice(process_index * batch_size // process_count,
+                            (process_index + 1) * batch_size // process_count)
+        self._orders: dict[int, np.ndarray] = {}
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next example comes from."""
+        return self.cursor // len(self.data)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Example indices in the order epoch ``epoch`` visits them."""
+        if epoch not in self._orders:
+            if len(self._orders) >= 2:  # a batch spans at most a few epochs; keep the cache small
+                self._orders.pop(min(self._orders))
+            rng = np.random.default_rng([self.seed, epoch])
+            self._orders[epoch] = rng.permutation(len(self.data))
+        return self._orders[epoch]
+
+    def indices(self, start: int, count: int) -> np.ndarray:
+        """Example indices at stream positions ``[start, start + count)``."""
+        n, out, pos = len(self.data), [], start
+        while pos < start + count:
+            epoch, offset = divmod(pos, n)
+            take = min(n - offset, start + count - pos)
+            out.append(self.order(epoch)[offset: offset + take])
+            pos += take
+        return np.concatenate(out)
+
+    def next_batch(self) -> Batch:
+        """The next batch (this process's slice); advances the cursor by ``batch_size``."""
+        idx = self.indices(self.cursor, self.batch_size)
+        length = bucket_for(int(self.data.lengths[idx].max()), self.buckets)
+        self.cursor += self.batch_size
+        return self.data.collate(idx[self._local], length)
+
+    def next_batches(self, k: int) -> Batch:
+        """The next ``k`` batches stacked ``[k, B, ...]`` in one bucket (for k steps per call)."""
+        idx = self.indices(self.cursor, k * self.batch_size).reshape(k, self.batch_size)
+        length = bucket_for(int(self.data.lengths[idx].max()), self.buckets)
+        self.cursor += k * self.batch_size
+        parts = [self.data.collate(row[self._local], length) for row in idx]
+        return {key: np.stack([p[key] for p in parts]) for key in parts[0]}
