@@ -104,6 +104,13 @@ class ModelConfig:
         if rope_type == "linear" and "factor" not in self.rope_scaling:  # type: ignore[operator]
             raise ModelConfigError("model config: linear RoPE scaling needs `factor`")
 
+    def __hash__(self) -> int:
+        # The config sits on the model as static graph data, which jit hashes; the RoPE
+        # scaling dict is hashed by its items.
+        items = tuple((f.name, getattr(self, f.name)) for f in fields(self))
+        return hash(tuple((k, tuple(sorted(v.items())) if isinstance(v, dict) else v)
+                          for k, v in items))
+
     # ------------------------------------------------------------------ building
     @classmethod
     def from_preset(cls, name: str, vocab_size: int, **overrides: Any) -> ModelConfig:

@@ -1,0 +1,153 @@
+"""Decoder-only transformer for the Llama 3.x / Qwen2 / Qwen3 families.
+
+    tokens [B,T] -> embed -> n_layers x Block -> final_norm -> lm_head (or tied embed) -> [B,T,V]
+    Block: x += attn(attn_norm(x));  x += mlp(mlp_norm(x))
+
+Parameter paths (what LoRA regexes and the HF name map see):
+`embed.embedding`, `layers.{i}.attn_norm.scale`, `layers.{i}.attn.{q,k,v,o}_proj.kernel`
+(+ `.bias` on q/k/v for Qwen2), `layers.{i}.attn.{q,k}_norm.scale` (Qwen3),
+`layers.{i}.mlp_norm.scale`, `layers.{i}.mlp.{gate,up,down}_proj.kernel`,
+`final_norm.scale`, `lm_head.kernel` (untied only). Layers are an `nnx.List`
+of blocks, unrolled at trace time (fast to compile for the small depths used on CPU).
+
+Padding: `attention_mask [B,T]` (True = real token) supports left-padded
+batches. Padding keys are never attended to, and by default a token's RoPE
+position counts the real tokens before it, so a left-padded row yields the
+same logits at its real tokens as the unpadded sequence. Logits at padding
+positions are finite but meaningless. Decoding with a KV cache: see `kv_cache`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.models.kv_cache import KVCache
+from tunix_dsl.models.layers import Attention, Dense, Embed, RMSNorm, SwiGLU, rope_inv_freq
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class ModelOutput:
+    logits: jax.Array  # [B,T,V]
+    hidden_states: tuple[jax.Array, ...] | None = None  # per block output (pre final norm), [B,T,D]
+    attentions: tuple[jax.Array, ...] | None = None  # per layer softmax probs, [B,H,T,S]
+    cache: KVCache | None = None  # the cache after writing this call's tokens
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        dtype = jnp.dtype(cfg.dtype)
+        self.attn_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, dtype=dtype)
+        self.attn = Attention(cfg, rngs=rngs)
+        self.mlp_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, dtype=dtype)
+        self.mlp = SwiGLU(cfg, rngs=rngs)
+
+    def __call__(self, x, positions, inv_freq, mask, kv=None, cache_index=None,
+                 return_probs=False):
+        h, kv, probs = self.attn(self.attn_norm(x), positions, inv_freq, mask, kv, cache_index,
+                                 return_probs)
+        x = x + h
+        x = x + self.mlp(self.mlp_norm(x))
+        return x, kv, probs
+
+
+def _run_block(block: Block, x, positions, inv_freq, mask, kv, cache_index, return_probs):
+    return block(x, positions, inv_freq, mask, kv, cache_index, return_probs)
+
+
+# Activation checkpointing: only the block's inputs are kept for the backward pass.
+_run_block_remat = nnx.remat(_run_block, static_argnums=(7,))
+
+
+class Transformer(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        dtype = jnp.dtype(cfg.dtype)
+        self.embed = Embed(cfg.vocab_size, cfg.d_model, dtype=dtype, rngs=rngs)
+        self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
+        self.final_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, dtype=dtype)
+        self.lm_head = None if cfg.tie_embeddings else Dense(
+            cfg.d_model, cfg.vocab_size, axes=("embed", "vocab"), dtype=dtype, rngs=rngs)
+
+    def __call__(
+        self,
+        tokens: jax.Array,  # [B,T] int32
+        *,
+        positions: jax.Array | None = None,  # [B,T]; default: count of real tokens before
+        attention_mask: jax.Array | None = None,  # [B,T] bool, True = real token
+        cache: KVCache | None = None,
+        return_hidden: bool = False,
+        return_attention: bool = False,
+    ) -> jax.Array | ModelOutput:
+        """Logits [B,T,V], or a `ModelOutput` when a cache or extra outputs are involved."""
+        hidden, out = self.hidden(tokens, positions=positions, attention_mask=attention_mask,
+                                  cache=cache, return_hidden=return_hidden,
+                                  return_attention=return_attention)
+        logits = self.unembed(hidden)
+        if cache is None and not return_hidden and not return_attention:
+            return logits
+        return dataclasses.replace(out, logits=logits)
+
+    def hidden(self, tokens, *, positions=None, attention_mask=None, cache=None,
+               return_hidden=False, return_attention=False) -> tuple[jax.Array, ModelOutput]:
+        """The final-normed hidden states [B,T,D] (input of the output head, e.g. for a value
+        head) and a `ModelOutput` whose `logits` is not yet filled in."""
+        B, T = tokens.shape
+        real = (jnp.ones((B, T), bool) if attention_mask is None
+                else jnp.asarray(attention_mask).astype(bool))
+        if cache is None:
+            causal = jnp.tril(jnp.ones((T, T), bool))
+            mask = causal[None] & real[:, None, :]  # [B,T,T]
+            before = jnp.zeros((B, 1), jnp.int32)
+        else:
+            mask, valid = cache.attention_mask(real)  # [B,T,S]
+            before = cache.valid.sum(axis=-1, dtype=jnp.int32)[:, None]
+        if positions is None:  # real tokens before this one; padding slots clamp to 0
+            positions = before + jnp.maximum(jnp.cumsum(real, axis=1, dtype=jnp.int32) - 1, 0)
+        inv_freq = jnp.asarray(rope_inv_freq(self.cfg))
+        run = _run_block_remat if self.cfg.remat else _run_block
+
+        x = self.embed(tokens)  # [B,T,D]
+        hiddens, maps, ks, vs = [], [], [], []
+        for i, block in enumerate(self.layers):
+            kv = (cache.k[i], cache.v[i]) if cache is not None else None
+            index = cache.index if cache is not None else None
+            x, kv, probs = run(block, x, positions, inv_freq, mask, kv, index, return_attention)
+            hiddens.append(x)
+            maps.append(probs)
+            if kv is not None:
+                ks.append(kv[0])
+                vs.append(kv[1])
+        new_cache = None if cache is None else KVCache(tuple(ks), tuple(vs), valid,
+                                                      cache.index + T)
+        out = ModelOutput(
+            logits=None,  # type: ignore[arg-type]  # filled in by __call__
+            hidden_states=tuple(hiddens) if return_hidden else None,
+            attentions=tuple(maps) if return_attention else None,
+            cache=new_cache,
+        )
+        return self.final_norm(x), out
+
+    def unembed(self, h: jax.Array) -> jax.Array:
+        """Output head: final hidden [.., D] -> logits [.., V]."""
+        return self.lm_head(h) if self.lm_head is not None else self.embed.attend(h)
+
+    def logps(self, tokens: jax.Array, targets: jax.Array, **kwargs) -> jax.Array:
+        """Per-token log p(targets[b,t] | tokens[b,:t+1]) [B,T] float32.
+
+        log p = logit[target] - logsumexp(logits): one reduction and one gather over the
+        vocabulary, never a full [B,T,V] log-softmax tensor. kwargs go to the forward."""
+        h, _ = self.hidden(tokens, **kwargs)
+        return gather_logps(self.unembed(h), targets)
+
+
+def gather_logps(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """log softmax(logits)[targets] = logits[targets] - logsumexp(logits), in float32."""
+    logits = logits.astype(jnp.float32)
+    picked = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return picked - jax.nn.logsumexp(logits, axis=-1)
