@@ -1,0 +1,249 @@
+"""`tnx`: lint, fmt, graph, explain (jax-free), and run/plan (loaded lazily).
+
+Exit codes, for every verb: 0 clean (warnings allowed), 1 errors found (or,
+for `fmt --check`/`--diff`, a file would change), 2 usage or I/O problem.
+Imports stay inside the verbs so that `tnx lint` never loads jax.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
+
+
+class _UsageError(Exception):
+    """A problem with the command line or the files it names (exit 2)."""
+
+
+def _override(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got `{text}`")
+    return name.strip(), value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tnx", description="Check, format, inspect and run .tnx post-training pipelines.")
+    parser.add_argument("--version", action="version", version=f"tnx {_version()}")
+    verbs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    lint = verbs.add_parser("lint", help="check pipelines and report diagnostics")
+    lint.add_argument("files", nargs="+", metavar="FILE")
+    lint.add_argument("--format", choices=("text", "json", "sarif"), default="text")
+    _add_common(lint)
+
+    fmt = verbs.add_parser("fmt", help="rewrite files in the canonical layout")
+    fmt.add_argument("files", nargs="+", metavar="FILE", help="files to format; `-` for stdin")
+    fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
+    fmt.add_argument("--diff", action="store_true", help="change nothing; print a unified diff")
+    fmt.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+
+    graph = verbs.add_parser("graph", help="print the pipeline's dataflow graph")
+    graph.add_argument("file", metavar="FILE")
+    graph.add_argument("--format", choices=("text", "dot", "mermaid", "json"), default="text")
+    _add_common(graph)
+
+    explain = verbs.add_parser("explain", help="show a stage kind's or declaration's fields")
+    explain.add_argument("kind", metavar="KIND")
+
+    for verb, text in (("run", "run a pipeline"), ("plan", "show the compiled plan of a pipeline")):
+        runner = verbs.add_parser(verb, help=text, add_help=False)
+        runner.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", type=_override, default=[],
+                        metavar="NAME=VALUE", help="override a `param` (repeatable)")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+
+
+def _version() -> str:
+    from tunix_dsl import __version__
+    return __version__
+
+
+def _use_color(choice: str, stream) -> bool:
+    if choice != "auto":
+        return choice == "always"
+    return stream.isatty() and "NO_COLOR" not in os.environ
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # exits 2 on usage errors, as argparse does
+    command = {"lint": _lint, "fmt": _fmt, "graph": _graph, "explain": _explain,
+               "run": _delegate, "plan": _delegate}[args.command]
+    try:
+        return command(args)
+    except _UsageError as err:
+        print(f"tnx {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _read(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    file = Path(path)
+    if file.is_dir():
+        raise _UsageError(f"`{path}` is a directory, not a .tnx file")
+    try:
+        return file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise _UsageError(f"cannot read `{path}`: no such file") from None
+    except UnicodeDecodeError as err:
+        raise _UsageError(f"cannot read `{path}`: not UTF-8 text ({err.reason})") from None
+    except OSError as err:
+        raise _UsageError(f"cannot read `{path}`: {err.strerror or err}") from None
+
+
+def _check_readable(paths: Sequence[str]) -> None:
+    for path in paths:
+        _read(path)
+
+
+def _load(path: str, overrides: dict[str, str]):
+    from tunix_dsl.api import load
+    return load(path, overrides)
+
+
+# --------------------------------------------------------------------------- lint
+
+
+def _lint(args: argparse.Namespace) -> int:
+    from tunix_dsl.render import render_json, render_sarif, render_text
+
+    _check_readable(args.files)
+    overrides = dict(args.overrides)
+    diagnostics, sources = [], {}
+    for path in args.files:
+        pipeline = _load(path, overrides)
+        diagnostics += pipeline.diagnostics
+        sources.update(pipeline.sources)
+    if args.format == "json":
+        print(render_json(diagnostics))
+    elif args.format == "sarif":
+        print(render_sarif(diagnostics, sources))
+    else:
+        sys.stdout.write(render_text(diagnostics, sources, _use_color(args.color, sys.stdout)))
+    return EXIT_ERRORS if any(d.is_error for d in diagnostics) else EXIT_OK
+
+
+# --------------------------------------------------------------------------- fmt
+
+
+def _fmt(args: argparse.Namespace) -> int:
+    from tunix_dsl.diagnostics import TnxError
+    from tunix_dsl.formatter import format_source
+    from tunix_dsl.render import render_text
+
+    sources = {path: _read(path) for path in dict.fromkeys(args.files)}
+    changed, broken = [], False
+    for path, text in sources.items():
+        name = "<stdin>" if path == "-" else path
+        try:
+            formatted = format_source(text, name)
+        except TnxError as err:
+            color = _use_color(args.color, sys.stderr)
+            sys.stderr.write(render_text(err.diagnostics, {name: text}, color))
+            broken = True
+            continue
+        if formatted == text:
+            if path == "-" and not (args.check or args.diff):
+                sys.stdout.write(formatted)
+            continue
+        changed.append(path)
+        if args.diff:
+            sys.stdout.writelines(difflib.unified_diff(
+                text.splitlines(keepends=True), formatted.splitlines(keepends=True),
+                fromfile=f"{name} (original)", tofile=f"{name} (formatted)"))
+        elif args.check:
+            print(f"would reformat {name}")
+        elif path == "-":
+            sys.stdout.write(formatted)
+        else:
+            _write(path, formatted)
+            print(f"reformatted {name}", file=sys.stderr)
+    if broken:
+        return EXIT_ERRORS
+    return EXIT_ERRORS if changed and (args.check or args.diff) else EXIT_OK
+
+
+def _write(path: str, text: str) -> None:
+    """Replace the file atomically, so an interrupted `fmt` never truncates it."""
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.tnxfmt.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, target)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        raise _UsageError(f"cannot write `{path}`: {err.strerror or err}") from None
+
+
+# --------------------------------------------------------------------------- graph, explain
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from tunix_dsl.graph_render import GRAPH_FORMATS
+    from tunix_dsl.render import render_text
+
+    _check_readable([args.file])
+    pipeline = _load(args.file, dict(args.overrides))
+    errors = [d for d in pipeline.diagnostics if d.is_error]
+    if errors:
+        color = _use_color(args.color, sys.stderr)
+        sys.stderr.write(render_text(pipeline.diagnostics, pipeline.sources, color))
+        return EXIT_ERRORS
+    sys.stdout.write(GRAPH_FORMATS[args.format](pipeline.graph))
+    return EXIT_OK
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from tunix_dsl.schemas import explain_text
+
+    text = explain_text(args.kind)
+    if text is None:
+        known = _known_kinds()
+        close = difflib.get_close_matches(args.kind, known, n=1)
+        hint = f"; did you mean `{close[0]}`?" if close else ""
+        listing = f" (known: {', '.join(known)})" if known else ""
+        raise _UsageError(f"unknown kind `{args.kind}`{hint}{listing}")
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return EXIT_OK
+
+
+def _known_kinds() -> list[str]:
+    try:
+        from tunix_dsl.schemas import explainable_kinds
+    except ImportError:
+        return []
+    return sorted(explainable_kinds())
+
+
+# --------------------------------------------------------------------------- run, plan
+
+
+def _delegate(args: argparse.Namespace) -> int:
+    """`run` and `plan` live in the runtime (jax), imported only when asked for."""
+    try:
+        from tunix_dsl.runtime import cli_commands
+    except ImportError as err:
+        if err.name not in ("tunix_dsl.runtime.cli_commands", "tunix_dsl.runtime"):
+            raise
+        print(f"tnx {args.command}: not available in this build (the runtime's command "
+              "module `tunix_dsl.runtime.cli_commands` is missing)", file=sys.stderr)
+        return EXIT_USAGE
+    return int(cli_commands.main(args.command, list(args.args)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

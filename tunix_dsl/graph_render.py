@@ -1,0 +1,124 @@
+"""`tnx graph`: the pipeline's dataflow graph as a text tree, DOT, Mermaid or JSON.
+
+The graph is `Pipeline.graph` (networkx `DiGraph`) built by the checker: nodes
+are ids such as `model:tiny` or `stage:base` with attributes `kind` (the
+declaration keyword, or the stage kind) and `label`; an edge `u → v` means
+`v` consumes `u`, with the attribute `role` (`policy`, `data`, ...).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import networkx as nx
+
+_SOURCE_PREFIXES = ("tokenizer:", "model:", "dataset:", "reward:", "param:")
+
+
+def topological_nodes(graph: nx.DiGraph) -> list[str]:
+    """Nodes in dependency order, ties broken by insertion order (stable output)."""
+    order = {node: i for i, node in enumerate(graph.nodes)}
+    try:
+        return list(nx.lexicographical_topological_sort(graph, key=lambda n: order[n]))
+    except (nx.NetworkXUnfeasible, nx.NetworkXError):  # a cycle: the checker reported it
+        return list(graph.nodes)
+
+
+def _kind(graph: nx.DiGraph, node: str) -> str:
+    return str(graph.nodes[node].get("kind", node.split(":", 1)[0]))
+
+
+def _role(graph: nx.DiGraph, source: str, target: str) -> str:
+    data = graph.edges[source, target]
+    role = str(data.get("role", ""))
+    output = data.get("output")
+    return f"{role} (.{output})" if output else role
+
+
+def render_tree(graph: nx.DiGraph) -> str:
+    """Each consumer (stage, eval, export) in topological order, its inputs beneath."""
+    lines: list[str] = []
+    for node in topological_nodes(graph):
+        inputs = list(graph.predecessors(node))
+        if not inputs:
+            continue
+        lines.append(f"{node}  [{_kind(graph, node)}]")
+        roles = [_role(graph, source, node) for source in inputs]
+        width = max(len(r) for r in roles)
+        for i, (source, role) in enumerate(zip(inputs, roles, strict=True)):
+            branch = "└──" if i == len(inputs) - 1 else "├──"
+            lines.append(f"  {branch} {role.ljust(width)}  ← {source}")
+    unused = [n for n in graph.nodes if graph.degree(n) == 0]
+    if unused:
+        lines.append("unconnected: " + ", ".join(unused))
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+_DOT_SHAPES = {"model": "box", "tokenizer": "note", "dataset": "cylinder", "reward": "hexagon",
+               "eval": "diamond", "export": "folder", "param": "plaintext"}
+
+
+def _dot_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def render_dot(graph: nx.DiGraph) -> str:
+    lines = ["digraph pipeline {", "  rankdir=LR;", '  node [fontname="Helvetica"];']
+    for node in topological_nodes(graph):
+        prefix = node.split(":", 1)[0]
+        shape = _DOT_SHAPES.get(prefix, "box")
+        style = ', style="rounded"' if prefix == "stage" else ""
+        label = f"{node}\n{_kind(graph, node)}"
+        lines.append(f"  {_dot_quote(node)} [label={_dot_quote(label)}, shape={shape}{style}];")
+    for source, target in graph.edges:
+        role = _role(graph, source, target)
+        lines.append(f"  {_dot_quote(source)} -> {_dot_quote(target)} [label={_dot_quote(role)}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _mermaid_id(node: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in node)
+
+
+def _mermaid_text(text: str) -> str:
+    return text.replace('"', "#quot;")
+
+
+def render_mermaid(graph: nx.DiGraph) -> str:
+    lines = ["flowchart LR"]
+    for node in topological_nodes(graph):
+        text = _mermaid_text(f"{node}<br/>{_kind(graph, node)}")
+        if node.startswith("stage:"):
+            lines.append(f'  {_mermaid_id(node)}("{text}")')
+        elif node.startswith("dataset:"):
+            lines.append(f'  {_mermaid_id(node)}[("{text}")]')
+        else:
+            lines.append(f'  {_mermaid_id(node)}["{text}"]')
+    for source, target in graph.edges:
+        role = _mermaid_text(_role(graph, source, target))
+        arrow = f"-->|{role}|" if role else "-->"
+        lines.append(f"  {_mermaid_id(source)} {arrow} {_mermaid_id(target)}")
+    return "\n".join(lines) + "\n"
+
+
+def _jsonable(attrs: dict) -> dict:
+    return {k: v for k, v in attrs.items() if isinstance(v, str | int | float | bool) or v is None}
+
+
+def render_json_graph(graph: nx.DiGraph) -> str:
+    """Node-link JSON (the shape `networkx.node_link_graph` reads back)."""
+    data = {
+        "directed": True,
+        "multigraph": False,
+        "graph": _jsonable(dict(graph.graph)),
+        "nodes": [{"id": n, **_jsonable(graph.nodes[n])} for n in topological_nodes(graph)],
+        "edges": [{"source": s, "target": t, **_jsonable(a)} for s, t, a in graph.edges(data=True)],
+    }
+    return json.dumps(data, indent=2) + "\n"
+
+
+GRAPH_FORMATS: dict[str, Callable[[nx.DiGraph], str]] = {
+    "text": render_tree, "dot": render_dot, "mermaid": render_mermaid, "json": render_json_graph,
+}
