@@ -224,7 +224,8 @@ def _wrong_sums(a: int, b: int) -> list[str]:
     width = max(len(str(a)), len(str(b)))
     da, db = str(a).zfill(width), str(b).zfill(width)
     no_carry = "".join(str((int(x) + int(y)) % 10) for x, y in zip(da, db, strict=True))
-    candidates.add(str(int(no_carry)))
+    if len(str(int(no_carry))) >= len(text) - 1:  # "50+53=3" is too far off to tempt
+        candidates.add(str(int(no_carry)))
     candidates.discard(text)
     return sorted(candidates, key=lambda s: (len(s), s))
 
@@ -295,7 +296,7 @@ def _json_type(value: Any) -> str:
 
 
 def _mapping_text(mapping: Mapping[str, str]) -> str:
-    return "{" + ", ".join(f"{col} = {key!r}" for col, key in mapping.items()) + "}"
+    return "{" + ", ".join(f"{col} = {json.dumps(key)}" for col, key in mapping.items()) + "}"
 
 
 def check_mapping(mapping: Mapping[str, str]) -> str | None:
@@ -318,7 +319,7 @@ def mapped_columns(file_keys: Iterable[str], mapping: Mapping[str, str]) -> set[
 
 def _parse_line(path: str, lineno: int, line: str) -> dict[str, Any]:
     try:
-        obj = json.loads(line)
+        obj = json.loads(line.rstrip("\r\n"))
     except json.JSONDecodeError as e:
         raise DataError(path, lineno, f"invalid JSON: {e.msg} (column {e.colno})") from None
     if not isinstance(obj, dict):
