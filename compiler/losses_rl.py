@@ -1,0 +1,306 @@
+"""RL loss math (DESIGN.md §6 "grpo", "gspo-token", "ppo"), re-exported by ``compiler/losses.py``.
+
+Shapes: ``logps``/``old_logps``/``ref_logps``/``values`` are per-token ``[B, T]`` over the
+completion; ``mask`` ``[B, T]`` marks completion tokens (right-padded rows; True = real).
+Everything is computed in float32, and masked-out positions never reach a sum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from tunix_dsl.compiler.losses_common import as_f32, masked_sum, safe_div
+
+Array = jax.Array
+Metrics = dict[str, Array]
+
+
+# --------------------------------------------------------------------------- advantages
+
+
+def group_advantages(
+    rewards: Array, group_size: int, *, scale_by_std: bool = True, eps: float = 1e-6
+) -> Array:
+    """GRPO group-relative advantages for ``rewards`` ``[N]`` laid out as ``N / G`` groups of
+    ``G = group_size`` consecutive completions of one prompt.
+
+    ``A = (r − mean_g) / (std_g + eps)``; with ``scale_by_std=False`` (Dr. GRPO)
+    ``A = r − mean_g``. ``std_g`` is the sample standard deviation (ddof = 1), as in
+    TRL and Tunix. Returns float32 ``[N]``.
+    """
+    if group_size < 2:
+        raise ValueError(
+            f"group_advantages: group_size must be > 1 (got {group_size}); a group of one "
+            "completion has no baseline — raise the number of generations per prompt"
+        )
+    if rewards.shape[0] % group_size:
+        raise ValueError(
+            f"group_advantages: {rewards.shape[0]} rewards do not split into groups of "
+            f"{group_size}; the batch must hold whole groups"
+        )
+    grouped = as_f32(rewards).reshape(-1, group_size)
+    centred = grouped - jnp.mean(grouped, axis=1, keepdims=True)
+    if scale_by_std:
+        centred = centred / (jnp.std(grouped, axis=1, ddof=1, keepdims=True) + eps)
+    return centred.reshape(-1)
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def _real_rows(mask: Array) -> Array:
+    return jnp.any(mask, axis=-1)
+
+
+def _token_mean(per_token: Array, mask: Array, norm: float | None) -> Array:
+    return safe_div(masked_sum(per_token, mask), jnp.sum(mask, dtype=jnp.float32))
+
+
+def _sequence_mean(per_sequence: Array, mask: Array) -> Array:
+    rows = _real_rows(mask)  # rows with no completion token (batch padding) are left out
+    return safe_div(masked_sum(per_sequence, rows), jnp.sum(rows, dtype=jnp.float32))
+
+
+def _row_sums(per_token: Array, mask: Array) -> Array:
+    return jnp.sum(jnp.where(mask, as_f32(per_token), 0.0), axis=-1)
+
+
+def _seq_mean_token_mean(per_token: Array, mask: Array, norm: float | None) -> Array:
+    lengths = jnp.sum(mask, axis=-1, dtype=jnp.float32)
+    return _sequence_mean(safe_div(_row_sums(per_token, mask), lengths), mask)
+
+
+def _seq_mean_token_sum(per_token: Array, mask: Array, norm: float | None) -> Array:
+    return _sequence_mean(_row_sums(per_token, mask), mask)
+
+
+def _seq_mean_token_scale(per_token: Array, mask: Array, norm: float | None) -> Array:
+    scale = float(norm) if norm is not None else float(per_token.shape[-1])
+    return _sequence_mean(_row_sums(per_token, mask) / scale, mask)
+
+
+# name → fn(per_token [B, T], mask [B, T] bool, norm) → scalar
+AGGREGATIONS: dict[str, Callable[[Array, Array, float | None], Array]] = {
+    # Σ_{b,t} ℓ·m / Σ m  (DAPO: every token weighs the same)
+    "token-mean": _token_mean,
+    # mean_b [Σ_t ℓ·m / Σ_t m]  (original GRPO)
+    "sequence-mean-token-mean": _seq_mean_token_mean,
+    # mean_b [Σ_t ℓ·m]
+    "sequence-mean-token-sum": _seq_mean_token_sum,
+    # mean_b [Σ_t ℓ·m / norm], norm a constant (default T, the max completion length; Dr. GRPO)
+    "sequence-mean-token-scale": _seq_mean_token_scale,
+}
+
+
+def aggregate_token_loss(
+    per_token: Array, mask: Array, aggregation: str = "token-mean", *, norm: float | None = None
+) -> Array:
+    """Reduce a per-token loss ``[B, T]`` to a scalar with one of :data:`AGGREGATIONS`.
+    Sequence means average over rows that hold at least one real token."""
+    try:
+        reduce = AGGREGATIONS[aggregation]
+    except KeyError:
+        raise ValueError(
+            f"unknown loss aggregation {aggregation!r}; expected one of {sorted(AGGREGATIONS)}"
+        ) from None
+    return reduce(per_token, mask.astype(bool), norm)
+
+
+# --------------------------------------------------------------------------- policy gradient
+
+
+def clipped_surrogate_loss(
+    ratio: Array,
+    advantages: Array,
+    mask: Array,
+    *,
+    eps_low: float = 0.2,
+    eps_high: float | None = None,
+    dual_clip: float | None = None,
+    aggregation: str = "token-mean",
+    norm: float | None = None,
+) -> tuple[Array, Metrics]:
+    """PPO clipped surrogate on importance ratios ``ratio`` ``[B, T]``.
+
+    ``ℓ_t = max(−A·ρ_t, −A·clip(ρ_t, 1 − ε_low, 1 + ε_high))`` (``ε_high`` defaults to
+    ``ε_low``; ε_high > ε_low is DAPO's clip-higher). With ``dual_clip = c > 1`` (Ye et al.
+    2020) tokens with ``A < 0`` are further capped: ``ℓ_t = min(ℓ_t, −c·A)``.
+    ``advantages`` is per sequence ``[B]`` or per token ``[B, T]``. Reduced by
+    :func:`aggregate_token_loss`. Metrics (token means): loss, clip_fraction (clipped term
+    active), dual_clip_fraction, ratio.
+    """
+    eps_high = eps_low if eps_high is None else eps_high
+    if dual_clip is not None and dual_clip <= 1.0:
+        raise ValueError(f"dual_clip must be > 1 (got {dual_clip}); it caps −c·A for A < 0")
+    mask = mask.astype(bool)
+    ratio = as_f32(ratio)
+    adv = as_f32(advantages)
+    adv = adv[:, None] if adv.ndim == 1 else adv
+    unclipped = -adv * ratio
+    clipped = -adv * jnp.clip(ratio, 1.0 - eps_low, 1.0 + eps_high)
+    per_token = jnp.maximum(unclipped, clipped)
+    dual_active = jnp.zeros_like(per_token, dtype=bool)
+    if dual_clip is not None:
+        cap = -dual_clip * adv
+        dual_active = (adv < 0) & (per_token > cap)
+        per_token = jnp.where(dual_active, cap, per_token)
+    loss = aggregate_token_loss(per_token, mask, aggregation, norm=norm)
+    tokens = jnp.sum(mask, dtype=jnp.float32)
+    metrics = {
+        "loss": loss,
+        "clip_fraction": safe_div(masked_sum(clipped > unclipped, mask), tokens),
+        "dual_clip_fraction": safe_div(masked_sum(dual_active, mask), tokens),
+        "ratio": safe_div(masked_sum(ratio, mask), tokens),
+    }
+    return loss, metrics
+
+
+def policy_gradient_loss(
+    logps: Array,
+    old_logps: Array,
+    advantages: Array,
+    mask: Array,
+    *,
+    eps_low: float = 0.2,
+    eps_high: float | None = None,
+    dual_clip: float | None = None,
+    aggregation: str = "token-mean",
+    norm: float | None = None,
+) -> tuple[Array, Metrics]:
+    """GRPO/PPO policy loss with token ratios ``ρ_t = exp(logp_t − old_t)`` (old is
+    stop-gradient); see :func:`clipped_surrogate_loss` for the objective and arguments.
+    Adds metric approx_kl = token mean of ``(ρ − 1) − log ρ`` (k3 estimate of KL(old‖new))."""
+    log_ratio = as_f32(logps) - jax.lax.stop_gradient(as_f32(old_logps))
+    loss, metrics = clipped_surrogate_loss(
+        jnp.exp(log_ratio), advantages, mask, eps_low=eps_low, eps_high=eps_high,
+        dual_clip=dual_clip, aggregation=aggregation, norm=norm,
+    )
+    mask = mask.astype(bool)
+    approx_kl = jnp.expm1(log_ratio) - log_ratio
+    metrics["approx_kl"] = safe_div(masked_sum(approx_kl, mask), jnp.sum(mask, dtype=jnp.float32))
+    return loss, metrics
+
+
+def gspo_token_ratio(logps: Array, old_logps: Array, mask: Array) -> Array:
+    """GSPO-token importance ratios ``[B, T]`` (Zheng et al. 2025).
+
+    ``s_b = Σ_t m·(logp − old) / Σ_t m`` (sequence-level log-ratio);
+    ``log ρ_t = logp_t − sg(logp_t) + sg(s_b)``, so ``ρ_t = exp(s_b)`` in value while
+    ``∇ρ_t = exp(s_b)·∇logp_t``. Feed the result to :func:`clipped_surrogate_loss`.
+    """
+    mask = mask.astype(bool)
+    logps = as_f32(logps)
+    token_log_ratio = logps - jax.lax.stop_gradient(as_f32(old_logps))
+    lengths = jnp.sum(mask, axis=-1, dtype=jnp.float32)
+    sequence_log_ratio = safe_div(_row_sums(token_log_ratio, mask), lengths)
+    stopped = jax.lax.stop_gradient
+    return jnp.exp(logps - stopped(logps) + stopped(sequence_log_ratio)[:, None])
+
+
+# --------------------------------------------------------------------------- KL and entropy
+
+
+def _kl_k1(log_ratio: Array) -> Array:
+    return log_ratio
+
+
+def _kl_k3(log_ratio: Array) -> Array:
+    # with log_ratio = logp − ref:  e^{ref − logp} − (ref − logp) − 1 ≥ 0
+    return jnp.expm1(-log_ratio) + log_ratio
+
+
+KL_ESTIMATORS: dict[str, Callable[[Array], Array]] = {"k1": _kl_k1, "k3": _kl_k3}
+
+
+def kl_penalty(logps: Array, ref_logps: Array, estimator: str = "k3") -> Array:
+    """Per-token estimate of KL(π ‖ π_ref) from sampled tokens (Schulman 2020), float32
+    ``[B, T]`` (not reduced: it joins the per-token policy loss before aggregation).
+
+    ``k1 = logp − ref``; ``k3 = e^{ref − logp} − (ref − logp) − 1`` (unbiased, ≥ 0).
+    """
+    try:
+        estimate = KL_ESTIMATORS[estimator]
+    except KeyError:
+        raise ValueError(
+            f"unknown KL estimator {estimator!r}; expected one of {sorted(KL_ESTIMATORS)}"
+        ) from None
+    return estimate(as_f32(logps) - as_f32(ref_logps))
+
+
+def entropy_from_logits(logits: Array) -> Array:
+    """Entropy of ``softmax(logits)`` per position, ``H = −Σ_v p_v·log p_v``, float32 ``[...]``
+    for ``logits`` ``[..., V]``."""
+    log_probs = jax.nn.log_softmax(as_f32(logits), axis=-1)
+    return -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
+
+
+# --------------------------------------------------------------------------- PPO critic
+
+
+def gae(
+    rewards: Array, values: Array, mask: Array, *, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[Array, Array]:
+    """Generalised advantage estimation (Schulman et al. 2016) over right-padded rows.
+
+    ``δ_t = r_t + γ·V_{t+1} − V_t``, ``A_t = δ_t + γλ·A_{t+1}``, ``returns = A + V``, where
+    ``V_{t+1}`` and ``A_{t+1}`` are 0 past a row's last real token. ``rewards`` is float
+    (e.g. the score on the last token minus β·KL per token). Returns float32
+    ``(advantages, returns)`` ``[B, T]``, 0 at padding.
+    """
+    mask = mask.astype(bool)
+    rewards = jnp.where(mask, as_f32(rewards), 0.0)
+    values = jnp.where(mask, as_f32(values), 0.0)
+    next_real = jnp.pad(mask[:, 1:], ((0, 0), (0, 1))).astype(jnp.float32)
+    next_values = jnp.pad(values[:, 1:], ((0, 0), (0, 1)))
+    deltas = rewards + gamma * next_values * next_real - values
+
+    def step(next_advantage: Array, inputs: tuple[Array, Array]) -> tuple[Array, Array]:
+        delta, continues = inputs
+        advantage = delta + gamma * lam * continues * next_advantage
+        return advantage, advantage
+
+    # scan runs over time (axis 0 after the transpose), from the last token backwards.
+    _, advantages = jax.lax.scan(
+        step, jnp.zeros(rewards.shape[0], jnp.float32), (deltas.T, next_real.T), reverse=True
+    )
+    advantages = jnp.where(mask, advantages.T, 0.0)
+    return advantages, jnp.where(mask, advantages + values, 0.0)
+
+
+def masked_whiten(x: Array, mask: Array, *, shift_mean: bool = True, eps: float = 1e-8) -> Array:
+    """``(x − μ) / sqrt(σ² + eps)`` with μ, σ² the mean and (population) variance over masked
+    entries; ``shift_mean=False`` adds μ back (rescale only). 0 at masked-out positions."""
+    mask = mask.astype(bool)
+    x = as_f32(x)
+    count = jnp.sum(mask, dtype=jnp.float32)
+    mean = safe_div(masked_sum(x, mask), count)
+    variance = safe_div(masked_sum(jnp.square(x - mean), mask), count)
+    whitened = (x - mean) * jax.lax.rsqrt(variance + eps)
+    if not shift_mean:
+        whitened = whitened + mean
+    return jnp.where(mask, whitened, 0.0)
+
+
+def value_loss(
+    values: Array, old_values: Array, returns: Array, mask: Array, *, clip: float = 0.2
+) -> tuple[Array, Metrics]:
+    """Clipped value loss, token mean over ``mask``:
+    ``L = mean_tok 0.5·max((V − R)², (clip(V, V_old − c, V_old + c) − R)²)``.
+    Metrics: loss, clip_fraction (clipped term larger), values (mean V), returns (mean R)."""
+    mask = mask.astype(bool)
+    values, returns = as_f32(values), as_f32(returns)
+    old_values = as_f32(old_values)
+    clipped_values = jnp.clip(values, old_values - clip, old_values + clip)
+    unclipped_error = jnp.square(values - returns)
+    clipped_error = jnp.square(clipped_values - returns)
+    tokens = jnp.sum(mask, dtype=jnp.float32)
+    loss = 0.5 * safe_div(masked_sum(jnp.maximum(unclipped_error, clipped_error), mask), tokens)
+    metrics = {
+        "loss": loss,
+        "clip_fraction": safe_div(masked_sum(clipped_error > unclipped_error, mask), tokens),
+        "values": safe_div(masked_sum(values, mask), tokens),
+        "returns": safe_div(masked_sum(returns, mask), tokens),
+    }
+    return loss, metrics
