@@ -34,12 +34,13 @@ examples consumed from it. A batch that runs past the end of an epoch is
 completed from the next epoch's permutation (so every batch is full and the
 cursor alone fixes all later batches): a stream started at ``start_cursor=k``
 yields exactly the batches a continuing stream yields after consuming k examples.
+``ordered_batches`` is the one-pass, unshuffled alternative for evaluation.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -365,3 +366,21 @@ class BatchStream:
         self.cursor += k * self.batch_size
         parts = [self.data.collate(row[self._local], length) for row in idx]
         return {key: np.stack([p[key] for p in parts]) for key in parts[0]}
+
+
+def ordered_batches(data: TokenizedData, batch_size: int,
+                    buckets: Sequence[int] | None = None) -> Iterator[Batch]:
+    """One pass in dataset order (for eval), every batch ``batch_size`` rows.
+
+    The last batch is filled up by repeating the final example so shapes stay
+    fixed; ``valid [B] bool`` is False on those filler rows, which a metric must skip.
+    """
+    check_batch_size(batch_size, 1, "rows")
+    buckets = tuple(buckets) if buckets is not None else length_buckets(data.max_len)
+    n = len(data)
+    for start in range(0, n, batch_size):
+        real = np.arange(start, min(start + batch_size, n))
+        idx = np.concatenate([real, np.full(batch_size - len(real), n - 1)])
+        batch = data.collate(idx, bucket_for(int(data.lengths[idx].max()), buckets))
+        batch["valid"] = np.arange(batch_size) < len(real)
+        yield batch

@@ -12,6 +12,7 @@ from tunix_dsl.runtime.data import (
     bucket_for,
     check_batch_size,
     length_buckets,
+    ordered_batches,
     tokenize_rows,
 )
 
@@ -244,3 +245,12 @@ def test_batch_size_checks() -> None:
     with pytest.raises(ValueError, match=r"batch_size 3 is not divisible by 4 \(processes\); use 4"):
         _stream(batch_size=3, process_count=4)
     check_batch_size(32, 8, "devices")
+
+
+def test_ordered_batches_cover_the_data_once_with_fixed_shapes() -> None:
+    data = tokenize_rows(synthetic_rows("addition", count=10), "prompt", TOK, 32)
+    batches = list(ordered_batches(data, 4))
+    assert [b["tokens"].shape[0] for b in batches] == [4, 4, 4]
+    ids = np.concatenate([b["example_ids"][b["valid"]] for b in batches])
+    np.testing.assert_array_equal(ids, np.arange(10))
+    np.testing.assert_array_equal(batches[-1]["valid"], [True, True, False, False])
