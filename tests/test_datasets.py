@@ -16,6 +16,7 @@ from tunix_dsl.datasets import (
     SYNTHETIC_TASKS,
     DataError,
     SyntheticTaskError,
+    check_synthetic_params,
     mapped_columns,
     peek_jsonl_columns,
     read_jsonl,
@@ -109,15 +110,21 @@ def test_twenty_thousand_rows() -> None:
     ("addition", {"digits": "2"}, "synthetic('addition'): digits must be int, got '2'"),
     ("addition", {"count": True}, "synthetic('addition'): count must be int, got True"),
     ("addition", {"digits": 0}, "synthetic('addition'): digits must be in [1, 18], got 0"),
-    ("addition", {"count": 0}, "synthetic('addition'): count must be >= 1, got 0"),
+    ("addition", {"count": 0}, "synthetic('addition'): count must be in [1, 100000000], got 0"),
     ("copy", {"min_length": 5, "max_length": 4},
      "synthetic('copy'): max_length must be in [5, 10000], got 4"),
     ("copy", {"alphabet": ""}, "synthetic('copy'): alphabet must not be empty"),
 ])
 def test_bad_synthetic_params(task: str, params: dict, message: str) -> None:
-    with pytest.raises(SyntheticTaskError) as err:
-        synthetic_rows(task, **params)
-    assert str(err.value) == message
+    for call in (lambda: synthetic_rows(task, **params),
+                 lambda: check_synthetic_params(task, params)):
+        with pytest.raises(SyntheticTaskError) as err:
+            call()
+        assert str(err.value) == message
+
+
+def test_check_synthetic_params_fills_defaults() -> None:
+    assert check_synthetic_params("addition", {"count": 5}) == {"digits": 2, "count": 5, "seed": 0}
 
 
 # --- consumers ----------------------------------------------------------------
@@ -143,7 +150,8 @@ def test_consumer_columns() -> None:
 
 
 def test_module_is_jax_free() -> None:
-    code = "import sys, tunix_dsl.datasets; print('jax' in sys.modules or 'numpy' in sys.modules)"
+    code = ("import sys, tunix_dsl.datasets; "
+            "print(any(m in sys.modules for m in ('jax', 'flax', 'optax', 'orbax')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -123,6 +123,8 @@ class TaskInfo:
     params: dict[str, ParamInfo]
     doc: str
     generate: Callable[..., list[Row]]
+    # Why a full set of parameter values is out of range, or None.
+    check: Callable[[dict[str, Any]], str | None] = lambda values: None
 
 
 SYNTHETIC_TASKS: dict[str, TaskInfo] = {}
@@ -135,15 +137,21 @@ _COMMON_PARAMS: dict[str, ParamInfo] = {
 
 
 def synthetic_task(
-    name: str, columns: tuple[str, ...], params: dict[str, ParamInfo]
+    name: str, columns: tuple[str, ...], params: dict[str, ParamInfo],
+    check: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> Callable[[Callable[..., list[Row]]], Callable[..., list[Row]]]:
-    """Register a generator ``fn(rng: random.Random, count: int, **params) -> rows``."""
+    """Register a generator ``fn(rng: random.Random, count: int, **params) -> rows``.
+
+    ``check(values)`` returns why the parameter values are out of range, or None;
+    it runs before generation and lets the checker validate without generating.
+    """
 
     def register(fn: Callable[..., list[Row]]) -> Callable[..., list[Row]]:
         if name in SYNTHETIC_TASKS:
             raise ValueError(f"synthetic task {name!r} registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        SYNTHETIC_TASKS[name] = TaskInfo(name, columns, {**params, **_COMMON_PARAMS}, doc, fn)
+        SYNTHETIC_TASKS[name] = TaskInfo(name, columns, {**params, **_COMMON_PARAMS}, doc, fn,
+                                         check or (lambda values: None))
         return fn
 
     return register
@@ -160,8 +168,12 @@ def _check_param(task: str, key: str, value: Any, info: ParamInfo) -> Any:
     return value
 
 
-def synthetic_rows(task: str, **params: Any) -> list[Row]:
-    """Generate the rows of ``synthetic(task, **params)``; defaults fill the rest."""
+def check_synthetic_params(task: str, params: dict[str, Any]) -> dict[str, Any]:
+    """All parameter values of ``synthetic(task, **params)`` with defaults filled in.
+
+    Raises :class:`SyntheticTaskError` for an unknown task or parameter, a wrong
+    type or an out-of-range value. Cheap: nothing is generated.
+    """
     info = SYNTHETIC_TASKS.get(task)
     if info is None:
         known = ", ".join(sorted(SYNTHETIC_TASKS))
@@ -173,15 +185,25 @@ def synthetic_rows(task: str, **params: Any) -> list[Row]:
             f"parameters: {', '.join(sorted(info.params))}"
         )
     values = {k: _check_param(task, k, params.get(k, p.default), p) for k, p in info.params.items()}
-    if values["count"] < 1:
-        raise SyntheticTaskError(f"synthetic({task!r}): count must be >= 1, got {values['count']}")
+    problem = _out_of_range("count", values["count"], 1, 10**8) or info.check(values)
+    if problem:
+        raise SyntheticTaskError(f"synthetic({task!r}): {problem}")
+    return values
+
+
+def synthetic_rows(task: str, **params: Any) -> list[Row]:
+    """Generate the rows of ``synthetic(task, **params)``; defaults fill the rest."""
+    values = check_synthetic_params(task, params)
     rng = random.Random(values.pop("seed"))
-    return info.generate(rng, **values)
+    return SYNTHETIC_TASKS[task].generate(rng, **values)
 
 
-def _check_range(task: str, key: str, value: int, lo: int, hi: int) -> None:
-    if not lo <= value <= hi:
-        raise SyntheticTaskError(f"synthetic({task!r}): {key} must be in [{lo}, {hi}], got {value}")
+def _out_of_range(key: str, value: int, lo: int, hi: int) -> str | None:
+    return None if lo <= value <= hi else f"{key} must be in [{lo}, {hi}], got {value}"
+
+
+def _check_digits(values: dict[str, Any]) -> str | None:
+    return _out_of_range("digits", values["digits"], 1, 18)
 
 
 _DIGITS = ParamInfo(int, 2, "maximum number of digits of each operand (1..18)")
@@ -192,10 +214,11 @@ def _addition_operands(rng: random.Random, digits: int) -> tuple[int, int]:
     return rng.randint(0, high), rng.randint(0, high)
 
 
-@synthetic_task("addition", ("prompt", "completion", "answer", "text"), {"digits": _DIGITS})
+@synthetic_task(
+    "addition", ("prompt", "completion", "answer", "text"), {"digits": _DIGITS}, _check_digits
+)
 def _addition(rng: random.Random, count: int, digits: int) -> list[Row]:
     """Sums of two random integers: prompt "12+34=", completion and answer "46"."""
-    _check_range("addition", "digits", digits, 1, 18)
     rows = []
     for _ in range(count):
         a, b = _addition_operands(rng, digits)
@@ -231,11 +254,11 @@ def _wrong_sums(a: int, b: int) -> list[str]:
 
 
 @synthetic_task(
-    "addition_preferences", ("prompt", "chosen", "rejected", "answer"), {"digits": _DIGITS}
+    "addition_preferences", ("prompt", "chosen", "rejected", "answer"), {"digits": _DIGITS},
+    _check_digits,
 )
 def _addition_preferences(rng: random.Random, count: int, digits: int) -> list[Row]:
     """Addition with a chosen (right) and a rejected (plausibly wrong) sum."""
-    _check_range("addition_preferences", "digits", digits, 1, 18)
     rows = []
     for _ in range(count):
         a, b = _addition_operands(rng, digits)
@@ -256,14 +279,17 @@ _STRING_PARAMS: dict[str, ParamInfo] = {
 }
 
 
+def _check_strings(values: dict[str, Any]) -> str | None:
+    if not values["alphabet"]:
+        return "alphabet must not be empty"
+    return (_out_of_range("min_length", values["min_length"], 1, 10_000)
+            or _out_of_range("max_length", values["max_length"], values["min_length"], 10_000))
+
+
 def _string_task(
     task: str, rng: random.Random, count: int, min_length: int, max_length: int,
     alphabet: str, transform: Callable[[str], str],
 ) -> list[Row]:
-    _check_range(task, "min_length", min_length, 1, 10_000)
-    _check_range(task, "max_length", max_length, min_length, 10_000)
-    if not alphabet:
-        raise SyntheticTaskError(f"synthetic({task!r}): alphabet must not be empty")
     rows = []
     for _ in range(count):
         s = "".join(rng.choices(alphabet, k=rng.randint(min_length, max_length)))
@@ -272,13 +298,15 @@ def _string_task(
     return rows
 
 
-@synthetic_task("copy", ("prompt", "completion", "answer", "text"), _STRING_PARAMS)
+@synthetic_task("copy", ("prompt", "completion", "answer", "text"), _STRING_PARAMS, _check_strings)
 def _copy(rng: random.Random, count: int, **params: Any) -> list[Row]:
     """Repeat a random string: prompt "copy abc=", completion "abc"."""
     return _string_task("copy", rng, count, transform=lambda s: s, **params)
 
 
-@synthetic_task("reverse", ("prompt", "completion", "answer", "text"), _STRING_PARAMS)
+@synthetic_task(
+    "reverse", ("prompt", "completion", "answer", "text"), _STRING_PARAMS, _check_strings
+)
 def _reverse(rng: random.Random, count: int, **params: Any) -> list[Row]:
     """Reverse a random string: prompt "reverse abc=", completion "cba"."""
     return _string_task("reverse", rng, count, transform=lambda s: s[::-1], **params)
