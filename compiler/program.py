@@ -1,0 +1,147 @@
+"""Lowering one stage into its `StageProgram`: the jitted, sharded step.
+
+`lower_stage` takes a stage's config and its live (or abstract) models, asks
+the stage kind's registry entry for its loss (`compiler/stages/`), splits the
+models into trainable / frozen / rest state, and jits the generic step of
+`compiler/train_step.py` with explicit `in_shardings`/`out_shardings` and the
+train state donated. The same lowering on abstract inputs
+(`jax.ShapeDtypeStruct`) is what `tnx plan` compiles ahead of time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from tunix_dsl.compiler import sharding
+from tunix_dsl.compiler.optim import build_optimizer, build_schedule
+from tunix_dsl.compiler.stages import LOWERINGS, StageLoss, StageModels
+from tunix_dsl.compiler.train_step import SplitModules, TrainState, build_step, split_modules
+
+
+@dataclass
+class BatchLayout:
+    """How a step's host batch is laid out: `[steps_per_call, grad_accum, micro, ...]`."""
+
+    steps_per_call: int
+    grad_accum: int
+    batch_size: int  # examples per optimizer step (global)
+
+    @property
+    def micro_batch(self) -> int:
+        return self.batch_size // self.grad_accum
+
+    def reshape(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`[k, batch, ...]` host arrays → `[k, A, micro, ...]`."""
+        k, a, m = self.steps_per_call, self.grad_accum, self.micro_batch
+        return {n: v.reshape((k, a, m, *v.shape[2:])) for n, v in arrays.items()}
+
+
+@dataclass
+class StageProgram:
+    """Everything needed to run (or plan) one stage's training steps."""
+
+    name: str
+    kind: str
+    loss: StageLoss
+    split: SplitModules
+    optimizer: optax.GradientTransformation
+    schedule: Any
+    layout: BatchLayout
+    mesh: Mesh
+    state_shardings: TrainState
+    frozen_shardings: nnx.State
+    step: Any  # jitted (state, frozen, batch) -> (state, metrics[k])
+
+    def batch_shardings(self, batch: Mapping[str, Any]) -> dict[str, NamedSharding]:
+        return {n: sharding.batch_sharding(self.mesh, len(v.shape), leading=2) for n, v in batch.items()}
+
+    def init_state(self) -> TrainState:
+        """The train state, placed in its shardings (optimizer state built on device).
+
+        Parameters are copied into fresh buffers: the state is donated to every
+        step, and the models it came from (a previous stage's output, a DPO
+        reference) must stay valid.
+        """
+        fresh = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731
+        init = jax.jit(
+            lambda trainable, rest: TrainState(
+                jnp.zeros((), jnp.int32), fresh(trainable), self.optimizer.init(trainable), fresh(rest)
+            ),
+            out_shardings=self.state_shardings,
+        )
+        return init(self.split.trainable, self.split.rest)
+
+    def put_batch(self, host: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+        arrays = self.layout.reshape(host)
+        return jax.device_put(arrays, self.batch_shardings(arrays))
+
+    def merged_modules(self, state: TrainState) -> nnx.Module:
+        return nnx.merge(self.split.graphdef, state.trainable, self.split.frozen, state.rest)
+
+
+def optimizer_for(config: Any) -> tuple[optax.GradientTransformation, Any]:
+    schedule = build_schedule(config.optimizer, int(config.steps))
+    return build_optimizer(config.optimizer, schedule=schedule), schedule
+
+
+def _state_shardings(
+    split: SplitModules, optimizer: optax.GradientTransformation, mesh: Mesh
+) -> TrainState:
+    trainable = sharding.state_shardings(split.trainable, mesh)
+    rest = sharding.state_shardings(split.rest, mesh)
+    # The optimizer state mirrors the parameters; let XLA tell us its layout.
+    abstract_opt = jax.jit(optimizer.init, in_shardings=(trainable,)).lower(
+        jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), split.trainable)
+    ).compile().output_shardings
+    return TrainState(sharding.replicated(mesh), trainable, abstract_opt, rest)
+
+
+def lower_stage(
+    name: str,
+    kind: str,
+    config: Any,
+    models: StageModels,
+    mesh: Mesh,
+    *,
+    batch_size: int,
+    grad_accum: int = 1,
+    steps_per_call: int = 1,
+) -> StageProgram:
+    """Build the stage's step program around `models` (concrete or abstract)."""
+    if batch_size % grad_accum:
+        raise ValueError(f"batch_size {batch_size} is not divisible by grad_accum {grad_accum}")
+    loss = LOWERINGS[kind](config, models)
+    split = split_modules(loss.modules, loss.trainable)
+    optimizer, schedule = optimizer_for(config)
+    state_sh = _state_shardings(split, optimizer, mesh)
+    frozen_sh = sharding.state_shardings(split.frozen, mesh)
+    step_fn = build_step(
+        split.graphdef, loss.counts, loss.micro_sums, loss.from_sums, optimizer, schedule
+    )
+    step = jax.jit(
+        step_fn,
+        in_shardings=(state_sh, frozen_sh, None),  # batch: committed by put_batch
+        out_shardings=(state_sh, sharding.replicated(mesh)),
+        donate_argnums=(0,),
+    )
+    return StageProgram(
+        name=name,
+        kind=kind,
+        loss=loss,
+        split=split,
+        optimizer=optimizer,
+        schedule=schedule,
+        layout=BatchLayout(steps_per_call, grad_accum, batch_size),
+        mesh=mesh,
+        state_shardings=state_sh,
+        frozen_shardings=frozen_sh,
+        step=step,
+    )

@@ -1,0 +1,122 @@
+"""Meshes and shardings.
+
+The pipeline's `mesh` block names the sizes of three axes — `data`, `fsdp`,
+`tensor` — with `-1` meaning "every device left". Model parameters carry
+*logical* axis names (`vocab`, `embed`, `heads`, `kv_heads`, `head_dim`,
+`mlp`); `LOGICAL_RULES` maps those to mesh axes. A dimension that does not
+divide evenly by its mesh axes is replicated instead (tiny models on many
+devices), so a rule never turns into a runtime error.
+
+Batches shard their leading (example) axis over (`data`, `fsdp`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES: tuple[str, ...] = ("data", "fsdp", "tensor")
+BATCH_AXES: tuple[str, ...] = ("data", "fsdp")
+
+# logical parameter axis -> mesh axes it is split over (None: replicated).
+LOGICAL_RULES: dict[str, tuple[str, ...] | None] = {
+    "vocab": ("tensor",),
+    "embed": ("fsdp",),
+    "heads": ("tensor",),
+    "kv_heads": ("tensor",),
+    "head_dim": None,
+    "mlp": ("tensor",),
+    "lora_rank": None,
+}
+
+
+def mesh_shape(spec: Mapping[str, int], n_devices: int) -> dict[str, int]:
+    """Resolve a mesh block (`{data = -1, tensor = 2}`) against `n_devices`.
+
+    Axes not named get size 1; at most one axis may be -1 and takes what is
+    left. The product must equal the device count.
+    """
+    sizes = {axis: int(spec.get(axis, 1)) for axis in MESH_AXES}
+    unknown = set(spec) - set(MESH_AXES)
+    if unknown:
+        raise ValueError(f"unknown mesh axes {sorted(unknown)}; expected {list(MESH_AXES)}")
+    free = [a for a, s in sizes.items() if s == -1]
+    if len(free) > 1:
+        raise ValueError(f"only one mesh axis may be -1, got {free}")
+    fixed = math.prod(s for s in sizes.values() if s != -1)
+    if free:
+        if n_devices % fixed:
+            raise ValueError(f"{n_devices} devices do not divide by the fixed mesh axes ({fixed})")
+        sizes[free[0]] = n_devices // fixed
+    if math.prod(sizes.values()) != n_devices:
+        raise ValueError(
+            f"mesh {sizes} needs {math.prod(sizes.values())} devices, but {n_devices} are present"
+        )
+    return sizes
+
+
+def make_mesh(spec: Mapping[str, int], devices: Sequence[Any] | None = None) -> Mesh:
+    devices = list(devices if devices is not None else jax.devices())
+    sizes = mesh_shape(spec, len(devices))
+    grid = np.asarray(devices).reshape(tuple(sizes[a] for a in MESH_AXES))
+    return Mesh(grid, MESH_AXES)
+
+
+def batch_parallelism(mesh: Mesh) -> int:
+    """How many ways a batch's example axis is split."""
+    return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
+def logical_axes_of(variable: nnx.Variable) -> tuple[str | None, ...] | None:
+    """The logical axis names a model attached to a parameter, if any."""
+    meta = variable.get_metadata()
+    for key in ("logical_axes", "sharding_names", "out_sharding", "sharding"):
+        names = meta.get(key)
+        if names is not None:
+            return tuple(names)
+    return None
+
+
+def spec_for(shape: Sequence[int], logical: Sequence[str | None] | None, mesh: Mesh) -> PartitionSpec:
+    """Map logical axis names to a PartitionSpec, replicating what doesn't divide."""
+    if logical is None:
+        return PartitionSpec()
+    used: set[str] = set()
+    parts: list[tuple[str, ...] | None] = []
+    for dim, name in zip(shape, logical, strict=False):
+        axes = LOGICAL_RULES.get(name) if name else None
+        axes = tuple(a for a in (axes or ()) if a not in used and mesh.shape[a] > 1)
+        if axes and dim % math.prod(mesh.shape[a] for a in axes) == 0:
+            parts.append(axes if len(axes) > 1 else axes[0])  # type: ignore[arg-type]
+            used.update(axes)
+        else:
+            parts.append(None)
+    return PartitionSpec(*parts)
+
+
+def state_shardings(state: nnx.State, mesh: Mesh) -> nnx.State:
+    """A NamedSharding for every leaf of an nnx State (abstract or concrete)."""
+
+    def one(variable: nnx.Variable) -> nnx.Variable:
+        value = variable.get_value() if hasattr(variable, "get_value") else variable.value
+        spec = spec_for(value.shape, logical_axes_of(variable), mesh)
+        return variable.replace(NamedSharding(mesh, spec))
+
+    return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def batch_sharding(mesh: Mesh, ndim: int, leading: int = 0) -> NamedSharding:
+    """Shard axis `leading` of a batch array over (data, fsdp), the rest replicated."""
+    parts: list[Any] = [None] * ndim
+    parts[leading] = BATCH_AXES
+    return NamedSharding(mesh, PartitionSpec(*parts))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())

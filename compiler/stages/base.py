@@ -1,0 +1,93 @@
+"""What a stage kind contributes to its step program, and the registry of kinds.
+
+A stage kind's file (sft.py, dpo.py, …) reads top to bottom as the whole
+algorithm: which models it holds, which of their parameters train, the global
+global counts of a step's batch, the additive sums of one micro-batch and
+the loss from sums (the contract of `compiler/train_step.py`). The generic
+machinery — gradient accumulation, optimizer, sharding, donation — lives in
+`compiler/train_step.py` and `compiler/program.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+from flax import nnx
+from tunix_dsl.compiler.train_step import Counts, FromSums, MicroSums
+
+
+@dataclass
+class StageModels:
+    """The live models a stage was given, by config field (`model`, `policy`, `teacher`, …).
+
+    `shared_reference` is True when the reference is the policy's own base
+    weights with its adapters switched off (LoRA): no second copy exists.
+    """
+
+    models: dict[str, nnx.Module]
+    lora: bool = False
+    shared_reference: bool = False
+    seed: int = 0  # the stage's effective seed (for parameters a stage kind creates itself)
+
+
+@dataclass(frozen=True)
+class StageLoss:
+    """A stage kind's step, ready for `compiler.train_step.build_step`."""
+
+    modules: nnx.Module  # container holding every model of the step
+    trainable: Any  # nnx filter selecting the parameters that train
+    counts: Counts
+    micro_sums: MicroSums
+    from_sums: FromSums
+
+
+BuildLoss = Callable[[Any, StageModels], StageLoss]
+
+# stage kind -> its `build(config, models) -> StageLoss`. Which fields hold
+# models and which columns the data needs are the schema's business
+# (`tunix_dsl.schemas.stages.STAGE_KINDS`); this registry holds only the math.
+LOWERINGS: dict[str, BuildLoss] = {}
+
+
+def lowering(kind: str):
+    """Register the step of stage kind `kind`."""
+
+    def register(build: BuildLoss) -> BuildLoss:
+        LOWERINGS[kind] = build
+        return build
+
+    return register
+
+
+class Container(nnx.Module):
+    """Holds a step's models as attributes so one split/merge covers them all."""
+
+    def __init__(self, **modules: nnx.Module):
+        for role, module in modules.items():
+            setattr(self, role, module)
+
+
+def trainable_filter(role: str, lora: bool, extra: tuple[str, ...] = ()) -> Any:
+    """Parameters of `role` (only its adapters when LoRA) plus whole `extra` modules."""
+    if lora:
+        from tunix_dsl.models.lora import LoRAParam
+
+        selected: Any = nnx.All(LoRAParam, nnx.PathContains(role))
+    else:
+        selected = nnx.All(nnx.Param, nnx.PathContains(role))
+    if extra:
+        return nnx.Any(selected, *(nnx.All(nnx.Param, nnx.PathContains(e)) for e in extra))
+    return selected
+
+
+def forward(model: nnx.Module, batch: Mapping[str, jax.Array], prefix: str = "", **kwargs: Any):
+    """Run `model` on the (prefixed) token arrays of a batch."""
+    return model(
+        batch[prefix + "tokens"],
+        positions=batch[prefix + "positions"],
+        attention_mask=batch[prefix + "attention_mask"],
+        **kwargs,
+    )

@@ -1,0 +1,85 @@
+"""dpo: direct preference optimisation.
+
+Per pair, with sequence log-probs summed over completion tokens:
+
+    Δ    = (π_chosen − ref_chosen) − (π_rejected − ref_rejected)
+    loss = −[(1 − ls)·log σ(βΔ) + ls·log σ(−βΔ)]          (mean over pairs)
+
+Chosen and rejected sequences share one forward (concatenated on the batch
+axis). The reference forward runs in the same program with no gradient; with
+LoRA and a reference equal to the policy's starting model it is the policy's
+base with adapters switched off, so no second copy of the weights exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from tunix_dsl.compiler import losses
+from tunix_dsl.compiler.stages.base import (
+    Container,
+    StageLoss,
+    StageModels,
+    forward,
+    lowering,
+    trainable_filter,
+)
+
+
+def pair_batch(mb: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Stack chosen over rejected: arrays [2B, T], chosen first."""
+    names = ("tokens", "targets", "loss_mask", "attention_mask", "positions")
+    return {n: jnp.concatenate([mb["chosen_" + n], mb["rejected_" + n]]) for n in names}
+
+
+def sequence_logps(model: Any, both: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """Summed completion log-probs of the chosen and rejected halves."""
+    logits = forward(model, both)
+    seq = losses.sequence_logps(losses.token_logps(logits, both["targets"]), both["loss_mask"])
+    half = seq.shape[0] // 2
+    return seq[:half], seq[half:]
+
+
+def reference_logps(modules: Container, both: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    if hasattr(modules, "reference"):
+        chosen, rejected = sequence_logps(modules.reference, both)
+    else:  # shared reference: the policy's base weights, adapters off
+        from tunix_dsl.models.lora import adapters_disabled
+
+        with adapters_disabled(modules.policy):
+            chosen, rejected = sequence_logps(modules.policy, both)
+    return jax.lax.stop_gradient(chosen), jax.lax.stop_gradient(rejected)
+
+
+def pair_counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    return {"pairs": jnp.asarray(batch["chosen_tokens"].shape[0], jnp.float32)}
+
+
+def build(config: Any, models: StageModels) -> StageLoss:
+    beta = float(config.beta)
+    label_smoothing = float(config.label_smoothing)
+
+    def micro_sums(modules: Container, mb: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        both = pair_batch(mb)
+        chosen, rejected = sequence_logps(modules.policy, both)
+        ref_chosen, ref_rejected = reference_logps(modules, both)
+        return losses.dpo_sums(
+            chosen, rejected, ref_chosen, ref_rejected, beta=beta, label_smoothing=label_smoothing
+        )
+
+    container = Container(policy=models.models["policy"])
+    if not models.shared_reference:
+        container.reference = models.models["reference"]
+    return StageLoss(
+        modules=container,
+        trainable=trainable_filter("policy", models.lora),
+        counts=pair_counts,
+        micro_sums=micro_sums,
+        from_sums=losses.dpo_from_sums,
+    )
+
+
+lowering("dpo")(build)

@@ -1,0 +1,57 @@
+"""orpo: odds-ratio preference optimisation (reference-free).
+
+With length-averaged completion log-probs l_c, l_r of chosen and rejected:
+
+    log_odds = (l_c − l_r) − [log(1 − e^{l_c}) − log(1 − e^{l_r})]
+    loss     = NLL(chosen completion tokens, token mean) + λ·mean_pairs(−log σ(log_odds))
+
+Chosen and rejected sequences share one forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from tunix_dsl.compiler import losses
+from tunix_dsl.compiler.stages.base import (
+    Container,
+    StageLoss,
+    StageModels,
+    forward,
+    lowering,
+    trainable_filter,
+)
+from tunix_dsl.compiler.stages.dpo import pair_batch
+
+
+def counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    return {
+        "tokens": jnp.sum(batch["chosen_loss_mask"], dtype=jnp.float32),
+        "pairs": jnp.asarray(batch["chosen_tokens"].shape[0], jnp.float32),
+    }
+
+
+def micro_sums(modules: Container, mb: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    both = pair_batch(mb)
+    token_logps = losses.token_logps(forward(modules.policy, both), both["targets"])
+    half = token_logps.shape[0] // 2
+    return losses.orpo_sums(
+        token_logps[:half], mb["chosen_loss_mask"], token_logps[half:], mb["rejected_loss_mask"]
+    )
+
+
+def build(config: Any, models: StageModels) -> StageLoss:
+    return StageLoss(
+        modules=Container(policy=models.models["policy"]),
+        trainable=trainable_filter("policy", models.lora),
+        counts=counts,
+        micro_sums=micro_sums,
+        from_sums=partial(losses.orpo_from_sums, lam=float(config.lambda_)),
+    )
+
+
+lowering("orpo")(build)

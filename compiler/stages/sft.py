@@ -1,0 +1,47 @@
+"""pretrain and sft: next-token cross-entropy.
+
+pretrain trains on every token of a text; sft on completion tokens only (the
+data layer masks the prompt). Both use the global-batch token mean:
+
+    loss = Σ_{micro-batches} Σ_tokens mask·nll  /  Σ_{global batch} mask
+
+so gradient accumulation gives exactly the big-batch gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from tunix_dsl.compiler import losses
+from tunix_dsl.compiler.stages.base import (
+    Container,
+    StageLoss,
+    StageModels,
+    forward,
+    lowering,
+    trainable_filter,
+)
+
+
+def token_counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    return {"tokens": jnp.sum(batch["loss_mask"], dtype=jnp.float32)}
+
+
+def lm_sums(modules: Container, mb: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    logits = forward(modules.policy, mb)
+    return losses.sft_sums(logits, mb["targets"], mb["loss_mask"])
+
+
+@lowering("pretrain")
+@lowering("sft")
+def build(config: Any, models: StageModels) -> StageLoss:
+    return StageLoss(
+        modules=Container(policy=models.models["model"]),
+        trainable=trainable_filter("policy", models.lora),
+        counts=token_counts,
+        micro_sums=lm_sums,
+        from_sums=losses.sft_from_sums,
+    )

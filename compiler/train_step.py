@@ -1,0 +1,144 @@
+"""The one training-step program every supervised stage kind shares.
+
+A stage kind supplies three pure functions (see `compiler/stages/`), in the
+`*_sums` / `*_from_sums` form of `compiler/losses.py`:
+
+- `counts(batch) -> dict` — the global counts of the *whole* step's batch
+  (tokens with loss, preference pairs, …), computed from masks alone;
+- `micro_sums(modules, micro_batch) -> dict` — additive numerators (and the
+  micro-batch's own counts) of one micro-batch;
+- `from_sums(sums) -> (loss, metrics)` — loss and metrics from totals.
+
+A micro-batch's loss is `from_sums(its sums with the counts replaced by the
+global ones)`, which is linear in its numerators, so summing micro-batch
+gradients gives exactly the gradient of (sum of token losses / sum of token
+counts) over the global batch — never a mean of micro-batch means. Logged
+metrics are `from_sums` of the summed micro-batch sums.
+
+Everything a step needs — every forward, the loss, the gradients, the
+optimizer update and the metrics — is one XLA program. Batches arrive as
+`[steps_per_call, grad_accum, micro_batch, ...]`; the program scans over the
+first two axes, so `steps_per_call = k` runs k optimizer steps per dispatch.
+The train state is donated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+Batch = Mapping[str, jax.Array]
+Metrics = dict[str, jax.Array]
+Sums = dict[str, jax.Array]
+Counts = Callable[[Batch], Sums]
+MicroSums = Callable[[nnx.Module, Batch], Sums]
+FromSums = Callable[[Sums], tuple[jax.Array, Metrics]]
+
+
+@jax.tree_util.register_dataclass
+@dataclass
+class TrainState:
+    """Everything that changes from step to step (and is donated)."""
+
+    step: jax.Array  # int32 scalar: optimizer steps taken
+    trainable: nnx.State  # the parameters that receive gradients
+    opt_state: Any  # optax state for `trainable`
+    rest: nnx.State  # non-parameter state (RNG streams for dropout)
+
+
+@dataclass(frozen=True)
+class SplitModules:
+    """A stage's modules split into the pieces the step program handles."""
+
+    graphdef: nnx.GraphDef
+    trainable: nnx.State
+    frozen: nnx.State  # parameters without gradients (reference, teacher, QLoRA base)
+    rest: nnx.State
+
+
+def split_modules(modules: nnx.Module, trainable: nnx.filterlib.Filter) -> SplitModules:
+    graphdef, train, frozen, rest = nnx.split(modules, trainable, nnx.Param, ...)
+    return SplitModules(graphdef, train, frozen, rest)
+
+
+def build_step(
+    graphdef: nnx.GraphDef,
+    counts: Counts,
+    micro_sums: MicroSums,
+    from_sums: FromSums,
+    optimizer: optax.GradientTransformation,
+    schedule: Callable[[jax.Array], jax.Array] | None = None,
+) -> Callable[[TrainState, nnx.State, Batch], tuple[TrainState, Metrics]]:
+    """The pure step function: `(state, frozen, batch[k, A, mb, ...]) -> (state, metrics[k])`."""
+
+    def grads_of_micro_batch(
+        state: TrainState, frozen: nnx.State, micro: Batch, totals: Sums
+    ) -> tuple[nnx.State, Sums, nnx.State]:
+        def loss_of(trainable: nnx.State, rest: nnx.State) -> tuple[jax.Array, tuple[Sums, nnx.State]]:
+            modules = nnx.merge(graphdef, trainable, frozen, rest)
+            sums = micro_sums(modules, micro)
+            loss, _ = from_sums({**sums, **totals})
+            _, _, new_rest = nnx.split(modules, nnx.Param, ...)
+            return loss, (sums, new_rest)
+
+        (_, (sums, rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(
+            state.trainable, state.rest
+        )
+        return grads, sums, rest
+
+    def one_step(state: TrainState, frozen: nnx.State, batch: Batch) -> tuple[TrainState, Metrics]:
+        # batch: [A, mb, ...]
+        totals = counts({k: v.reshape((-1, *v.shape[2:])) for k, v in batch.items()})
+        accum = next(iter(batch.values())).shape[0]
+        if accum == 1:
+            micro = {k: v[0] for k, v in batch.items()}
+            grads, sums, rest = grads_of_micro_batch(state, frozen, micro, totals)
+        else:
+
+            def body(carry: tuple[nnx.State, Sums, nnx.State], micro: Batch):
+                grads_total, sums_total, rest = carry
+                grads, sums, rest = grads_of_micro_batch(
+                    TrainState(state.step, state.trainable, state.opt_state, rest), frozen, micro, totals
+                )
+                add = lambda a, b: a + b  # noqa: E731
+                return (jax.tree.map(add, grads_total, grads), jax.tree.map(add, sums_total, sums), rest), None
+
+            first = {k: v[0] for k, v in batch.items()}
+            zero_grads = jax.tree.map(jnp.zeros_like, state.trainable)
+            sum_shapes = jax.eval_shape(lambda: grads_of_micro_batch(state, frozen, first, totals)[1])
+            zero_sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sum_shapes)
+            (grads, sums, rest), _ = jax.lax.scan(body, (zero_grads, zero_sums, state.rest), batch)
+
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
+        trainable = optax.apply_updates(state.trainable, updates)
+        _, metrics = from_sums(sums)
+        metrics = dict(metrics)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        if schedule is not None:
+            metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
+        return TrainState(state.step + 1, trainable, opt_state, rest), metrics
+
+    def step(state: TrainState, frozen: nnx.State, batch: Batch) -> tuple[TrainState, Metrics]:
+        # batch: [k, A, mb, ...]; k optimizer steps in one dispatch.
+        k = next(iter(batch.values())).shape[0]
+        if k == 1:
+            state, metrics = one_step(state, frozen, {n: v[0] for n, v in batch.items()})
+            return state, jax.tree.map(lambda m: m[None], metrics)
+        return jax.lax.scan(lambda s, b: one_step(s, frozen, b), state, batch)
+
+    return step
+
+
+def init_state(split: SplitModules, optimizer: optax.GradientTransformation) -> TrainState:
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        trainable=split.trainable,
+        opt_state=optimizer.init(split.trainable),
+        rest=split.rest,
+    )
