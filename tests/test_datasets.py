@@ -159,8 +159,8 @@ def test_module_is_jax_free() -> None:
 # --- jsonl --------------------------------------------------------------------
 
 
-def _write(tmp_path: Path, lines: list[str]) -> str:
-    path = tmp_path / "data.jsonl"
+def _write(tmp_path: Path, lines: list[str], name: str = "data.jsonl") -> str:
+    path = tmp_path / name
     path.write_text("\n".join(lines) + "\n")
     return str(path)
 
@@ -204,6 +204,24 @@ def test_read_jsonl_errors_name_file_and_line(
     with pytest.raises(DataError) as err:
         read_jsonl(path, mapping, required)
     assert str(err.value) == message.replace("{path}", path)
+
+
+def test_read_jsonl_checks_what_the_consumer_reads(tmp_path: Path) -> None:
+    path = _write(tmp_path, ['{"q": "a", "completion": "b"}', '{"q": "a"}'])
+    rows = read_jsonl(path, {"prompt": "q"}, consumer="prompt")
+    assert rows == [{"prompt": "a", "completion": "b"}, {"prompt": "a"}]
+    with pytest.raises(DataError) as err:
+        read_jsonl(path, {"prompt": "q"}, consumer="prompt_completion")
+    assert str(err.value) == (
+        f"{path}:2: missing key 'completion' (prompt_completion data needs prompt, completion)")
+    with pytest.raises(DataError) as err:
+        read_jsonl(path, {"text": "body"}, consumer="lm")
+    assert str(err.value) == (
+        f"{path}:1: missing key 'body' (column 'text', mapping {{text = \"body\"}})")
+    # lm reads text or, failing that, prompt + completion.
+    assert len(read_jsonl(_write(tmp_path, ['{"text": "x"}'], "t.jsonl"), consumer="lm")) == 1
+    with pytest.raises(DataError, match=r":1: missing key 'text' \(lm data needs text\)"):
+        read_jsonl(path, consumer="lm")
 
 
 def test_read_jsonl_missing_file(tmp_path: Path) -> None:
