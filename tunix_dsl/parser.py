@@ -116,8 +116,24 @@ _TERMINAL_WORDS = {
     "LSQB": "`[`", "RSQB": "`]`", "ADD_OP": "an operator", "MUL_OP": "an operator",
     "TO": "`to`", "AS": "`as`", "$END": "end of file",
 }
-_DECL_KEYWORDS = ("pipeline", "param", "tokenizer", "model", "dataset", "reward", "stage",
-                  "eval", "export")
+# Declarations are a NAME in a fixed shape (see grammar/tnx.lark); which words fit which shape.
+_DECL_SHAPES = {
+    "block_decl": ("pipeline", "eval"),
+    "stage_decl": ("stage",),
+    "value_decl": ("model", "dataset", "tokenizer", "reward", "param"),
+    "export_decl": ("export",),
+}
+_DECL_FORMS = {
+    "pipeline": "pipeline NAME { field = value ... }",
+    "param": "param NAME = value",
+    "tokenizer": "tokenizer NAME = source(...)",
+    "model": "model NAME = source(...)",
+    "dataset": "dataset NAME = source(...)",
+    "reward": "reward NAME = source(...)",
+    "stage": "stage NAME: KIND { field = value ... }",
+    "eval": "eval NAME { field = value ... }",
+    "export": 'export STAGE.model to "dir" as "format"',
+}
 _EXPRESSION_START = {"NAME", "NUMBER", "STRING", "TRUE", "FALSE", "LSQB", "LBRACE", "LPAR"}
 
 
@@ -126,9 +142,9 @@ def _expected_words(expected: set[str]) -> list[str]:
     if _EXPRESSION_START <= expected:
         words.append("a value")
         expected = expected - _EXPRESSION_START - {"ADD_OP"}
-    if {k.upper() for k in _DECL_KEYWORDS} <= expected:
-        words.append("a declaration (`" + "`, `".join(_DECL_KEYWORDS) + "`)")
-        expected = expected - {k.upper() for k in _DECL_KEYWORDS}
+    if {"NAME", "$END"} <= expected:  # between declarations: a NAME starts the next one
+        words.append("a declaration")
+        expected = expected - {"NAME"}
     for name in sorted(expected, key=lambda n: (list(_TERMINAL_WORDS).index(n)
                                                 if n in _TERMINAL_WORDS else 99, n)):
         word = _TERMINAL_WORDS.get(name, f"`{name.lower()}`")
@@ -139,6 +155,15 @@ def _expected_words(expected: set[str]) -> list[str]:
 
 def _join_or(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _current_keyword(err: UnexpectedToken) -> str | None:
+    """The first word of the declaration being parsed when the error struck."""
+    stack = getattr(getattr(err, "state", None), "value_stack", None) or []
+    for item in stack:  # finished declarations are trees; the open one starts with a token
+        if isinstance(item, Token):
+            return str(item)
+    return None
 
 
 def describe_unexpected_token(err: UnexpectedToken, text: str, file: str) -> Diagnostic:
@@ -155,13 +180,14 @@ def describe_unexpected_token(err: UnexpectedToken, text: str, file: str) -> Dia
     words = _expected_words(expected)
     message = f"expected {_join_or(words)}, found {found}" if words else f"unexpected {found}"
     help_text = None
-    if token.type == "NAME" and "PIPELINE" in expected:
-        close = difflib.get_close_matches(str(token), _DECL_KEYWORDS, n=1, cutoff=0.6)
-        help_text = f"did you mean `{close[0]}`?" if close else None
-    elif token.type == "COLON" and "EQUAL" in expected:
+    if token.type == "COLON" and "EQUAL" in expected:
         help_text = "fields are written `name = value`"
     elif token.type == "$END" and "RBRACE" in expected:
         help_text = "a `{` block is still open: close it with `}`"
+    keyword = _current_keyword(err)
+    if help_text is None and keyword in _DECL_FORMS:
+        article = "an" if keyword[0] in "aeiou" else "a"
+        help_text = f"{article} `{keyword}` declaration is written `{_DECL_FORMS[keyword]}`"
     return Diagnostic("TNX001", Severity.ERROR, message, span, label="unexpected here",
                       help=help_text)
 
@@ -191,30 +217,50 @@ class _AstBuilder:
     def decl(self, tree: Tree) -> ast.Decl:
         kids = tree.children
         span = self.span(tree)
-        kind = tree.data
-        if kind == "pipeline_decl":
-            name, name_span = self.name(kids[1])
-            return ast.PipelineDecl(name, name_span, self.block(kids[2]), span)
-        if kind == "param_decl":
-            name, name_span = self.name(kids[1])
-            return ast.ParamDecl(name, name_span, self.expr(kids[2]), span)
-        if kind == "value_decl":
-            name, name_span = self.name(kids[1])
-            return ast.ValueDecl(str(kids[0]), name, name_span, self.expr(kids[2]), span)
-        if kind == "stage_decl":
-            name, name_span = self.name(kids[1])
+        keyword = self.keyword(tree.data, kids[0])
+        if tree.data == "export_decl":
+            self.expect_word(kids[2], "to")
+            self.expect_word(kids[4], "as")
+            source = self._ref(kids[1])
+            return ast.ExportDecl(source, self._string(kids[3]), self._string(kids[5]), span)
+        name, name_span = self.name(kids[1])
+        if tree.data == "stage_decl":
             stage_kind, kind_span = self.name(kids[2])
             return ast.StageDecl(name, name_span, stage_kind, kind_span, self.block(kids[3]), span)
-        if kind == "eval_decl":
-            name, name_span = self.name(kids[1])
-            return ast.EvalDecl(name, name_span, self.block(kids[2]), span)
-        if kind == "export_decl":
-            source = self.expr(kids[1])
-            assert isinstance(source, ast.Ref)
-            destination, fmt = self.expr(kids[3]), self.expr(kids[5])
-            assert isinstance(destination, ast.String) and isinstance(fmt, ast.String)
-            return ast.ExportDecl(source, destination, fmt, span)
-        raise AssertionError(f"grammar rule without AST conversion: {kind}")
+        if tree.data == "block_decl":
+            decl_type = ast.EvalDecl if keyword == "eval" else ast.PipelineDecl
+            return decl_type(name, name_span, self.block(kids[2]), span)
+        value = self.expr(kids[2])
+        if keyword == "param":
+            return ast.ParamDecl(name, name_span, value, span)
+        return ast.ValueDecl(keyword, name, name_span, value, span)
+
+    def keyword(self, shape: str, token: Token) -> str:
+        """The declaration keyword, checked against the shape it was written in."""
+        word = str(token)
+        allowed = _DECL_SHAPES[shape]
+        if word in allowed:
+            return word
+        if word in _DECL_FORMS:
+            message = f"`{word}` is not declared this way"
+            help_text = f"write `{_DECL_FORMS[word]}`"
+        else:
+            message = f"unknown declaration `{word}`"
+            close = difflib.get_close_matches(word, allowed, n=1, cutoff=0.5)
+            help_text = (f"did you mean `{close[0]}`?" if close else
+                         "a declaration starts with one of: " + ", ".join(_DECL_FORMS))
+        self.diagnostics.append(Diagnostic(
+            "TNX001", Severity.ERROR, message, self.span(token), label="not a declaration keyword"
+            if word not in _DECL_FORMS else "wrong form", help=help_text,
+        ))
+        return allowed[0]
+
+    def expect_word(self, token: Token, word: str) -> None:
+        if str(token) != word:
+            self.diagnostics.append(Diagnostic(
+                "TNX001", Severity.ERROR, f"expected `{word}`, found `{token}`", self.span(token),
+                label="unexpected here", help=f"write `{_DECL_FORMS['export']}`",
+            ))
 
     def block(self, tree: Tree) -> tuple[ast.Field, ...]:
         fields = []
