@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tunix_dsl.runtime.data import (
     BatchStream,
     bucket_for,
@@ -220,6 +222,27 @@ def test_resume_from_any_cursor_is_bit_exact_across_epochs() -> None:
                 assert got[key].dtype == expected[key].dtype
                 np.testing.assert_array_equal(got[key], expected[key])
         assert resumed.cursor == continuous.cursor == 40
+
+
+_COPY_DATA = tokenize_rows(synthetic_rows("copy", count=23, min_length=1, max_length=20),
+                           "prompt_completion", TOK, 32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch_size=st.integers(1, 9), seed=st.integers(0, 2**31), steps=st.integers(1, 12),
+       split=st.integers(0, 12))
+def test_resume_property(batch_size: int, seed: int, steps: int, split: int) -> None:
+    split = min(split, steps)
+    full = BatchStream(_COPY_DATA, batch_size, seed)
+    expected = [full.next_batch() for _ in range(steps)]
+    first = BatchStream(_COPY_DATA, batch_size, seed)
+    for _ in range(split):
+        first.next_batch()
+    resumed = BatchStream(_COPY_DATA, batch_size, seed, start_cursor=first.cursor)
+    for want in expected[split:]:
+        got = resumed.next_batch()
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
 
 
 def test_next_batches_stacks_k_steps_in_one_bucket() -> None:
