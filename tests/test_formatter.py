@@ -1,0 +1,186 @@
+"""Formatter: layout goldens, comment preservation, and hypothesis round-trip properties."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tunix_dsl.ast import strip_spans
+from tunix_dsl.diagnostics import TnxError
+from tunix_dsl.formatter import format_source
+from tunix_dsl.parser import parse_module
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "golden" / "fmt"
+EXAMPLES = sorted((ROOT / "examples").glob("*.tnx"))
+
+
+def structure(text: str):
+    """The module modulo spans: declarations exactly, comments as a multiset of texts.
+
+    Comments compare as a multiset because `fmt` may move a comment that sits
+    inside an expression with no comment slot to its own line above the field.
+    """
+    module, diagnostics = parse_module(text, "t.tnx")
+    assert module is not None, diagnostics
+    return strip_spans(module.decls), sorted(c.text for c in module.comments)
+
+
+def assert_round_trip(text: str) -> str:
+    formatted = format_source(text, "t.tnx")
+    assert format_source(formatted, "t.tnx") == formatted, "fmt is not idempotent"
+    assert structure(formatted) == structure(text), "fmt changed the meaning"
+    return formatted
+
+
+# ----------------------------------------------------------------------------- goldens
+
+
+@pytest.mark.parametrize("case", sorted(p.name.removesuffix(".in.tnx") for p in GOLDEN.glob("*.in.tnx")))
+def test_golden_layout(case: str) -> None:
+    source = (GOLDEN / f"{case}.in.tnx").read_text()
+    expected = (GOLDEN / f"{case}.out.tnx").read_text()
+    assert format_source(source, f"{case}.in.tnx") == expected
+    assert_round_trip(source)
+
+
+def test_goldens_exist() -> None:
+    assert len(list(GOLDEN.glob("*.in.tnx"))) >= 4
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_are_formatted_and_round_trip(path: Path) -> None:
+    text = path.read_text()
+    assert format_source(text, str(path)) == text, f"run `tnx fmt {path.relative_to(ROOT)}`"
+    assert_round_trip(text)
+
+
+def test_alignment_groups_and_operators() -> None:
+    source = (
+        "model a=f()\nmodel bbb=f()\n\nmodel cc=f()\ndataset d=g()\n"
+        "stage s: sft {x=1+2*3 longer_name=(1+2)*3 y=-(a-b) z=a-(b-c) w=a-b-c}\n"
+    )
+    assert format_source(source) == (
+        "model a   = f()\nmodel bbb = f()\n\nmodel cc = f()\ndataset d = g()\n"
+        "stage s: sft {\n"
+        "  x           = 1 + 2 * 3\n"
+        "  longer_name = (1 + 2) * 3\n"
+        "  y           = -(a - b)\n"
+        "  z           = a - (b - c)\n"
+        "  w           = a - b - c\n"
+        "}\n"
+    )
+
+
+def test_long_collections_break_one_item_per_line() -> None:
+    items = ", ".join(f'"target_number_{i}"' for i in range(8))
+    out = format_source(f"stage s: sft {{ lora = lora(rank = 8, targets = [{items}]) }}\n")
+    lines = out.splitlines()
+    assert lines[1] == "  lora = lora("
+    assert lines[2] == "    rank = 8,"
+    assert lines[3] == "    targets = ["
+    assert lines[4] == '      "target_number_0",'
+    assert lines[-3:] == ["    ],", "  )", "}"]
+    assert max(len(line) for line in lines) <= 100
+
+
+def test_numbers_and_strings_are_kept_as_written() -> None:
+    source = 'param a = 10_000\nparam b = 1e-4\nparam c = .5\nparam d = "\\u00e9\\t"\n'
+    assert format_source(source) == (
+        'param a = 10_000\nparam b = 1e-4\nparam c = .5\nparam d = "\\u00e9\\t"\n')
+
+
+def test_syntax_errors_are_never_formatted() -> None:
+    with pytest.raises(TnxError) as err:
+        format_source("pipeline q { seed = }")
+    assert err.value.diagnostics[0].code == "TNX001"
+
+
+def test_empty_and_comment_only_files() -> None:
+    assert format_source("") == ""
+    assert format_source("\n\n# just this\n\n\n# and this\n") == "# just this\n\n# and this\n"
+
+
+# ----------------------------------------------------------------------------- properties
+
+NAMES = st.sampled_from(["a", "tiny", "model", "data", "steps", "tokenizer", "x_1", "beta"])
+NUMBERS = st.sampled_from(["0", "1", "64", "10_000", "1e-4", ".5", "2.0", "3E+2"])
+STRINGS = st.sampled_from(['"nano"', '""', '"a\\nb"', '"# not a comment"', '"\\u00e9"'])
+# Whitespace between tokens: newlines are insignificant, so a comment may go anywhere.
+GAP = st.sampled_from([" ", " ", "  ", "\n  ", "  # note\n  ", "\n\n", "\t"])
+
+
+def tokens_to_text(draw, tokens: list[str]) -> str:
+    return "".join(tok + draw(GAP) for tok in tokens)
+
+
+@st.composite
+def expressions(draw, depth: int = 0) -> list[str]:
+    """An expression as a token list (joined later with random whitespace)."""
+    leaves = ["number", "string", "bool", "ref"]
+    kind = draw(st.sampled_from(leaves if depth >= 3 else leaves + [
+        "list", "map", "call", "binop", "unary", "paren"]))
+    if kind == "number":
+        return [draw(NUMBERS)]
+    if kind == "string":
+        return [draw(STRINGS)]
+    if kind == "bool":
+        return [draw(st.sampled_from(["true", "false"]))]
+    if kind == "ref":
+        parts = draw(st.lists(NAMES, min_size=1, max_size=3))
+        return [tok for i, p in enumerate(parts) for tok in ([p] if i == 0 else [".", p])]
+    if kind == "binop":
+        op = draw(st.sampled_from(["+", "-", "*", "/", "//", "%"]))
+        return draw(expressions(depth + 1)) + [op] + draw(expressions(depth + 1))
+    if kind == "unary":
+        return ["-"] + draw(expressions(depth + 1))
+    if kind == "paren":
+        return ["("] + draw(expressions(depth + 1)) + [")"]
+    items = draw(st.lists(st.just(None), max_size=4))
+    body: list[str] = []
+    for i, _ in enumerate(items):
+        if i:
+            body.append(",")
+        if kind == "map" or (kind == "call" and draw(st.booleans())):
+            body += [draw(NAMES), "="]
+        body += draw(expressions(depth + 1))
+    if items and draw(st.booleans()):
+        body.append(",")
+    opener, closer = {"list": (["["], "]"), "map": (["{"], "}"),
+                      "call": ([draw(NAMES), "("], ")")}[kind]
+    return opener + body + [closer]
+
+
+@st.composite
+def pipelines(draw) -> str:
+    """A random, syntactically valid `.tnx` file with random layout and comments."""
+    chunks = [draw(st.sampled_from(["", "# header\n", "\n"]))]
+    for _ in range(draw(st.integers(1, 5))):
+        shape = draw(st.sampled_from(["value", "param", "block", "stage", "export"]))
+        if shape in ("value", "param"):
+            keyword = draw(st.sampled_from(["model", "dataset", "tokenizer", "reward"])) \
+                if shape == "value" else "param"
+            tokens = [keyword, draw(NAMES), "="] + draw(expressions())
+        elif shape == "export":
+            tokens = ["export", draw(NAMES), ".", "model", "to", '"out/x"', "as", '"hf"']
+        else:
+            head = ["stage", draw(NAMES), ":", "sft"] if shape == "stage" else \
+                [draw(st.sampled_from(["pipeline", "eval"])), draw(NAMES)]
+            tokens = head + ["{"]
+            for _ in range(draw(st.integers(0, 4))):
+                tokens += [draw(NAMES), "="] + draw(expressions())
+                if draw(st.booleans()):
+                    tokens.append(",")
+            tokens.append("}")
+        chunks.append(tokens_to_text(draw, tokens))
+        chunks.append(draw(st.sampled_from(["\n", "\n\n", "\n\n\n", "  # after\n"])))
+    return "".join(chunks)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pipelines())
+def test_fmt_is_idempotent_and_preserves_meaning(source: str) -> None:
+    assert_round_trip(source)
