@@ -186,7 +186,8 @@ class ModelConfig:
             "rope_scaling": dict(self.rope_scaling) if self.rope_scaling else None,
             "tie_word_embeddings": self.tie_embeddings,
             "attention_bias": False,
-            "torch_dtype": self.dtype,
+            "torch_dtype": self.dtype,  # transformers 4.x reads this key,
+            "dtype": self.dtype,  # transformers 5.x this one
         }
         if self.family == "llama":
             hf["mlp_bias"] = False

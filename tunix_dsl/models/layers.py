@@ -37,7 +37,7 @@ MASK_VALUE = float(np.finfo(np.float32).min)  # finite, so fully-masked rows sta
 def _param(init: Callable, rngs: nnx.Rngs | None, shape: tuple[int, ...], dtype: jnp.dtype,
            axes: Axes) -> nnx.Param:
     value = init(rngs.params(), shape, dtype) if rngs is not None else init(None, shape, dtype)
-    return nnx.Param(value, sharding_names=axes, eager_sharding=False)
+    return nnx.Param(value, out_sharding=axes, eager_sharding=False)
 
 
 def _normal(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype) -> jax.Array:

@@ -1,0 +1,113 @@
+"""Logit parity with transformers' own implementation, both directions (float32)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from tests.models.hf_tiny import CASES, hf_logits, make_hf_model, random_tokens, save_hf_model
+from tunix_dsl.models.hf import load_hf, save_hf
+
+TOL = 1e-4
+TOKENS = random_tokens(2, 48)  # longer than the llama3 rope's original 32 positions
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def checkpoint(request, tmp_path_factory):
+    """(case, transformers model, its save_pretrained directory)"""
+    hf_model = make_hf_model(request.param)
+    directory = save_hf_model(hf_model, tmp_path_factory.mktemp(request.param))
+    return request.param, hf_model, directory
+
+
+def test_load_hf_logits_match_transformers(checkpoint):
+    case, hf_model, directory = checkpoint
+    model = load_hf(directory)
+    ours = np.asarray(model(TOKENS))
+    ref = hf_logits(hf_model, TOKENS)
+    assert np.abs(ref).max() > 1.0, "weights too small for a meaningful comparison"
+    np.testing.assert_allclose(ours, ref, atol=TOL, rtol=0)
+    assert model.cfg.family == {"llama3": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}[
+        case.split("-")[0]]
+    assert model.cfg.tie_embeddings == case.endswith("-tied")
+
+
+def test_save_hf_loads_in_transformers(checkpoint, tmp_path):
+    import transformers
+
+    _, _, directory = checkpoint
+    model = load_hf(directory)
+    out = save_hf(model, tmp_path / "export")
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager")
+    np.testing.assert_allclose(hf_logits(reloaded.eval(), TOKENS), np.asarray(model(TOKENS)),
+                               atol=TOL, rtol=0)
+
+
+def test_old_config_format_gives_same_model(tmp_path):
+    """Top-level rope_theta / rope_scaling (most published checkpoints) and transformers 5's
+    rope_parameters describe the same model."""
+    hf_model = make_hf_model("llama3-untied")
+    new = load_hf(save_hf_model(hf_model, tmp_path / "new"))
+    old_dir = save_hf_model(hf_model, tmp_path / "old", old_config_format=True)
+    assert "rope_parameters" not in json.loads((old_dir / "config.json").read_text())
+    old = load_hf(old_dir)
+    assert old.cfg == new.cfg
+    assert old.cfg.rope_scaling["rope_type"] == "llama3"
+    np.testing.assert_allclose(np.asarray(old(TOKENS)), hf_logits(hf_model, TOKENS), atol=TOL,
+                               rtol=0)
+
+
+def test_sharded_checkpoint_and_export(tmp_path):
+    """model.safetensors.index.json on both sides: transformers' sharded save is read, and our
+    sharded export (tiny max_shard_bytes) is read back by transformers."""
+    import transformers
+
+    hf_model = make_hf_model("qwen3-untied")
+    hf_model.save_pretrained(tmp_path / "hf", max_shard_size="50KB")
+    assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
+    model = load_hf(tmp_path / "hf")
+    np.testing.assert_allclose(np.asarray(model(TOKENS)), hf_logits(hf_model, TOKENS), atol=TOL,
+                               rtol=0)
+    out = save_hf(model, tmp_path / "ours", max_shard_bytes=40_000)
+    assert len(list(out.glob("model-*.safetensors"))) > 1
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    np.testing.assert_allclose(hf_logits(reloaded, TOKENS), np.asarray(model(TOKENS)), atol=TOL,
+                               rtol=0)
+
+
+def test_save_hf_writes_tokenizer_and_special_ids(tmp_path):
+    from tunix_dsl.tokenizers import ByteTokenizer
+
+    model = load_hf(save_hf_model(make_hf_model("qwen2-tied"), tmp_path / "hf"))
+    tokenizer = ByteTokenizer()
+    out = save_hf(model, tmp_path / "export", tokenizer=tokenizer)
+    config = json.loads((out / "config.json").read_text())
+    assert (config["bos_token_id"], config["eos_token_id"]) == (tokenizer.bos_id, tokenizer.eos_id)
+    assert (out / "tokenizer.json").is_file()
+
+
+def test_load_hf_places_parameters_with_given_shardings(tmp_path):
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    mesh = jax.make_mesh((1,), ("tensor",))
+    seen: dict[str, tuple] = {}
+
+    def shardings(path, shape, axes):
+        seen[path] = axes
+        return NamedSharding(mesh, PartitionSpec(*["tensor" if a == "heads" else None
+                                                  for a in axes]))
+
+    hf_model = make_hf_model("llama3-untied")
+    model = load_hf(save_hf_model(hf_model, tmp_path / "hf"), shardings=shardings)
+    assert seen["layers.0.attn.q_proj.kernel"] == ("embed", "heads")
+    assert seen["lm_head.kernel"] == ("embed", "vocab")
+    q = model.layers[0].attn.q_proj.kernel.get_value()
+    assert q.sharding.spec == PartitionSpec(None, "tensor")
+    np.testing.assert_allclose(np.asarray(model(TOKENS)), hf_logits(hf_model, TOKENS), atol=TOL,
+                               rtol=0)
