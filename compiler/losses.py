@@ -24,10 +24,12 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+
 from tunix_dsl.compiler.losses_common import (
     COUNT_KEYS,
     as_f32,
     log1mexp,
+    mask_logits,
     masked_sum,
     safe_div,
     tie_aware_accuracy,
@@ -90,9 +92,11 @@ __all__ = [
     "init_feature_projection",
     "kl_penalty",
     "log1mexp",
+    "mask_logits",
     "logit_distill_from_sums",
     "logit_distill_loss",
     "logit_distill_sums",
+    "masked_sum",
     "masked_whiten",
     "pool_heads",
     "mean_sequence_logps",
@@ -100,6 +104,7 @@ __all__ = [
     "orpo_loss",
     "orpo_sums",
     "policy_gradient_loss",
+    "safe_div",
     "sequence_logps",
     "sft_from_sums",
     "sft_loss",
@@ -124,6 +129,7 @@ def sft_sums(logits: Array, targets: Array, mask: Array) -> Metrics:
     caller's job).
     """
     mask = mask.astype(bool)
+    logits = mask_logits(logits, mask)
     nll = -token_logps(logits, targets)
     correct = jnp.argmax(logits, axis=-1) == targets
     return {
@@ -153,7 +159,8 @@ def sft_loss_sum(logits: Array, targets: Array, mask: Array) -> tuple[Array, Arr
     per-micro-batch means.
     """
     mask = mask.astype(bool)
-    return masked_sum(-token_logps(logits, targets), mask), jnp.sum(mask, dtype=jnp.float32)
+    nll = -token_logps(logits, targets, mask)
+    return masked_sum(nll, mask), jnp.sum(mask, dtype=jnp.float32)
 
 
 def sft_loss(logits: Array, targets: Array, mask: Array) -> tuple[Array, Metrics]:

@@ -40,20 +40,33 @@ def safe_div(numerator: Array, denominator: Array) -> Array:
     return jnp.where(nonzero, as_f32(numerator) / jnp.where(nonzero, denominator, 1.0), 0.0)
 
 
-def token_logps(logits: Array, targets: Array) -> Array:
+def token_logps(logits: Array, targets: Array, mask: Array | None = None) -> Array:
     """Per-token log-probability of the target: ``logits[..., y] − logsumexp(logits)``.
 
     ``logits`` ``[..., V]`` (any float dtype), ``targets`` ``[...]`` integer ids; returns
     float32 ``[...]``. One gather and one logsumexp — the log-softmax over the vocabulary is
     never materialised. Target ids outside ``[0, V)`` (padding labels such as -100) are
     clamped for the gather: such positions must be masked out by the caller.
+
+    With ``mask`` (True = real token), logits at masked-out positions are replaced by 0 before
+    any arithmetic, so NaN/inf there reach neither the values nor the gradients (the result
+    is then ``−log V`` at those positions, to be masked out downstream).
     """
-    logits = as_f32(logits)
+    logits = mask_logits(logits, mask)
     log_normalizer = jax.nn.logsumexp(logits, axis=-1)
     picked = jnp.take_along_axis(
         logits, targets.astype(jnp.int32)[..., None], axis=-1, mode="clip"
     )[..., 0]
     return picked - log_normalizer
+
+
+def mask_logits(logits: Array, mask: Array | None) -> Array:
+    """float32 ``logits`` with positions where ``mask`` is False set to 0 (a ``select``, so
+    even NaN there gets an exact zero gradient)."""
+    logits = as_f32(logits)
+    if mask is None:
+        return logits
+    return jnp.where(mask.astype(bool)[..., None], logits, 0.0)
 
 
 def log1mexp(x: Array) -> Array:

@@ -12,7 +12,14 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-from tunix_dsl.compiler.losses_common import as_f32, masked_sum, safe_div, token_logps
+
+from tunix_dsl.compiler.losses_common import (
+    as_f32,
+    mask_logits,
+    masked_sum,
+    safe_div,
+    token_logps,
+)
 
 Array = jax.Array
 Metrics = dict[str, Array]
@@ -45,10 +52,10 @@ def logit_distill_sums(
         "teacher and student must share one vocabulary (same tokenizer and vocab size)",
     )
     mask = mask.astype(bool)
-    log_student = jax.nn.log_softmax(as_f32(student_logits) / temperature, axis=-1)
-    log_teacher = jax.nn.log_softmax(
-        jax.lax.stop_gradient(as_f32(teacher_logits)) / temperature, axis=-1
-    )
+    student_logits = mask_logits(student_logits, mask)
+    teacher_logits = jax.lax.stop_gradient(mask_logits(teacher_logits, mask))
+    log_student = jax.nn.log_softmax(student_logits / temperature, axis=-1)
+    log_teacher = jax.nn.log_softmax(teacher_logits / temperature, axis=-1)
     teacher_probs = jnp.exp(log_teacher)
     # p·(log p − log q) with the 0·log 0 = 0 convention (a teacher may put exactly 0 mass).
     kl_terms = jnp.where(teacher_probs > 0, teacher_probs * (log_teacher - log_student), 0.0)

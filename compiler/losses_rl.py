@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+
 from tunix_dsl.compiler.losses_common import as_f32, masked_sum, safe_div
 
 Array = jax.Array
