@@ -222,11 +222,9 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _known_kinds() -> list[str]:
-    try:
-        from tunix_dsl.schemas import explainable_kinds
-    except ImportError:
-        return []
-    return sorted(explainable_kinds())
+    from tunix_dsl.schemas import explainable_names
+
+    return sorted(set(explainable_names()))
 
 
 # --------------------------------------------------------------------------- run, plan

@@ -148,13 +148,11 @@ def render_json(diags: list[Diagnostic]) -> str:
 def _rule_description(code: str, fallback: str) -> str:
     """The rule's one-line summary from the rule registry, when it knows the code."""
     try:
-        from tunix_dsl.rules import rule_summary  # the checker's registry
+        from tunix_dsl.rules.registry import RULES  # filled by the checker's rule modules
     except ImportError:
         return fallback
-    try:
-        return rule_summary(code) or fallback
-    except Exception:  # a registry problem must not break reporting
-        return fallback
+    entry = RULES.get(code)
+    return entry.summary if entry is not None else fallback
 
 
 _SYNTAX_RULES = {
