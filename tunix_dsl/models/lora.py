@@ -1,0 +1,241 @@
+"""LoRA and QLoRA adapters on `Dense` modules, chosen by regex over parameter paths.
+
+    y = x @ W (+ b) + (alpha / rank) * dropout(x) @ A @ B        A (in, r), B (r, out)
+
+A starts Kaiming-uniform (bound 1/sqrt(in), as PEFT does) and B at zero, so a
+fresh adapter leaves the model's outputs unchanged. With `quantize="nf4"` or
+`"int8"` (QLoRA) the frozen W is kept as codes + scales (see `quant`) and
+dequantized in the forward.
+
+`apply_lora` swaps each targeted `Dense` for a `LoRADense` in place. The base
+weight keeps its path (`layers.0.attn.q_proj.kernel`); adapters appear beside
+it as `...q_proj.lora_a` / `.lora_b` (QLoRA: `...q_proj.codes` / `.scales`
+instead of `.kernel`). Adapters are `LoRAParam` variables, so a trainer
+differentiates only them with `nnx.DiffState(0, LoRAParam)`. Every new
+variable carries the base kernel's logical axis names (rank axis: None).
+
+Dropout draws from the `dropout` stream of the `rngs` given to `apply_lora`
+(falling back to `default`) and is off after `model.eval()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tunix_dsl.models.layers import Dense
+from tunix_dsl.models.quant import QUANT_FORMATS, QuantizedKernel
+
+# flax's own LoRA variable type (a subclass of nnx.Param), so flax utilities and
+# other nnx libraries (qwix) recognise our adapters as adapters.
+LoRAParam = nnx.LoRAParam
+
+
+class QuantizedWeight(nnx.Variable):
+    """Frozen integer codes / float scales of a quantized base kernel (never trained)."""
+
+
+class LoraError(ValueError):
+    """A LoRA configuration that cannot be applied; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    rank: int
+    alpha: float
+    dropout: float = 0.0
+    targets: Sequence[str] = (r"attn\.(q|k|v|o)_proj", r"mlp\.(gate|up|down)_proj")
+    quantize: str | None = None  # None | "nf4" | "int8"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rank, int) or self.rank < 1:
+            raise LoraError(f"LoRA rank must be a positive integer, got {self.rank!r}")
+        if not self.alpha > 0:
+            raise LoraError(f"LoRA alpha must be > 0, got {self.alpha!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise LoraError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
+        if self.quantize is not None and self.quantize not in QUANT_FORMATS:
+            raise LoraError(
+                f"unknown LoRA quantize {self.quantize!r}; use one of "
+                f"{sorted(QUANT_FORMATS)} or leave it unset"
+            )
+        if isinstance(self.targets, str) or not self.targets:
+            raise LoraError("LoRA targets must be a non-empty list of regexes, e.g. ['q_proj']")
+        object.__setattr__(self, "targets", tuple(self.targets))
+        for pattern in self.targets:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise LoraError(f"LoRA target {pattern!r} is not a valid regex: {err}") from err
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+
+def _axes(variable: nnx.Variable) -> tuple[str | None, ...]:
+    axes = variable.get_metadata().get("out_sharding")
+    return tuple(axes) if axes else (None,) * variable[...].ndim
+
+
+def _variable(kind: type[nnx.Variable], value: jax.Array, axes: tuple) -> nnx.Variable:
+    return kind(value, out_sharding=axes, eager_sharding=False)
+
+
+class LoRADense(nnx.Module):
+    """A `Dense` with a low-rank adapter; the base is frozen (float or quantized)."""
+
+    def __init__(self, base: Dense, spec: LoraSpec, *, rngs: nnx.Rngs):
+        in_features, out_features = base.kernel[...].shape
+        in_axis, out_axis = _axes(base.kernel)
+        self.in_features, self.out_features = in_features, out_features
+        self.scale = spec.scale
+        # A static attribute (part of the nnx graph definition, not of the state), so a
+        # forward traced with adapters off never shares a cached trace with one that has
+        # them on, also inside nested transforms such as nnx.remat.
+        self.adapters_enabled = True
+        self.quantize = spec.quantize
+        self.bias = base.bias
+        if spec.quantize is None:
+            self.kernel = base.kernel  # the same variable: in place, no copy
+        else:
+            q = QUANT_FORMATS[spec.quantize].quantize(base.kernel[...])
+            scale_axes = (in_axis, out_axis) if q.scales.ndim == 2 else (out_axis,)
+            self.codes = _variable(QuantizedWeight, q.codes, (in_axis, out_axis))
+            self.scales = _variable(QuantizedWeight, q.scales, scale_axes)
+            self.kernel_dtype = base.kernel[...].dtype
+        bound = 1.0 / math.sqrt(in_features)
+        a = jax.random.uniform(rngs.params(), (in_features, spec.rank), jnp.float32, -bound, bound)
+        self.lora_a = _variable(LoRAParam, a, (in_axis, None))
+        self.lora_b = _variable(
+            LoRAParam, jnp.zeros((spec.rank, out_features), jnp.float32), (None, out_axis)
+        )
+        self.dropout = nnx.Dropout(spec.dropout, rngs=rngs) if spec.dropout > 0 else None
+
+    def base_kernel(self) -> jax.Array:
+        """The frozen W (in, out), dequantized for QLoRA."""
+        if self.quantize is None:
+            return self.kernel[...]
+        q = QuantizedKernel(self.codes[...], self.scales[...], self.in_features)
+        return QUANT_FORMATS[self.quantize].dequantize(q).astype(self.kernel_dtype)
+
+    def delta(self) -> jax.Array:
+        """scale * A @ B (in, out): what merging adds to W."""
+        return self.scale * (self.lora_a[...] @ self.lora_b[...])
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = x @ self.base_kernel().astype(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias[...]
+        if not self.adapters_enabled:
+            return y
+        h = self.dropout(x) if self.dropout is not None else x
+        # (x @ A) @ B: rank-r intermediate, never the (in, out) product
+        low_rank = (h @ self.lora_a[...].astype(x.dtype)) @ self.lora_b[...].astype(x.dtype)
+        return y + self.scale * low_rank
+
+
+def _dense_paths(model: nnx.Module) -> Iterator[tuple[tuple, Dense | LoRADense]]:
+    for path, module in nnx.iter_modules(model):
+        if isinstance(module, Dense | LoRADense):
+            yield path, module
+
+
+def _dotted(path: tuple) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _replace(model: nnx.Module, path: tuple, new: nnx.Module) -> None:
+    parent = model
+    for key in path[:-1]:
+        parent = parent[key] if isinstance(key, int) else getattr(parent, key)
+    if isinstance(path[-1], int):
+        parent[path[-1]] = new
+    else:
+        setattr(parent, path[-1], new)
+
+
+def apply_lora(model: nnx.Module, spec: LoraSpec, rngs: nnx.Rngs) -> nnx.Module:
+    """Wrap every `Dense` whose kernel path (e.g. "layers.0.attn.q_proj.kernel") any
+    target regex matches (`re.search`) with a `LoRADense`, in place; returns `model`."""
+    modules = list(_dense_paths(model))
+    if any(isinstance(m, LoRADense) for _, m in modules):
+        raise LoraError("the model already has LoRA adapters; merge_lora(model) first")
+    kernel_paths = {path: _dotted(path) + ".kernel" for path, _ in modules}
+    for pattern in spec.targets:
+        if not any(re.search(pattern, p) for p in kernel_paths.values()):
+            shown = ", ".join(sorted(kernel_paths.values())[:6])
+            raise LoraError(
+                f"LoRA target {pattern!r} matches no Dense kernel; paths look like: {shown}"
+            )
+    for path, module in modules:
+        if any(re.search(pattern, kernel_paths[path]) for pattern in spec.targets):
+            _replace(model, path, LoRADense(module, spec, rngs=rngs))
+    return model
+
+
+def lora_modules(model: nnx.Module) -> list[tuple[str, LoRADense]]:
+    """(dotted path, module) of every adapted Dense in `model`."""
+    return [(_dotted(p), m) for p, m in _dense_paths(model) if isinstance(m, LoRADense)]
+
+
+@contextlib.contextmanager
+def adapters_disabled(model: nnx.Module) -> Iterator[None]:
+    """Within the block, `model`'s forwards use the frozen base only.
+
+    Works while tracing (e.g. a DPO reference forward inside the jitted step):
+    it flips a static flag on the adapted modules, which is part of the nnx
+    graph definition, and restores it on exit.
+    """
+    adapted = [m for _, m in lora_modules(model)]
+    if not adapted:
+        raise LoraError(
+            "adapters_disabled: the model has no LoRA adapters, so its forward would be "
+            "the trained model, not a reference; use a separate reference model"
+        )
+    previous = [m.adapters_enabled for m in adapted]
+    for module in adapted:
+        module.adapters_enabled = False
+    try:
+        yield
+    finally:
+        for module, enabled in zip(adapted, previous, strict=True):
+            module.adapters_enabled = enabled
+
+
+def merge_lora(model: nnx.Module) -> nnx.Module:
+    """A copy of `model` with plain `Dense` modules whose kernel is W + scale * A @ B
+    (W dequantized for QLoRA); `model` itself keeps its adapters."""
+    adapted = lora_modules(model)
+    if not adapted:
+        raise LoraError("merge_lora: the model has no LoRA adapters to merge")
+    merged = nnx.clone(model)
+    for path, module in _dense_paths(merged):
+        if not isinstance(module, LoRADense):
+            continue
+        kernel = module.base_kernel()
+        weight = (kernel.astype(jnp.float32) + module.delta()).astype(kernel.dtype)
+        axes = (
+            _axes(module.kernel)
+            if module.quantize is None
+            else (_axes(module.lora_a)[0], _axes(module.lora_b)[1])
+        )
+        dense = Dense(
+            module.in_features,
+            module.out_features,
+            axes=axes,
+            use_bias=module.bias is not None,
+            dtype=kernel.dtype,
+            rngs=nnx.Rngs(0),  # overwritten below
+        )
+        dense.kernel = _variable(nnx.Param, weight, axes)
+        dense.bias = module.bias
+        _replace(merged, path, dense)
+    return merged
