@@ -1,0 +1,115 @@
+"""How fast `tnx lint` is, measured side by side in one run.
+
+1. Start-up: wall time of `tnx lint examples/quickstart.tnx` (a fresh process)
+   against `python -c "import lark, pydantic, networkx"` — the floor any
+   front end built on those libraries pays. Runs are interleaved and the
+   median is reported. Target: ratio at most 1.5.
+2. Scale: checking a generated pipeline of 1,000 chained stages, in process
+   (parse and the whole check, median of a few runs). Target: under 1 s.
+
+Usage: python bench/lint_startup.py [--runs 15] [--stages 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "examples" / "quickstart.tnx"
+
+
+def lint_command(path: Path) -> list[str]:
+    tnx = shutil.which("tnx")
+    return [tnx, "lint", str(path)] if tnx else [sys.executable, "-m", "tunix_dsl", "lint", str(path)]
+
+
+def wall_time(command: list[str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          env={**os.environ, "NO_COLOR": "1"})
+    elapsed = time.perf_counter() - start
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr.decode()}")
+    return elapsed
+
+
+def generated_pipeline(stages: int) -> str:
+    """A valid pipeline: one pretrain stage, then `stages - 1` sft stages in a chain."""
+    lines = [
+        "pipeline big {\n  seed = 0\n}\n",
+        "tokenizer chars = bytes()\n",
+        'model tiny = transformer(preset = "pico", tokenizer = chars)\n',
+        'dataset sums = synthetic("addition", digits = 2, count = 1000, seed = 1)\n',
+        "stage s0: pretrain {\n  model = tiny\n  data  = sums\n  steps = 10\n}\n",
+    ]
+    for i in range(1, stages):
+        lines.append(f"stage s{i}: sft {{\n  model = s{i - 1}.model\n  data  = sums\n"
+                     f"  steps = 10\n}}\n")
+    lines.append(f'export s{stages - 1}.model to "out/big" as "hf"\n')
+    return "\n".join(lines)
+
+
+def check_time(text: str, runs: int) -> tuple[float, float, int, int]:
+    """Median seconds for (parse only, parse + check), diagnostics and graph size."""
+    from tunix_dsl.api import load
+    from tunix_dsl.parser import parse_module
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "big.tnx"
+        path.write_text(text)
+        load(path, {})  # warm: grammar tables, schema classes
+        parse_times, check_times = [], []
+        for _ in range(runs):
+            start = time.perf_counter()
+            parse_module(text, str(path))
+            parse_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            pipeline = load(path, {})
+            check_times.append(time.perf_counter() - start)
+    errors = sum(d.is_error for d in pipeline.diagnostics)
+    return (statistics.median(parse_times), statistics.median(check_times), errors,
+            pipeline.graph.number_of_nodes())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--stages", type=int, default=1000)
+    args = parser.parse_args()
+
+    lint = lint_command(QUICKSTART)
+    baseline = [sys.executable, "-c", "import lark, pydantic, networkx"]
+    wall_time(lint), wall_time(baseline)  # warm the OS file cache and Lark's grammar cache
+    lint_times, base_times = [], []
+    for _ in range(args.runs):  # interleaved, so drift on a noisy machine hits both
+        lint_times.append(wall_time(lint))
+        base_times.append(wall_time(baseline))
+    lint_median, base_median = statistics.median(lint_times), statistics.median(base_times)
+
+    parse_s, check_s, errors, nodes = check_time(generated_pipeline(args.stages), runs=3)
+
+    ratio = lint_median / base_median
+    print(f"command: python bench/lint_startup.py --runs {args.runs} --stages {args.stages}")
+    print(f"python {sys.version.split()[0]} on {os.cpu_count()} CPUs\n")
+    print("| measurement | median | target |")
+    print("|---|---|---|")
+    print(f"| `{' '.join(Path(c).name if i == 0 else c for i, c in enumerate(lint))}` "
+          f"| {lint_median * 1000:.0f} ms | |")
+    print(f'| `python -c "import lark, pydantic, networkx"` | {base_median * 1000:.0f} ms | |')
+    print(f"| ratio lint / imports | {ratio:.2f}x | <= 1.5x {'ok' if ratio <= 1.5 else 'MISSED'} |")
+    print(f"| parse {args.stages}-stage pipeline | {parse_s * 1000:.0f} ms | |")
+    print(f"| check {args.stages}-stage pipeline (parse + check + rules, in process) "
+          f"| {check_s * 1000:.0f} ms | < 1 s {'ok' if check_s < 1 else 'MISSED'} |")
+    print(f"\n({nodes} graph nodes, {errors} errors in the generated pipeline)")
+
+
+if __name__ == "__main__":
+    main()
