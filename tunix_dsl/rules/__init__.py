@@ -1,1 +1,61 @@
+"""Diagnostic codes and lint rules (a registry; see `registry.py`).
 
+Importing this package registers every code: the checker's own
+(`codes.py`), the whole-pipeline checks (`pipeline_checks.py`) and the
+warnings (`warnings.py`). `run_rules(pipeline)` runs every lint check.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tunix_dsl.diagnostics import Diagnostic
+from tunix_dsl.rules import codes as _codes  # noqa: F401  (registers codes)
+from tunix_dsl.rules.registry import RULES, Rule, diagnostic
+
+if TYPE_CHECKING:
+    from tunix_dsl.ir import Pipeline
+
+_LOADED = False
+
+
+def _load_checks() -> None:
+    # The checks import the IR, which imports the schemas; load them on first use
+    # so that `tunix_dsl.rules.registry` stays importable from the IR's own imports.
+    global _LOADED
+    if not _LOADED:
+        from tunix_dsl.rules import pipeline_checks, warnings  # noqa: F401
+
+        _LOADED = True
+
+
+def all_rules() -> list[Rule]:
+    """Every registered code, sorted."""
+    _load_checks()
+    return [RULES[code] for code in sorted(RULES)]
+
+
+def run_rules(pipeline: Pipeline) -> list[Diagnostic]:
+    """Run every lint check over a checked pipeline."""
+    _load_checks()
+    found: list[Diagnostic] = []
+    for entry in sorted(RULES.values(), key=lambda r: r.code):
+        if entry.check is None:
+            continue
+        try:
+            found.extend(entry.check(pipeline))
+        except Exception as e:  # a bug in one check must not hide the others' findings
+            found.append(diagnostic(
+                "TNX000", f"internal error in rule {entry.code} ({entry.name}): "
+                f"{type(e).__name__}: {e}", _file_span(pipeline),
+                help="please report this with the .tnx file"))
+    return found
+
+
+def _file_span(pipeline: Pipeline):  # noqa: ANN202
+    from tunix_dsl.spans import Span
+
+    return Span(pipeline.file, 1, 1, 1, 1, 0, 0)
+
+
+__all__ = ["RULES", "Rule", "all_rules", "run_rules"]

@@ -1,1 +1,92 @@
+"""Pydantic v2 schemas of everything a `.tnx` file declares (jax-free).
 
+- `sources`: `tokenizer|model|dataset|reward NAME = f(...)` functions (`SOURCES`).
+- `training`: optimizers, lora/qlora, distillation strategies, overlong penalty.
+- `stages`: one config per stage kind and the `STAGE_KINDS` registry.
+- `pipeline`: `pipeline { }` settings, mesh, `eval` and `export`.
+
+`explain_text(name)` renders any of them for `tnx explain`.
+"""
+
+from __future__ import annotations
+
+from tunix_dsl.schemas.base import (
+    DatasetInput,
+    ModelInput,
+    ModelRef,
+    RefKind,
+    RewardInput,
+    Schema,
+    TokenizerInput,
+)
+from tunix_dsl.schemas.explain import explain_schema, type_name
+from tunix_dsl.schemas.pipeline import EvalConfig, ExportConfig, Mesh, PipelineSettings
+from tunix_dsl.schemas.sources import SOURCES
+from tunix_dsl.schemas.stages import STAGE_KINDS, StageKind, TrainingConfig
+from tunix_dsl.schemas.training import ADAPTERS, OPTIMIZERS, STRATEGIES, OverlongPenalty
+
+# Call families that appear as field values: function name → schema.
+CALLS: dict[str, type[Schema]] = {
+    **OPTIMIZERS, **ADAPTERS, **STRATEGIES, OverlongPenalty.call_name: OverlongPenalty,
+    Mesh.call_name: Mesh,
+}
+
+# Blocks other than stages: keyword → schema.
+BLOCKS: dict[str, type[Schema]] = {
+    "pipeline": PipelineSettings,
+    "eval": EvalConfig,
+    "export": ExportConfig,
+}
+
+
+def _synthetic_tasks_text() -> str:
+    from tunix_dsl.datasets import SYNTHETIC_TASKS
+
+    lines = ["tasks:"]
+    for task in SYNTHETIC_TASKS.values():
+        params = ", ".join(f"{k} = {p.default!r}" for k, p in task.params.items())
+        lines.append(f"  {task.name}: columns {', '.join(task.columns)}; {params}")
+        if task.doc:
+            lines.append(f"    {task.doc}")
+    return "\n".join(lines)
+
+
+def explain_text(name: str) -> str | None:
+    """Fields, types, defaults and docs of a stage kind, block or function; None if unknown."""
+    if name in STAGE_KINDS:
+        kind = STAGE_KINDS[name]
+        from tunix_dsl.datasets import CONSUMERS
+
+        consumer = CONSUMERS[kind.consumer]
+        columns = " or ".join("+".join(cols) for cols in consumer.accepted)
+        extra = (f"trains: `{kind.trained}`; outputs: .model"
+                 + (", .adapter (with lora)" if kind.has_adapter else "")
+                 + f"\ndata columns: {columns}")
+        return explain_schema(f"stage NAME: {name} {{ ... }}", kind.schema, extra)
+    if name in BLOCKS:
+        return explain_schema(f"{name} ...", BLOCKS[name])
+    for keyword, family in SOURCES.items():
+        if name in family:
+            extra = _synthetic_tasks_text() if name == "synthetic" else ""
+            return explain_schema(f"{keyword} NAME = {name}(...)", family[name], extra)
+        if name == keyword:
+            return f"{keyword} NAME = " + " | ".join(f"{f}(...)" for f in family) + "\n"
+    if name in CALLS:
+        return explain_schema(f"{name}(...)", CALLS[name])
+    return None
+
+
+def explainable_names() -> list[str]:
+    """Every name `explain_text` knows, for did-you-mean suggestions."""
+    names = [*STAGE_KINDS, *BLOCKS, *SOURCES, *CALLS]
+    for family in SOURCES.values():
+        names += list(family)
+    return names
+
+
+__all__ = [
+    "ADAPTERS", "BLOCKS", "CALLS", "OPTIMIZERS", "SOURCES", "STAGE_KINDS", "STRATEGIES",
+    "DatasetInput", "EvalConfig", "ExportConfig", "Mesh", "ModelInput", "ModelRef",
+    "PipelineSettings", "RefKind", "RewardInput", "Schema", "StageKind", "TokenizerInput",
+    "TrainingConfig", "explain_text", "explainable_names", "type_name",
+]

@@ -1,0 +1,306 @@
+"""The checker: AST → typed `Pipeline` IR + dataflow graph + diagnostics.
+
+Phases (each reports what it finds and lets the next go on where it can):
+
+1. symbols — one namespace, order-independent, duplicates reported;
+2. params — evaluated with `--set` overrides applied and type-checked;
+3. declarations — every block and source call built into its schema
+   (`tunix_dsl.build`), references typed, every reference an edge of the graph;
+4. structure — stage outputs that do not exist, cycles, topological order;
+5. lint rules (`tunix_dsl.rules`) over the IR.
+
+Nothing here imports jax or runs user code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from tunix_dsl import ast
+from tunix_dsl.build import Builder, Entry, Use, entries_of
+from tunix_dsl.diagnostics import Diagnostic, Label
+from tunix_dsl.evaluate import FAIL, Evaluator
+from tunix_dsl.ir import Decl, Eval, Export, Pipeline, Stage
+from tunix_dsl.resolve import Symbol, SymbolTable, collect, did_you_mean
+from tunix_dsl.rules import run_rules
+from tunix_dsl.rules.registry import diagnostic
+from tunix_dsl.schemas import SOURCES, STAGE_KINDS, EvalConfig, ExportConfig, PipelineSettings
+from tunix_dsl.spans import Span
+
+
+def _refs(expr: ast.Expr) -> Iterator[ast.Ref]:
+    """Every reference inside an expression (syntactically)."""
+    if isinstance(expr, ast.Ref):
+        yield expr
+    elif isinstance(expr, ast.ListExpr):
+        for item in expr.items:
+            yield from _refs(item)
+    elif isinstance(expr, ast.MapExpr):
+        for entry in expr.entries:
+            yield from _refs(entry.value)
+    elif isinstance(expr, ast.Call):
+        for arg in expr.args:
+            yield from _refs(arg.value)
+    elif isinstance(expr, ast.BinOp):
+        yield from _refs(expr.left)
+        yield from _refs(expr.right)
+    elif isinstance(expr, ast.UnaryOp):
+        yield from _refs(expr.operand)
+
+
+def _decl_exprs(decl: ast.Decl) -> list[tuple[str, ast.Expr]]:
+    if isinstance(decl, ast.ParamDecl | ast.ValueDecl):
+        return [("value", decl.value)]
+    if isinstance(decl, ast.ExportDecl):
+        return [("source", decl.source)]
+    return [(f.name, f.value) for f in decl.fields]  # type: ignore[union-attr]
+
+
+class Checker:
+    def __init__(self, module: ast.Module, file: str, diags: list[Diagnostic]):
+        self.module = module
+        self.file = file
+        self.diags = diags
+        self.table: SymbolTable = collect(module, diags)
+        self.ev = Evaluator(self.table, diags)
+        self.builder = Builder(self.table, self.ev, diags)
+        self.graph = nx.DiGraph()
+        self.tables: dict[str, dict[str, Decl[Any]]] = {k: {} for k in SOURCES}
+        self.stages: dict[str, Stage] = {}
+        self.evals: list[Eval] = []
+        self.exports: list[Export] = []
+        self.adapter_uses: list[Use] = []
+
+    # ----------------------------------------------------------------- graph
+    def _node(self, node: str, kind: str, label: str, span: Span, index: int) -> None:
+        self.graph.add_node(node, kind=kind, label=label, span=span, index=index)
+
+    def _edge(self, source: str, target: str, role: str, span: Span,
+              output: str | None = None) -> None:
+        if self.graph.has_edge(source, target):
+            data = self.graph.edges[source, target]
+            if role not in data["roles"]:
+                data["roles"].append(role)
+                data["role"] = ", ".join(data["roles"])
+            data["spans"].append(span)
+            return
+        self.graph.add_edge(source, target, role=role, roles=[role], spans=[span], output=output)
+
+    def _param_edges(self, decl: ast.Decl, node: str) -> None:
+        for role, expr in _decl_exprs(decl):
+            for ref in _refs(expr):
+                symbol = self.table.get(ref.parts[0])
+                if symbol is not None and symbol.keyword == "param":
+                    self._edge(symbol.node, node, role, ref.span)
+
+    def _use_edges(self, node: str) -> None:
+        for use in self.builder.uses:
+            symbol = self.table.symbols[use.target]
+            self._edge(symbol.node, node, use.role, use.span, use.output)
+            if use.output == "adapter":
+                self.adapter_uses.append(use)
+        self.builder.uses = []
+
+    # ---------------------------------------------------------------- phases
+    def settings(self) -> tuple[str, PipelineSettings]:
+        decl = self.table.pipeline
+        name = Path(self.file).stem if self.file and not self.file.startswith("<") else "pipeline"
+        if decl is None:
+            return name, PipelineSettings()
+        node = f"pipeline:{decl.name}"
+        self._node(node, "pipeline", decl.name, decl.name_span, -1)
+        built = self.builder.build(PipelineSettings, entries_of(decl.fields), decl.name_span,
+                                   f"pipeline `{decl.name}`")
+        self._param_edges(decl, node)
+        self.builder.uses = []
+        return decl.name, (PipelineSettings() if built is FAIL else built.value)
+
+    def declarations(self) -> None:
+        for symbol in sorted(self.table.symbols.values(), key=lambda s: s.index):
+            decl = symbol.decl
+            kind = decl.kind if isinstance(decl, ast.StageDecl) else symbol.keyword
+            self._node(symbol.node, kind, symbol.name, symbol.name_span, symbol.index)
+        for symbol in sorted(self.table.symbols.values(), key=lambda s: s.index):
+            self._param_edges(symbol.decl, symbol.node)
+            if isinstance(symbol.decl, ast.ValueDecl):
+                self._value_decl(symbol, symbol.decl)
+            elif isinstance(symbol.decl, ast.StageDecl):
+                self._stage(symbol, symbol.decl)
+            elif isinstance(symbol.decl, ast.EvalDecl):
+                self._eval(symbol, symbol.decl)
+            self._use_edges(symbol.node)
+        for index, decl in enumerate(self.table.exports):
+            self._export(decl, len(self.module.decls) + index)
+
+    def _value_decl(self, symbol: Symbol, decl: ast.ValueDecl) -> None:
+        family = SOURCES[decl.keyword]
+        expr = decl.value
+        if not isinstance(expr, ast.Call):
+            example = next(iter(family))
+            self.diags.append(diagnostic(
+                "TNX201", f"{decl.keyword} `{decl.name}` must be built by a call, e.g. "
+                f"`{example}(...)`", expr.span, label="not a call",
+                help="functions: " + ", ".join(f"`{f}`" for f in family)))
+            return
+        schema = family.get(expr.func)
+        if schema is None:
+            elsewhere = [k for k, fam in SOURCES.items() if expr.func in fam]
+            help_text = (f"`{expr.func}(...)` makes a {elsewhere[0]}: declare it with "
+                         f"`{elsewhere[0]} {decl.name} = ...`" if elsewhere else
+                         did_you_mean(expr.func, family, f"{decl.keyword} sources"))
+            self.diags.append(diagnostic(
+                "TNX105", f"unknown {decl.keyword} source `{expr.func}`", expr.func_span,
+                label=f"not a {decl.keyword} source", help=help_text))
+            return
+        built = self.builder.build(
+            schema, [Entry(a.name, a.name_span, a.value) for a in expr.keywords], expr.span,
+            f"`{expr.func}(...)`", expr.positional)
+        if built is not FAIL:
+            self.tables[decl.keyword][decl.name] = Decl(
+                decl.name, decl.keyword, decl.span, decl.name_span, built.value, built.spans)
+
+    def _stage(self, symbol: Symbol, decl: ast.StageDecl) -> None:
+        info = STAGE_KINDS.get(decl.kind)
+        if info is None:
+            self.diags.append(diagnostic(
+                "TNX105", f"unknown stage kind `{decl.kind}`", decl.kind_span,
+                label="not a stage kind", help=did_you_mean(decl.kind, STAGE_KINDS, "stage kinds")))
+            return
+        built = self.builder.build(info.schema, entries_of(decl.fields), decl.name_span,
+                                   f"stage `{decl.name}` ({decl.kind})")
+        if built is not FAIL:
+            self.stages[decl.name] = Stage(decl.name, decl.kind, decl.span, decl.name_span,
+                                           built.value, built.spans)
+
+    def _eval(self, symbol: Symbol, decl: ast.EvalDecl) -> None:
+        built = self.builder.build(EvalConfig, entries_of(decl.fields), decl.name_span,
+                                   f"eval `{decl.name}`")
+        if built is not FAIL:
+            self.evals.append(Eval(decl.name, decl.span, decl.name_span, built.value, built.spans))
+
+    def _export(self, decl: ast.ExportDecl, index: int) -> None:
+        node = f"export:{decl.destination.value}"
+        self._node(node, "export", f'"{decl.destination.value}" as "{decl.format.value}"',
+                   decl.span, index)
+        entries = [Entry("source", None, decl.source),
+                   Entry("destination", None, decl.destination),
+                   Entry("format", None, decl.format)]
+        built = self.builder.build(ExportConfig, entries, decl.span, "export")
+        self._use_edges(node)
+        if built is not FAIL:
+            self.exports.append(Export(decl.span, built.value, built.spans))
+
+    # ------------------------------------------------------------- structure
+    def adapter_outputs(self) -> None:
+        for use in self.adapter_uses:
+            stage = self.stages.get(use.target)
+            if stage is not None and stage.adapter is None:
+                why = ("has no `lora` field" if not stage.info.has_adapter
+                       else "trains without `lora = lora(...)`")
+                self.diags.append(diagnostic(
+                    "TNX109", f"stage `{stage.name}` has no `.adapter` output", use.span,
+                    label=f"`{stage.name}` {why}",
+                    secondary=[Label(stage.name_span, "stage declared here")],
+                    help=f"use `{stage.name}.model`, or give the stage a `lora = lora(...)`"))
+
+    def order(self) -> list[Stage]:
+        stage_nodes = [n for n, d in self.graph.nodes(data=True)
+                       if n.startswith("stage:")]
+        sub = self.graph.subgraph(stage_nodes)
+        cyclic: set[str] = set()
+        for component in sorted(nx.strongly_connected_components(sub),
+                                key=lambda c: min(self.graph.nodes[n]["index"] for n in c)):
+            first = min(component, key=lambda n: self.graph.nodes[n]["index"])
+            if len(component) == 1 and not sub.has_edge(first, first):
+                continue
+            cyclic |= component
+            cycle = nx.find_cycle(sub.subgraph(component), source=first)
+            self._report_cycle([(u, v) for u, v, *_ in cycle])
+        if cyclic:
+            ordered = sorted(stage_nodes, key=lambda n: self.graph.nodes[n]["index"])
+        else:
+            ordered = list(nx.lexicographical_topological_sort(
+                sub, key=lambda n: self.graph.nodes[n]["index"]))
+        names = [n.split(":", 1)[1] for n in ordered]
+        return [self.stages[n] for n in names if n in self.stages]
+
+    def _report_cycle(self, edges: list[tuple[str, str]]) -> None:
+        names = [self.graph.nodes[u]["label"] for u, _ in edges] + [
+            self.graph.nodes[edges[0][0]]["label"]]
+        spans = [self.graph.edges[u, v]["spans"][0] for u, v in edges]
+        u, v = edges[-1]
+        primary = self.graph.edges[u, v]["spans"][0]
+        secondary = [Label(span, f"`{self.graph.nodes[b]['label']}` reads "
+                                 f"`{self.graph.nodes[a]['label']}` here")
+                     for (a, b), span in zip(edges[:-1], spans[:-1], strict=True)]
+        self.diags.append(diagnostic(
+            "TNX301", "stages form a cycle: " + " → ".join(names), primary,
+            label=f"`{self.graph.nodes[v]['label']}` reads the output of "
+                  f"`{self.graph.nodes[u]['label']}`", secondary=secondary,
+            help="a stage can only read outputs of stages that finish before it"))
+
+    def model_sizes(self, pipeline: Pipeline) -> None:
+        from tunix_dsl.schemas import ModelRef
+
+        for decl in pipeline.models.values():
+            info = pipeline.size_info(ModelRef(kind="decl", name=decl.name))
+            if info.invalid:
+                self.diags.append(diagnostic(
+                    "TNX208", f"model `{decl.name}` has an invalid configuration",
+                    decl.span, label=info.invalid))
+            elif info.missing and "did not validate" not in info.missing:
+                self.diags.append(diagnostic(
+                    "TNX403", f"sizes of model `{decl.name}` are unknown: {info.missing}",
+                    decl.span, label="size checks skipped for this model",
+                    help="the path is relative to the .tnx file's directory"))
+
+
+def _position(diag: Diagnostic, main_file: str) -> tuple[int, int, int]:
+    return (0 if diag.span.file == main_file else 1, diag.span.start, diag.span.line)
+
+
+def check_module(module: ast.Module | None, file: str, sources: Mapping[str, str],
+                 overrides: Mapping[str, str] | None = None,
+                 base_dir: Path | None = None,
+                 diagnostics: list[Diagnostic] | None = None) -> Pipeline:
+    """Check a parsed module (None after a syntax error) into a `Pipeline`."""
+    diags = list(diagnostics or [])
+    base = base_dir if base_dir is not None else Path.cwd()
+    all_sources = dict(sources)
+    if module is None:
+        return _empty(file, base, all_sources, diags)
+    checker = Checker(module, file, diags)
+    for name, raw in (overrides or {}).items():
+        checker.ev.add_override(name, raw)
+    params = checker.ev.evaluate_params()
+    all_sources.update(checker.ev.extra_sources)
+    for symbol in checker.table.of_keyword("param"):
+        checker._node(symbol.node, "param", symbol.name, symbol.name_span, symbol.index)
+    name, settings = checker.settings()
+    checker.declarations()
+    checker.adapter_outputs()
+    stages = checker.order()
+    pipeline = Pipeline(
+        name=name, file=file, base_dir=base, sources=all_sources, settings=settings,
+        params={k: v for k, v in params.items() if v is not FAIL},
+        tokenizers=checker.tables["tokenizer"], models=checker.tables["model"],
+        datasets=checker.tables["dataset"], rewards=checker.tables["reward"],
+        stages=stages, evals=checker.evals, exports=checker.exports, graph=checker.graph,
+        diagnostics=diags)
+    checker.model_sizes(pipeline)
+    diags.extend(run_rules(pipeline))
+    diags.sort(key=lambda d: _position(d, file))
+    return pipeline
+
+
+def _empty(file: str, base: Path, sources: dict[str, str], diags: list[Diagnostic],
+           io_error: bool = False) -> Pipeline:
+    name = Path(file).stem if file and not file.startswith("<") else "pipeline"
+    return Pipeline(name=name, file=file, base_dir=base, sources=sources,
+                    settings=PipelineSettings(), params={}, tokenizers={}, models={},
+                    datasets={}, rewards={}, stages=[], evals=[], exports=[],
+                    graph=nx.DiGraph(), diagnostics=diags, io_error=io_error)

@@ -1,0 +1,104 @@
+"""What the checker can know about a model without jax: its sizes and its tokenizer.
+
+`transformer(preset, tokenizer)` sizes come from `ModelConfig.from_preset`
+with the tokenizer's vocabulary; `hf(path)` sizes from the checkpoint's
+`config.json`. Nothing here loads weights or imports jax; a missing file is
+reported (as a reason string) so the checker can warn that size checks were
+skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunix_dsl.model_config import ModelConfig, ModelConfigError
+from tunix_dsl.schemas.sources import (
+    BytesTokenizer,
+    HFModelSource,
+    HFTokenizerSource,
+    TransformerSource,
+)
+
+BYTE_VOCAB_SIZE = 259  # 256 bytes + pad, bos, eos (tunix_dsl.tokenizers.ByteTokenizer)
+
+
+@dataclass(frozen=True)
+class SizeInfo:
+    """A model declaration's config, or why it is unknown (`missing`) or invalid (`invalid`)."""
+
+    config: ModelConfig | None
+    missing: str | None = None  # a file could not be read: checks that need sizes are skipped
+    invalid: str | None = None  # the sizes themselves are inconsistent: an error
+
+
+def resolve_path(path: str, base_dir: Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else base_dir / p
+
+
+def tokenizer_identity(spec: Any, base_dir: Path) -> tuple[str, str]:
+    """(key, description): two tokenizers with the same key produce the same ids."""
+    if isinstance(spec, BytesTokenizer):
+        return "bytes", "bytes()"
+    if isinstance(spec, HFTokenizerSource):
+        return f"hf:{resolve_path(spec.path, base_dir).resolve()}", f'hf_tokenizer("{spec.path}")'
+    raise TypeError(f"unknown tokenizer source {type(spec).__name__}")
+
+
+def tokenizer_vocab_size(spec: Any, base_dir: Path) -> int | str:
+    """The vocabulary size, or the reason it is unknown."""
+    if isinstance(spec, BytesTokenizer):
+        return BYTE_VOCAB_SIZE
+    path = resolve_path(spec.path, base_dir)
+    if not (path / "tokenizer.json").is_file():
+        return f"no tokenizer.json in {spec.path}"
+    try:
+        from tunix_dsl.tokenizers import HFTokenizer
+
+        return HFTokenizer.from_dir(path).vocab_size
+    except Exception as e:  # a broken tokenizer file must not crash the linter
+        return f"cannot read {spec.path}/tokenizer.json: {e}"
+
+
+def model_size_info(spec: Any, tokenizer_spec: Any | None, precision: str,
+                    base_dir: Path) -> SizeInfo:
+    """The ModelConfig a model declaration describes (same rules as the runtime)."""
+    try:
+        if isinstance(spec, TransformerSource):
+            vocab = tokenizer_vocab_size(tokenizer_spec, base_dir)
+            if isinstance(vocab, str):
+                return SizeInfo(None, missing=vocab)
+            return SizeInfo(ModelConfig.from_preset(spec.preset, vocab, remat=spec.remat,
+                                                    dtype=precision, **spec.size_overrides()))
+        if isinstance(spec, HFModelSource):
+            config_path = resolve_path(spec.path, base_dir) / "config.json"
+            try:
+                hf = json.loads(config_path.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                return SizeInfo(None, missing=f"no config.json in {spec.path}")
+            except (OSError, ValueError) as e:
+                return SizeInfo(None, missing=f"cannot read {spec.path}/config.json: {e}")
+            return SizeInfo(ModelConfig.from_hf_config(hf, remat=spec.remat, dtype=precision))
+    except ModelConfigError as e:
+        return SizeInfo(None, invalid=str(e))
+    except (KeyError, TypeError) as e:
+        return SizeInfo(None, invalid=f"config.json lacks or mistypes {e}")
+    raise TypeError(f"unknown model source {type(spec).__name__}")
+
+
+def projection_shapes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:
+    """(in, out) of every projection of block 0, by parameter path (LoRA targets these)."""
+    attn_width = cfg.n_heads * cfg.head_dim
+    kv_width = cfg.n_kv_heads * cfg.head_dim
+    return {
+        "layers.0.attn.q_proj": (cfg.d_model, attn_width),
+        "layers.0.attn.k_proj": (cfg.d_model, kv_width),
+        "layers.0.attn.v_proj": (cfg.d_model, kv_width),
+        "layers.0.attn.o_proj": (attn_width, cfg.d_model),
+        "layers.0.mlp.gate_proj": (cfg.d_model, cfg.mlp_dim),
+        "layers.0.mlp.up_proj": (cfg.d_model, cfg.mlp_dim),
+        "layers.0.mlp.down_proj": (cfg.mlp_dim, cfg.d_model),
+    }

@@ -1,0 +1,129 @@
+"""Codes emitted directly by the parser, the checker and the API (no check function).
+
+Numbering: TNX0xx syntax and input, TNX1xx names and structure, TNX2xx
+types and values, TNX3xx whole-pipeline checks, TNX4xx warnings.
+"""
+
+from __future__ import annotations
+
+from tunix_dsl.diagnostics import Severity
+from tunix_dsl.rules.registry import declare
+
+E, W = Severity.ERROR, Severity.WARNING
+
+# A small valid pipeline most examples start from (kept in sync with the examples below).
+_PRELUDE = '''\
+tokenizer chars = bytes()
+model tiny = transformer(preset = "pico", tokenizer = chars)
+dataset sums = synthetic("addition", count = 100)
+'''
+
+
+def _with_stage(body: str, kind: str = "sft", extra: str = "") -> str:
+    lines = "\n".join(f"  {line}" for line in body.strip("\n").splitlines())
+    return f"{_PRELUDE}{extra}\nstage tune: {kind} {{\n{lines}\n}}\n\nexport tune.model to \"out/tune\" as \"hf\"\n"
+
+
+# ------------------------------------------------------------------------ TNX0xx
+
+declare("TNX000", "internal-error", E,
+        "An internal error in a check: please report it with the input that caused it.",
+        bad="", good="", owner="api")
+declare("TNX001", "unexpected-token", E,
+        "Syntax error: a token that cannot appear here; the message names what was expected.",
+        bad=_with_stage("model = tiny\ndata = sums\nsteps 10"),
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 10"), owner="parser")
+declare("TNX002", "unexpected-character", E,
+        "Syntax error: a character that starts no token, or a string left open.",
+        bad=_PRELUDE.replace('"pico"', '"pico'), good=_PRELUDE, owner="parser")
+declare("TNX003", "invalid-literal", E,
+        "A malformed number (`1__0`, `0x1F`) or an unknown escape in a string.",
+        bad=_with_stage("model = tiny\ndata = sums\nsteps = 1__0"),
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 1_000"), owner="parser")
+declare("TNX009", "unreadable-file", E,
+        "The .tnx file cannot be read (missing, a directory, not UTF-8). Exit code 2.",
+        bad="", good="", owner="api")
+
+# ------------------------------------------------------------------------ TNX1xx
+
+declare("TNX101", "unknown-field", E,
+        "A field or argument the schema does not have; suggests the closest name.",
+        bad=_with_stage("model = tiny\ndata = sums\nsteps = 10\nlearning_rate = 1e-3"),
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 10\n"
+                         "optimizer = adamw(lr = 1e-3)"))
+declare("TNX102", "missing-field", E,
+        "A required field is not set; the help says its type and meaning.",
+        bad=_with_stage("model = tiny\ndata = sums"),
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 10"))
+declare("TNX103", "duplicate-name", E,
+        "Two declarations with one name (all kinds share one namespace).",
+        bad=_PRELUDE + "dataset sums = synthetic(\"copy\")\n"
+        + _with_stage("model = tiny\ndata = sums\nsteps = 10").split(_PRELUDE)[1],
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 10"))
+declare("TNX104", "undefined-name", E,
+        "A reference to a name that is not declared; suggests the closest one.",
+        bad=_with_stage("model = tiny\ndata = sum\nsteps = 10"),
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 10"))
+declare("TNX105", "unknown-kind", E,
+        "An unknown stage kind or source function (`stage x: sfy`, `transfomer(...)`).",
+        bad=_with_stage("model = tiny\ndata = sums\nsteps = 10", kind="sfy"),
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 10"))
+declare("TNX106", "wrong-reference-kind", E,
+        "A reference to the wrong kind of declaration, e.g. a dataset where a model is needed.",
+        bad=_with_stage("model = sums\ndata = sums\nsteps = 10"),
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 10"))
+declare("TNX107", "unknown-override", E,
+        "`--set NAME=VALUE` names no `param` of the pipeline.",
+        bad="", good="", owner="api")
+declare("TNX108", "duplicate-field", E,
+        "A field given twice in one block or call, or a surplus positional argument.",
+        bad=_with_stage("model = tiny\ndata = sums\nsteps = 10\nsteps = 20"),
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 20"))
+declare("TNX109", "unknown-output", E,
+        "A stage output that does not exist: `.adapter` of a stage without LoRA, `.weights`.",
+        bad=_with_stage("model = tiny\ndata = sums\nsteps = 10").replace(
+            "tune.model to", "tune.adapter to"),
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 10\nlora = lora(rank = 4)").replace(
+            "tune.model to", "tune.adapter to"))
+
+# ------------------------------------------------------------------------ TNX2xx
+
+declare("TNX201", "wrong-type", E,
+        "A value of the wrong type: a string where a number is expected, a fraction for steps.",
+        bad=_with_stage("model = tiny\ndata = sums\nsteps = \"10\""),
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 10"))
+declare("TNX202", "out-of-range", E,
+        "A number outside its field's range (`beta` must be > 0, `top_p` ≤ 1).",
+        bad=_with_stage("model = tiny\ndata = sums\nsteps = 10\n"
+                        "optimizer = adamw(lr = 1e-3, b2 = 1.5)"),
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 10\n"
+                         "optimizer = adamw(lr = 1e-3, b2 = 0.95)"))
+declare("TNX203", "invalid-choice", E,
+        "A string that is not one of the field's allowed values; suggests the closest.",
+        bad=_with_stage("model = tiny\ndata = sums\nsteps = 10\n"
+                        "optimizer = adamw(schedule = \"cosin\")"),
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 10\n"
+                         "optimizer = adamw(schedule = \"cosine\")"))
+declare("TNX204", "invalid-arithmetic", E,
+        "Arithmetic on non-numbers, division by zero, or overflow.",
+        bad="param scale = 0\n" + _with_stage("model = tiny\ndata = sums\nsteps = 10 / scale"),
+        good="param scale = 2\n" + _with_stage("model = tiny\ndata = sums\nsteps = 10 / scale"))
+declare("TNX205", "invalid-override", E,
+        "A `--set` value that is not a .tnx literal of the param's type.",
+        bad="", good="", owner="api")
+declare("TNX206", "inconsistent-fields", E,
+        "Fields that are valid alone but not together (epsilon_high below epsilon, two -1 axes).",
+        bad="pipeline demo {\n  mesh = { data = -1, fsdp = -1 }\n}\n\n"
+        + _with_stage("model = tiny\ndata = sums\nsteps = 10"),
+        good="pipeline demo {\n  mesh = { data = -1, fsdp = 1 }\n}\n\n"
+        + _with_stage("model = tiny\ndata = sums\nsteps = 10"))
+declare("TNX207", "non-positive-count", E,
+        "`steps` or `batch_size` that is zero or negative.",
+        bad=_with_stage("model = tiny\ndata = sums\nsteps = 0"),
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 10"))
+declare("TNX208", "invalid-model-config", E,
+        "Model sizes that cannot work together (heads not a multiple of kv heads, odd head_dim).",
+        bad=_with_stage("model = tiny\ndata = sums\nsteps = 10").replace(
+            'tokenizer = chars)', 'tokenizer = chars, n_kv_heads = 3)'),
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 10").replace(
+            'tokenizer = chars)', 'tokenizer = chars, n_kv_heads = 4)'))

@@ -1,0 +1,99 @@
+"""TNX4xx: warnings. They do not fail `tnx lint` (exit 0) but point at likely mistakes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from tunix_dsl.diagnostics import Diagnostic, Label, Severity
+from tunix_dsl.ir import Pipeline
+from tunix_dsl.rules.codes import _PRELUDE, _with_stage
+from tunix_dsl.rules.registry import declare, diagnostic, rule
+from tunix_dsl.schemas.sources import HFTokenizerSource, PythonReward
+
+W = Severity.WARNING
+
+
+@rule("TNX401", "reference-not-ancestor", W,
+      "A reference model that is not the policy or one of its ancestors.",
+      bad=_PRELUDE + 'model other = transformer(preset = "pico", tokenizer = chars)\n'
+      + _with_stage("policy = tiny\nreference = other\ndata = prefs\nsteps = 10", kind="dpo",
+                    extra='dataset prefs = synthetic("addition_preferences", count = 100)\n')
+      .replace(_PRELUDE, "\n"),
+      good=_with_stage("policy = tiny\nreference = tiny\ndata = prefs\nsteps = 10", kind="dpo",
+                       extra='dataset prefs = synthetic("addition_preferences", count = 100)\n'))
+def reference_not_ancestor(p: Pipeline) -> Iterator[Diagnostic]:
+    for stage in p.stages:
+        models = stage.models
+        if "reference" not in models or "policy" not in models:
+            continue
+        lineage = p.lineage(models["policy"])
+        if models["reference"] not in lineage:
+            chain = " ← ".join(str(r) for r in lineage)
+            yield diagnostic(
+                "TNX401", f"reference `{models['reference']}` of stage `{stage.name}` is not "
+                f"an ancestor of its policy", stage.span_of("reference"),
+                label="not in the policy's lineage",
+                secondary=[Label(stage.span_of("policy"), f"policy lineage: {chain}")],
+                help="the KL term anchors the policy to where it started; usually the "
+                     "reference is the policy's input (or leave it unset)")
+
+
+_UNUSED_KINDS = ("param", "tokenizer", "model", "dataset", "reward")
+
+
+@rule("TNX402", "unused", W,
+      "A declaration nothing reads, or a stage whose output no stage, eval or export uses.",
+      bad=_with_stage("model = tiny\ndata = sums\nsteps = 10",
+                      extra='dataset extra = synthetic("copy")\n'),
+      good=_with_stage("model = tiny\ndata = sums\nsteps = 10"))
+def unused(p: Pipeline) -> Iterator[Diagnostic]:
+    graph = p.graph
+    for node, data in graph.nodes(data=True):
+        if graph.out_degree(node):
+            continue
+        keyword = node.split(":", 1)[0]
+        if keyword in _UNUSED_KINDS:
+            yield diagnostic("TNX402", f"{keyword} `{data['label']}` is never used",
+                             data["span"], label="unused",
+                             help="remove it, or reference it from a stage")
+        elif keyword == "stage":
+            yield diagnostic("TNX402", f"the output of stage `{data['label']}` is never used",
+                             data["span"], label="nothing reads this stage's output",
+                             help=f"export it (`export {data['label']}.model to \"dir\" as "
+                                  f"\"hf\"`), evaluate it, or remove the stage")
+
+
+@rule("TNX403", "path-not-found", W,
+      "A file or directory the pipeline names does not exist (yet); checks that need it are "
+      "skipped.",
+      bad=_PRELUDE + 'reward mine = python("missing_rewards.py:score")\n'
+      + _with_stage("policy = tiny\ndata = sums\nrewards = [mine]\nsteps = 10\n"
+                    "batch_size = 16", kind="grpo").replace(_PRELUDE, "\n"),
+      good=_PRELUDE + 'reward mine = python("examples/rewards.py:score")\n'
+      + _with_stage("policy = tiny\ndata = sums\nrewards = [mine]\nsteps = 10\n"
+                    "batch_size = 16", kind="grpo").replace(_PRELUDE, "\n"))
+def paths_exist(p: Pipeline) -> Iterator[Diagnostic]:
+    for decl in p.rewards.values():
+        if isinstance(decl.spec, PythonReward) and not p.resolve_path(decl.spec.file).is_file():
+            yield diagnostic("TNX403", f"reward file \"{decl.spec.file}\" not found",
+                             decl.field_spans.get(("target",), decl.name_span),
+                             label="loaded at run time",
+                             help="paths are relative to the .tnx file's directory")
+    for decl in p.tokenizers.values():
+        if isinstance(decl.spec, HFTokenizerSource):
+            path = p.resolve_path(decl.spec.path)
+            if not (path / "tokenizer.json").is_file():
+                yield diagnostic("TNX403", f"no tokenizer.json in \"{decl.spec.path}\"",
+                                 decl.field_spans.get(("path",), decl.name_span),
+                                 label="vocabulary checks skipped",
+                                 help="paths are relative to the .tnx file's directory")
+
+
+declare("TNX404", "lora-targets-nothing", W,
+        "LoRA `targets` that match none of the model's projections.",
+        bad=_with_stage("model = tiny\ndata = sums\nsteps = 10\n"
+                        "lora = lora(rank = 4, targets = [\"attention\"])")
+        .replace("tune.model to", "tune.adapter to"),
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 10\n"
+                         "lora = lora(rank = 4, targets = [\"attn.*\"])")
+        .replace("tune.model to", "tune.adapter to"), owner="lint")

@@ -1,0 +1,67 @@
+"""Schemas of the `pipeline { ... }` settings, `eval` blocks and `export` lines."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from tunix_dsl.schemas.base import DatasetInput, ModelInput, Problem, RewardInput, Schema
+
+
+class Mesh(Schema):
+    """Device mesh: one size per axis; -1 takes every remaining device (at most one axis)."""
+
+    call_name = "mesh"
+    data: int = Field(-1, ge=-1, description="data-parallel axis (batch sharding)")
+    fsdp: int = Field(1, ge=-1, description="fully-sharded axis (batch and parameter sharding)")
+    tensor: int = Field(1, ge=-1, description="tensor-parallel axis (heads, mlp, vocab)")
+
+    def problems(self) -> list[Problem]:
+        found = super().problems()
+        for axis in ("data", "fsdp", "tensor"):
+            if getattr(self, axis) == 0:
+                found.append(Problem(axis, "an axis needs at least one device (or -1 for the rest)"))
+        wildcards = [a for a in ("data", "fsdp", "tensor") if getattr(self, a) == -1]
+        if len(wildcards) > 1:
+            found.append(Problem(wildcards[1], f"only one axis may be -1 (also: {wildcards[0]})"))
+        return found
+
+    def batch_shards(self) -> int | None:
+        """Devices the global batch is split over (data × fsdp), None if a -1 makes it unknown."""
+        if self.data == -1 or self.fsdp == -1:
+            return None
+        return self.data * self.fsdp
+
+
+class PipelineSettings(Schema):
+    """Whole-pipeline settings from the `pipeline NAME { ... }` block."""
+
+    seed: int = Field(0, ge=0, description="root seed; stage seeds derive from it")
+    precision: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="parameter and activation dtype"
+    )
+    mesh: Mesh = Field(default_factory=Mesh, description="{ data = .., fsdp = .., tensor = .. }")
+    run_dir: str = Field("runs", min_length=1, description="where run directories are created")
+
+
+class EvalConfig(Schema):
+    """`eval NAME { ... }`: score models on a dataset with a reward as the metric."""
+
+    models: list[ModelInput] = Field(min_length=1, description="models or stage outputs to score")
+    data: DatasetInput = Field(description="dataset of prompts (and answer columns)")
+    metric: RewardInput = Field(description="reward declaration used as the metric (mean)")
+    max_new_tokens: int = Field(32, gt=0, description="generated tokens per prompt")
+    temperature: float = Field(0.0, ge=0, description="sampling temperature (0: greedy)")
+    batch_size: int = Field(64, gt=0, description="prompts per generation batch")
+    limit: int | None = Field(None, gt=0, description="score only the first `limit` rows")
+
+
+class ExportConfig(Schema):
+    """`export SOURCE to "dir" as "format"`."""
+
+    source: ModelInput = Field(description="model or stage output to write")
+    destination: str = Field(min_length=1, description="output directory (relative to the .tnx file)")
+    format: Literal["hf", "orbax"] = Field(
+        "hf", description="hf: config.json + safetensors + tokenizer; orbax: a raw checkpoint"
+    )

@@ -1,0 +1,258 @@
+"""Schemas of the source functions: tokenizers, models, datasets, rewards.
+
+`tokenizer chars = bytes()`, `model tiny = transformer(preset = "nano", ...)`,
+`dataset sums = synthetic("addition", ...)`, `reward ok = exact_match(...)`.
+Each keyword has a family of functions (`SOURCES[keyword]`, name → schema).
+Relative paths are resolved against the directory of the `.tnx` file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from tunix_dsl.model_config import PRESETS
+from tunix_dsl.schemas.base import Problem, Schema, TokenizerInput
+
+# --------------------------------------------------------------------------- tokenizers
+
+
+class BytesTokenizer(Schema):
+    """Built-in byte-level tokenizer: ids 0..255 are bytes, then pad, bos, eos (vocab 259)."""
+
+    call_name = "bytes"
+
+
+class HFTokenizerSource(Schema):
+    """A Hugging Face `tokenizer.json` (+ `tokenizer_config.json`) in a directory."""
+
+    call_name = "hf_tokenizer"
+    positional = ("path",)
+    path: str = Field(description="directory holding tokenizer.json", min_length=1)
+
+
+TokenizerSource = BytesTokenizer | HFTokenizerSource
+
+# --------------------------------------------------------------------------- models
+
+PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+Size = Annotated[int | None, Field(gt=0)]
+
+
+class TransformerSource(Schema):
+    """A randomly initialised decoder from a size preset, optionally resized."""
+
+    call_name = "transformer"
+    positional = ("preset",)
+    preset: PresetName = Field(description="size preset: " + ", ".join(PRESETS))
+    tokenizer: TokenizerInput = Field(description="tokenizer declaration; sets the vocab size")
+    d_model: Size = Field(None, description="override: hidden width")
+    n_layers: Size = Field(None, description="override: number of decoder blocks")
+    n_heads: Size = Field(None, description="override: attention heads")
+    n_kv_heads: Size = Field(None, description="override: key/value heads (grouped-query)")
+    head_dim: Size = Field(None, description="override: width of one attention head")
+    mlp_dim: Size = Field(None, description="override: hidden width of the MLP")
+    max_seq_len: Size = Field(None, description="override: context length in tokens")
+    remat: bool = Field(False, description="recompute activations in the backward pass")
+
+    def size_overrides(self) -> dict[str, int]:
+        """The preset fields this declaration overrides."""
+        names = ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "mlp_dim",
+                 "max_seq_len")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+class HFModelSource(Schema):
+    """A Llama/Qwen-family checkpoint directory: config.json + safetensors (+ tokenizer)."""
+
+    call_name = "hf"
+    positional = ("path",)
+    path: str = Field(description="checkpoint directory", min_length=1)
+    tokenizer: TokenizerInput | None = Field(
+        None, description="tokenizer declaration; default: the tokenizer files in `path`"
+    )
+    remat: bool = Field(False, description="recompute activations in the backward pass")
+
+
+ModelSource = TransformerSource | HFModelSource
+
+# --------------------------------------------------------------------------- datasets
+
+
+class SyntheticSource(Schema):
+    """A built-in deterministic task (`tunix_dsl.datasets.SYNTHETIC_TASKS`).
+
+    Keyword arguments other than `count` and `seed` are the task's own
+    parameters (e.g. `digits` for addition); `tnx explain synthetic` lists them.
+    """
+
+    call_name = "synthetic"
+    positional = ("task",)
+    extras_field = "params"
+    task: str = Field(description="task name, e.g. \"addition\"")
+    count: int = Field(1000, gt=0, description="number of rows")
+    seed: int = Field(0, ge=0, description="generator seed; same seed, same rows")
+    params: dict[str, int | float | str | bool] = Field(
+        default_factory=dict, description="the task's own parameters"
+    )
+
+    def problems(self) -> list[Problem]:
+        from tunix_dsl.datasets import SYNTHETIC_TASKS
+
+        found = super().problems()
+        task = SYNTHETIC_TASKS.get(self.task)
+        if task is None:
+            close = difflib.get_close_matches(self.task, list(SYNTHETIC_TASKS), n=1)
+            found.append(Problem(
+                "task", f"unknown synthetic task \"{self.task}\"", "TNX203", "unknown task",
+                f"did you mean `\"{close[0]}\"`?" if close else
+                "tasks: " + ", ".join(SYNTHETIC_TASKS)))
+            return found
+        for key, value in self.params.items():
+            info = task.params.get(key)
+            if info is None:
+                known = [k for k in task.params if k not in ("count", "seed")]
+                close = difflib.get_close_matches(key, known, n=1)
+                found.append(Problem(
+                    f"params.{key}", f"unknown parameter `{key}` for synthetic task "
+                    f"\"{self.task}\"", "TNX101", "unknown parameter",
+                    f"did you mean `{close[0]}`?" if close else
+                    "parameters: " + (", ".join(known) or "none")))
+            elif not _fits(value, info.type):
+                found.append(Problem(
+                    f"params.{key}", f"`{key}` expects {_TYPE_NAMES.get(info.type, 'a value')}, "
+                    f"found `{value!r}`", "TNX201", "wrong type"))
+        return found
+
+
+class JsonlSource(Schema):
+    """One JSON object per line. Each column field names the file key that holds it.
+
+    `jsonl("qa.jsonl", prompt = "question", completion = "answer")`: the
+    canonical column `prompt` is read from key `question`. Keys named like a
+    canonical column (`prompt`, `text`, ...) need no mapping.
+    """
+
+    call_name = "jsonl"
+    positional = ("path",)
+    path: str = Field(description="path of the .jsonl file", min_length=1)
+    text: str | None = Field(None, description="file key holding the `text` column")
+    prompt: str | None = Field(None, description="file key holding the `prompt` column")
+    completion: str | None = Field(None, description="file key holding the `completion` column")
+    chosen: str | None = Field(None, description="file key holding the `chosen` column")
+    rejected: str | None = Field(None, description="file key holding the `rejected` column")
+    answer: str | None = Field(None, description="file key holding the `answer` column")
+
+    def mapping(self) -> dict[str, str]:
+        """Canonical column → file key, for the columns given explicitly."""
+        names = ("text", "prompt", "completion", "chosen", "rejected", "answer")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+DatasetSource = SyntheticSource | JsonlSource
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "a bool"}
+
+
+def _fits(value: object, expected: type) -> bool:
+    if isinstance(value, bool) or expected is bool:
+        return isinstance(value, bool) and expected is bool
+    if expected is float:
+        return isinstance(value, int | float)
+    return isinstance(value, expected)
+
+
+# --------------------------------------------------------------------------- rewards
+
+
+class ExactMatchReward(Schema):
+    """1.0 when the completion equals the row's `field` column, else 0.0."""
+
+    call_name = "exact_match"
+    field: str = Field("answer", description="dataset column holding the expected answer")
+    strip: bool = Field(True, description="ignore leading/trailing whitespace")
+
+    def columns(self) -> tuple[str, ...]:
+        return (self.field,)
+
+
+class RegexReward(Schema):
+    """`score` when the completion matches `pattern` (Python `re.search`), else 0.0."""
+
+    call_name = "regex"
+    positional = ("pattern",)
+    pattern: str = Field(description="regular expression searched in the completion")
+    score: float = Field(1.0, description="reward for a match")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"invalid regular expression: {e}") from None
+        return pattern
+
+    def columns(self) -> tuple[str, ...]:
+        return ()
+
+
+class LengthPenaltyReward(Schema):
+    """−weight × (tokens beyond `target`): discourages long completions."""
+
+    call_name = "length_penalty"
+    target: int = Field(32, ge=0, description="completion length (tokens) with no penalty")
+    weight: float = Field(0.01, ge=0, description="penalty per token beyond `target`")
+
+    def columns(self) -> tuple[str, ...]:
+        return ()
+
+
+class PythonReward(Schema):
+    """A user function `fn(prompts, completions, **columns) -> list[float]`, loaded at run time."""
+
+    call_name = "python"
+    positional = ("target",)
+    target: str = Field(description="\"file.py:function\", path relative to the .tnx file")
+    columns_used: list[str] = Field(
+        default_factory=list, alias="columns",
+        description="dataset columns the function needs (checked against the data)",
+    )
+
+    @field_validator("target")
+    @classmethod
+    def _file_and_function(cls, target: str) -> str:
+        file, sep, fn = target.rpartition(":")
+        if not sep or not file.endswith(".py") or not fn.isidentifier():
+            raise ValueError(f"expected \"file.py:function\", got {target!r}")
+        return target
+
+    @property
+    def file(self) -> str:
+        return self.target.rpartition(":")[0]
+
+    @property
+    def function(self) -> str:
+        return self.target.rpartition(":")[2]
+
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self.columns_used)
+
+
+RewardSource = ExactMatchReward | RegexReward | LengthPenaltyReward | PythonReward
+
+
+def _family(*schemas: type[Schema]) -> dict[str, type[Schema]]:
+    return {s.call_name: s for s in schemas}
+
+
+# keyword → function name → schema: what `tokenizer|model|dataset|reward NAME = f(...)` accepts.
+SOURCES: dict[str, dict[str, type[Schema]]] = {
+    "tokenizer": _family(BytesTokenizer, HFTokenizerSource),
+    "model": _family(TransformerSource, HFModelSource),
+    "dataset": _family(SyntheticSource, JsonlSource),
+    "reward": _family(ExactMatchReward, RegexReward, LengthPenaltyReward, PythonReward),
+}
