@@ -20,6 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
+
 from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.optim import build_optimizer, build_schedule
 from tunix_dsl.compiler.stages import LOWERINGS, StageLoss, StageModels
@@ -98,10 +99,14 @@ def _state_shardings(
     trainable = sharding.state_shardings(split.trainable, mesh)
     rest = sharding.state_shardings(split.rest, mesh)
     # The optimizer state mirrors the parameters; let XLA tell us its layout.
-    abstract_opt = jax.jit(optimizer.init, in_shardings=(trainable,)).lower(
+    # Leaves that do not follow a parameter (step counts) come back on one
+    # device; they belong replicated over the mesh.
+    opt = jax.jit(optimizer.init, in_shardings=(trainable,)).lower(
         jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), split.trainable)
     ).compile().output_shardings
-    return TrainState(sharding.replicated(mesh), trainable, abstract_opt, rest)
+    on_mesh = lambda s: s if isinstance(s, NamedSharding) and s.mesh == mesh else sharding.replicated(mesh)  # noqa: E731
+    opt = jax.tree.map(on_mesh, opt)
+    return TrainState(sharding.replicated(mesh), trainable, opt, rest)
 
 
 def lower_stage(

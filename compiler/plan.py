@@ -1,0 +1,139 @@
+"""`tnx plan`: per-stage memory and FLOPs from XLA, without allocating a weight.
+
+The stage is lowered exactly as for a run, but on abstract inputs: models are
+built under `nnx.eval_shape` (LoRA/QLoRA included), the optimizer state is
+`jax.eval_shape(optimizer.init, …)`, and the batch is a
+`jax.ShapeDtypeStruct` of the largest bucket. XLA compiles the step ahead of
+time and reports per-device argument, output and temporary bytes
+(`memory_analysis()`) and FLOPs (`cost_analysis()`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import Mesh
+
+from tunix_dsl.compiler.program import lower_stage
+from tunix_dsl.compiler.stages import StageModels
+from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.models import Transformer
+
+SEQUENCE_ARRAYS = {
+    "tokens": jnp.int32,
+    "targets": jnp.int32,
+    "loss_mask": jnp.float32,
+    "attention_mask": jnp.bool_,
+    "positions": jnp.int32,
+}
+
+
+@dataclass
+class StagePlan:
+    name: str
+    kind: str
+    trainable_params: int
+    total_params: int
+    tokens_per_step: int
+    argument_bytes: int
+    output_bytes: int
+    temp_bytes: int
+    alias_bytes: int
+    flops_per_step: float
+    devices: int
+
+    @property
+    def peak_bytes(self) -> int:
+        """Live bytes at the step's peak: inputs + outputs + scratch, minus donated reuse."""
+        return self.argument_bytes + self.output_bytes + self.temp_bytes - self.alias_bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "peak_bytes": self.peak_bytes}
+
+
+def abstract_batch(consumer: str, layout: tuple[int, int, int], seq_len: int) -> dict[str, Any]:
+    """ShapeDtypeStructs of a step's batch `[k, A, micro, T]` for a data consumer."""
+    prefixes = ("chosen_", "rejected_") if consumer == "preference" else ("",)
+    return {
+        prefix + name: jax.ShapeDtypeStruct((*layout, seq_len), dtype)
+        for prefix in prefixes
+        for name, dtype in SEQUENCE_ARRAYS.items()
+    }
+
+
+def abstract_stage_models(
+    model_cfgs: Mapping[str, ModelConfig],
+    *,
+    trained: str,
+    adapter: Any | None,
+    shared_reference: bool,
+    seed: int,
+) -> StageModels:
+    """The stage's models, LoRA applied, with ShapeDtypeStruct leaves only."""
+
+    def build() -> dict[str, nnx.Module]:
+        models = {field: Transformer(cfg, rngs=nnx.Rngs(0)) for field, cfg in model_cfgs.items()}
+        if adapter is not None:
+            from tunix_dsl.models.lora import LoraSpec, apply_lora
+
+            spec = LoraSpec(adapter.rank, adapter.alpha, adapter.dropout, tuple(adapter.targets), adapter.quantize)
+            apply_lora(models[trained], spec, nnx.Rngs(params=seed, dropout=seed + 1))
+        return models
+
+    return StageModels(nnx.eval_shape(build), lora=adapter is not None, shared_reference=shared_reference, seed=seed)
+
+
+def _count(state: nnx.State) -> int:
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(state))
+
+
+def plan_stage(
+    name: str,
+    kind: str,
+    config: Any,
+    models: StageModels,
+    consumer: str,
+    seq_len: int,
+    mesh: Mesh,
+) -> StagePlan:
+    program = lower_stage(
+        name, kind, config, models, mesh,
+        batch_size=config.batch_size, grad_accum=config.grad_accum, steps_per_call=config.steps_per_call,
+    )
+    layout = program.layout
+    shape = (layout.steps_per_call, layout.grad_accum, layout.micro_batch)
+    batch = abstract_batch(consumer, shape, seq_len)
+    split = program.split
+    state = jax.eval_shape(
+        lambda t, r: program.state_shardings.__class__(
+            jnp.zeros((), jnp.int32), t, program.optimizer.init(t), r
+        ),
+        split.trainable,
+        split.rest,
+    )
+    compiled = program.step.lower(state, split.frozen, batch).compile()
+    memory = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list):  # older jax returns one dict per device program
+        cost = cost[0] if cost else {}
+    total = _count(split.trainable) + _count(split.frozen)
+    tokens = config.batch_size * seq_len * (2 if consumer == "preference" else 1)
+    return StagePlan(
+        name=name,
+        kind=kind,
+        trainable_params=_count(split.trainable),
+        total_params=total,
+        tokens_per_step=tokens,
+        argument_bytes=int(memory.argument_size_in_bytes),
+        output_bytes=int(memory.output_size_in_bytes),
+        temp_bytes=int(memory.temp_size_in_bytes),
+        alias_bytes=int(memory.alias_size_in_bytes),
+        flops_per_step=float((cost or {}).get("flops", 0.0)) / max(layout.steps_per_call, 1),
+        devices=mesh.devices.size,
+    )

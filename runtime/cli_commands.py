@@ -1,0 +1,128 @@
+"""`tnx run` and `tnx plan`: the commands that need jax.
+
+Both check the pipeline first, exactly like `tnx lint`: a pipeline with
+errors never starts (exit 1, diagnostics printed with file:line:column).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"tnx {command}")
+    parser.add_argument("file", help="the .tnx pipeline")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a `param` (type-checked like source)")
+    if command == "run":
+        parser.add_argument("--run-dir", default=None,
+                            help="run directory (default: <pipeline run_dir>/<pipeline name>)")
+    else:
+        parser.add_argument("--format", choices=("text", "json"), default="text")
+        parser.add_argument("--devices", type=int, default=None,
+                            help="plan for this many devices (default: the devices present)")
+    return parser
+
+
+def _overrides(pairs: list[str]) -> dict[str, str] | None:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            print(f"--set expects NAME=VALUE, got {pair!r}", file=sys.stderr)
+            return None
+        out[name.strip()] = value
+    return out
+
+
+def _load_checked(args: argparse.Namespace) -> tuple[Any | None, int]:
+    from tunix_dsl.api import load
+    from tunix_dsl.render import render_text
+
+    overrides = _overrides(args.set)
+    if overrides is None:
+        return None, EXIT_USAGE
+    pipeline = load(args.file, overrides=overrides)
+    if pipeline.diagnostics:
+        print(render_text(pipeline.diagnostics, pipeline.sources, color=sys.stderr.isatty()), file=sys.stderr)
+    if getattr(pipeline, "io_error", False):
+        return None, EXIT_USAGE
+    if not pipeline.ok:
+        return None, EXIT_ERRORS
+    return pipeline, EXIT_OK
+
+
+def run(argv: list[str]) -> int:
+    args = _parser("run").parse_args(argv)
+    pipeline, code = _load_checked(args)
+    if pipeline is None:
+        return code
+    from tunix_dsl.runtime.executor import Executor, RunError
+
+    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(pipeline)
+    try:
+        results = Executor(pipeline, run_dir).run()
+    except RunError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_ERRORS
+    print(f"\nrun directory: {run_dir}")
+    print(f"{'stage':<16}{'kind':<10}{'steps':>7}{'first loss':>12}{'final loss':>12}{'wall s':>9}{'tok/s':>10}")
+    for r in results:
+        print(f"{r.name:<16}{r.kind:<10}{r.steps:>7}{r.first_loss:>12.4f}{r.final_loss:>12.4f}"
+              f"{r.wall_s:>9.1f}{r.tokens_per_s:>10.0f}")
+    return EXIT_OK
+
+
+def _default_run_dir(pipeline: Any) -> Path:
+    base = Path(pipeline.file).resolve().parent if pipeline.file else Path.cwd()
+    root = Path(pipeline.settings.run_dir)
+    return (root if root.is_absolute() else base / root) / pipeline.name
+
+
+def plan(argv: list[str]) -> int:
+    args = _parser("plan").parse_args(argv)
+    if args.devices and "jax" not in sys.modules:
+        # On a CPU host, plan for N devices by letting XLA split the host into N.
+        import os
+
+        flag = f"--xla_force_host_platform_device_count={args.devices}"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
+    pipeline, code = _load_checked(args)
+    if pipeline is None:
+        return code
+    from tunix_dsl.runtime.planning import plan_pipeline
+
+    try:
+        plans = plan_pipeline(pipeline, devices=args.devices)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_ERRORS
+    if args.format == "json":
+        print(json.dumps([p.as_dict() for p in plans], indent=2))
+        return EXIT_OK
+    print(f"{'#':<3}{'stage':<14}{'kind':<9}{'trainable':>12}{'total':>12}{'tok/step':>10}"
+          f"{'args':>10}{'temp':>10}{'peak/dev':>10}{'GFLOP/step':>12}")
+    for i, p in enumerate(plans, 1):
+        print(f"{i:<3}{p.name:<14}{p.kind:<9}{p.trainable_params:>12,}{p.total_params:>12,}"
+              f"{p.tokens_per_step:>10,}{_mib(p.argument_bytes):>10}{_mib(p.temp_bytes):>10}"
+              f"{_mib(p.peak_bytes):>10}{p.flops_per_step / 1e9:>12.2f}")
+    print(f"\nper-device bytes from XLA's memory analysis on {plans[0].devices if plans else 0} "
+          "device(s); no weights were allocated")
+    return EXIT_OK
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f}M"
+
+
+COMMANDS = {"run": run, "plan": plan}
+
+
+def main(command: str, argv: list[str]) -> int:
+    return COMMANDS[command](argv)

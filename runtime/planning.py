@@ -1,0 +1,54 @@
+"""Planning a whole pipeline ahead of time (`tnx plan`): no weights, no data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from tunix_dsl.compiler import sharding
+from tunix_dsl.compiler.plan import StagePlan, abstract_stage_models, plan_stage
+from tunix_dsl.compiler.stages import LOWERINGS
+from tunix_dsl.runtime.executor import derived_seed
+from tunix_dsl.runtime.resources import Resources
+from tunix_dsl.schemas.stages import STAGE_KINDS
+
+
+def shares_reference(config: Any, trained: str, model_inputs: tuple[str, ...]) -> tuple[bool, bool]:
+    """(reference is the trained model's start, and it is shared through LoRA adapters-off)."""
+    if "reference" not in model_inputs:
+        return False, False
+    same_start = config.reference is None or config.reference == getattr(config, trained)
+    return same_start, same_start and getattr(config, "lora", None) is not None
+
+
+def plan_pipeline(pipeline: Any, devices: int | None = None) -> list[StagePlan]:
+    resources = Resources(pipeline)
+    present = jax.devices()
+    if devices is not None and devices > len(present):
+        raise ValueError(f"--devices {devices}: only {len(present)} device(s) are visible")
+    mesh_spec = pipeline.settings.mesh.model_dump(include={"data", "fsdp", "tensor"})
+    mesh = sharding.make_mesh(mesh_spec, present[: devices or len(present)])
+    plans = []
+    for stage in pipeline.stages:
+        if stage.kind not in LOWERINGS:
+            raise ValueError(f"stage `{stage.name}`: kind {stage.kind} cannot be planned yet in this build")
+        info = STAGE_KINDS[stage.kind]
+        config = stage.config
+        same_start, shared = shares_reference(config, info.trained, info.model_inputs)
+        cfgs = {}
+        for name in info.model_inputs:
+            ref = getattr(config, name, None)
+            if name == "reference" and same_start:
+                ref = None if shared else getattr(config, info.trained)
+            if ref is not None:
+                cfgs[name] = resources.config_for(ref)
+        trained_cfg = cfgs[info.trained]
+        seed = config.seed if config.seed is not None else derived_seed(pipeline.settings.seed, stage.name)
+        models = abstract_stage_models(
+            cfgs, trained=info.trained, adapter=getattr(config, "lora", None),
+            shared_reference=shared, seed=seed,
+        )
+        seq_len = min(config.max_seq_len, trained_cfg.max_seq_len)
+        plans.append(plan_stage(stage.name, stage.kind, config, models, info.consumer, seq_len, mesh))
+    return plans
