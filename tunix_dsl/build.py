@@ -24,7 +24,7 @@ from tunix_dsl.resolve import SymbolTable, did_you_mean
 from tunix_dsl.rules.registry import diagnostic
 from tunix_dsl.schemas import STAGE_KINDS, ModelRef, Schema
 from tunix_dsl.schemas.base import Problem
-from tunix_dsl.schemas.explain import literal_text, ref_kind, type_name
+from tunix_dsl.schemas.explain import literal_text, ref_kind, type_name, with_article
 from tunix_dsl.spans import Span
 
 Loc = tuple[str | int, ...]
@@ -111,7 +111,7 @@ class Builder:
 
     # ------------------------------------------------------------------ objects
     def build(self, schema: type[Schema], entries: list[Entry], owner: Span, what: str,
-              positional: tuple[ast.Arg, ...] = ()) -> Built | Any:
+              positional: tuple[ast.Arg, ...] = (), explain: str = "") -> Built | Any:
         """Validate `entries` (+ positional call arguments) into `schema`, or FAIL."""
         names = schema.source_names()
         entries = list(entries)
@@ -145,7 +145,7 @@ class Builder:
                     spans[(schema.extras_field, entry.name)] = where
                     failed |= value is FAIL
                     continue
-                self._unknown_field(schema, entry, what, names)
+                self._unknown_field(schema, entry, what, names, explain or schema.call_name)
                 failed = True
                 continue
             info = schema.model_fields[field]
@@ -177,7 +177,7 @@ class Builder:
             return FAIL
 
     def _unknown_field(self, schema: type[Schema], entry: Entry, what: str,
-                       names: dict[str, str]) -> None:
+                       names: dict[str, str], explain: str) -> None:
         help_text = did_you_mean(entry.name, names, "fields")
         if help_text is None or not help_text.startswith("did"):
             others = [k for k, info in STAGE_KINDS.items()
@@ -186,7 +186,8 @@ class Builder:
                 help_text = f"`{entry.name}` is a field of {', '.join(others)}"
         self._error("TNX101", f"unknown field `{entry.name}` in {what}",
                     entry.name_span or entry.value.span, label="unknown field",
-                    help=help_text or "`tnx explain` lists the fields")
+                    help=help_text or (f"`tnx explain {explain}` lists the fields" if explain
+                                       else "fields: " + ", ".join(f"`{n}`" for n in names)))
 
     # ------------------------------------------------------------------- values
     def convert(self, annotation: Any, expr: ast.Expr, loc: Loc, role: str,
@@ -226,8 +227,8 @@ class Builder:
                 known = set(CALLS) | {f for fam in SOURCES.values() for f in fam}
                 if expr.func in known:
                     return self._error(
-                        "TNX201", f"`{role}` expects {type_name(annotation)}, found "
-                        f"`{expr.func}(...)`", expr.func_span, label="wrong kind of value")
+                        "TNX201", f"`{role}` expects {with_article(type_name(annotation))}, "
+                        f"found `{expr.func}(...)`", expr.func_span, label="wrong kind of value")
                 return self._error(
                     "TNX105", f"unknown function `{expr.func}` for `{role}`", expr.func_span,
                     label="unknown function", help=did_you_mean(expr.func, family))
@@ -241,8 +242,8 @@ class Builder:
         if value is FAIL:
             return FAIL
         example = f"{schemas[0].call_name}(...)" if schemas[0].call_name else "{ ... }"
-        return self._error("TNX201", f"`{role}` expects {type_name(annotation)}, found "
-                           f"{describe(value)}", expr.span, label="wrong type",
+        return self._error("TNX201", f"`{role}` expects {with_article(type_name(annotation))}, "
+                           f"found {describe(value)}", expr.span, label="wrong type",
                            help=f"write `{role} = {example}`")
 
     def reference(self, kind: str, expr: ast.Expr, role: str) -> Any:
@@ -331,8 +332,9 @@ def _pydantic_diagnostic(err: Any, name: str, expected: str, span: Span) -> Diag
         help_text = None
         if isinstance(value, float) and "integer" in expected:
             help_text = "round it: `round(...)`"
-        return diagnostic("TNX201", f"`{name}` expects {expected}, found {describe(value)}",
-                          span, label=f"expected {expected}", help=help_text)
+        return diagnostic("TNX201", f"`{name}` expects {with_article(expected)}, found "
+                          f"{describe(value)}", span, label=f"expected {with_article(expected)}",
+                          help=help_text)
     if kind in _RANGE:
         symbol, bound = _RANGE[kind], next(iter(ctx.values()))
         code = "TNX207" if name in ("steps", "batch_size") else "TNX202"
@@ -343,7 +345,7 @@ def _pydantic_diagnostic(err: Any, name: str, expected: str, span: Span) -> Diag
         choices = [c for part in choices for c in part.split(", ")]
         choices = [c.strip().strip("'\"") for c in choices]
         shown = literal_text(value)
-        return diagnostic("TNX203", f"`{name}` must be one of {expected}, found {shown}", span,
+        return diagnostic("TNX203", f"`{name}` must be {with_article(expected)}, found {shown}", span,
                           label="not an allowed value",
                           help=did_you_mean(str(value), choices, "choices"))
     if kind in ("too_short", "string_too_short"):

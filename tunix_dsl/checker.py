@@ -114,7 +114,7 @@ class Checker:
         node = f"pipeline:{decl.name}"
         self._node(node, "pipeline", decl.name, decl.name_span, -1)
         built = self.builder.build(PipelineSettings, entries_of(decl.fields), decl.name_span,
-                                   f"pipeline `{decl.name}`")
+                                   f"pipeline `{decl.name}`", explain="pipeline")
         self._param_edges(decl, node)
         self.builder.uses = []
         return decl.name, (PipelineSettings() if built is FAIL else built.value)
@@ -171,14 +171,14 @@ class Checker:
                 label="not a stage kind", help=did_you_mean(decl.kind, STAGE_KINDS, "stage kinds")))
             return
         built = self.builder.build(info.schema, entries_of(decl.fields), decl.name_span,
-                                   f"stage `{decl.name}` ({decl.kind})")
+                                   f"stage `{decl.name}` ({decl.kind})", explain=decl.kind)
         if built is not FAIL:
             self.stages[decl.name] = Stage(decl.name, decl.kind, decl.span, decl.name_span,
                                            built.value, built.spans)
 
     def _eval(self, symbol: Symbol, decl: ast.EvalDecl) -> None:
         built = self.builder.build(EvalConfig, entries_of(decl.fields), decl.name_span,
-                                   f"eval `{decl.name}`")
+                                   f"eval `{decl.name}`", explain="eval")
         if built is not FAIL:
             self.evals.append(Eval(decl.name, decl.span, decl.name_span, built.value, built.spans))
 

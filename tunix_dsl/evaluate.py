@@ -72,6 +72,10 @@ def describe(value: Any) -> str:
     return type(value).__name__
 
 
+def _a(noun: str) -> str:
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
+
+
 def param_type(value: Any) -> str:
     if isinstance(value, bool):
         return "bool"
@@ -124,7 +128,7 @@ class Evaluator:
                     "TNX201", f"param `{name}` must be a number, string, bool or list",
                     decl.value.span, label=f"found {describe(value)}"))
                 value = FAIL
-            if value is not FAIL and name in self._overrides:
+            if value is not FAIL and (name in self._overrides or name in self._override_raw):
                 value = self._apply_override(name, value)
         finally:
             self._in_progress.pop()
@@ -164,6 +168,8 @@ class Evaluator:
             decl = module.decls[0]
             if isinstance(decl, ast.ParamDecl):
                 value_expr = decl.value
+        if isinstance(value_expr, ast.Ref) and self.table.get(value_expr.parts[0]) is None:
+            value_expr = None  # a bare word: a string for string params, else an error
         if value_expr is None:
             self._override_raw[name] = (raw, whole)
             return
@@ -177,7 +183,7 @@ class Evaluator:
             self.diags.append(diagnostic(
                 "TNX205", f"`--set {name}={raw}` is not a valid value", span,
                 label="cannot be parsed",
-                help=f"`{name}` is {param_type(declared)}; write it as in a .tnx file"))
+                help=f"`{name}` is {_a(param_type(declared))}; write it as in a .tnx file"))
             return declared
         expr = self._overrides[name]
         value = self.value(expr)
@@ -188,7 +194,7 @@ class Evaluator:
         if type(value) is type(declared):
             return value
         self.diags.append(diagnostic(
-            "TNX201", f"`--set {name}` expects {param_type(declared)}, found {describe(value)}",
+            "TNX201", f"`--set {name}` expects {_a(param_type(declared))}, found {describe(value)}",
             expr.span, label=f"declared as {describe(declared)}",
             secondary=[Label(self.table.symbols[name].decl.value.span, "declared here")],  # type: ignore[union-attr]
             help=("quote strings: --set name='\"text\"'" if isinstance(declared, str) else None)))

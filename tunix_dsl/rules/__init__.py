@@ -11,33 +11,21 @@ from typing import TYPE_CHECKING
 
 from tunix_dsl.diagnostics import Diagnostic
 from tunix_dsl.rules import codes as _codes  # noqa: F401  (registers codes)
+from tunix_dsl.rules import pipeline_checks as _pipeline_checks  # noqa: F401
+from tunix_dsl.rules import warnings as _warnings  # noqa: F401
 from tunix_dsl.rules.registry import RULES, Rule, diagnostic
 
 if TYPE_CHECKING:
     from tunix_dsl.ir import Pipeline
 
-_LOADED = False
-
-
-def _load_checks() -> None:
-    # The checks import the IR, which imports the schemas; load them on first use
-    # so that `tunix_dsl.rules.registry` stays importable from the IR's own imports.
-    global _LOADED
-    if not _LOADED:
-        from tunix_dsl.rules import pipeline_checks, warnings  # noqa: F401
-
-        _LOADED = True
-
 
 def all_rules() -> list[Rule]:
     """Every registered code, sorted."""
-    _load_checks()
     return [RULES[code] for code in sorted(RULES)]
 
 
 def run_rules(pipeline: Pipeline) -> list[Diagnostic]:
     """Run every lint check over a checked pipeline."""
-    _load_checks()
     found: list[Diagnostic] = []
     for entry in sorted(RULES.values(), key=lambda r: r.code):
         if entry.check is None:

@@ -19,6 +19,11 @@ dataset sums = synthetic("addition", count = 100)
 '''
 
 
+def without_sums(text: str) -> str:
+    """An example that does not need the prelude's `sums` dataset."""
+    return text.replace('dataset sums = synthetic("addition", count = 100)\n', "")
+
+
 def _with_stage(body: str, kind: str = "sft", extra: str = "") -> str:
     lines = "\n".join(f"  {line}" for line in body.strip("\n").splitlines())
     return f"{_PRELUDE}{extra}\nstage tune: {kind} {{\n{lines}\n}}\n\nexport tune.model to \"out/tune\" as \"hf\"\n"
@@ -35,7 +40,8 @@ declare("TNX001", "unexpected-token", E,
         good=_with_stage("model = tiny\ndata = sums\nsteps = 10"), owner="parser")
 declare("TNX002", "unexpected-character", E,
         "Syntax error: a character that starts no token, or a string left open.",
-        bad=_PRELUDE.replace('"pico"', '"pico'), good=_PRELUDE, owner="parser")
+        bad=_with_stage("model = tiny\ndata = sums\nsteps = 10").replace('"pico"', '"pico'),
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 10"), owner="parser")
 declare("TNX003", "invalid-literal", E,
         "A malformed number (`1__0`, `0x1F`) or an unknown escape in a string.",
         bad=_with_stage("model = tiny\ndata = sums\nsteps = 1__0"),
@@ -72,9 +78,11 @@ declare("TNX106", "wrong-reference-kind", E,
         "A reference to the wrong kind of declaration, e.g. a dataset where a model is needed.",
         bad=_with_stage("model = sums\ndata = sums\nsteps = 10"),
         good=_with_stage("model = tiny\ndata = sums\nsteps = 10"))
+_SCALED = "param scale = 1.0\n" + _with_stage("model = tiny\ndata = sums\nsteps = round(100 * scale)")
+
 declare("TNX107", "unknown-override", E,
         "`--set NAME=VALUE` names no `param` of the pipeline.",
-        bad="", good="", owner="api")
+        bad=_SCALED, good=_SCALED, bad_set={"scal": "0.5"}, good_set={"scale": "0.5"})
 declare("TNX108", "duplicate-field", E,
         "A field given twice in one block or call, or a surplus positional argument.",
         bad=_with_stage("model = tiny\ndata = sums\nsteps = 10\nsteps = 20"),
@@ -110,7 +118,7 @@ declare("TNX204", "invalid-arithmetic", E,
         good="param scale = 2\n" + _with_stage("model = tiny\ndata = sums\nsteps = 10 / scale"))
 declare("TNX205", "invalid-override", E,
         "A `--set` value that is not a .tnx literal of the param's type.",
-        bad="", good="", owner="api")
+        bad=_SCALED, good=_SCALED, bad_set={"scale": "half"}, good_set={"scale": "0.5"})
 declare("TNX206", "inconsistent-fields", E,
         "Fields that are valid alone but not together (epsilon_high below epsilon, two -1 axes).",
         bad="pipeline demo {\n  mesh = { data = -1, fsdp = -1 }\n}\n\n"
@@ -127,3 +135,38 @@ declare("TNX208", "invalid-model-config", E,
             'tokenizer = chars)', 'tokenizer = chars, n_kv_heads = 3)'),
         good=_with_stage("model = tiny\ndata = sums\nsteps = 10").replace(
             'tokenizer = chars)', 'tokenizer = chars, n_kv_heads = 4)'))
+
+# ------------------------------------------------------------------------ TNX3xx (checker)
+
+declare("TNX301", "cycle", E,
+        "Stages (or params) that depend on each other in a loop; the message shows the path.",
+        bad=_PRELUDE + """
+stage a: sft {
+  model = b.model
+  data  = sums
+  steps = 10
+}
+
+stage b: sft {
+  model = a.model
+  data  = sums
+  steps = 10
+}
+
+export b.model to "out/b" as "hf"
+""",
+        good=_PRELUDE + """
+stage a: sft {
+  model = tiny
+  data  = sums
+  steps = 10
+}
+
+stage b: sft {
+  model = a.model
+  data  = sums
+  steps = 10
+}
+
+export b.model to "out/b" as "hf"
+""")

@@ -37,6 +37,8 @@ class Rule:
     good: str  # the same example, fixed
     check: Check | None = None  # None: emitted by the checker/parser itself
     owner: str = "checker"  # "parser" | "checker" | "api" | "lint"
+    bad_set: tuple[tuple[str, str], ...] = ()  # `--set` overrides the bad example runs with
+    good_set: tuple[tuple[str, str], ...] = ()
 
 
 RULES: dict[str, Rule] = {}
@@ -49,9 +51,11 @@ def _register(entry: Rule) -> None:
 
 
 def declare(code: str, name: str, severity: Severity, summary: str, bad: str, good: str,
-            owner: str = "checker") -> None:
+            owner: str = "checker", bad_set: dict[str, str] | None = None,
+            good_set: dict[str, str] | None = None) -> None:
     """Register a code that the parser, the checker or the API emits directly."""
-    _register(Rule(code, name, severity, summary, _dedent(bad), _dedent(good), None, owner))
+    _register(Rule(code, name, severity, summary, _dedent(bad), _dedent(good), None, owner,
+                   tuple((bad_set or {}).items()), tuple((good_set or {}).items())))
 
 
 def rule(code: str, name: str, severity: Severity, summary: str, bad: str,
@@ -77,4 +81,5 @@ def diagnostic(code: str, message: str, span: Span, *, label: str = "",
 def _dedent(text: str) -> str:
     import textwrap
 
-    return textwrap.dedent(text).strip("\n") + "\n"
+    text = textwrap.dedent(text).strip("\n")
+    return text + "\n" if text else ""

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from tunix_dsl.diagnostics import Diagnostic, Label, Severity
 from tunix_dsl.ir import Pipeline
-from tunix_dsl.rules.codes import _PRELUDE, _with_stage
+from tunix_dsl.rules.codes import _PRELUDE, _with_stage, without_sums
 from tunix_dsl.rules.registry import declare, diagnostic, rule
 from tunix_dsl.schemas.sources import HFTokenizerSource, PythonReward
 
@@ -15,12 +15,13 @@ W = Severity.WARNING
 
 @rule("TNX401", "reference-not-ancestor", W,
       "A reference model that is not the policy or one of its ancestors.",
-      bad=_PRELUDE + 'model other = transformer(preset = "pico", tokenizer = chars)\n'
-      + _with_stage("policy = tiny\nreference = other\ndata = prefs\nsteps = 10", kind="dpo",
-                    extra='dataset prefs = synthetic("addition_preferences", count = 100)\n')
-      .replace(_PRELUDE, "\n"),
-      good=_with_stage("policy = tiny\nreference = tiny\ndata = prefs\nsteps = 10", kind="dpo",
-                       extra='dataset prefs = synthetic("addition_preferences", count = 100)\n'))
+      bad=without_sums(_with_stage(
+          "policy = tiny\nreference = other\ndata = prefs\nsteps = 10", kind="dpo",
+          extra='model other = transformer(preset = "pico", tokenizer = chars)\n'
+                'dataset prefs = synthetic("addition_preferences", count = 100)\n')),
+      good=without_sums(_with_stage(
+          "policy = tiny\nreference = tiny\ndata = prefs\nsteps = 10", kind="dpo",
+          extra='dataset prefs = synthetic("addition_preferences", count = 100)\n')))
 def reference_not_ancestor(p: Pipeline) -> Iterator[Diagnostic]:
     for stage in p.stages:
         models = stage.models

@@ -123,3 +123,12 @@ def explain_schema(title: str, schema: type[Schema], extra: str = "") -> str:
     if extra:
         lines += ["", extra]
     return "\n".join(lines) + "\n"
+
+
+def with_article(expected: str) -> str:
+    """"integer" → "an integer", choices → "one of ...": for "expects X" messages."""
+    if " | " in expected:
+        return f"one of {expected}"
+    if expected.endswith("(...)") or expected.startswith(("{", "one of")):
+        return expected
+    return ("an " if expected[:1] in "aeiou" else "a ") + expected
