@@ -105,14 +105,14 @@ def _read(path: str) -> str:
         raise _UsageError(f"cannot read `{path}`: {err.strerror or err}") from None
 
 
-def _check_readable(paths: Sequence[str]) -> None:
-    for path in paths:
-        _read(path)
-
-
 def _load(path: str, overrides: dict[str, str]):
+    """The checked pipeline; an unreadable file is a usage problem (exit 2)."""
     from tunix_dsl.api import load
-    return load(path, overrides)
+
+    pipeline = load(path, overrides)
+    if getattr(pipeline, "io_error", False):
+        raise _UsageError("; ".join(d.message for d in pipeline.diagnostics))
+    return pipeline
 
 
 # --------------------------------------------------------------------------- lint
@@ -121,11 +121,9 @@ def _load(path: str, overrides: dict[str, str]):
 def _lint(args: argparse.Namespace) -> int:
     from tunix_dsl.render import render_json, render_sarif, render_text
 
-    _check_readable(args.files)
     overrides = dict(args.overrides)
     diagnostics, sources = [], {}
-    for path in args.files:
-        pipeline = _load(path, overrides)
+    for pipeline in [_load(path, overrides) for path in dict.fromkeys(args.files)]:
         diagnostics += pipeline.diagnostics
         sources.update(pipeline.sources)
     if args.format == "json":
@@ -196,7 +194,6 @@ def _graph(args: argparse.Namespace) -> int:
     from tunix_dsl.graph_render import GRAPH_FORMATS
     from tunix_dsl.render import render_text
 
-    _check_readable([args.file])
     pipeline = _load(args.file, dict(args.overrides))
     errors = [d for d in pipeline.diagnostics if d.is_error]
     if errors:

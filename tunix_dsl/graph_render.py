@@ -49,7 +49,7 @@ def render_tree(graph: nx.DiGraph) -> str:
         for i, (source, role) in enumerate(zip(inputs, roles, strict=True)):
             branch = "└──" if i == len(inputs) - 1 else "├──"
             lines.append(f"  {branch} {role.ljust(width)}  ← {source}")
-    unused = [n for n in graph.nodes if graph.degree(n) == 0]
+    unused = [n for n in graph.nodes if graph.degree(n) == 0 and not n.startswith("pipeline:")]
     if unused:
         lines.append("unconnected: " + ", ".join(unused))
     return "\n".join(lines) + ("\n" if lines else "")

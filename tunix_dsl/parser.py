@@ -203,10 +203,15 @@ class _AstBuilder:
     # ---------------------------------------------------------------- helpers
 
     def span(self, node: Tree | Token) -> Span:
-        where = node if isinstance(node, Token) else node.meta
+        """A token's span, or a subtree's: from its first token to its last."""
+        first = last = node
+        while isinstance(first, Tree):
+            first = next(c for c in first.children if c is not None)
+        while isinstance(last, Tree):
+            last = next(c for c in reversed(last.children) if c is not None)
         return Span(
-            self.file, where.line, where.column, where.end_line, where.end_column,
-            where.start_pos, where.end_pos,
+            self.file, first.line, first.column, last.end_line, last.end_column,
+            first.start_pos, last.end_pos,
         )
 
     def name(self, token: Token) -> tuple[str, Span]:
@@ -224,13 +229,13 @@ class _AstBuilder:
             source = self._ref(kids[1])
             return ast.ExportDecl(source, self._string(kids[3]), self._string(kids[5]), span)
         name, name_span = self.name(kids[1])
-        if tree.data == "stage_decl":
-            stage_kind, kind_span = self.name(kids[2])
-            return ast.StageDecl(name, name_span, stage_kind, kind_span, self.block(kids[3]), span)
+        if tree.data == "stage_decl":  # NAME NAME ":" NAME block
+            stage_kind, kind_span = self.name(kids[3])
+            return ast.StageDecl(name, name_span, stage_kind, kind_span, self.block(kids[4]), span)
         if tree.data == "block_decl":
             decl_type = ast.EvalDecl if keyword == "eval" else ast.PipelineDecl
             return decl_type(name, name_span, self.block(kids[2]), span)
-        value = self.expr(kids[2])
+        value = self.expr(kids[3])  # NAME NAME "=" expr
         if keyword == "param":
             return ast.ParamDecl(name, name_span, value, span)
         return ast.ValueDecl(keyword, name, name_span, value, span)
@@ -264,16 +269,14 @@ class _AstBuilder:
 
     def block(self, tree: Tree) -> tuple[ast.Field, ...]:
         fields = []
-        for item in tree.children:
+        for item in _subtrees(tree):  # "{" (field ","?)* "}"
             name, name_span = self.name(item.children[0])
-            fields.append(ast.Field(name, name_span, self.expr(item.children[1]), self.span(item)))
+            fields.append(ast.Field(name, name_span, self.expr(item.children[2]), self.span(item)))
         return tuple(fields)
 
     # ---------------------------------------------------------------- expressions
 
-    def expr(self, node: Tree | Token) -> ast.Expr:
-        if isinstance(node, Token):  # a one-part `ref` collapses to its NAME? never: kept as Tree
-            raise AssertionError(f"unexpected bare token {node.type}")
+    def expr(self, node: Tree) -> ast.Expr:
         return getattr(self, f"_{node.data}")(node)
 
     def _number(self, tree: Tree) -> ast.Number:
@@ -334,32 +337,29 @@ class _AstBuilder:
         return ast.Bool(False, self.span(tree))
 
     def _ref(self, tree: Tree) -> ast.Ref:
-        return ast.Ref(tuple(str(t) for t in tree.children), self.span(tree))
+        parts = tuple(str(t) for t in tree.children if t.type == "NAME")  # NAME ("." NAME)*
+        return ast.Ref(parts, self.span(tree))
 
     def _call(self, tree: Tree) -> ast.Call:
         func, func_span = self.name(tree.children[0])
         args = []
-        for arg in tree.children[1:]:
-            if arg is None:  # `f()`: the optional argument list is absent
-                continue
-            if arg.data == "kwarg":
+        for arg in _subtrees(tree):  # NAME "(" [arg ("," arg)* ","?] ")"
+            if arg.data == "kwarg":  # NAME "=" expr
                 name, name_span = self.name(arg.children[0])
-                args.append(ast.Arg(name, name_span, self.expr(arg.children[1]), self.span(arg)))
+                args.append(ast.Arg(name, name_span, self.expr(arg.children[2]), self.span(arg)))
             else:
                 args.append(ast.Arg(None, None, self.expr(arg.children[0]), self.span(arg)))
         return ast.Call(func, func_span, tuple(args), self.span(tree))
 
     def _list(self, tree: Tree) -> ast.ListExpr:
-        items = tuple(self.expr(c) for c in tree.children if c is not None)
+        items = tuple(self.expr(c) for c in _subtrees(tree))
         return ast.ListExpr(items, self.span(tree))
 
     def _map(self, tree: Tree) -> ast.MapExpr:
         entries = []
-        for entry in tree.children:
-            if entry is None:
-                continue
+        for entry in _subtrees(tree):  # NAME "=" expr
             key, key_span = self.name(entry.children[0])
-            value = self.expr(entry.children[1])
+            value = self.expr(entry.children[2])
             entries.append(ast.MapEntry(key, key_span, value, self.span(entry)))
         return ast.MapExpr(tuple(entries), self.span(tree))
 
@@ -373,4 +373,9 @@ class _AstBuilder:
 
     def _paren(self, tree: Tree) -> ast.Expr:
         # The AST has no parenthesis node: the tree's shape already says it.
-        return self.expr(tree.children[0])
+        return self.expr(tree.children[1])
+
+
+def _subtrees(tree: Tree) -> list[Tree]:
+    """Children that are rules, leaving out punctuation tokens and absent optionals."""
+    return [c for c in tree.children if isinstance(c, Tree)]

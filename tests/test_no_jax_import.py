@@ -1,0 +1,41 @@
+"""`tnx lint | fmt | graph | explain` must never import jax, flax, optax or orbax."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROBE = """
+import json, sys
+from tunix_dsl.cli import main
+codes = [
+    main(["lint", "examples/quickstart.tnx"]),
+    main(["fmt", "--check", "examples/quickstart.tnx"]),
+    main(["graph", "examples/quickstart.tnx", "--format", "dot"]),
+    main(["explain", "grpo"]),
+]
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "flax", "optax", "orbax"))
+print(json.dumps({"codes": codes, "heavy": heavy}))
+"""
+
+
+def test_front_end_commands_import_no_jax_in_a_fresh_interpreter() -> None:
+    done = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["codes"] == [0, 0, 0, 0]
+    assert result["heavy"] == []
+
+
+def test_python_dash_m_entry_point() -> None:
+    done = subprocess.run([sys.executable, "-m", "tunix_dsl", "lint", "examples/quickstart.tnx"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = subprocess.run([sys.executable, "-m", "tunix_dsl", "lint", "missing.tnx"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
