@@ -167,6 +167,7 @@ class Builder:
                             help=f"add `{source} = ...` ({expected}: {info.description})")
                 failed = True
         if failed:
+            self._partial_errors(schema, values, spans, owner, what)
             return FAIL
         if extras:
             values[schema.extras_field] = extras
@@ -184,10 +185,24 @@ class Builder:
                       if entry.name in info.schema.source_names() and info.schema is not schema]
             if others and issubclass(schema, tuple(k.schema for k in STAGE_KINDS.values())):
                 help_text = f"`{entry.name}` is a field of {', '.join(others)}"
+        if help_text is None or not help_text.startswith("did"):
+            nested = self._nested_owner(schema, entry.name)
+            if nested is not None:
+                field, call = nested
+                help_text = f"`{entry.name}` belongs inside `{field} = {call}({entry.name} = ...)`"
         self._error("TNX101", f"unknown field `{entry.name}` in {what}",
                     entry.name_span or entry.value.span, label="unknown field",
                     help=help_text or (f"`tnx explain {explain}` lists the fields" if explain
                                        else "fields: " + ", ".join(f"`{n}`" for n in names)))
+
+    @staticmethod
+    def _nested_owner(schema: type[Schema], name: str) -> tuple[str, str] | None:
+        """(field, function) when `name` is a field of a call nested in `schema` (`warmup`)."""
+        for field, source in ((f, s) for s, f in schema.source_names().items()):
+            for nested in _schemas_in(schema.model_fields[field].annotation):
+                if nested.call_name and name in nested.source_names():
+                    return source, nested.call_name
+        return None
 
     # ------------------------------------------------------------------- values
     def convert(self, annotation: Any, expr: ast.Expr, loc: Loc, role: str,
@@ -309,6 +324,23 @@ class Builder:
             info = schema.model_fields.get(str(loc[0]))
             expected = type_name(info.annotation, info.metadata) if info else "a value"
             self.diags.append(_pydantic_diagnostic(err, name, expected, span))
+
+    def _partial_errors(self, schema: type[Schema], values: dict[str, Any],
+                        spans: dict[Loc, Span], owner: Span, what: str) -> None:
+        """Report range/type errors of the fields that did convert, so one run shows them all."""
+        try:
+            schema.model_validate(values)
+        except ValidationError as exc:
+            sources = {field: source for source, field in schema.source_names().items()}
+            for err in exc.errors(include_url=False):
+                loc: Loc = tuple(err["loc"])
+                if not loc or err["type"] == "missing" or loc[0] not in values:
+                    continue
+                info = schema.model_fields[str(loc[0])]
+                span = spans.get(loc[:2]) or spans.get(loc[:1]) or owner
+                self.diags.append(_pydantic_diagnostic(
+                    err, sources.get(str(loc[0]), str(loc[0])),
+                    type_name(info.annotation, info.metadata), span))
 
     def _report_problem(self, problem: Problem, spans: dict[Loc, Span], owner: Span,
                         what: str) -> None:

@@ -255,7 +255,8 @@ class Checker:
             elif info.missing and "did not validate" not in info.missing:
                 self.diags.append(diagnostic(
                     "TNX403", f"sizes of model `{decl.name}` are unknown: {info.missing}",
-                    decl.span, label="size checks skipped for this model",
+                    decl.field_spans.get(("path",), decl.span),
+                    label="size checks skipped for this model",
                     help="the path is relative to the .tnx file's directory"))
 
 

@@ -65,9 +65,18 @@ def dataset_columns(p: Pipeline) -> Iterator[Diagnostic]:
                             f"eval `{ev.name}`", columns)
 
 
+def _broken_mapping(p: Pipeline, name: str) -> bool:
+    """A jsonl mapping naming keys the file lacks: TNX308 reports it, not TNX302."""
+    decl = p.datasets.get(name)
+    if decl is None or not isinstance(decl.spec, JsonlSource):
+        return False
+    keys = peek_jsonl_columns(p.resolve_path(decl.spec.path))
+    return isinstance(keys, set) and not set(decl.spec.mapping().values()) <= keys
+
+
 def _missing(p: Pipeline, name: str, missing: tuple[str, ...], span: object, who: str,
              columns: frozenset[str] | None) -> Iterator[Diagnostic]:
-    if columns is None or not missing:
+    if columns is None or not missing or _broken_mapping(p, name):
         return
     have = _names(sorted(columns)) or "none"
     yield diagnostic(

@@ -21,10 +21,12 @@ class Mesh(Schema):
         found = super().problems()
         for axis in ("data", "fsdp", "tensor"):
             if getattr(self, axis) == 0:
-                found.append(Problem(axis, "an axis needs at least one device (or -1 for the rest)"))
+                found.append(Problem(axis, f"mesh axis `{axis}` needs at least one device "
+                                           "(or -1 for the rest)"))
         wildcards = [a for a in ("data", "fsdp", "tensor") if getattr(self, a) == -1]
         if len(wildcards) > 1:
-            found.append(Problem(wildcards[1], f"only one axis may be -1 (also: {wildcards[0]})"))
+            found.append(Problem(wildcards[1], f"only one mesh axis may be -1: `{wildcards[0]}` "
+                                                f"and `{wildcards[1]}` both are"))
         return found
 
     def batch_shards(self) -> int | None:

@@ -46,10 +46,11 @@ class TrainingConfig(Schema):
     def problems(self) -> list[Problem]:
         found = super().problems()
         if self.eval_every and self.eval_data is None:
-            found.append(Problem("eval_every", "needs `eval_data`, the dataset to evaluate on"))
+            found.append(Problem("eval_every", "`eval_every` needs `eval_data`, the dataset to "
+                                               "evaluate on"))
         if self.batch_size % self.grad_accum:
-            found.append(Problem("grad_accum", f"batch_size {self.batch_size} is not divisible by "
-                                        f"grad_accum {self.grad_accum}"))
+            found.append(Problem("grad_accum", f"`batch_size` ({self.batch_size}) is not divisible "
+                                               f"by `grad_accum` ({self.grad_accum})"))
         return found
 
 
@@ -87,8 +88,8 @@ class RewardConfig(Schema):
     def problems(self) -> list[Problem]:
         found = super().problems()
         if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
-            found.append(Problem("reward_weights", f"has {len(self.reward_weights)} weights for "
-                                            f"{len(self.rewards)} rewards"))
+            found.append(Problem("reward_weights", f"`reward_weights` has {len(self.reward_weights)} "
+                                                   f"weights for {len(self.rewards)} rewards"))
         return found
 
 
@@ -149,10 +150,11 @@ class GRPOConfig(TrainingConfig, GenerationConfig, AdapterConfig, PolicyConfig, 
     def problems(self) -> list[Problem]:
         found = super().problems()
         if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
-            found.append(Problem("epsilon_high", f"{self.epsilon_high} is below epsilon {self.epsilon}"))
+            found.append(Problem("epsilon_high", f"`epsilon_high` ({self.epsilon_high}) is below "
+                                                 f"`epsilon` ({self.epsilon})"))
         if self.overlong is not None and self.overlong.buffer >= self.max_new_tokens:
-            found.append(Problem("overlong", f"buffer {self.overlong.buffer} must be below "
-                                      f"max_new_tokens {self.max_new_tokens}"))
+            found.append(Problem("overlong", f"overlong buffer {self.overlong.buffer} must be "
+                                             f"below `max_new_tokens` ({self.max_new_tokens})"))
         return found
 
 
