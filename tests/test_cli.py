@@ -82,6 +82,10 @@ def test_missing_file_is_an_io_problem_not_a_traceback(workdir: Path, capsys) ->
     assert "cannot read" in err and "nope.tnx" in err and "Traceback" not in err
     assert main(["lint", str(workdir)]) == 2
     assert "is a directory" in capsys.readouterr().err
+    # the readable files are still linted
+    assert main(["lint", str(workdir / "nope.tnx"), str(workdir / "syntax.tnx")]) == 2
+    captured = capsys.readouterr()
+    assert "nope.tnx" in captured.err and "error[TNX001]" in captured.out
     (workdir / "binary.tnx").write_bytes(b"\xff\xfe\x00")
     assert main(["fmt", str(workdir / "binary.tnx")]) == 2
     assert "not UTF-8" in capsys.readouterr().err

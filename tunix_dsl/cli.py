@@ -122,8 +122,14 @@ def _lint(args: argparse.Namespace) -> int:
     from tunix_dsl.render import render_json, render_sarif, render_text
 
     overrides = dict(args.overrides)
-    diagnostics, sources = [], {}
-    for pipeline in [_load(path, overrides) for path in dict.fromkeys(args.files)]:
+    diagnostics, sources, unreadable = [], {}, False
+    for path in dict.fromkeys(args.files):
+        try:
+            pipeline = _load(path, overrides)
+        except _UsageError as err:  # report it, lint the other files, exit 2 at the end
+            print(f"tnx lint: error: {err}", file=sys.stderr)
+            unreadable = True
+            continue
         diagnostics += pipeline.diagnostics
         sources.update(pipeline.sources)
     if args.format == "json":
@@ -132,6 +138,8 @@ def _lint(args: argparse.Namespace) -> int:
         print(render_sarif(diagnostics, sources))
     else:
         sys.stdout.write(render_text(diagnostics, sources, _use_color(args.color, sys.stdout)))
+    if unreadable:
+        return EXIT_USAGE
     return EXIT_ERRORS if any(d.is_error for d in diagnostics) else EXIT_OK
 
 
