@@ -119,7 +119,7 @@ def build_step(
         trainable = optax.apply_updates(state.trainable, updates)
         _, metrics = from_sums(sums)
         metrics = dict(metrics)
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         if schedule is not None:
             metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
         return TrainState(state.step + 1, trainable, opt_state, rest), metrics

@@ -63,12 +63,12 @@ def run(argv: list[str]) -> int:
     pipeline, code = _load_checked(args)
     if pipeline is None:
         return code
-    from tunix_dsl.runtime.executor import Executor, RunError
+    from tunix_dsl.runtime.executor import Executor
 
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(pipeline)
     try:
         results = Executor(pipeline, run_dir).run()
-    except RunError as err:
+    except _user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERRORS
     print(f"\nrun directory: {run_dir}")
@@ -77,6 +77,24 @@ def run(argv: list[str]) -> int:
         print(f"{r.name:<16}{r.kind:<10}{r.steps:>7}{r.first_loss:>12.4f}{r.final_loss:>12.4f}"
               f"{r.wall_s:>9.1f}{r.tokens_per_s:>10.0f}")
     return EXIT_OK
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the pipeline's inputs (data, files, configs): a message, not a traceback."""
+    from tunix_dsl.datasets import DataError
+    from tunix_dsl.model_config import ModelConfigError
+    from tunix_dsl.models.lora import LoraError
+    from tunix_dsl.runtime.executor import RunError
+    from tunix_dsl.tokenizers import TokenizerError
+
+    found: list[type[BaseException]] = [DataError, ModelConfigError, LoraError, RunError, TokenizerError, OSError]
+    try:
+        from tunix_dsl.models.hf import ModelLoadError
+
+        found.append(ModelLoadError)
+    except ImportError:
+        pass
+    return tuple(found)
 
 
 def _default_run_dir(pipeline: Any) -> Path:
@@ -100,7 +118,7 @@ def plan(argv: list[str]) -> int:
 
     try:
         plans = plan_pipeline(pipeline, devices=args.devices)
-    except ValueError as err:
+    except (ValueError, *_user_errors()) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERRORS
     if args.format == "json":

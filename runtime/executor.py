@@ -178,19 +178,15 @@ class Executor:
         history: list[dict[str, float]] = []
         tokens = 0
         start = time.perf_counter()
-        metrics_path = stage_dir / "metrics.jsonl"
         log_every = max(1, config.steps // 10)
-        with metrics_path.open("w") as sink:
-            done = 0
-            while done < config.steps:
-                k = min(config.steps_per_call, config.steps - done)
-                batch = stream.next_batches(k)
-                batch.pop("example_ids", None)
-                tokens += int(sum(np.sum(v) for n, v in batch.items() if n.endswith("attention_mask")))
-                state, metrics = program.step(state, program.split.frozen, program.put_batch(batch))
-                metrics = jax.device_get(metrics)
+        pending: list[tuple[int, int, dict[str, jax.Array]]] = []  # (first step, k, device metrics)
+
+        def flush(sink: Any) -> None:
+            # Metrics stay on device until here, so dispatch runs ahead of the host.
+            for first, k, device_metrics in pending:
+                host = jax.device_get(device_metrics)
                 for i in range(k):
-                    row = {"step": done + i + 1, **{n: float(v[i]) for n, v in metrics.items()}}
+                    row = {"step": first + i, **{n: float(v[i]) for n, v in host.items()}}
                     if not math.isfinite(row.get("loss", 0.0)):
                         raise RunError(
                             f"stage `{stage.name}`: loss is {row['loss']} at step {row['step']}; "
@@ -200,7 +196,20 @@ class Executor:
                     sink.write(json.dumps(row) + "\n")
                     if row["step"] % log_every == 0 or row["step"] == 1:
                         self.log(f"  {stage.name} step {row['step']}/{config.steps} " + _fmt(row))
+            pending.clear()
+
+        with (stage_dir / "metrics.jsonl").open("w") as sink:
+            done = 0
+            while done < config.steps:
+                k = min(config.steps_per_call, config.steps - done)
+                batch = stream.next_batches(k)
+                batch.pop("example_ids", None)
+                tokens += int(sum(np.sum(v) for n, v in batch.items() if n.endswith("attention_mask")))
+                state, metrics = program.step(state, program.split.frozen, program.put_batch(batch))
+                pending.append((done + 1, k, metrics))
                 done += k
+                if done == k or done // log_every != (done - k) // log_every or done == config.steps:
+                    flush(sink)
         wall = time.perf_counter() - start
 
         trained = STAGE_KINDS[stage.kind].trained

@@ -72,7 +72,7 @@ class Resources:
 
     def __init__(self, pipeline: Any):
         self.pipeline = pipeline
-        self.base_dir = Path(pipeline.file).resolve().parent if pipeline.file else Path.cwd()
+        self.base_dir = Path(pipeline.base_dir)
         self.precision = pipeline.settings.precision
         self._tokenizers: dict[str, Tokenizer] = {}
 
