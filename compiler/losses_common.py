@@ -96,4 +96,10 @@ def with_counts(sums: Mapping[str, Array], totals: Mapping[str, Array]) -> dict[
     Used for exact gradient accumulation: ``*_from_sums(with_counts(micro_sums, totals))``
     is the micro-batch's share of the global-batch loss.
     """
+    missing = [key for key in sums if key in COUNT_KEYS and key not in totals]
+    if missing:
+        raise ValueError(
+            f"with_counts: the global totals lack {missing}; compute them from the whole batch's "
+            f"masks (got keys {sorted(totals)})"
+        )
     return {key: (totals[key] if key in COUNT_KEYS else value) for key, value in sums.items()}

@@ -91,15 +91,18 @@ def test_sft_accumulation_over_micro_batches_is_the_global_token_mean(batch):
     assert abs(np.mean(means) - expected["loss"]) > 1e-3  # the test can tell them apart
 
     # Gradients: Σ_micro ∇ from_sums(with_counts(sums_mb, totals)) == ∇ global loss.
-    def micro_loss(lg, s):
-        sums = losses.sft_sums(lg, targets[s], mask[s])
+    def micro_loss(lg, tg, mk):
+        sums = losses.sft_sums(lg, tg, mk)
         return losses.sft_from_sums(losses.with_counts(sums, total))[0]
 
+    grad_micro = jax.jit(jax.grad(micro_loss))
     accumulated = np.concatenate(
-        [jax.grad(micro_loss)(jnp.asarray(logits[s]), s) for s in micro], axis=0
+        [grad_micro(logits[s], targets[s], mask[s]) for s in micro], axis=0
     )
-    full = jax.grad(lambda lg: losses.sft_loss(lg, targets, mask)[0])(jnp.asarray(logits))
+    full = jax.jit(jax.grad(lambda lg: losses.sft_loss(lg, targets, mask)[0]))(logits)
     _close(accumulated, full, atol=1e-7)
+    with pytest.raises(ValueError, match="lack \\['tokens'\\]"):
+        losses.with_counts(parts[0], {"pairs": 1.0})
 
 
 def test_sft_gradient_is_finite_and_zero_at_nan_padding(batch):
@@ -192,15 +195,13 @@ def test_orpo_matches_numpy_and_ignores_padding():
 
 def test_orpo_stays_finite_when_log_probs_round_to_zero():
     mask = np.ones((2, 4), bool)
+    loss_and_grads = jax.jit(
+        jax.value_and_grad(lambda c, r: losses.orpo_loss(c, mask, r, mask)[0], argnums=(0, 1))
+    )
     for chosen_value in (0.0, -1e-9, -1e-4):
         chosen = jnp.full((2, 4), chosen_value, jnp.float32)
         rejected = jnp.full((2, 4), -1e-8, jnp.float32)
-
-        def f(c, r):
-            return losses.orpo_loss(c, mask, r, mask)[0]
-
-        loss = f(chosen, rejected)
-        grads = jax.grad(f, argnums=(0, 1))(chosen, rejected)
+        loss, grads = loss_and_grads(chosen, rejected)
         assert np.isfinite(loss) and all(np.isfinite(g).all() for g in grads)
     # log1mexp is accurate on both branches.
     xs = np.array([-1e-5, -0.1, -0.69, -0.7, -5.0, -40.0])
@@ -303,3 +304,25 @@ def test_feature_projection_matches_numpy_and_trains_the_projection():
     assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
     with pytest.raises(ValueError, match="student width 4 to teacher width 6"):
         losses.feature_projection_loss(student, teacher, jnp.zeros((6, 4)), mask)
+
+
+def test_losses_trace_under_jit_and_agree_with_eager(batch):
+    logits, targets, mask = batch
+    seq = np.random.default_rng(9).normal(-5, 1, (B, 4)).astype(np.float32)
+    token = -np.abs(logits[..., 0])
+    maps = _attention_maps(np.random.default_rng(9), 1, 2)
+    calls = {
+        "sft": (losses.sft_loss, (logits, targets, mask)),
+        "dpo": (losses.dpo_loss, tuple(seq.T)),
+        "orpo": (losses.orpo_loss, (token, mask | True, token - 1, mask | True)),
+        "distill": (losses.logit_distill_loss, (logits, logits[::-1], targets, mask)),
+        "attention": (losses.attention_transfer_loss, (maps, maps, mask)),
+        "feature": (losses.feature_projection_loss, (logits, logits, np.eye(V), mask)),
+        "policy": (losses.policy_gradient_loss, (token, token * 0.9, seq[:, 0], mask)),
+        "value": (losses.value_loss, (token, token * 0.9, token * 1.1, mask)),
+    }
+    for name, (fn, args) in calls.items():
+        eager_loss, eager_metrics = fn(*args)
+        jit_loss, jit_metrics = jax.jit(fn)(*args)
+        _close(jit_loss, eager_loss, rtol=1e-5)
+        assert set(jit_metrics) == set(eager_metrics), name
