@@ -89,7 +89,7 @@ AGGREGATIONS: dict[str, Callable[[Array, Array, float | None], Array]] = {
     # mean_b [Σ_t ℓ·m / Σ_t m]  (original GRPO)
     "sequence-mean-token-mean": _seq_mean_token_mean,
     # mean_b [Σ_t ℓ·m]
-    "sequence-mean-token-sum": _seq_mean_token_sum,
+    "seq-mean-token-sum": _seq_mean_token_sum,
     # mean_b [Σ_t ℓ·m / norm], norm a constant (default T, the max completion length; Dr. GRPO)
     "sequence-mean-token-scale": _seq_mean_token_scale,
 }

@@ -157,7 +157,7 @@ def aggregate(per_token, mask, mode, norm=None) -> float:
         return sum(sum(r) for r in rows) / sum(len(r) for r in rows)
     if mode == "sequence-mean-token-mean":
         return float(np.mean([sum(r) / len(r) for r in rows]))
-    if mode == "sequence-mean-token-sum":
+    if mode == "seq-mean-token-sum":
         return float(np.mean([sum(r) for r in rows]))
     if mode == "sequence-mean-token-scale":
         return float(np.mean([sum(r) / (norm or mask.shape[1]) for r in rows]))
