@@ -19,7 +19,7 @@ from tunix_dsl.formatter import format_source
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = sorted((ROOT / "examples").rglob("*.tnx"))
-MUTANTS = 1500
+MUTANTS = 1000
 TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|\w+|\S')
 ALPHABET = list('{}[]()=,.:#"\\\n -+*/%_@$') + ["a", "Z", "0", "9", "é", "\t", "\x00"]
 WORDS = ["stage", "model", "pipeline", "export", "to", "as", "true", "1e-4", "10_000", ".5",

@@ -218,3 +218,20 @@ def test_several_bad_literals_are_all_reported() -> None:
 def test_deep_nesting_is_a_diagnostic_not_a_crash() -> None:
     diags = errors_of("param x = " + "[" * 5000 + "]" * 5000)
     assert diags[0].code == "TNX001"
+
+
+def test_errors_in_several_declarations_are_all_reported() -> None:
+    text = (
+        "pipeline q {\n  seed: 0\n}\n"
+        'model tiny = transformer(preset = "nano"\n'
+        'model small = transformer(preset = "pico")\n'
+        "stage a: sft {\nmodel = tiny\n  steps = 1__0\n}\n"
+        "stage b: sft { x = }\n"
+    )
+    found = [(d.code, d.span.line, d.span.column, d.message) for d in errors_of(text)]
+    assert found == [
+        ("TNX001", 2, 7, "expected `=`, found `:`"),
+        ("TNX001", 5, 1, "expected `,` or `)`, found `model`"),
+        ("TNX003", 8, 11, "invalid number `1__0`"),
+        ("TNX001", 10, 20, "expected a value, found `}`"),
+    ]

@@ -10,16 +10,25 @@ diagnostics with exact spans —
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 
 from lark import Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedInput
 
 from tunix_dsl import ast
 from tunix_dsl.diagnostics import Diagnostic, Severity
 from tunix_dsl.grammar import get_parser
 from tunix_dsl.spans import Span
+from tunix_dsl.syntax_errors import (
+    DECL_FORMS,
+    DECL_SHAPES,
+    span_at,
+    syntax_diagnostic,
+    too_deep,
+    whole_file_span,
+)
 
 _DIGITS = r"\d(?:_?\d)*"
 _INT_RE = re.compile(rf"{_DIGITS}")
@@ -35,32 +44,74 @@ def parse_module(text: str, file: str) -> tuple[ast.Module | None, list[Diagnost
     try:
         tree = get_parser().parse(text)
     except UnexpectedInput as err:
-        return None, [_syntax_diagnostic(err, text, file)]
+        first = syntax_diagnostic(err, text, file)
+        return None, [first, *_errors_in_other_declarations(text, file, first.span.start)]
     except RecursionError:
-        return None, [_too_deep(text, file)]
+        return None, [too_deep(text, file)]
     builder = _AstBuilder(text, file)
     try:
         decls = tuple(builder.decl(child) for child in tree.children)
     except RecursionError:
-        return None, [_too_deep(text, file)]
+        return None, [too_deep(text, file)]
     if builder.diagnostics:
         return None, builder.diagnostics
     module = ast.Module(decls, scan_comments(text, file), whole_file_span(text, file))
     return module, []
 
 
-def whole_file_span(text: str, file: str) -> Span:
-    lines = text.split("\n")
-    return Span(file, 1, 1, len(lines), len(lines[-1]) + 1, 0, len(text))
+def _at_next_declaration(diag: Diagnostic, text: str, end: int) -> Diagnostic:
+    """A declaration parsed alone ends where the next one starts: say so, not "end of file"."""
+    if end >= len(text) or not diag.message.endswith("found end of file"):
+        return diag
+    word = re.match(r"\w+", text[end:]).group()
+    span = span_at(text, diag.span.file, end, end + len(word))
+    message = diag.message.removesuffix("end of file") + f"`{word}`"
+    return dataclasses.replace(diag, message=message, span=span)
 
 
-def span_at(text: str, file: str, start: int, end: int) -> Span:
-    """The span of text[start:end], with 1-based line/column computed from offsets."""
-    line = text.count("\n", 0, start) + 1
-    column = start - (text.rfind("\n", 0, start) + 1) + 1
-    end_line = line + text.count("\n", start, end)
-    end_column = end - (text.rfind("\n", 0, end) + 1) + 1
-    return Span(file, line, column, end_line, end_column, start, end)
+# A line that starts a declaration: a keyword at column 1 in a declaration's shape
+# (`model = tiny` at column 1 is a field, not a declaration).
+_DECLARATION_START = re.compile(
+    r"^(?:(?:pipeline|eval)\s+\w+\s*\{|stage\s+\w+\s*:"
+    r"|(?:param|tokenizer|model|dataset|reward)\s+\w+\s*=|export\s+\w)",
+    re.MULTILINE,
+)
+_MAX_ERRORS = 20
+
+
+def _errors_in_other_declarations(text: str, file: str, first_error: int) -> list[Diagnostic]:
+    """Syntax errors of the declarations other than the one holding the first error.
+
+    After an error the LALR parser cannot go on, so each declaration (from a
+    line that starts one to the next) is parsed alone, with the rest of the
+    text blanked out (newlines kept, so positions stay exact).
+    """
+    starts = [m.start() for m in _DECLARATION_START.finditer(text)]
+    if not starts:
+        return []
+    blank = re.sub(r"[^\n]", " ", text)
+    found: list[Diagnostic] = []
+    for start, end in zip(starts, starts[1:] + [len(text)], strict=True):
+        if start <= first_error < end or (first_error >= len(text) and end == len(text)):
+            continue
+        alone = blank[:start] + text[start:end]
+        try:
+            tree = get_parser().parse(alone)
+        except UnexpectedInput as err:
+            found.append(_at_next_declaration(syntax_diagnostic(err, alone, file), text, end))
+        except RecursionError:
+            continue
+        else:
+            builder = _AstBuilder(alone, file)
+            try:
+                for child in tree.children:
+                    builder.decl(child)
+            except RecursionError:
+                continue
+            found += builder.diagnostics
+        if len(found) >= _MAX_ERRORS:
+            break
+    return found
 
 
 def scan_comments(text: str, file: str) -> tuple[ast.Comment, ...]:
@@ -71,125 +122,6 @@ def scan_comments(text: str, file: str) -> tuple[ast.Comment, ...]:
             span = span_at(text, file, match.start(), match.end())
             comments.append(ast.Comment(match.group().rstrip(), span))
     return tuple(comments)
-
-
-def _too_deep(text: str, file: str) -> Diagnostic:
-    return Diagnostic(
-        "TNX001", Severity.ERROR, "expression nested too deeply to parse",
-        whole_file_span(text, file), help="split the expression into `param`s",
-    )
-
-
-def _syntax_diagnostic(err: UnexpectedInput, text: str, file: str) -> Diagnostic:
-    if isinstance(err, UnexpectedToken):
-        return describe_unexpected_token(err, text, file)
-    if isinstance(err, UnexpectedCharacters):
-        pos = err.pos_in_stream
-        char = text[pos] if pos < len(text) else ""
-        if char == '"':
-            line_end = text.find("\n", pos)
-            line_end = len(text) if line_end < 0 else line_end
-            return Diagnostic(
-                "TNX002", Severity.ERROR, "unterminated string",
-                span_at(text, file, pos, line_end), label="this string never ends",
-                help='close it with `"` on the same line (use `\\n` for a line break)',
-            )
-        shown = repr(char)[1:-1] if not char.isprintable() else char
-        return Diagnostic(
-            "TNX002", Severity.ERROR, f"unexpected character `{shown}`",
-            span_at(text, file, pos, min(pos + 1, len(text))), label="not valid here",
-        )
-    assert isinstance(err, UnexpectedEOF)
-    end = len(text)
-    return Diagnostic(
-        "TNX001", Severity.ERROR, "unexpected end of file",
-        span_at(text, file, end, end), label="the file ends here",
-    )
-
-
-# Human words for the terminals of grammar/tnx.lark, in the order messages list them.
-_TERMINAL_WORDS = {
-    "NAME": "a name", "NUMBER": "a number", "STRING": "a string",
-    "TRUE": "`true`", "FALSE": "`false`",
-    "EQUAL": "`=`", "COLON": "`:`", "COMMA": "`,`", "DOT": "`.`",
-    "LBRACE": "`{`", "RBRACE": "`}`", "LPAR": "`(`", "RPAR": "`)`",
-    "LSQB": "`[`", "RSQB": "`]`", "ADD_OP": "an operator", "MUL_OP": "an operator",
-    "TO": "`to`", "AS": "`as`", "$END": "end of file",
-}
-# Declarations are a NAME in a fixed shape (see grammar/tnx.lark); which words fit which shape.
-_DECL_SHAPES = {
-    "block_decl": ("pipeline", "eval"),
-    "stage_decl": ("stage",),
-    "value_decl": ("model", "dataset", "tokenizer", "reward", "param"),
-    "export_decl": ("export",),
-}
-_DECL_FORMS = {
-    "pipeline": "pipeline NAME { field = value ... }",
-    "param": "param NAME = value",
-    "tokenizer": "tokenizer NAME = source(...)",
-    "model": "model NAME = source(...)",
-    "dataset": "dataset NAME = source(...)",
-    "reward": "reward NAME = source(...)",
-    "stage": "stage NAME: KIND { field = value ... }",
-    "eval": "eval NAME { field = value ... }",
-    "export": 'export STAGE.model to "dir" as "format"',
-}
-_EXPRESSION_START = {"NAME", "NUMBER", "STRING", "TRUE", "FALSE", "LSQB", "LBRACE", "LPAR"}
-
-
-def _expected_words(expected: set[str]) -> list[str]:
-    words: list[str] = []
-    if _EXPRESSION_START <= expected:
-        words.append("a value")
-        expected = expected - _EXPRESSION_START - {"ADD_OP"}
-    if {"NAME", "$END"} <= expected:  # between declarations: a NAME starts the next one
-        words.append("a declaration")
-        expected = expected - {"NAME"}
-    for name in sorted(expected, key=lambda n: (list(_TERMINAL_WORDS).index(n)
-                                                if n in _TERMINAL_WORDS else 99, n)):
-        word = _TERMINAL_WORDS.get(name, f"`{name.lower()}`")
-        if word not in words:
-            words.append(word)
-    return words
-
-
-def _join_or(words: list[str]) -> str:
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
-
-
-def _current_keyword(err: UnexpectedToken) -> str | None:
-    """The first word of the declaration being parsed when the error struck."""
-    stack = getattr(getattr(err, "state", None), "value_stack", None) or []
-    for item in stack:  # finished declarations are trees; the open one starts with a token
-        if isinstance(item, Token):
-            return str(item)
-    return None
-
-
-def describe_unexpected_token(err: UnexpectedToken, text: str, file: str) -> Diagnostic:
-    """TNX001 for a token the grammar does not allow here, naming what it expected."""
-    token = err.token
-    expected = set(getattr(err, "accepts", None) or err.expected)
-    if token.type == "$END":
-        found = "end of file"
-        span = span_at(text, file, len(text), len(text))
-    else:
-        found = f"`{token}`"
-        start = token.start_pos if token.start_pos is not None else len(text)
-        span = span_at(text, file, start, start + len(str(token)))
-    words = _expected_words(expected)
-    message = f"expected {_join_or(words)}, found {found}" if words else f"unexpected {found}"
-    help_text = None
-    if token.type == "COLON" and "EQUAL" in expected:
-        help_text = "fields are written `name = value`"
-    elif token.type == "$END" and "RBRACE" in expected:
-        help_text = "a `{` block is still open: close it with `}`"
-    keyword = _current_keyword(err)
-    if help_text is None and keyword in _DECL_FORMS:
-        article = "an" if keyword[0] in "aeiou" else "a"
-        help_text = f"{article} `{keyword}` declaration is written `{_DECL_FORMS[keyword]}`"
-    return Diagnostic("TNX001", Severity.ERROR, message, span, label="unexpected here",
-                      help=help_text)
 
 
 class _AstBuilder:
@@ -243,20 +175,20 @@ class _AstBuilder:
     def keyword(self, shape: str, token: Token) -> str:
         """The declaration keyword, checked against the shape it was written in."""
         word = str(token)
-        allowed = _DECL_SHAPES[shape]
+        allowed = DECL_SHAPES[shape]
         if word in allowed:
             return word
-        if word in _DECL_FORMS:
+        if word in DECL_FORMS:
             message = f"`{word}` is not declared this way"
-            help_text = f"write `{_DECL_FORMS[word]}`"
+            help_text = f"write `{DECL_FORMS[word]}`"
         else:
             message = f"unknown declaration `{word}`"
             close = difflib.get_close_matches(word, allowed, n=1, cutoff=0.5)
             help_text = (f"did you mean `{close[0]}`?" if close else
-                         "a declaration starts with one of: " + ", ".join(_DECL_FORMS))
+                         "a declaration starts with one of: " + ", ".join(DECL_FORMS))
         self.diagnostics.append(Diagnostic(
             "TNX001", Severity.ERROR, message, self.span(token), label="not a declaration keyword"
-            if word not in _DECL_FORMS else "wrong form", help=help_text,
+            if word not in DECL_FORMS else "wrong form", help=help_text,
         ))
         return allowed[0]
 
@@ -264,7 +196,7 @@ class _AstBuilder:
         if str(token) != word:
             self.diagnostics.append(Diagnostic(
                 "TNX001", Severity.ERROR, f"expected `{word}`, found `{token}`", self.span(token),
-                label="unexpected here", help=f"write `{_DECL_FORMS['export']}`",
+                label="unexpected here", help=f"write `{DECL_FORMS['export']}`",
             ))
 
     def block(self, tree: Tree) -> tuple[ast.Field, ...]:
