@@ -235,3 +235,11 @@ def test_errors_in_several_declarations_are_all_reported() -> None:
         ("TNX003", 8, 11, "invalid number `1__0`"),
         ("TNX001", 10, 20, "expected a value, found `}`"),
     ]
+
+
+def test_byte_order_mark_and_crlf_line_endings() -> None:
+    module = parse_ok("\ufeffparam x = 1\r\nparam y = 2  # c\r\n")
+    assert [d.name for d in module.decls] == ["x", "y"]
+    assert module.decls[1].span.line == 2
+    (comment,) = module.comments
+    assert (comment.text, comment.span.column, comment.span.end_column) == ("# c", 14, 17)
