@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 from flax import nnx
+
 from tunix_dsl.compiler.train_step import Counts, FromSums, MicroSums
 
 

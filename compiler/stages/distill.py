@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
 from tunix_dsl.compiler import losses
 from tunix_dsl.compiler.stages.base import (
     Container,

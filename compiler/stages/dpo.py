@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
 from tunix_dsl.compiler import losses
 from tunix_dsl.compiler.stages.base import (
     Container,
@@ -38,7 +39,9 @@ def pair_batch(mb: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
 def sequence_logps(model: Any, both: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
     """Summed completion log-probs of the chosen and rejected halves."""
     logits = forward(model, both)
-    seq = losses.sequence_logps(losses.token_logps(logits, both["targets"]), both["loss_mask"])
+    # The mask zeroes padded positions before the log-softmax: NaN-free gradients there.
+    token_logps = losses.token_logps(logits, both["targets"], both["loss_mask"])
+    seq = losses.sequence_logps(token_logps, both["loss_mask"])
     half = seq.shape[0] // 2
     return seq[:half], seq[half:]
 

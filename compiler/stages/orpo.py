@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
 from tunix_dsl.compiler import losses
 from tunix_dsl.compiler.stages.base import (
     Container,
@@ -37,7 +38,7 @@ def counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
 
 def micro_sums(modules: Container, mb: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     both = pair_batch(mb)
-    token_logps = losses.token_logps(forward(modules.policy, both), both["targets"])
+    token_logps = losses.token_logps(forward(modules.policy, both), both["targets"], both["loss_mask"])
     half = token_logps.shape[0] // 2
     return losses.orpo_sums(
         token_logps[:half], mb["chosen_loss_mask"], token_logps[half:], mb["rejected_loss_mask"]

@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
 from tunix_dsl.compiler import losses
 from tunix_dsl.compiler.stages.base import (
     Container,

@@ -1,0 +1,121 @@
+"""Rewards: from a validated `reward NAME = ...` declaration to a scoring function.
+
+Every reward is called as `reward(prompts, completions, lengths, columns)` and
+returns a float32 array of one score per completion. `lengths` counts the
+completion's tokens (the DAPO-style length penalty is in tokens, never
+characters); `columns` holds the dataset's columns for the same rows.
+
+User rewards, `python("file.py:fn")`, are loaded only at run time (never by
+`tnx lint`) and called as `fn(prompts, completions, **columns) -> list[float]`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tunix_dsl.schemas.sources import (
+    ExactMatchReward,
+    LengthPenaltyReward,
+    PythonReward,
+    RegexReward,
+)
+
+RewardFn = Callable[[Sequence[str], Sequence[str], np.ndarray, Mapping[str, Sequence[Any]]], np.ndarray]
+
+
+class RewardError(Exception):
+    """A reward that cannot be loaded or returned something unusable; names the reward and the fix."""
+
+
+BUILDERS: dict[type, Callable[[Any, Path, str], RewardFn]] = {}
+
+
+def builds(schema: type) -> Callable:
+    def register(fn: Callable[[Any, Path, str], RewardFn]) -> Callable[[Any, Path, str], RewardFn]:
+        BUILDERS[schema] = fn
+        return fn
+
+    return register
+
+
+@builds(ExactMatchReward)
+def _exact_match(spec: ExactMatchReward, _base: Path, name: str) -> RewardFn:
+    def score(prompts, completions, lengths, columns) -> np.ndarray:
+        expected = columns[spec.field]
+        norm = (lambda s: s.strip()) if spec.strip else (lambda s: s)
+        return np.asarray([float(norm(c) == norm(str(e))) for c, e in zip(completions, expected, strict=True)],
+                          np.float32)
+
+    return score
+
+
+@builds(RegexReward)
+def _regex(spec: RegexReward, _base: Path, name: str) -> RewardFn:
+    pattern = re.compile(spec.pattern)
+
+    def score(prompts, completions, lengths, columns) -> np.ndarray:
+        return np.asarray([spec.score if pattern.search(c) else 0.0 for c in completions], np.float32)
+
+    return score
+
+
+@builds(LengthPenaltyReward)
+def _length_penalty(spec: LengthPenaltyReward, _base: Path, name: str) -> RewardFn:
+    def score(prompts, completions, lengths, columns) -> np.ndarray:
+        over = np.maximum(np.asarray(lengths, np.float32) - spec.target, 0.0)
+        return (-spec.weight * over).astype(np.float32)
+
+    return score
+
+
+@builds(PythonReward)
+def _python(spec: PythonReward, base: Path, name: str) -> RewardFn:
+    path = Path(spec.file) if Path(spec.file).is_absolute() else base / spec.file
+    if not path.is_file():
+        raise RewardError(f"reward `{name}`: file {path} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"tnx_reward_{name}", path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as err:  # the user's module: report, don't crash with its traceback
+        raise RewardError(f"reward `{name}`: importing {path} failed: {type(err).__name__}: {err}") from err
+    fn = getattr(module, spec.function, None)
+    if not callable(fn):
+        raise RewardError(f"reward `{name}`: {path} has no function `{spec.function}`")
+    wanted = tuple(spec.columns_used)
+
+    def score(prompts, completions, lengths, columns) -> np.ndarray:
+        passed = {c: list(columns[c]) for c in wanted} if wanted else {k: list(v) for k, v in columns.items()}
+        try:
+            out = fn(list(prompts), list(completions), **passed)
+        except Exception as err:
+            raise RewardError(
+                f"reward `{name}` ({spec.target}) raised {type(err).__name__}: {err}"
+            ) from err
+        try:
+            values = [float(v) for v in out]
+        except (TypeError, ValueError) as err:
+            raise RewardError(f"reward `{name}` ({spec.target}) must return a list of numbers: {err}") from err
+        if len(values) != len(completions):
+            raise RewardError(
+                f"reward `{name}` ({spec.target}) returned {len(values)} scores for "
+                f"{len(completions)} completions"
+            )
+        if not all(math.isfinite(v) for v in values):
+            raise RewardError(f"reward `{name}` ({spec.target}) returned a NaN or infinite score")
+        return np.asarray(values, np.float32)
+
+    return score
+
+
+def build_reward(spec: Any, base_dir: Path, name: str) -> RewardFn:
+    """The scoring function of a reward declaration."""
+    return BUILDERS[type(spec)](spec, Path(base_dir), name)
