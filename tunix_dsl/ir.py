@@ -156,6 +156,8 @@ class Pipeline:
     io_error: bool = False  # the file could not be read: exit code 2, not 1
     _sizes: dict[str, SizeInfo] = field(default_factory=dict, repr=False)
     _columns: dict[str, frozenset[str] | None] = field(default_factory=dict, repr=False)
+    _stage_index: dict[str, Stage] = field(default_factory=dict, repr=False)
+    _roots: dict[str, ModelRef] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ status
     @property
@@ -172,10 +174,9 @@ class Pipeline:
 
     # ----------------------------------------------------------------- lookups
     def stage(self, name: str) -> Stage | None:
-        for stage in self.stages:
-            if stage.name == name:
-                return stage
-        return None
+        if len(self._stage_index) != len(self.stages):
+            self._stage_index = {s.name: s for s in self.stages}
+        return self._stage_index.get(name)
 
     def resolve_path(self, path: str) -> Path:
         return resolve_path(path, self.base_dir)
@@ -198,9 +199,27 @@ class Pipeline:
             chain.append(ref)
         return chain
 
+    def root(self, ref: ModelRef) -> ModelRef:
+        """The last item of `lineage(ref)`, memoised per stage (long chains stay linear)."""
+        if ref.kind == "decl":
+            return ref
+        if ref.name not in self._roots:
+            pending: list[str] = []
+            current = ref
+            while current.kind == "stage" and current.name not in self._roots:
+                stage = self.stage(current.name)
+                if stage is None or current.name in pending:  # missing, or a reported cycle
+                    break
+                pending.append(current.name)
+                current = stage.trained
+            end = self._roots.get(current.name, current) if current.kind == "stage" else current
+            for name in pending:
+                self._roots[name] = end
+        return self._roots.get(ref.name, ref)
+
     def model_source(self, ref: ModelRef) -> Decl[ModelSource] | None:
         """The model declaration a (possibly stage-output) reference started from."""
-        root = self.lineage(ref)[-1]
+        root = self.root(ref)
         return self.models.get(root.name) if root.kind == "decl" else None
 
     def size_info(self, ref: ModelRef) -> SizeInfo:

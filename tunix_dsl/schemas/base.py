@@ -37,6 +37,8 @@ class Schema(BaseModel):
         frozen=True,
         validate_by_name=True,
         validate_by_alias=True,
+        # Validators are built on first use: `tnx lint` pays only for the kinds a file uses.
+        defer_build=True,
     )
 
     # The function name that builds this object in source (`adamw`, `lora`,
