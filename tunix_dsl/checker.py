@@ -252,7 +252,8 @@ class Checker:
                 self.diags.append(diagnostic(
                     "TNX208", f"model `{decl.name}` has an invalid configuration",
                     decl.span, label=info.invalid))
-            elif info.missing and "did not validate" not in info.missing:
+            elif info.missing and not info.missing.startswith(("its tokenizer", "no tokenizer")):
+                # (a tokenizer directory without tokenizer.json is reported at the tokenizer)
                 self.diags.append(diagnostic(
                     "TNX403", f"sizes of model `{decl.name}` are unknown: {info.missing}",
                     decl.field_spans.get(("path",), decl.span),

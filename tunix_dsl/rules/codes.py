@@ -35,7 +35,8 @@ declare("TNX000", "internal-error", E,
         "An internal error in a check: please report it with the input that caused it.",
         bad="", good="", owner="api")
 declare("TNX001", "unexpected-token", E,
-        "Syntax error: a token that cannot appear here; the message names what was expected.",
+        "Syntax error: a token that cannot appear here, or an unknown declaration keyword; "
+        "the message names what was expected.",
         bad=_with_stage("model = tiny\ndata = sums\nsteps 10"),
         good=_with_stage("model = tiny\ndata = sums\nsteps = 10"), owner="parser")
 declare("TNX002", "unexpected-character", E,
