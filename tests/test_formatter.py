@@ -183,7 +183,7 @@ def pipelines(draw) -> str:
     return "".join(chunks)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(pipelines())
 def test_fmt_is_idempotent_and_preserves_meaning(source: str) -> None:
     assert_round_trip(source)
