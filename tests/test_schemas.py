@@ -153,3 +153,11 @@ def test_union_annotations_are_described():
     hints = typing.get_type_hints(GRPOConfig, include_extras=True)
     assert ref_kind(hints["reference"]) == "model"
     assert ref_kind(hints["rewards"]) is None  # a list of references, not one
+
+
+def test_columns_each_kind_consumes():
+    columns = {name: kind.columns for name, kind in STAGE_KINDS.items()}
+    assert columns["dpo"] == columns["orpo"] == (("prompt", "chosen", "rejected"),)
+    assert columns["sft"] == (("prompt", "completion"),)
+    assert columns["grpo"] == columns["ppo"] == (("prompt",),)
+    assert columns["pretrain"] == columns["distill"] == (("text",), ("prompt", "completion"))

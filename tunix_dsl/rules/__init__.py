@@ -14,6 +14,7 @@ from tunix_dsl.rules import codes as _codes  # noqa: F401  (registers codes)
 from tunix_dsl.rules import pipeline_checks as _pipeline_checks  # noqa: F401
 from tunix_dsl.rules import warnings as _warnings  # noqa: F401
 from tunix_dsl.rules.registry import RULES, Rule, diagnostic
+from tunix_dsl.spans import Span
 
 if TYPE_CHECKING:
     from tunix_dsl.ir import Pipeline
@@ -40,10 +41,8 @@ def run_rules(pipeline: Pipeline) -> list[Diagnostic]:
     return found
 
 
-def _file_span(pipeline: Pipeline):  # noqa: ANN202
-    from tunix_dsl.spans import Span
-
-    return Span(pipeline.file, 1, 1, 1, 1, 0, 0)
+def _file_span(pipeline: Pipeline) -> Span:
+    return Span.unknown(pipeline.file)
 
 
 __all__ = ["RULES", "Rule", "all_rules", "run_rules"]

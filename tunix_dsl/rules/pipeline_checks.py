@@ -12,6 +12,7 @@ from tunix_dsl.model_info import projection_shapes
 from tunix_dsl.rules.codes import _PRELUDE, _with_stage
 from tunix_dsl.rules.registry import diagnostic, rule
 from tunix_dsl.schemas.sources import JsonlSource, SyntheticSource
+from tunix_dsl.spans import Span
 
 E = Severity.ERROR
 _PREFS = 'dataset prefs = synthetic("addition_preferences", count = 100)\n'
@@ -74,14 +75,14 @@ def _broken_mapping(p: Pipeline, name: str) -> bool:
     return isinstance(keys, set) and not set(decl.spec.mapping().values()) <= keys
 
 
-def _missing(p: Pipeline, name: str, missing: tuple[str, ...], span: object, who: str,
+def _missing(p: Pipeline, name: str, missing: tuple[str, ...], span: Span, who: str,
              columns: frozenset[str] | None) -> Iterator[Diagnostic]:
     if columns is None or not missing or _broken_mapping(p, name):
         return
     have = _names(sorted(columns)) or "none"
     yield diagnostic(
         "TNX302", f"dataset `{name}` has no column{'s' if len(missing) > 1 else ''} "
-        f"{_names(missing)}, needed by {who}", span,  # type: ignore[arg-type]
+        f"{_names(missing)}, needed by {who}", span,
         label=f"columns: {have}", help=_dataset_help(p, name, missing))
 
 

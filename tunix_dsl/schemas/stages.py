@@ -202,6 +202,13 @@ class StageKind:
         return (self.schema.__doc__ or "").strip().splitlines()[0]
 
     @property
+    def columns(self) -> tuple[tuple[str, ...], ...]:
+        """Column sets the `data` may have, any one suffices (preferred first)."""
+        from tunix_dsl.datasets import CONSUMERS
+
+        return CONSUMERS[self.consumer].accepted
+
+    @property
     def has_adapter(self) -> bool:
         return "lora" in self.schema.model_fields
 
