@@ -223,13 +223,13 @@ class Builder:
                 return self._error(
                     "TNX201", f"`{role}` expects a list of {ref_kind(item_type)}", expr.span,
                     label="not a list", help=f"write `[{shown}]`" if shown else None)
-            return self.ev.value(expr, type_name(annotation))
+            return self.ev.value(expr, with_article(type_name(annotation)))
         if kind is not None:
             return self.reference(kind, expr, role)
         schemas = _schemas_in(annotation)
         if schemas:
             return self._nested(schemas, annotation, expr, role)
-        return self.ev.value(expr, type_name(annotation))
+        return self.ev.value(expr, with_article(type_name(annotation)))
 
     def _nested(self, schemas: list[type[Schema]], annotation: Any, expr: ast.Expr,
                 role: str) -> Any:
@@ -253,7 +253,7 @@ class Builder:
         if isinstance(expr, ast.MapExpr) and len(schemas) == 1:
             built = self.build(schemas[0], entries_of(expr.entries), expr.span, f"`{role}`")
             return FAIL if built is FAIL else built.value
-        value = self.ev.value(expr, type_name(annotation))
+        value = self.ev.value(expr, with_article(type_name(annotation)))
         if value is FAIL:
             return FAIL
         example = f"{schemas[0].call_name}(...)" if schemas[0].call_name else "{ ... }"
@@ -264,7 +264,7 @@ class Builder:
     def reference(self, kind: str, expr: ast.Expr, role: str) -> Any:
         """A reference to a declaration of `kind`: a ModelRef for models, else the name."""
         if not isinstance(expr, ast.Ref):
-            value = self.ev.value(expr, kind)
+            value = self.ev.value(expr, f"a {kind}")
             if value is FAIL:
                 return FAIL
             named = self.table.get(value) if isinstance(value, str) else None
