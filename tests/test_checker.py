@@ -273,3 +273,14 @@ def test_quickstart_and_examples_are_clean():
         assert p.diagnostics == [], (path, p.diagnostics)
     kinds = {s.kind for path in (ROOT / "examples").glob("*.tnx") for s in load(path).stages}
     assert kinds >= {"pretrain", "sft", "dpo", "orpo", "grpo", "ppo", "distill"}
+
+
+def test_adapter_output_is_only_for_exports():
+    p = parse(PRELUDE + """
+    stage a: sft { model = tiny, data = sums, steps = 1, lora = lora(rank = 4) }
+    stage b: sft { model = a.adapter, data = sums, steps = 1 }
+    export a.adapter to "adapter" as "orbax"
+    export b.model to "o" as "hf"
+    """)
+    (diag,) = [d for d in p.diagnostics if d.code == "TNX109"]
+    assert "`model` needs a model, not the adapter alone" in diag.message

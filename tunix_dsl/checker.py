@@ -197,6 +197,12 @@ class Checker:
     # ------------------------------------------------------------- structure
     def adapter_outputs(self) -> None:
         for use in self.adapter_uses:
+            if use.role != "source":  # only `export` can write an adapter on its own
+                self.diags.append(diagnostic(
+                    "TNX109", f"`{use.role}` needs a model, not the adapter alone", use.span,
+                    label="adapter weights only", help=f"use `{use.target}.model` (base with "
+                    "the adapter merged); `.adapter` is for `export`"))
+                continue
             stage = self.stages.get(use.target)
             if stage is not None and stage.adapter is None:
                 why = ("has no `lora` field" if not stage.info.has_adapter
