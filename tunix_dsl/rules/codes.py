@@ -89,7 +89,8 @@ declare("TNX108", "duplicate-field", E,
         bad=_with_stage("model = tiny\ndata = sums\nsteps = 10\nsteps = 20"),
         good=_with_stage("model = tiny\ndata = sums\nsteps = 20"))
 declare("TNX109", "unknown-output", E,
-        "A stage output that does not exist: `.adapter` of a stage without LoRA, `.weights`.",
+        "A stage output that does not exist or does not fit: `.weights`, `.adapter` of a stage "
+        "without LoRA, or `.adapter` where a model is needed.",
         bad=_with_stage("model = tiny\ndata = sums\nsteps = 10").replace(
             "tune.model to", "tune.adapter to"),
         good=_with_stage("model = tiny\ndata = sums\nsteps = 10\nlora = lora(rank = 4)").replace(

@@ -36,7 +36,8 @@ def _command(entry: Rule, good: bool) -> str:
 
 
 def _section(entry: Rule) -> list[str]:
-    lines = [f"### {entry.code} `{entry.name}` ({entry.severity.value})", "", entry.summary, ""]
+    lines = [f'<a id="{entry.code.lower()}-{entry.name}"></a>', "",
+             f"### {entry.code} `{entry.name}` ({entry.severity.value})", "", entry.summary, ""]
     emitted = {"parser": "the parser", "checker": "the checker", "api": "the API",
                "lint": "a lint rule"}[entry.owner]
     lines += [f"Reported by {emitted}.", ""]
