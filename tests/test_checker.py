@@ -284,3 +284,31 @@ def test_adapter_output_is_only_for_exports():
     """)
     (diag,) = [d for d in p.diagnostics if d.code == "TNX109"]
     assert "`model` needs a model, not the adapter alone" in diag.message
+
+
+@pytest.mark.parametrize("expr, value", [
+    ("7 // 2 + 7 % 2 - -1", 5), ("2 * (3 + 4)", 14), ("1 / 4", 0.25), ("round(2.6)", 3),
+    ("int(2.9)", 2), ("min(3, 1, 2) + max(1.5, 2)", 3), ("\"a\" + \"b\"", "ab"),
+    ("[1, 2 * 2]", [1, 4]), ("10_000", 10000), ("1e-4", 1e-4),
+])
+def test_expression_values(expr, value):
+    p = parse(f"param x = {expr}\n")
+    assert p.params["x"] == value and type(p.params["x"]) is type(value)
+
+
+@pytest.mark.parametrize("expr, code", [
+    ("adamw()", "TNX201"), ("tiny", "TNX201"), ("nope", "TNX104"), ("-\"a\"", "TNX204"),
+    ("round(1, 2)", "TNX201"), ("1 % 0", "TNX204"), ("true + 1", "TNX204"),
+])
+def test_bad_param_values(expr, code):
+    p = parse(f"param x = {expr}\n" + PRELUDE)
+    assert code in codes(p)
+
+
+def test_list_params_flow_into_list_fields():
+    p = parse('param targets = ["attn.q_proj"]\n' + PRELUDE + """
+    stage a: sft { model = tiny, data = sums, steps = 1, lora = lora(targets = targets) }
+    export a.model to "o" as "hf"
+    """, overrides={"targets": '["mlp.up_proj", "mlp.down_proj"]'})
+    assert p.ok, p.diagnostics
+    assert p.stage("a").adapter.targets == ["mlp.up_proj", "mlp.down_proj"]
