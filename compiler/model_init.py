@@ -9,12 +9,14 @@ uses: shapes and dtypes without a single weight allocated.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh
-from tunix_dsl.compiler import sharding
 
+from tunix_dsl.compiler import sharding
 from tunix_dsl.model_config import ModelConfig
 from tunix_dsl.models import Transformer
 
@@ -35,6 +37,13 @@ def init_model(cfg: ModelConfig, mesh: Mesh, seed: int) -> Transformer:
 
     state = jax.jit(create, out_shardings=shardings)()
     return nnx.merge(graphdef, state)
+
+
+def load_model(directory: str | Path, mesh: Mesh, *, dtype: str, remat: bool = False) -> Transformer:
+    """A Hugging Face checkpoint, each tensor read (memory-mapped) straight into its shard."""
+    from tunix_dsl.models.hf import load_hf
+
+    return load_hf(directory, dtype=dtype, remat=remat, shardings=sharding.parameter_sharding_fn(mesh))
 
 
 def place(module: nnx.Module, mesh: Mesh) -> nnx.Module:

@@ -110,14 +110,7 @@ def plan_stage(
     shape = (layout.steps_per_call, layout.grad_accum, layout.micro_batch)
     batch = abstract_batch(consumer, shape, seq_len)
     split = program.split
-    state = jax.eval_shape(
-        lambda t, r: program.state_shardings.__class__(
-            jnp.zeros((), jnp.int32), t, program.optimizer.init(t), r
-        ),
-        split.trainable,
-        split.rest,
-    )
-    compiled = program.step.lower(state, split.frozen, batch).compile()
+    compiled = program.step.lower(program.abstract_state(), split.frozen, batch).compile()
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     if isinstance(cost, list):  # older jax returns one dict per device program

@@ -60,6 +60,17 @@ class StageProgram:
     state_shardings: TrainState
     frozen_shardings: nnx.State
     step: Any  # jitted (state, frozen, batch) -> (state, metrics[k])
+    fingerprint: str = ""  # `compiler.fingerprint`: what the stage's output depends on
+
+    def abstract_state(self) -> TrainState:
+        """The train state as ShapeDtypeStructs (for AOT compiles and checkpoint restores)."""
+        return jax.eval_shape(
+            lambda trainable, rest: TrainState(
+                jnp.zeros((), jnp.int32), trainable, self.optimizer.init(trainable), rest
+            ),
+            self.split.trainable,
+            self.split.rest,
+        )
 
     def batch_shardings(self, batch: Mapping[str, Any]) -> dict[str, NamedSharding]:
         return {n: sharding.batch_sharding(self.mesh, len(v.shape), leading=2) for n, v in batch.items()}
@@ -119,6 +130,7 @@ def lower_stage(
     batch_size: int,
     grad_accum: int = 1,
     steps_per_call: int = 1,
+    fingerprint: str = "",
 ) -> StageProgram:
     """Build the stage's step program around `models` (concrete or abstract)."""
     if batch_size % grad_accum:
@@ -149,4 +161,5 @@ def lower_stage(
         state_shardings=state_sh,
         frozen_shardings=frozen_sh,
         step=step,
+        fingerprint=fingerprint,
     )

@@ -120,3 +120,12 @@ def batch_sharding(mesh: Mesh, ndim: int, leading: int = 0) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
+
+
+def parameter_sharding_fn(mesh: Mesh):
+    """`fn(path, shape, logical_axes) -> NamedSharding`, for loaders that place tensor by tensor."""
+
+    def place(_path: str, shape: Sequence[int], logical: Sequence[str | None] | None) -> NamedSharding:
+        return NamedSharding(mesh, spec_for(shape, logical, mesh))
+
+    return place
