@@ -29,6 +29,8 @@ from tunix_dsl.model_config import ModelConfig
 from tunix_dsl.models.kv_cache import KVCache
 from tunix_dsl.models.layers import Attention, Dense, Embed, RMSNorm, SwiGLU, rope_inv_freq
 
+LayerKV = tuple[jax.Array, jax.Array]  # one layer's cached keys and values, [B,S,K,Dh] each
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +49,16 @@ class Block(nnx.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, dtype=dtype)
         self.mlp = SwiGLU(cfg, rngs=rngs)
 
-    def __call__(self, x, positions, inv_freq, mask, kv=None, cache_index=None,
-                 return_probs=False):
+    def __call__(
+        self,
+        x: jax.Array,  # [B,T,D]
+        positions: jax.Array,  # [B,T]
+        inv_freq: jax.Array,  # [Dh/2]
+        mask: jax.Array,  # [B,T,S] bool
+        kv: LayerKV | None = None,
+        cache_index: jax.Array | None = None,
+        return_probs: bool = False,
+    ) -> tuple[jax.Array, LayerKV | None, jax.Array | None]:
         h, kv, probs = self.attn(self.attn_norm(x), positions, inv_freq, mask, kv, cache_index,
                                  return_probs)
         x = x + h
@@ -56,7 +66,9 @@ class Block(nnx.Module):
         return x, kv, probs
 
 
-def _run_block(block: Block, x, positions, inv_freq, mask, kv, cache_index, return_probs):
+def _run_block(block: Block, x: jax.Array, positions: jax.Array, inv_freq: jax.Array,
+               mask: jax.Array, kv: LayerKV | None, cache_index: jax.Array | None,
+               return_probs: bool) -> tuple[jax.Array, LayerKV | None, jax.Array | None]:
     return block(x, positions, inv_freq, mask, kv, cache_index, return_probs)
 
 
@@ -93,8 +105,16 @@ class Transformer(nnx.Module):
             return logits
         return dataclasses.replace(out, logits=logits)
 
-    def hidden(self, tokens, *, positions=None, attention_mask=None, cache=None,
-               return_hidden=False, return_attention=False) -> tuple[jax.Array, ModelOutput]:
+    def hidden(
+        self,
+        tokens: jax.Array,
+        *,
+        positions: jax.Array | None = None,
+        attention_mask: jax.Array | None = None,
+        cache: KVCache | None = None,
+        return_hidden: bool = False,
+        return_attention: bool = False,
+    ) -> tuple[jax.Array, ModelOutput]:
         """The final-normed hidden states [B,T,D] (input of the output head, e.g. for a value
         head) and a `ModelOutput` whose `logits` is not yet filled in."""
         B, T = tokens.shape
