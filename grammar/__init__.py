@@ -1,13 +1,16 @@
 """The `.tnx` grammar and the one Lark parser built from it.
 
 `tnx.lark` next to this file is the single source of truth for syntax. The
-LALR tables are built once per process (and cached on disk by Lark between
-processes, keyed by a hash of the grammar), so `tnx lint` starts fast.
+LALR tables are built once per process, and cached on disk between processes
+(in `~/.cache/tunix-dsl/`, checked against a hash of the grammar), so
+`tnx lint` starts fast.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 from pathlib import Path
 
 from lark import Lark
@@ -18,6 +21,25 @@ GRAMMAR_PATH = Path(__file__).with_name("tnx.lark")
 @functools.lru_cache(maxsize=1)
 def grammar_text() -> str:
     return GRAMMAR_PATH.read_text(encoding="utf-8")
+
+
+def _cache_file() -> str | bool:
+    """Where Lark keeps the built tables: a user-private directory, never shared /tmp.
+
+    Lark's cache is a pickle; one in a world-writable directory could be planted
+    by another user. Without a usable private directory the tables are rebuilt
+    (~50 ms).
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    directory = Path(base) / "tunix-dsl"
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not os.access(directory, os.W_OK) or directory.stat().st_uid != os.getuid():
+            return False
+    except (OSError, AttributeError):  # AttributeError: no getuid on this platform
+        return False
+    digest = hashlib.sha256(grammar_text().encode()).hexdigest()[:16]
+    return str(directory / f"tnx-grammar-{digest}.lark-cache")
 
 
 @functools.lru_cache(maxsize=1)
@@ -35,5 +57,5 @@ def get_parser() -> Lark:
         lexer="contextual",
         keep_all_tokens=True,
         maybe_placeholders=True,
-        cache=True,
+        cache=_cache_file(),
     )
