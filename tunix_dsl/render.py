@@ -190,7 +190,7 @@ def render_sarif(diags: list[Diagnostic], sources: dict[str, str] | None = None)
         {
             "id": code,
             "shortDescription": {
-                "text": _SYNTAX_RULES.get(code) or _rule_description(code, first_message[code])
+                "text": _rule_description(code, _SYNTAX_RULES.get(code, first_message[code]))
             },
         }
         for code in codes
