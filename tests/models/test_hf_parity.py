@@ -111,3 +111,24 @@ def test_load_hf_places_parameters_with_given_shardings(tmp_path):
     assert q.sharding.spec == PartitionSpec(None, "tensor")
     np.testing.assert_allclose(np.asarray(model(TOKENS)), hf_logits(hf_model, TOKENS), atol=TOL,
                                rtol=0)
+
+
+def test_bfloat16_checkpoint(tmp_path):
+    """A bf16 checkpoint loads as float32 (exactly the rounded weights) or as bfloat16."""
+    import copy
+
+    import jax.numpy as jnp
+    import torch
+
+    hf_model = make_hf_model("qwen2-tied")
+    with torch.no_grad():  # the float32 reference holds exactly the bf16-rounded weights
+        for p in hf_model.parameters():
+            p.copy_(p.to(torch.bfloat16).to(torch.float32))
+    # (the copy is cast, not the reference: .to() would also round RoPE's inv_freq buffer)
+    directory = save_hf_model(copy.deepcopy(hf_model).to(torch.bfloat16), tmp_path / "bf16")
+    model = load_hf(directory)
+    assert model.embed.embedding.get_value().dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(model(TOKENS)), hf_logits(hf_model, TOKENS), atol=TOL,
+                               rtol=0)
+    model16 = load_hf(directory, dtype="bfloat16")
+    assert model16.layers[0].attn.q_proj.bias.get_value().dtype == jnp.bfloat16
