@@ -19,7 +19,6 @@ from tunix_dsl.schemas.sources import (
     SyntheticSource,
     TransformerSource,
 )
-from tunix_dsl.schemas.stages import STAGE_KINDS
 from tunix_dsl.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer
 
 
@@ -78,10 +77,7 @@ class Resources:
 
     def root_decl(self, ref: ModelRef) -> str:
         """The model declaration a (possibly stage-output) reference started from."""
-        while ref.kind == "stage":
-            stage = self.pipeline.stage(ref.name)
-            ref = getattr(stage.config, STAGE_KINDS[stage.kind].trained)
-        return ref.name
+        return self.pipeline.root(ref).name
 
     def tokenizer_for(self, ref: ModelRef) -> Tokenizer:
         decl_name = self.root_decl(ref)
