@@ -20,10 +20,11 @@ def _parser(command: str) -> argparse.ArgumentParser:
     parser.add_argument("file", help="the .tnx pipeline")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="override a `param` (type-checked like source)")
-    if command == "run":
-        parser.add_argument("--run-dir", default=None,
-                            help="run directory (default: <pipeline run_dir>/<pipeline name>)")
-    else:
+    parser.add_argument("--run-dir", default=None,
+                        help="run directory (default: <pipeline run_dir>/<pipeline name>)")
+    parser.add_argument("--force", action="append", default=[], metavar="STAGE",
+                        help="re-run STAGE (and the stages that consume it) even when cached")
+    if command == "plan":
         parser.add_argument("--format", choices=("text", "json"), default="text")
         parser.add_argument("--devices", type=int, default=None,
                             help="plan for this many devices (default: the devices present)")
@@ -64,18 +65,23 @@ def run(argv: list[str]) -> int:
     if pipeline is None:
         return code
     from tunix_dsl.runtime.executor import Executor
+    from tunix_dsl.runtime.preemption import Preempted
+    from tunix_dsl.runtime.progress import RunLog
 
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(pipeline)
+    log = RunLog()
     try:
-        results = Executor(pipeline, run_dir).run()
+        Executor(pipeline, run_dir, log=log, force=args.force).run()
+    except Preempted as stop:
+        log(f"{stop}")
+        return EXIT_OK
     except _user_errors() as err:
+        log.record(f"error: {err}")
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERRORS
-    print(f"\nrun directory: {run_dir}")
-    print(f"{'stage':<16}{'kind':<10}{'steps':>7}{'first loss':>12}{'final loss':>12}{'wall s':>9}{'tok/s':>10}")
-    for r in results:
-        print(f"{r.name:<16}{r.kind:<10}{r.steps:>7}{r.first_loss:>12.4f}{r.final_loss:>12.4f}"
-              f"{r.wall_s:>9.1f}{r.tokens_per_s:>10.0f}")
+    finally:
+        log.close()
+    print(f"run directory: {run_dir}")
     return EXIT_OK
 
 
@@ -85,9 +91,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tunix_dsl.model_config import ModelConfigError
     from tunix_dsl.models.lora import LoraError
     from tunix_dsl.runtime.executor import RunError
+    from tunix_dsl.runtime.run_dir import RunDirError
+    from tunix_dsl.runtime.training import NonFiniteLoss
     from tunix_dsl.tokenizers import TokenizerError
 
-    found: list[type[BaseException]] = [DataError, ModelConfigError, LoraError, RunError, TokenizerError, OSError]
+    found: list[type[BaseException]] = [
+        DataError, ModelConfigError, LoraError, RunError, RunDirError, NonFiniteLoss, TokenizerError, OSError,
+    ]
     try:
         from tunix_dsl.models.hf import ModelLoadError
 
@@ -114,24 +124,26 @@ def plan(argv: list[str]) -> int:
     pipeline, code = _load_checked(args)
     if pipeline is None:
         return code
-    from tunix_dsl.runtime.planning import plan_pipeline
+    from tunix_dsl.runtime.planning import plan_pipeline, run_statuses
 
+    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(pipeline)
     try:
+        statuses = run_statuses(pipeline, run_dir, args.force)
         plans = plan_pipeline(pipeline, devices=args.devices)
     except (ValueError, *_user_errors()) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERRORS
     if args.format == "json":
-        print(json.dumps([p.as_dict() for p in plans], indent=2))
+        print(json.dumps([{**p.as_dict(), "status": statuses[p.name]} for p in plans], indent=2))
         return EXIT_OK
     print(f"{'#':<3}{'stage':<14}{'kind':<9}{'trainable':>12}{'total':>12}{'tok/step':>10}"
-          f"{'args':>10}{'temp':>10}{'peak/dev':>10}{'GFLOP/step':>12}")
+          f"{'args':>10}{'temp':>10}{'peak/dev':>10}{'GFLOP/step':>12}  status")
     for i, p in enumerate(plans, 1):
         print(f"{i:<3}{p.name:<14}{p.kind:<9}{p.trainable_params:>12,}{p.total_params:>12,}"
               f"{p.tokens_per_step:>10,}{_mib(p.argument_bytes):>10}{_mib(p.temp_bytes):>10}"
-              f"{_mib(p.peak_bytes):>10}{p.flops_per_step / 1e9:>12.2f}")
+              f"{_mib(p.peak_bytes):>10}{p.flops_per_step / 1e9:>12.2f}  {statuses[p.name]}")
     print(f"\nper-device bytes from XLA's memory analysis on {plans[0].devices if plans else 0} "
-          "device(s); no weights were allocated")
+          f"device(s); no weights were allocated; status against {run_dir}")
     return EXIT_OK
 
 

@@ -1,36 +1,50 @@
-"""Running a checked pipeline: stages in topological order, models handed on in memory.
+"""Running a checked pipeline: stages in topological order, durable across interruptions.
 
 For each stage the executor resolves the stage's model inputs (a model
 declaration is created or loaded straight into its shardings; a stage output
-is the previous stage's trained model), applies LoRA/QLoRA when asked,
-lowers the stage (`compiler.program.lower_stage`), streams its data and runs
-its steps. The trained model (LoRA merged into the base) is kept in memory
-for the stages that consume it and saved under
-`<run_dir>/stages/<name>/output/` as a Hugging Face directory.
+is the upstream stage's trained model, kept in memory or loaded lazily from
+its finished `output/`), applies LoRA/QLoRA when asked, lowers the stage
+(`compiler.program.lower_stage`) and hands it to the training loop
+(`runtime/training.py`), which resumes from the newest good checkpoint. The
+trained model (LoRA merged into the base) is saved under
+`<run_dir>/stages/<name>/output/` as a Hugging Face directory, and only then
+marked finished with the stage's fingerprint. A stage whose finished output
+carries its current fingerprint is not run again (see `runtime/run_dir.py`
+for the directory layout and the caching rule).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import time
+import shutil
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 from flax import nnx
 
 from tunix_dsl.compiler import sharding
+from tunix_dsl.compiler.fingerprint import stage_fingerprints
 from tunix_dsl.compiler.model_init import init_model, place
 from tunix_dsl.compiler.program import StageProgram, lower_stage
 from tunix_dsl.compiler.stages import LOWERINGS, StageModels
 from tunix_dsl.models import Transformer
+from tunix_dsl.runtime.checkpoint import StageCheckpoints, state_nbytes
 from tunix_dsl.runtime.data import BatchStream, tokenize_rows
+from tunix_dsl.runtime.metrics import MetricsSink, read_metrics
+from tunix_dsl.runtime.preemption import Preempted, StopSignals
+from tunix_dsl.runtime.progress import (
+    RunLog,
+    StageProgress,
+    SummaryRow,
+    print_summary,
+    summary_markdown,
+)
 from tunix_dsl.runtime.resources import Resources, resolve_path
+from tunix_dsl.runtime.run_dir import RunDir, StageDir, StageStatus, stage_statuses, unknown_stages
+from tunix_dsl.runtime.training import DispatchHook, StageLoop
 from tunix_dsl.schemas.base import ModelRef
 from tunix_dsl.schemas.sources import HFModelSource
 from tunix_dsl.schemas.stages import STAGE_KINDS
@@ -50,6 +64,7 @@ class StageResult:
     final_loss: float
     wall_s: float
     tokens_per_s: float
+    status: str  # "ran", "resumed at N", "cached"
     metrics: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -64,17 +79,25 @@ class Executor:
         pipeline: Any,
         run_dir: Path,
         *,
-        log: Callable[[str], None] = print,
+        log: Callable[[str], None] | None = None,
         devices: list[Any] | None = None,
+        force: Iterable[str] = (),
+        on_dispatch: DispatchHook | None = None,
     ):
+        """`force`: stages to re-run even when cached (their dependents re-run too);
+        `on_dispatch(stage, step)`: called after every dispatch (progress hooks, tests)."""
         self.pipeline = pipeline
         self.run_dir = Path(run_dir)
+        self.layout = RunDir(self.run_dir)
+        self.fingerprints = stage_fingerprints(pipeline)
+        self.force = tuple(force)
+        self.on_dispatch = on_dispatch
         self.resources = Resources(pipeline)
         self.base_dir = self.resources.base_dir
         self.tokenizer_for = self.resources.tokenizer_for
         self.config_for = self.resources.config_for
         self.settings = pipeline.settings
-        self.log = log
+        self.log = log if log is not None else RunLog()
         mesh_spec = self.settings.mesh.model_dump(include={"data", "fsdp", "tensor"})
         self.mesh = sharding.make_mesh(mesh_spec, devices)
         self.outputs: dict[str, Transformer] = {}
@@ -87,6 +110,8 @@ class Executor:
         if ref.kind == "stage":
             if ref.output != "model":
                 raise RunError(f"`{ref}` is an adapter, not a model; use `{ref.name}.model`")
+            if ref.name not in self.outputs:
+                self.outputs[ref.name] = self.load_output(ref)
             return self.outputs[ref.name]
         if ref.name not in self._decl_models:
             spec = self.pipeline.models[ref.name].spec
@@ -102,6 +127,21 @@ class Executor:
                 model = init_model(cfg, self.mesh, derived_seed(self.settings.seed, "model:" + ref.name))
             self._decl_models[ref.name] = model
         return self._decl_models[ref.name]
+
+    def load_output(self, ref: ModelRef) -> Transformer:
+        """A finished upstream stage's output, read back from its HF directory.
+
+        Float safetensors round-trip exactly, so this is bit-identical to the
+        model the stage left in memory.
+        """
+        from tunix_dsl.models.hf import load_hf
+
+        directory = self.layout.stage(ref.name)
+        if directory.finished_with(self.fingerprints[ref.name]) is None:
+            raise RunError(f"stage `{ref.name}` has no finished output in {directory.output}")
+        cfg = self.config_for(ref)
+        self.log(f"  loading {ref.name}.model from {directory.output}")
+        return place(load_hf(directory.output, dtype=cfg.dtype, remat=cfg.remat), self.mesh)
 
     # ------------------------------------------------------------------ stages
 
@@ -138,7 +178,7 @@ class Executor:
             models[info.trained] = place(trained, self.mesh)
         return StageModels(models, lora=adapter is not None, shared_reference=shared_reference, seed=seed)
 
-    def stage_data(self, stage: Any, seed: int) -> BatchStream:
+    def stage_data(self, stage: Any, seed: int, start_cursor: int = 0) -> BatchStream:
         info = STAGE_KINDS[stage.kind]
         config = stage.config
         trained_ref = getattr(config, info.trained)
@@ -147,7 +187,7 @@ class Executor:
         rows = self.resources.rows(config.data, info.consumer)
         data = tokenize_rows(rows, info.consumer, tokenizer, max_len, source=config.data)
         self.log(f"  data {config.data}: {data.summary()}")
-        return BatchStream(data, config.batch_size, seed)
+        return BatchStream(data, config.batch_size, seed, start_cursor=start_cursor)
 
     def lower(self, stage: Any, models: StageModels) -> StageProgram:
         config = stage.config
@@ -165,52 +205,37 @@ class Executor:
             steps_per_call=config.steps_per_call,
         )
 
-    def run_stage(self, stage: Any) -> StageResult:
+    def run_stage(self, stage: Any, status: StageStatus, signals: StopSignals) -> StageResult:
         config = stage.config
         seed = self.stage_seed(stage)
-        stage_dir = self.run_dir / "stages" / stage.name
-        stage_dir.mkdir(parents=True, exist_ok=True)
+        directory = self.layout.stage(stage.name)
+        fingerprint = self.fingerprints[stage.name]
+        directory.unmark()
+        shutil.rmtree(directory.output, ignore_errors=True)
+        self._drop_stale_checkpoints(directory, fingerprint, discard_all=status.forced)
         models = self.stage_models(stage, seed)
         program = self.lower(stage, models)
-        stream = self.stage_data(stage, seed)
-        state = program.init_state()
-
-        history: list[dict[str, float]] = []
-        tokens = 0
-        start = time.perf_counter()
-        log_every = max(1, config.steps // 10)
-        pending: list[tuple[int, int, dict[str, jax.Array]]] = []  # (first step, k, device metrics)
-
-        def flush(sink: Any) -> None:
-            # Metrics stay on device until here, so dispatch runs ahead of the host.
-            for first, k, device_metrics in pending:
-                host = jax.device_get(device_metrics)
-                for i in range(k):
-                    row = {"step": first + i, **{n: float(v[i]) for n, v in host.items()}}
-                    if not math.isfinite(row.get("loss", 0.0)):
-                        raise RunError(
-                            f"stage `{stage.name}`: loss is {row['loss']} at step {row['step']}; "
-                            "lower the learning rate or check the data"
-                        )
-                    history.append(row)
-                    sink.write(json.dumps(row) + "\n")
-                    if row["step"] % log_every == 0 or row["step"] == 1:
-                        self.log(f"  {stage.name} step {row['step']}/{config.steps} " + _fmt(row))
-            pending.clear()
-
-        with (stage_dir / "metrics.jsonl").open("w") as sink:
-            done = 0
-            while done < config.steps:
-                k = min(config.steps_per_call, config.steps - done)
-                batch = stream.next_batches(k)
-                batch.pop("example_ids", None)
-                tokens += int(sum(np.sum(v) for n, v in batch.items() if n.endswith("attention_mask")))
-                state, metrics = program.step(state, program.split.frozen, program.put_batch(batch))
-                pending.append((done + 1, k, metrics))
-                done += k
-                if done == k or done // log_every != (done - k) // log_every or done == config.steps:
-                    flush(sink)
-        wall = time.perf_counter() - start
+        abstract = jax.eval_shape(program.init_state)
+        output_bytes = state_nbytes(nnx.state(models.models[STAGE_KINDS[stage.kind].trained], nnx.Param))
+        self.layout.check_free_space(
+            stage.name, state_nbytes(abstract) * (config.keep_checkpoints + 1) + output_bytes)
+        checkpoints = StageCheckpoints(directory.checkpoints, keep=config.keep_checkpoints, log=self.log)
+        restored = checkpoints.restore_latest(abstract, program.state_shardings, fingerprint)
+        start = restored.step if restored else 0
+        if restored:
+            self.log(f"  resuming at step {start} from {directory.checkpoints / str(start)}")
+        state = restored.state if restored else program.init_state()
+        stream = self.stage_data(stage, seed, start_cursor=restored.meta["cursor"] if restored else 0)
+        sink = MetricsSink(directory.metrics, directory.events, resume_step=start)
+        progress = StageProgress(self.log, stage.name, config.steps, start)
+        loop = StageLoop(stage.name, config, program, stream, checkpoints, sink, progress, self.log,
+                         signals, fingerprint, on_dispatch=self.on_dispatch)
+        try:
+            state, result = loop.run(state, start)
+        finally:
+            progress.close()
+            sink.close()
+            checkpoints.close()
 
         trained = STAGE_KINDS[stage.kind].trained
         model = getattr(program.merged_modules(state), _role(stage.kind, trained))
@@ -219,12 +244,38 @@ class Executor:
 
             model = merge_lora(model)
         self.outputs[stage.name] = model
-        self.save_model(model, self.tokenizer_for(getattr(config, trained)), stage_dir / "output")
+        self.save_model(model, self.tokenizer_for(getattr(config, trained)), directory.output)
+        losses = [h["loss"] for h in result.history]
+        tokens_per_s = result.tokens / max(result.wall_s, 1e-9)
+        status_text = f"resumed at {start}" if start else "ran"
+        directory.mark_finished({
+            "fingerprint": fingerprint, "stage": stage.name, "kind": stage.kind,
+            "steps": config.steps, "final_loss": losses[-1] if losses else float("nan"),
+            "wall_s": result.wall_s, "tokens_per_s": tokens_per_s,
+        })
+        return StageResult(stage.name, stage.kind, config.steps, losses[0] if losses else float("nan"),
+                           losses[-1] if losses else float("nan"), result.wall_s, tokens_per_s,
+                           status_text, result.history)
+
+    def _drop_stale_checkpoints(self, directory: StageDir, fingerprint: str, discard_all: bool) -> None:
+        """Checkpoints of another configuration (or all, when forced) would collide with new ones."""
+        if not directory.checkpoints.is_dir():
+            return
+        present = [p for p in directory.checkpoints.iterdir() if p.name.isdigit()]
+        current = set(directory.checkpoint_steps(fingerprint))
+        stale = present if discard_all else [p for p in present if int(p.name) not in current]
+        if stale:
+            why = "forced re-run" if discard_all else "its configuration changed"
+            self.log(f"  discarding {len(stale)} checkpoint(s) of stage `{directory.root.name}` ({why})")
+            for path in stale:
+                shutil.rmtree(path)
+
+    def cached_result(self, stage: Any, info: dict[str, Any]) -> StageResult:
+        history = read_metrics(self.layout.stage(stage.name).metrics)
         losses = [h["loss"] for h in history]
-        return StageResult(
-            stage.name, stage.kind, config.steps, losses[0], losses[-1], wall, tokens / max(wall, 1e-9),
-            history,
-        )
+        return StageResult(stage.name, stage.kind, info.get("steps", stage.config.steps),
+                           losses[0] if losses else float("nan"), info.get("final_loss", float("nan")),
+                           info.get("wall_s", 0.0), info.get("tokens_per_s", 0.0), "cached", history)
 
     def save_model(self, model: Transformer, tokenizer: Tokenizer, directory: Path) -> None:
         from tunix_dsl.models.hf import save_hf
@@ -242,16 +293,48 @@ class Executor:
                 f"runnable kinds: {', '.join(sorted(LOWERINGS))}"
             )
 
+    def statuses(self) -> dict[str, StageStatus]:
+        return stage_statuses(self.pipeline, self.layout, self.fingerprints, self.force)
+
     def run(self) -> list[StageResult]:
+        """Run what is left of the pipeline; `Preempted` when a signal stopped it after saving."""
         self.check_supported()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        unknown = unknown_stages(self.pipeline, self.force)
+        if unknown:
+            names = ", ".join(s.name for s in self.pipeline.stages)
+            raise RunError(f"--force {unknown[0]}: no such stage; stages: {names}")
+        self.layout.prepare()
+        if isinstance(self.log, RunLog):
+            self.log.attach(self.layout.log_file)
+        statuses = self.statuses()
+        self.layout.write_plan(self.pipeline, self.fingerprints,
+                               {n: s.describe() for n, s in statuses.items()})
         results = []
-        for stage in self.pipeline.stages:
-            self.log(f"stage {stage.name} ({stage.kind}): {stage.config.steps} steps")
-            results.append(self.run_stage(stage))
-        for export in getattr(self.pipeline, "exports", []):
-            self.export(export)
+        with StopSignals() as signals:
+            for stage in self.pipeline.stages:
+                status = statuses[stage.name]
+                finished = self.layout.stage(stage.name).finished_with(self.fingerprints[stage.name])
+                if status.action == "cached" and finished is not None:
+                    self.log(f"stage {stage.name} ({stage.kind}): cached "
+                             f"(fingerprint {self.fingerprints[stage.name]})")
+                    results.append(self.cached_result(stage, finished))
+                    continue
+                self.log(f"stage {stage.name} ({stage.kind}): {stage.config.steps} steps")
+                results.append(self.run_stage(stage, status, signals))
+                if signals.requested is not None and stage is not self.pipeline.stages[-1]:
+                    raise Preempted(f"stopped by {signals.requested} after stage `{stage.name}` "
+                                    "finished; run the same command to resume")
+            for export in getattr(self.pipeline, "exports", []):
+                self.export(export)
+        self.write_report(results)
         return results
+
+    def write_report(self, results: list[StageResult]) -> None:
+        rows = [SummaryRow(r.name, r.kind, r.steps, r.final_loss, r.wall_s, r.tokens_per_s, r.status)
+                for r in results]
+        (self.layout.root / "report.md").write_text(summary_markdown(rows, f"run {self.pipeline.name}"))
+        if isinstance(self.log, RunLog):
+            print_summary(rows, self.log)
 
     def export(self, export: Any) -> None:
         config = export.config
@@ -272,7 +355,3 @@ def _role(kind: str, trained_field: str) -> str:
     """Container attribute of the trained model (sft/pretrain call theirs `policy`)."""
     return "policy" if trained_field == "model" else trained_field
 
-
-def _fmt(row: dict[str, float]) -> str:
-    keys = [k for k in ("loss", "accuracy", "rewards/margin", "rewards/accuracy", "kl", "grad_norm") if k in row]
-    return " ".join(f"{k}={row[k]:.4g}" for k in keys)

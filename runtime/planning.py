@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import jax
 
 from tunix_dsl.compiler import sharding
+from tunix_dsl.compiler.fingerprint import stage_fingerprints
 from tunix_dsl.compiler.plan import StagePlan, abstract_stage_models, plan_stage
 from tunix_dsl.compiler.stages import LOWERINGS
 from tunix_dsl.runtime.executor import derived_seed
 from tunix_dsl.runtime.resources import Resources
+from tunix_dsl.runtime.run_dir import RunDir, stage_statuses, unknown_stages
 from tunix_dsl.schemas.stages import STAGE_KINDS
 
 
@@ -52,3 +56,13 @@ def plan_pipeline(pipeline: Any, devices: int | None = None) -> list[StagePlan]:
         seq_len = min(config.max_seq_len, trained_cfg.max_seq_len)
         plans.append(plan_stage(stage.name, stage.kind, config, models, info.consumer, seq_len, mesh))
     return plans
+
+
+def run_statuses(pipeline: Any, run_dir: Path, force: Iterable[str] = ()) -> dict[str, str]:
+    """Per stage, what `tnx run` would do in `run_dir`: cached / will run / will resume at step N."""
+    unknown = unknown_stages(pipeline, force)
+    if unknown:
+        raise ValueError(f"--force {unknown[0]}: no such stage; stages: "
+                         + ", ".join(s.name for s in pipeline.stages))
+    statuses = stage_statuses(pipeline, RunDir(run_dir), stage_fingerprints(pipeline), force)
+    return {name: status.describe() for name, status in statuses.items()}

@@ -1,0 +1,206 @@
+"""Stage checkpoints with orbax: the whole train state plus where the data stream stands.
+
+A checkpoint of step `n` is the directory `checkpoints/<n>/` holding two
+orbax items: `state` (every array of the `TrainState` — trainable
+parameters, optimizer state, step counter, RNG state in `rest`) and `meta`
+(JSON: the stage fingerprint, the step, the data cursor, tokens seen).
+Given the cursor, `BatchStream` reproduces every later batch bit-exactly, so
+restoring both continues the stage exactly where it stood.
+
+The state is saved as a nested dict of arrays keyed by the pytree's key
+paths (so nnx `Variable` nodes and optax namedtuples never reach orbax's
+type handlers) and unflattened against the live program's tree structure on
+restore. Typed PRNG keys are stored as their raw key data.
+
+Atomicity is orbax's: a step is written under a temporary name and renamed
+when complete (`CheckpointManager` ignores unfinished temporaries and cleans
+them up). Saves are asynchronous: `save` returns once the arrays are copied
+off the device; `wait` blocks until the files are committed. A checkpoint
+that fails to restore (truncated or corrupt file) is moved aside to
+`checkpoints_corrupt/` with a warning naming it, and the previous one is
+tried.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec
+
+META_ITEM, STATE_ITEM = "meta", "state"
+
+
+@dataclass
+class Restored:
+    step: int
+    state: Any  # the TrainState, in the program's shardings
+    meta: dict[str, Any]
+
+
+def _key_name(entry: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def _is_prng_key(x: Any) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def flatten_state(state: Any) -> tuple[dict[str, Any], Any]:
+    """`state` as a nested dict `{path part: ... : array}` and its treedef."""
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(state)
+    nested: dict[str, Any] = {}
+    for path, leaf in with_paths:
+        parts = [_key_name(e) for e in path] or ["value"]
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if parts[-1] in node:
+            raise ValueError(f"state path {'/'.join(parts)} is not unique")
+        node[parts[-1]] = leaf
+    return nested, treedef
+
+
+def _leaves_in_order(nested: dict[str, Any], template: Any) -> list[Any]:
+    with_paths, _ = jax.tree_util.tree_flatten_with_path(template)
+    out = []
+    for path, _leaf in with_paths:
+        node = nested
+        for part in [_key_name(e) for e in path] or ["value"]:
+            node = node[part]
+        out.append(node)
+    return out
+
+
+def _raw_keys(tree: Any) -> Any:
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_prng_key(x) else x, tree)
+
+
+def _abstract_target(abstract_state: Any, shardings: Any) -> Any:
+    """ShapeDtypeStructs carrying the program's shardings; PRNG keys as raw uint32 data."""
+
+    def one(leaf: jax.ShapeDtypeStruct, sharding: Any) -> jax.ShapeDtypeStruct:
+        if _is_prng_key(leaf):
+            data = jax.eval_shape(jax.random.key_data, leaf)
+            if isinstance(sharding, NamedSharding):  # the key-data axis is replicated
+                sharding = NamedSharding(sharding.mesh, PartitionSpec(*sharding.spec))
+            return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=sharding)
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+
+    return jax.tree.map(one, abstract_state, shardings)
+
+
+def _rewrap_keys(restored: Any, abstract_state: Any) -> Any:
+    def one(value: Any, leaf: Any) -> Any:
+        if _is_prng_key(leaf):
+            return jax.random.wrap_key_data(value, impl=jax.random.key_impl(leaf))
+        return value
+
+    return jax.tree.map(one, restored, abstract_state)
+
+
+def state_nbytes(abstract_state: Any) -> int:
+    """Bytes of one checkpoint's arrays (the global sizes)."""
+    return sum(int(np.prod(x.shape)) * np.dtype(_raw_dtype(x)).itemsize for x in jax.tree.leaves(abstract_state))
+
+
+def _raw_dtype(x: Any) -> Any:
+    return np.uint32 if _is_prng_key(x) else x.dtype
+
+
+class StageCheckpoints:
+    """The checkpoints of one stage: save every so often, restore the newest good one."""
+
+    def __init__(self, directory: Path, *, keep: int, log: Callable[[str], None] = print,
+                 asynchronous: bool = True):
+        self.directory = Path(directory).resolve()
+        self.log = log
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+            enable_async_checkpointing=asynchronous,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_names=(STATE_ITEM, META_ITEM))
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+        """Start saving `state` as step `step` (returns once the arrays are off the device)."""
+        nested, _ = flatten_state(_raw_keys(state))
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(**{
+                STATE_ITEM: ocp.args.StandardSave(nested),
+                META_ITEM: ocp.args.JsonSave({**meta, "step": step}),
+            }),
+            force=True,
+        )
+
+    def wait(self) -> None:
+        """Block until every started save is committed."""
+        self.manager.wait_until_finished()
+
+    def read_meta(self, step: int) -> dict[str, Any]:
+        restored = self.manager.restore(step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()}))
+        return dict(restored[META_ITEM])
+
+    def restore_latest(self, abstract_state: Any, shardings: Any, fingerprint: str) -> Restored | None:
+        """The newest checkpoint of this fingerprint that restores cleanly, or None.
+
+        `abstract_state` is the program's TrainState as ShapeDtypeStructs and
+        `shardings` its `state_shardings`: arrays come back in those shardings.
+        A checkpoint that fails to read is moved aside with a warning and the
+        previous one is tried.
+        """
+        target, _ = flatten_state(_abstract_target(abstract_state, shardings))
+        treedef = jax.tree.structure(abstract_state)
+        for step in reversed(self.steps()):
+            try:
+                meta = self.read_meta(step)
+                if meta.get("fingerprint") != fingerprint:
+                    self.log(f"  checkpoint {self.directory / str(step)} belongs to another "
+                             "configuration of this stage; ignored")
+                    continue
+                restored = self.manager.restore(step, args=ocp.args.Composite(**{
+                    STATE_ITEM: ocp.args.StandardRestore(target),
+                }))
+                leaves = _leaves_in_order(restored[STATE_ITEM], abstract_state)
+                state = _rewrap_keys(jax.tree.unflatten(treedef, leaves), abstract_state)
+                jax.block_until_ready(state)
+            except Exception as err:  # noqa: BLE001 - any read failure means "not a good checkpoint"
+                self.quarantine(step, err)
+                continue
+            return Restored(step, state, meta)
+        return None
+
+    def quarantine(self, step: int, err: BaseException) -> None:
+        bad = self.directory / str(step)
+        aside = self.directory.parent / "checkpoints_corrupt" / str(step)
+        reason = _short_reason(err)
+        self.log(f"warning: checkpoint {bad} is unreadable ({type(err).__name__}: {reason}); "
+                 f"moved to {aside}, falling back to the previous checkpoint")
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        if aside.exists():
+            shutil.rmtree(aside)
+        shutil.move(str(bad), str(aside))
+        self.manager.reload()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def _short_reason(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    text = text.split(" See full TensorStore details")[0]  # the rest is a repr of the store spec
+    return text if len(text) <= 200 else text[:197] + "..."

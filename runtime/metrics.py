@@ -1,0 +1,60 @@
+"""Per-stage metrics: `metrics.jsonl` (one row per optimizer step) and TensorBoard events.
+
+On resume from step `n` the rows after `n` (written before the interruption,
+from steps that will be redone) are dropped from `metrics.jsonl`, and the
+TensorBoard writer purges its events from step `n + 1` on, so every step
+appears exactly once in both.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tensorboardX import SummaryWriter
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """Rows of a `metrics.jsonl`; a torn last line (killed mid-write) is dropped."""
+    rows = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            break
+    return rows
+
+
+class MetricsSink:
+    """Appends step rows to `metrics.jsonl` and scalars to TensorBoard."""
+
+    def __init__(self, jsonl: Path, events: Path, *, resume_step: int = 0):
+        kept = [r for r in read_metrics(jsonl) if r.get("step", 0) <= resume_step] if resume_step else []
+        with jsonl.open("w") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in kept)
+        self.history: list[dict[str, float]] = kept
+        self._jsonl = jsonl.open("a")
+        events.mkdir(parents=True, exist_ok=True)
+        self._tb = SummaryWriter(logdir=str(events), purge_step=resume_step + 1 if resume_step else None,
+                                 flush_secs=30)
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        self._jsonl.write(json.dumps(row) + "\n")
+        step = int(row["step"])
+        for name, value in row.items():
+            if name != "step":
+                self._tb.add_scalar(name, value, global_step=step)
+
+    def flush(self) -> None:
+        self._jsonl.flush()
+        self._tb.flush()
+
+    def close(self) -> None:
+        self._jsonl.close()
+        self._tb.close()

@@ -1,0 +1,150 @@
+"""What a run shows while it works: the run log, per-stage progress, the summary table.
+
+On a terminal each stage gets one rich progress bar (step/total, loss,
+tokens/s, ETA) and log lines print above it; otherwise the same numbers come
+as plain lines once per log window. Every line also goes, timestamped, to
+the run directory's `run.log`. The bar advances at each dispatch without
+touching the device; loss and tokens/s change when the executor fetches a
+log window's metrics (there is no per-step host sync).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+
+class RunLog:
+    """A callable log: stdout (or above the live bar) plus `run.log`."""
+
+    def __init__(self, log_file: Path | None = None, *, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout
+        self.interactive = self.stream.isatty()
+        self.console = Console(file=self.stream) if self.interactive else None
+        self._file: TextIO | None = None
+        if log_file is not None:
+            self.attach(log_file)
+
+    def attach(self, log_file: Path) -> None:
+        self._file = log_file.open("a")
+        self._file.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}\n")
+
+    def __call__(self, message: str) -> None:
+        if self.console is not None:
+            self.console.print(message, markup=False, highlight=False)
+        else:
+            print(message, file=self.stream, flush=True)
+        if self._file is not None:
+            self._file.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+            self._file.flush()
+
+    def record(self, message: str) -> None:
+        """Into `run.log` only (for messages already shown elsewhere, e.g. on stderr)."""
+        if self._file is not None:
+            self._file.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class StageProgress:
+    """One stage's progress: a rich bar on a terminal, plain lines per window otherwise."""
+
+    def __init__(self, log: RunLog, name: str, total: int, start_step: int):
+        self.log, self.name, self.total = log, name, total
+        self.start_step, self.step = start_step, start_step
+        self.started = time.perf_counter()
+        self._bar: Progress | None = None
+        if log.console is not None:
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
+                TimeRemainingColumn(), console=log.console, transient=False,
+            )
+            self._task = self._bar.add_task(name, total=total, completed=start_step, loss="-", tps="-")
+            self._bar.start()
+
+    def advance(self, step: int) -> None:
+        """A dispatch finished (on the host's side): no device values needed."""
+        self.step = step
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step)
+
+    def window(self, row: dict[str, float], tokens_per_s: float) -> None:
+        """A log window's metrics arrived from the device."""
+        if self._bar is not None:
+            self._bar.update(self._task, loss=f"{row.get('loss', float('nan')):.4g}",
+                             tps=f"{tokens_per_s:,.0f}")
+            return
+        done = row["step"] - self.start_step
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / done * (self.total - row["step"]) if done > 0 else float("nan")
+        self.log(f"  {self.name} step {row['step']}/{self.total} {format_row(row)} "
+                 f"tok/s={tokens_per_s:,.0f} eta={eta:.0f}s")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def format_row(row: dict[str, float]) -> str:
+    keys = ("loss", "accuracy", "rewards/margin", "rewards/accuracy", "kl", "grad_norm")
+    return " ".join(f"{k}={row[k]:.4g}" for k in keys if k in row)
+
+
+@dataclass
+class SummaryRow:
+    stage: str
+    kind: str
+    steps: int
+    final_loss: float
+    wall_s: float
+    tokens_per_s: float
+    status: str  # "ran", "resumed at N", "cached"
+
+
+HEADERS = ("stage", "kind", "steps", "final loss", "wall s", "tok/s", "status")
+
+
+def _cells(r: SummaryRow) -> tuple[str, ...]:
+    return (r.stage, r.kind, str(r.steps), f"{r.final_loss:.4f}", f"{r.wall_s:.1f}",
+            f"{r.tokens_per_s:,.0f}", r.status)
+
+
+def print_summary(rows: list[SummaryRow], log: RunLog) -> None:
+    if log.console is not None:
+        table = Table(*HEADERS, title="run summary")
+        for r in rows:
+            table.add_row(*_cells(r))
+        log.console.print(table)
+        return
+    widths = [max(len(h), *(len(_cells(r)[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(HEADERS)]
+    print("  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True)), file=log.stream)
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(_cells(r), widths, strict=True)), file=log.stream)
+    log.stream.flush()
+
+
+def summary_markdown(rows: list[SummaryRow], title: str) -> str:
+    lines = [f"# {title}", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+

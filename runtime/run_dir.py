@@ -1,0 +1,215 @@
+"""The run directory (DESIGN.md §8) and which stages a run has left to do. jax-free.
+
+    <run_dir>/
+      plan.json                 stages in order: kind, fingerprint, inputs, steps
+      run.log                   every log line of every invocation, timestamped
+      report.md                 the summary table of the last invocation
+      stages/<name>/
+        checkpoints/<step>/     orbax: `state` (TrainState) + `meta` (fingerprint, cursor)
+        checkpoints_corrupt/    checkpoints that failed to restore, moved aside
+        output/                 the trained model as a Hugging Face directory, and
+        output/tnx_finished.json  written last (atomic rename): fingerprint + summary
+        metrics.jsonl           one JSON row per optimizer step
+        events/                 TensorBoard event files
+
+A stage output counts as finished only when its marker exists and records
+the stage's current fingerprint: `save_hf` writes several files, and a kill
+in the middle must not leave something that looks done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FINISHED_MARKER = "tnx_finished.json"
+
+
+class RunDirError(Exception):
+    """The run directory cannot be used (unwritable, full); the message names the fix."""
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write `path` so a reader sees the old file or the whole new one, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with tmp.open("w") as fh:
+        json.dump(payload, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class StageDir:
+    root: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def marker(self) -> Path:
+        return self.output / FINISHED_MARKER
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def events(self) -> Path:
+        return self.root / "events"
+
+    def finished(self) -> dict[str, Any] | None:
+        """The marker's contents when the output is complete, else None."""
+        try:
+            return json.loads(self.marker.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def finished_with(self, fingerprint: str) -> dict[str, Any] | None:
+        info = self.finished()
+        return info if info is not None and info.get("fingerprint") == fingerprint else None
+
+    def mark_finished(self, info: dict[str, Any]) -> None:
+        write_json_atomic(self.marker, info)
+
+    def unmark(self) -> None:
+        """Invalidate the output before it is rewritten."""
+        self.marker.unlink(missing_ok=True)
+
+    def checkpoint_steps(self, fingerprint: str) -> list[int]:
+        """Committed checkpoint steps of this fingerprint (read from their JSON meta, no orbax)."""
+        if not self.checkpoints.is_dir():
+            return []
+        steps = []
+        for entry in self.checkpoints.iterdir():
+            if not entry.name.isdigit():
+                continue  # orbax temporaries of unfinished saves
+            try:
+                meta = json.loads((entry / "meta" / "metadata").read_text())
+            except (OSError, ValueError):
+                continue
+            if meta.get("fingerprint") == fingerprint:
+                steps.append(int(entry.name))
+        return sorted(steps)
+
+
+class RunDir:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def stage(self, name: str) -> StageDir:
+        return StageDir(self.root / "stages" / name)
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "run.log"
+
+    def prepare(self) -> None:
+        """Create the directory and prove it writable, before any training starts."""
+        try:
+            (self.root / "stages").mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-probe-{os.getpid()}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as err:
+            raise RunDirError(
+                f"run directory {self.root} is not writable ({err.strerror or err}); "
+                "pass --run-dir with a writable location"
+            ) from err
+
+    def check_free_space(self, stage: str, needed_bytes: int) -> None:
+        """Fail before training when the disk cannot hold the stage's checkpoints and output."""
+        free = shutil.disk_usage(self.root).free
+        if free < needed_bytes:
+            raise RunDirError(
+                f"stage `{stage}`: {_gib(free)} free under {self.root} but its checkpoints and "
+                f"output need about {_gib(needed_bytes)}; free some space, lower "
+                "keep_checkpoints, or pass --run-dir on a larger disk"
+            )
+
+    def write_plan(self, pipeline: Any, fingerprints: dict[str, str], status: dict[str, str]) -> None:
+        stages = []
+        for stage in pipeline.stages:
+            stages.append({
+                "name": stage.name,
+                "kind": stage.kind,
+                "fingerprint": fingerprints[stage.name],
+                "inputs": sorted(upstream_stages(stage)),
+                "steps": stage.config.steps,
+                "status": status[stage.name],
+            })
+        write_json_atomic(self.root / "plan.json", {
+            "pipeline": pipeline.name,
+            "order": [s.name for s in pipeline.stages],
+            "stages": stages,
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        })
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def upstream_stages(stage: Any) -> set[str]:
+    """Names of the stages whose outputs `stage` reads."""
+    return {ref.name for ref in stage.models.values() if ref.kind == "stage"}
+
+
+def forced_closure(pipeline: Any, forced: Iterable[str]) -> set[str]:
+    """The forced stages and everything downstream of them."""
+    out = set(forced)
+    for stage in pipeline.stages:  # topological order
+        if upstream_stages(stage) & out:
+            out.add(stage.name)
+    return out
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    """What a run will do with one stage."""
+
+    action: str  # "cached" | "resume" | "run"
+    resume_step: int = 0
+    forced: bool = False
+
+    def describe(self) -> str:
+        if self.action == "cached":
+            return "cached"
+        if self.action == "resume":
+            return f"will resume at step {self.resume_step}"
+        return "will run (forced)" if self.forced else "will run"
+
+
+def stage_statuses(pipeline: Any, run_dir: RunDir, fingerprints: dict[str, str],
+                   force: Iterable[str] = ()) -> dict[str, StageStatus]:
+    """Per stage: cached (finished output, same fingerprint), resume (checkpoint) or run."""
+    forced = forced_closure(pipeline, force)
+    out: dict[str, StageStatus] = {}
+    for stage in pipeline.stages:
+        directory = run_dir.stage(stage.name)
+        fingerprint = fingerprints[stage.name]
+        if stage.name in forced:
+            out[stage.name] = StageStatus("run", forced=True)
+        elif directory.finished_with(fingerprint):
+            out[stage.name] = StageStatus("cached")
+        elif steps := directory.checkpoint_steps(fingerprint):
+            out[stage.name] = StageStatus("resume", resume_step=steps[-1])
+        else:
+            out[stage.name] = StageStatus("run")
+    return out
+
+
+def unknown_stages(pipeline: Any, names: Iterable[str]) -> list[str]:
+    known = {s.name for s in pipeline.stages}
+    return [n for n in names if n not in known]

@@ -1,0 +1,144 @@
+"""The loop of one stage: dispatch steps, fetch metrics per window, checkpoint, stop cleanly.
+
+The loop starts from a fresh train state or the newest good checkpoint (the
+data stream then starts at the checkpoint's cursor), dispatches
+`steps_per_call` optimizer steps at a time and keeps each dispatch's metrics
+on the device until the end of a log window, so dispatch runs ahead of the
+host. Checkpoints happen at dispatch boundaries, every `checkpoint_every`
+steps, every `CHECKPOINT_MINUTES` minutes and at the end; the pending
+metrics are fetched (and checked finite) before each save, so a checkpoint
+never holds a state that already went NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+
+from tunix_dsl.runtime.checkpoint import StageCheckpoints
+from tunix_dsl.runtime.data import BatchStream
+from tunix_dsl.runtime.metrics import MetricsSink
+from tunix_dsl.runtime.preemption import Preempted, StopSignals
+from tunix_dsl.runtime.progress import RunLog, StageProgress
+
+# Time-based interval, on top of `checkpoint_every` steps: a long stage with
+# `checkpoint_every = 0` still never loses more than this much work.
+CHECKPOINT_MINUTES = 30.0
+
+DispatchHook = Callable[[str, int], None]
+
+
+class NonFiniteLoss(Exception):
+    """The loss or the gradient went NaN/Inf; the message names the stage, the step and the last
+    good checkpoint. A non-finite gradient already poisoned that step's parameters, so it stops
+    the stage as well."""
+
+
+@dataclass
+class LoopResult:
+    history: list[dict[str, float]]
+    tokens: int  # tokens seen in this invocation
+    wall_s: float  # this invocation's loop time
+    start_step: int
+
+
+@dataclass
+class StageLoop:
+    """One stage's training loop around a lowered program."""
+
+    name: str
+    config: Any
+    program: Any  # StageProgram
+    stream: BatchStream
+    checkpoints: StageCheckpoints
+    sink: MetricsSink
+    progress: StageProgress
+    log: RunLog
+    signals: StopSignals
+    fingerprint: str
+    on_dispatch: DispatchHook | None = None
+    checkpoint_minutes: float = CHECKPOINT_MINUTES
+
+    def run(self, state: Any, start_step: int) -> tuple[Any, LoopResult]:
+        config, program = self.config, self.program
+        total, every = config.steps, config.checkpoint_every
+        log_every = max(1, total // 10)
+        self._pending: list[tuple[int, int, dict[str, jax.Array]]] = []
+        self._saved_step = start_step if start_step else -1
+        self._last_good = start_step if start_step else None
+        self._tokens = 0
+        started = time.perf_counter()
+        next_save_time = time.monotonic() + 60 * self.checkpoint_minutes
+        done = start_step
+        while done < total and self.signals.requested is None:
+            k = min(config.steps_per_call, total - done)
+            batch = self.stream.next_batches(k)
+            batch.pop("example_ids", None)
+            self._tokens += int(sum(np.sum(v) for n, v in batch.items() if n.endswith("attention_mask")))
+            state, metrics = program.step(state, program.split.frozen, program.put_batch(batch))
+            self._pending.append((done + 1, k, metrics))
+            done += k
+            self.progress.advance(done)
+            if self.on_dispatch is not None:
+                self.on_dispatch(self.name, done)
+            if _crossed(log_every, done, k) or done == k + start_step or done == total:
+                self._flush(started)
+            if _crossed(every, done, k) or time.monotonic() >= next_save_time:
+                self.save(state, done, started)
+                next_save_time = time.monotonic() + 60 * self.checkpoint_minutes
+        if self.signals.requested is not None and done < total:
+            if done != self._saved_step:
+                self.save(state, done, started)
+            self.checkpoints.wait()
+            raise Preempted(f"stopped by {self.signals.requested} in stage `{self.name}` at step "
+                            f"{done}/{total}; checkpoint saved; run the same command to resume")
+        if done != self._saved_step:
+            self.save(state, done, started)  # the end: a kill while writing the output loses nothing
+        self.checkpoints.wait()
+        return state, LoopResult(self.sink.history, self._tokens, time.perf_counter() - started,
+                                 start_step)
+
+    def save(self, state: Any, step: int, started: float) -> None:
+        self._flush(started)  # raises on a non-finite loss: a bad state is never saved
+        self.checkpoints.save(step, state, {
+            "fingerprint": self.fingerprint,
+            "cursor": self.stream.cursor,
+            "stage": self.name,
+        })
+        self._saved_step = self._last_good = step
+
+    def _flush(self, started: float) -> None:
+        # Metrics stay on device until here, so dispatch runs ahead of the host.
+        last = None
+        for first, k, device_metrics in self._pending:
+            host = jax.device_get(device_metrics)
+            for i in range(k):
+                row = {"step": first + i, **{n: float(v[i]) for n, v in host.items()}}
+                bad = {n: row[n] for n in ("loss", "grad_norm") if n in row and not math.isfinite(row[n])}
+                if bad:
+                    self.sink.flush()
+                    kept = (f"the last good checkpoint is step {self._last_good}"
+                            if self._last_good is not None else "no checkpoint was saved yet")
+                    values = ", ".join(f"{n} = {v}" for n, v in bad.items())
+                    raise NonFiniteLoss(
+                        f"stage `{self.name}`: {values} at step {row['step']}; stopped ({kept}); "
+                        "lower the learning rate or check the data"
+                    )
+                self.sink.write(row)
+                last = row
+        self._pending.clear()
+        self.sink.flush()
+        if last is not None:
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            self.progress.window(last, self._tokens / elapsed)
+
+
+def _crossed(interval: int, done: int, k: int) -> bool:
+    """Whether the dispatch that took the step count from `done - k` to `done` passed a multiple."""
+    return interval > 0 and done // interval != (done - k) // interval
