@@ -125,7 +125,7 @@ def _read_param(handle: Any, name: TensorName, target: jax.ShapeDtypeStruct,
     def read(index: tuple[slice, ...]) -> np.ndarray:
         # `index` addresses our (in, out) layout; HF stores (out, in) for transposed kernels.
         piece = tensor[tuple(reversed(index))].T if name.transpose else tensor[index]
-        return np.asarray(piece).astype(target.dtype)
+        return np.asarray(piece).astype(target.dtype, copy=False)
 
     full = tuple(slice(None) for _ in target.shape)
     if sharding is None:
