@@ -1,7 +1,8 @@
-"""Run a few compiled steps under a given mesh and print the results as JSON.
+"""Run a few compiled steps under given meshes and print the results as JSON.
 
-Executed in a subprocess by test_sharded_step.py, with
-XLA_FLAGS=--xla_force_host_platform_device_count=8 set before jax starts.
+Executed once, in a subprocess, by test_sharded_step.py with
+XLA_FLAGS=--xla_force_host_platform_device_count=8 set before jax starts;
+argv[1] is a JSON list of [kind, mesh, devices, grad_accum, steps_per_call].
 """
 
 from __future__ import annotations
@@ -61,5 +62,5 @@ def main(kind: str, mesh_spec: dict[str, int], devices: int, grad_accum: int, st
 
 
 if __name__ == "__main__":
-    kind, mesh_json, devices, accum, per_call = sys.argv[1:6]
-    print(json.dumps(main(kind, json.loads(mesh_json), int(devices), int(accum), int(per_call))))
+    configs = json.loads(sys.argv[1])
+    print(json.dumps([main(kind, mesh, devices, accum, per_call) for kind, mesh, devices, accum, per_call in configs]))
