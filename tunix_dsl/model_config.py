@@ -32,12 +32,15 @@ class FamilySpec:
     model_type: str  # HF `model_type`
     qkv_bias: bool
     qk_norm: bool
+    default_head_dim: int | None = None  # transformers' default when config.json omits it;
+    # None: hidden_size // num_attention_heads
 
 
 FAMILIES: dict[str, FamilySpec] = {
     "llama": FamilySpec("LlamaForCausalLM", "llama", qkv_bias=False, qk_norm=False),
     "qwen2": FamilySpec("Qwen2ForCausalLM", "qwen2", qkv_bias=True, qk_norm=False),
-    "qwen3": FamilySpec("Qwen3ForCausalLM", "qwen3", qkv_bias=False, qk_norm=True),
+    "qwen3": FamilySpec("Qwen3ForCausalLM", "qwen3", qkv_bias=False, qk_norm=True,
+                        default_head_dim=128),
 }
 ARCHITECTURES: dict[str, str] = {spec.architecture: name for name, spec in FAMILIES.items()}
 
@@ -152,7 +155,7 @@ class ModelConfig:
             n_layers=hf["num_hidden_layers"],
             n_heads=n_heads,
             n_kv_heads=hf.get("num_key_value_heads") or n_heads,
-            head_dim=hf.get("head_dim") or hf["hidden_size"] // n_heads,
+            head_dim=hf.get("head_dim") or spec.default_head_dim or hf["hidden_size"] // n_heads,
             mlp_dim=hf["intermediate_size"],
             max_seq_len=hf.get("max_position_embeddings", 2048),
             rope_theta=rope_theta,

@@ -83,6 +83,16 @@ def test_presets_match_the_agreed_sizes():
     assert (micro.d_model, micro.n_layers, micro.n_heads, micro.n_kv_heads) == (256, 6, 8, 4)
 
 
+def test_hf_config_defaults_follow_transformers():
+    base = dict(vocab_size=10, hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                intermediate_size=32)
+    qwen3 = ModelConfig.from_hf_config({**base, "architectures": ["Qwen3ForCausalLM"]})
+    llama = ModelConfig.from_hf_config({**base, "architectures": ["LlamaForCausalLM"]})
+    assert (qwen3.head_dim, qwen3.qk_norm, qwen3.qkv_bias) == (128, True, False)
+    assert (llama.head_dim, llama.n_kv_heads, llama.tie_embeddings) == (16, 4, False)
+    assert llama.rope_scaling is None and llama.rope_theta == 10000.0
+
+
 def test_model_config_imports_without_jax():
     code = "import sys, tunix_dsl.model_config; assert 'jax' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
