@@ -131,15 +131,19 @@ class LoRADense(nnx.Module):
         return self.scale * (self.lora_a[...] @ self.lora_b[...])
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        # Matmuls on [tokens, features]: with a 3-D x, XLA:CPU transposes the activation
+        # gradient for the weight gradient in a slow fused loop (see bench/README.md).
+        leading = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1])
         y = x @ self.base_kernel().astype(x.dtype)
         if self.bias is not None:
             y = y + self.bias[...]
-        if not self.adapters_enabled:
-            return y
-        h = self.dropout(x) if self.dropout is not None else x
-        # (x @ A) @ B: rank-r intermediate, never the (in, out) product
-        low_rank = (h @ self.lora_a[...].astype(x.dtype)) @ self.lora_b[...].astype(x.dtype)
-        return y + self.scale * low_rank
+        if self.adapters_enabled:
+            h = self.dropout(x) if self.dropout is not None else x
+            # (x @ A) @ B: rank-r intermediate, never the (in, out) product
+            low_rank = (h @ self.lora_a[...].astype(x.dtype)) @ self.lora_b[...].astype(x.dtype)
+            y = y + self.scale * low_rank
+        return y.reshape(*leading, -1)
 
 
 def _dense_paths(model: nnx.Module) -> Iterator[tuple[tuple, Dense | LoRADense]]:
