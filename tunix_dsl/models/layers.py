@@ -135,13 +135,22 @@ def rotate_half(x: jax.Array) -> jax.Array:
     return jnp.concatenate([-x2, x1], axis=-1)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
-    """Rotary embedding in the rotate-half layout HF Llama/Qwen checkpoints use: the pair
-    rotated together is (i, i + Dh/2), not (2i, 2i+1). Checkpoint q/k weights are therefore
-    loaded as they are, with no permutation. x [B,T,N,Dh], positions [B,T]."""
+Rope = tuple[jax.Array, jax.Array]  # (cos, sin), each [B,T,1,Dh] float32
+
+
+def rope_tables(positions: jax.Array, inv_freq: jax.Array) -> Rope:
+    """cos/sin of position * frequency for every token, computed once per forward.
+    positions [B,T], inv_freq [Dh/2] -> ([B,T,1,Dh], [B,T,1,Dh])."""
     angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B,T,Dh/2]
     angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # [B,T,1,Dh]
-    cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: jax.Array, rope: Rope) -> jax.Array:
+    """Rotary embedding in the rotate-half layout HF Llama/Qwen checkpoints use: the pair
+    rotated together is (i, i + Dh/2), not (2i, 2i+1). Checkpoint q/k weights are therefore
+    loaded as they are, with no permutation. x [B,T,N,Dh]."""
+    cos, sin = rope[0].astype(x.dtype), rope[1].astype(x.dtype)
     return x * cos + rotate_half(x) * sin
 
 
@@ -170,8 +179,7 @@ class Attention(nnx.Module):
     def __call__(
         self,
         x: jax.Array,  # [B,T,D]
-        positions: jax.Array,  # [B,T]
-        inv_freq: jax.Array,  # [Dh/2]
+        rope: Rope,  # cos/sin tables for this call's positions
         mask: jax.Array,  # [B,T,S] bool, True = may attend
         kv: tuple[jax.Array, jax.Array] | None = None,  # cache ([B,S,K,Dh] x2) or None
         cache_index: jax.Array | None = None,  # first cache slot of this call's tokens
@@ -184,7 +192,7 @@ class Attention(nnx.Module):
         v = self.v_proj(x).reshape(B, T, K, Dh)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
 
         if kv is not None:  # write this call's keys/values at slots [cache_index, cache_index+T)
             start = (0, cache_index, 0, 0)

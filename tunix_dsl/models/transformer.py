@@ -27,7 +27,16 @@ from flax import nnx
 
 from tunix_dsl.model_config import ModelConfig
 from tunix_dsl.models.kv_cache import KVCache
-from tunix_dsl.models.layers import Attention, Dense, Embed, RMSNorm, SwiGLU, rope_inv_freq
+from tunix_dsl.models.layers import (
+    Attention,
+    Dense,
+    Embed,
+    RMSNorm,
+    Rope,
+    SwiGLU,
+    rope_inv_freq,
+    rope_tables,
+)
 
 LayerKV = tuple[jax.Array, jax.Array]  # one layer's cached keys and values, [B,S,K,Dh] each
 
@@ -52,28 +61,26 @@ class Block(nnx.Module):
     def __call__(
         self,
         x: jax.Array,  # [B,T,D]
-        positions: jax.Array,  # [B,T]
-        inv_freq: jax.Array,  # [Dh/2]
+        rope: Rope,  # cos/sin tables, [B,T,1,Dh] each
         mask: jax.Array,  # [B,T,S] bool
         kv: LayerKV | None = None,
         cache_index: jax.Array | None = None,
         return_probs: bool = False,
     ) -> tuple[jax.Array, LayerKV | None, jax.Array | None]:
-        h, kv, probs = self.attn(self.attn_norm(x), positions, inv_freq, mask, kv, cache_index,
-                                 return_probs)
+        h, kv, probs = self.attn(self.attn_norm(x), rope, mask, kv, cache_index, return_probs)
         x = x + h
         x = x + self.mlp(self.mlp_norm(x))
         return x, kv, probs
 
 
-def _run_block(block: Block, x: jax.Array, positions: jax.Array, inv_freq: jax.Array,
-               mask: jax.Array, kv: LayerKV | None, cache_index: jax.Array | None,
+def _run_block(block: Block, x: jax.Array, rope: Rope, mask: jax.Array, kv: LayerKV | None,
+               cache_index: jax.Array | None,
                return_probs: bool) -> tuple[jax.Array, LayerKV | None, jax.Array | None]:
-    return block(x, positions, inv_freq, mask, kv, cache_index, return_probs)
+    return block(x, rope, mask, kv, cache_index, return_probs)
 
 
 # Activation checkpointing: only the block's inputs are kept for the backward pass.
-_run_block_remat = nnx.remat(_run_block, static_argnums=(7,))
+_run_block_remat = nnx.remat(_run_block, static_argnums=(6,))
 
 
 class Transformer(nnx.Module):
@@ -129,7 +136,7 @@ class Transformer(nnx.Module):
             before = cache.valid.sum(axis=-1, dtype=jnp.int32)[:, None]
         if positions is None:  # real tokens before this one; padding slots clamp to 0
             positions = before + jnp.maximum(jnp.cumsum(real, axis=1, dtype=jnp.int32) - 1, 0)
-        inv_freq = jnp.asarray(rope_inv_freq(self.cfg))
+        rope = rope_tables(positions, jnp.asarray(rope_inv_freq(self.cfg)))
         run = _run_block_remat if self.cfg.remat else _run_block
 
         x = self.embed(tokens)  # [B,T,D]
@@ -137,7 +144,7 @@ class Transformer(nnx.Module):
         for i, block in enumerate(self.layers):
             kv = (cache.k[i], cache.v[i]) if cache is not None else None
             index = cache.index if cache is not None else None
-            x, kv, probs = run(block, x, positions, inv_freq, mask, kv, index, return_attention)
+            x, kv, probs = run(block, x, rope, mask, kv, index, return_attention)
             hiddens.append(x)
             maps.append(probs)
             if kv is not None:
