@@ -55,7 +55,7 @@ class KVCache:
         return KVCache(tuple(map(rep, self.k)), tuple(map(rep, self.v)), rep(self.valid),
                        self.index)
 
-    def attention_mask(self, real: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def write_mask(self, real: jax.Array) -> tuple[jax.Array, jax.Array]:
         """For T new tokens with `real [B,T]`: the attention mask [B,T,S] over cache slots
         (after the new tokens are written) and the updated `valid`."""
         T = real.shape[1]

@@ -132,7 +132,7 @@ class Transformer(nnx.Module):
             mask = causal[None] & real[:, None, :]  # [B,T,T]
             before = jnp.zeros((B, 1), jnp.int32)
         else:
-            mask, valid = cache.attention_mask(real)  # [B,T,S]
+            mask, valid = cache.write_mask(real)  # [B,T,S]
             before = cache.valid.sum(axis=-1, dtype=jnp.int32)[:, None]
         if positions is None:  # real tokens before this one; padding slots clamp to 0
             positions = before + jnp.maximum(jnp.cumsum(real, axis=1, dtype=jnp.int32) - 1, 0)
