@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -196,9 +197,17 @@ def generate(
 
 
 # Module-level, so every Sampler shares the compiled programs (keyed on the model's
-# structure, the shapes and the static settings).
-_prefill_jit = nnx.jit(prefill, static_argnums=(3, 4))
-_decode_jit = nnx.jit(decode, static_argnums=(4,))
+# graph definition, the shapes and the static settings). The model goes in as
+# (graphdef, state) split once per call: nnx.jit would re-walk the module graph
+# on every call of each program, which costs more than a whole decode at small sizes.
+@partial(jax.jit, static_argnums=(0, 4, 5))
+def _prefill_jit(graphdef, state, tokens, mask, max_new_tokens, num_samples):
+    return prefill(nnx.merge(graphdef, state), tokens, mask, max_new_tokens, num_samples)
+
+
+@partial(jax.jit, static_argnums=(0, 5), donate_argnums=(3,))
+def _decode_jit(graphdef, state, logits, cache, key, config):
+    return decode(nnx.merge(graphdef, state), logits, cache, key, config)
 
 
 class Sampler:
@@ -235,5 +244,6 @@ class Sampler:
         if key is None:
             key = jax.random.fold_in(self._base_key, self._calls)
             self._calls += 1
-        logits, cache = _prefill_jit(self.model, tokens, mask, max_new_tokens, num_samples)
-        return _decode_jit(self.model, logits, cache, key, config)
+        graphdef, state = nnx.split(self.model)  # the model's current weights, every call
+        logits, cache = _prefill_jit(graphdef, state, tokens, mask, max_new_tokens, num_samples)
+        return _decode_jit(graphdef, state, logits, cache, key, config)
