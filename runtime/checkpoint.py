@@ -99,13 +99,20 @@ def _abstract_target(abstract_state: Any, shardings: Any) -> Any:
     return jax.tree.map(one, abstract_state, shardings)
 
 
-def _rewrap_keys(restored: Any, abstract_state: Any) -> Any:
-    def one(value: Any, leaf: Any) -> Any:
+def _key_impls(state: Any) -> dict[str, str]:
+    """Path -> PRNG implementation name of every typed key (a restore target cannot tell)."""
+    with_paths, _ = jax.tree_util.tree_flatten_with_path(state)
+    return {jax.tree_util.keystr(path): str(jax.random.key_impl(leaf))
+            for path, leaf in with_paths if _is_prng_key(leaf)}
+
+
+def _rewrap_keys(restored: Any, abstract_state: Any, impls: dict[str, str]) -> Any:
+    def one(path: Any, value: Any, leaf: Any) -> Any:
         if _is_prng_key(leaf):
-            return jax.random.wrap_key_data(value, impl=jax.random.key_impl(leaf))
+            return jax.random.wrap_key_data(value, impl=impls[jax.tree_util.keystr(path)])
         return value
 
-    return jax.tree.map(one, restored, abstract_state)
+    return jax.tree_util.tree_map_with_path(one, restored, abstract_state)
 
 
 def state_nbytes(abstract_state: Any) -> int:
@@ -141,7 +148,7 @@ class StageCheckpoints:
             step,
             args=ocp.args.Composite(**{
                 STATE_ITEM: ocp.args.StandardSave(nested),
-                META_ITEM: ocp.args.JsonSave({**meta, "step": step}),
+                META_ITEM: ocp.args.JsonSave({**meta, "step": step, "prng_impls": _key_impls(state)}),
             }),
             force=True,
         )
@@ -173,13 +180,15 @@ class StageCheckpoints:
                     continue
                 restored = self.manager.restore(step, args=ocp.args.Composite(**{
                     STATE_ITEM: ocp.args.StandardRestore(target),
-                }))
-                leaves = _leaves_in_order(restored[STATE_ITEM], abstract_state)
-                state = _rewrap_keys(jax.tree.unflatten(treedef, leaves), abstract_state)
-                jax.block_until_ready(state)
+                }))[STATE_ITEM]
+                jax.block_until_ready(restored)
             except Exception as err:  # noqa: BLE001 - any read failure means "not a good checkpoint"
                 self.quarantine(step, err)
                 continue
+            # Outside the try: a mismatch here is a bug, not a bad checkpoint to move aside.
+            leaves = _leaves_in_order(restored, abstract_state)
+            state = _rewrap_keys(jax.tree.unflatten(treedef, leaves), abstract_state,
+                                 meta.get("prng_impls", {}))
             return Restored(step, state, meta)
         return None
 

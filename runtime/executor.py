@@ -16,7 +16,6 @@ for the directory layout and the caching rule).
 from __future__ import annotations
 
 import shutil
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,14 @@ from tunix_dsl.runtime.progress import (
     summary_markdown,
 )
 from tunix_dsl.runtime.resources import Resources, resolve_path
-from tunix_dsl.runtime.run_dir import RunDir, StageDir, StageStatus, stage_statuses, unknown_stages
+from tunix_dsl.runtime.run_dir import (
+    RunDir,
+    StageDir,
+    StageStatus,
+    derived_seed,
+    stage_statuses,
+    unknown_stages,
+)
 from tunix_dsl.runtime.training import DispatchHook, StageLoop
 from tunix_dsl.schemas.base import ModelRef
 from tunix_dsl.schemas.sources import HFModelSource
@@ -66,11 +72,6 @@ class StageResult:
     tokens_per_s: float
     status: str  # "ran", "resumed at N", "cached"
     metrics: list[dict[str, float]] = field(default_factory=list)
-
-
-def derived_seed(root: int, name: str) -> int:
-    """A stable per-stage seed from the pipeline seed and the stage's name."""
-    return zlib.crc32(f"{root}:{name}".encode()) & 0x7FFFFFFF
 
 
 class Executor:

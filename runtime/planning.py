@@ -12,9 +12,8 @@ from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.fingerprint import stage_fingerprints
 from tunix_dsl.compiler.plan import StagePlan, abstract_stage_models, plan_stage
 from tunix_dsl.compiler.stages import LOWERINGS
-from tunix_dsl.runtime.executor import derived_seed
 from tunix_dsl.runtime.resources import Resources
-from tunix_dsl.runtime.run_dir import RunDir, stage_statuses, unknown_stages
+from tunix_dsl.runtime.run_dir import RunDir, derived_seed, stage_statuses, unknown_stages
 from tunix_dsl.schemas.stages import STAGE_KINDS
 
 

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,11 @@ class RunDir:
 
 def _gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB"
+
+
+def derived_seed(root: int, name: str) -> int:
+    """A stable per-stage seed from the pipeline seed and the stage's name."""
+    return zlib.crc32(f"{root}:{name}".encode()) & 0x7FFFFFFF
 
 
 def upstream_stages(stage: Any) -> set[str]:

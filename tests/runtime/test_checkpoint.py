@@ -1,0 +1,141 @@
+"""Checkpoints (orbax): bit-exact round trip of a TrainState with typed PRNG keys, keep-N,
+atomicity, fallback from a truncated checkpoint, sharded restore; run-directory checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections import namedtuple
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from tests.runtime.checkpoint_state import abstract_of, host_leaves, make_state
+from tests.runtime.durable_helpers import HERE, fresh_workdir, subprocess_env
+from tunix_dsl.runtime.checkpoint import StageCheckpoints
+from tunix_dsl.runtime.metrics import read_metrics
+from tunix_dsl.runtime.run_dir import RunDir, RunDirError, StageDir
+
+
+def saved(directory: Path, steps: list[int], keep: int = 5, log: list[str] | None = None) -> StageCheckpoints:
+    checkpoints = StageCheckpoints(directory, keep=keep, log=(log.append if log is not None else print))
+    for step in steps:
+        checkpoints.save(step, make_state(step), {"fingerprint": "fp", "cursor": step * 4})
+    checkpoints.wait()
+    return checkpoints
+
+
+def restore(checkpoints: StageCheckpoints, fingerprint: str = "fp"):
+    state = make_state(0)
+    shardings = jax.tree.map(lambda x: x.sharding, state)
+    return checkpoints.restore_latest(abstract_of(state), shardings, fingerprint)
+
+
+def test_round_trip_is_bit_exact_with_keys_optimizer_state_and_cursor(tmp_path: Path) -> None:
+    restored = restore(saved(tmp_path / "checkpoints", [1, 2]))
+    assert restored is not None and restored.step == 2 and restored.meta["cursor"] == 8
+    original = make_state(2)
+    assert jax.tree.structure(restored.state) == jax.tree.structure(original)
+    for a, b in zip(host_leaves(original), host_leaves(restored.state), strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    key = restored.state.rest["rngs"]["dropout"]["key"].get_value()
+    assert jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)  # a typed key again
+
+
+def test_keeps_only_the_newest_n(tmp_path: Path) -> None:
+    checkpoints = saved(tmp_path / "checkpoints", [1, 2, 3, 4], keep=2)
+    assert checkpoints.steps() == [3, 4]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["3", "4"]
+
+
+def test_unfinished_write_is_never_taken_for_a_checkpoint(tmp_path: Path) -> None:
+    saved(tmp_path / "checkpoints", [1]).close()
+    # What a kill during an orbax save leaves behind: the step under its temporary name.
+    shutil.copytree(tmp_path / "checkpoints" / "1", tmp_path / "checkpoints" / "2.orbax-checkpoint-tmp")
+    assert StageDir(tmp_path).checkpoint_steps("fp") == [1]
+    restored = restore(StageCheckpoints(tmp_path / "checkpoints", keep=5))
+    assert restored is not None and restored.step == 1
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax aborted reads
+def test_truncated_latest_falls_back_to_the_previous_with_a_warning(tmp_path: Path) -> None:
+    saved(tmp_path / "checkpoints", [1, 2]).close()
+    files = [p for p in (tmp_path / "checkpoints" / "2" / "state").rglob("*") if p.is_file()]
+    biggest = max(files, key=lambda p: p.stat().st_size)
+    os.truncate(biggest, biggest.stat().st_size // 2)
+    log: list[str] = []
+    restored = restore(StageCheckpoints(tmp_path / "checkpoints", keep=5, log=log.append))
+    assert restored is not None and restored.step == 1
+    assert np.array_equal(host_leaves(restored.state)[2], host_leaves(make_state(1))[2])
+    assert len(log) == 1 and log[0].startswith(f"warning: checkpoint {(tmp_path / 'checkpoints' / '2').resolve()} is unreadable")
+    assert (tmp_path / "checkpoints_corrupt" / "2").is_dir() and not (tmp_path / "checkpoints" / "2").exists()
+
+
+def test_checkpoints_of_another_fingerprint_are_ignored(tmp_path: Path) -> None:
+    log: list[str] = []
+    checkpoints = saved(tmp_path / "checkpoints", [1], log=log)
+    assert restore(checkpoints, fingerprint="other") is None
+    assert "belongs to another configuration" in log[-1]
+    assert StageDir(tmp_path).checkpoint_steps("other") == []
+
+
+def test_sharded_state_restores_into_its_shardings(tmp_path: Path) -> None:
+    env = {**subprocess_env(), "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    out = subprocess.run([sys.executable, str(HERE / "checkpoint_state.py"), str(tmp_path / "checkpoints")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "sharded roundtrip ok" in out.stdout
+
+
+# ---------------------------------------------------------------- run directory
+
+
+def test_finished_marker_is_checked_against_the_fingerprint(tmp_path: Path) -> None:
+    stage = RunDir(tmp_path).stage("s")
+    stage.output.mkdir(parents=True)
+    assert stage.finished_with("a") is None
+    stage.mark_finished({"fingerprint": "a", "steps": 3})
+    assert stage.finished_with("a") == {"fingerprint": "a", "steps": 3}
+    assert stage.finished_with("b") is None
+    assert [p.name for p in stage.output.iterdir()] == ["tnx_finished.json"]  # no temporaries
+    stage.unmark()
+    assert stage.finished() is None
+
+
+def test_unwritable_run_dir_fails_before_training(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tunix_dsl.runtime.cli_commands import main as tnx
+
+    work = fresh_workdir(tmp_path, "durable_three.tnx")
+    (tmp_path / "a_file").write_text("")
+    code = tnx("run", [str(work / "p.tnx"), "--run-dir", str(tmp_path / "a_file" / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert f"run directory {tmp_path / 'a_file' / 'run'} is not writable" in err and "--run-dir" in err
+
+
+def test_too_little_disk_space_fails_before_the_first_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tunix_dsl.api import load
+    from tunix_dsl.runtime import run_dir
+    from tunix_dsl.runtime.executor import Executor
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(run_dir.shutil, "disk_usage", lambda _path: usage(10**9, 10**9 - 1000, 1000))
+    work = fresh_workdir(tmp_path, "durable_three.tnx")
+    steps: list[int] = []
+    executor = Executor(load(str(work / "p.tnx")), work / "run", log=lambda _m: None,
+                        on_dispatch=lambda _s, n: steps.append(n))
+    with pytest.raises(RunDirError, match=r"stage `base`: 0.00 GiB free under .* need about"):
+        executor.run()
+    assert steps == []
+
+
+def test_a_torn_metrics_line_is_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    assert read_metrics(path) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]

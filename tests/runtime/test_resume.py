@@ -1,0 +1,151 @@
+"""Interrupted runs resume bit-identically: SIGKILL (also mid-checkpoint-write), SIGTERM,
+a truncated latest checkpoint, and a NaN that stops the stage.
+
+Every resumed run must end with stage outputs whose float32 tensors equal,
+bit for bit, those of one uninterrupted run of the same pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.runtime.durable_helpers import (
+    assert_bit_identical,
+    fresh_workdir,
+    interrupt,
+    metric_rows,
+    subprocess_env,
+    tensorboard_scalars,
+)
+from tunix_dsl.runtime.cli_commands import main as tnx
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted run."""
+    work = fresh_workdir(tmp_path_factory.mktemp("reference"))
+    assert tnx("run", [str(work / "p.tnx"), "--run-dir", str(work / "run")]) == 0
+    return work / "run"
+
+
+def rerun(work: Path, capsys: pytest.CaptureFixture) -> str:
+    code = tnx("run", [str(work / "p.tnx"), "--run-dir", str(work / "run")])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "Traceback" not in out.out + out.err
+    return out.out
+
+
+def assert_every_step_once(run_dir: Path) -> None:
+    """metrics.jsonl and the TensorBoard events hold every step's loss exactly once."""
+    for stage, steps in (("base", 12), ("tune", 8)):
+        rows = metric_rows(run_dir, stage)
+        assert [r["step"] for r in rows] == list(range(1, steps + 1))
+        events = tensorboard_scalars(run_dir / "stages" / stage / "events", "loss")
+        assert sorted(events) == list(range(1, steps + 1))
+        assert all(events[r["step"]] == pytest.approx(r["loss"], rel=1e-6) for r in rows)
+
+
+def test_metrics_and_events_of_an_uninterrupted_run(reference: Path) -> None:
+    assert_every_step_once(reference)
+    rows = metric_rows(reference, "base")
+    assert {"loss", "accuracy", "grad_norm", "lr"} <= set(rows[0])
+    report = (reference / "report.md").read_text()
+    assert "| base | pretrain | 12 |" in report and "| tune | sft | 8 |" in report
+    plan = json.loads((reference / "plan.json").read_text())
+    assert plan["order"] == ["base", "tune"] and len(plan["stages"][0]["fingerprint"]) == 16
+    log = (reference / "run.log").read_text()
+    assert "stage base (pretrain): 12 steps" in log and "base step 12/12" in log
+
+
+@pytest.mark.parametrize(
+    ("stage", "step", "during_save"),
+    [
+        ("base", 9, True),  # killed while the step-9 checkpoint is being written
+        ("tune", 6, False),  # upstream finished (loaded from output/), tune resumes at 4
+    ],
+    ids=["base-mid-checkpoint-write", "tune-after-upstream-finished"],
+)
+def test_sigkill_then_rerun_is_bit_identical(
+    reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture, stage: str, step: int,
+    during_save: bool,
+) -> None:
+    work = fresh_workdir(tmp_path)
+    killed = interrupt(work, stage, step, during_save=during_save)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (work / "run" / "stages" / stage / "output" / "tnx_finished.json").exists()
+    # The step-4 checkpoint of `tune` was written asynchronously: committed or not by the kill.
+    committed = (work / "run" / "stages" / "tune" / "checkpoints" / "4").is_dir()
+    out = rerun(work, capsys)
+    if stage == "tune":
+        assert "stage base (pretrain): cached" in out
+        assert "loading base.model from" in out
+        assert ("resuming at step 4" in out) == committed
+    assert_bit_identical(reference, work / "run")
+    assert_every_step_once(work / "run")
+
+
+def test_sigterm_saves_at_the_current_step_exits_0_and_resumes(
+    reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    work = fresh_workdir(tmp_path)
+    cmd = [sys.executable, "-m", "tunix_dsl", "run", str(work / "p.tnx"), "--run-dir", str(work / "run")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=subprocess_env())
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "base step 4/" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    stopped = next(line for line in rest.splitlines() if line.startswith("stopped by SIGTERM"))
+    step = int(stopped.split(" at step ")[1].split("/")[0])
+    assert 4 <= step < 12
+    assert (work / "run" / "stages" / "base" / "checkpoints" / str(step)).is_dir()
+    out = rerun(work, capsys)
+    assert f"resuming at step {step} from" in out
+    assert_bit_identical(reference, work / "run")
+    assert_every_step_once(work / "run")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax's aborted reads
+def test_truncated_latest_checkpoint_falls_back_with_a_warning(
+    reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    work = fresh_workdir(tmp_path)
+    shutil.copytree(reference, work / "run")
+    stage_dir = work / "run" / "stages" / "base"
+    (stage_dir / "output" / "tnx_finished.json").unlink()  # base must run again: from step 12
+    latest = stage_dir / "checkpoints" / "12"
+    biggest = max((p for p in latest.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    with biggest.open("r+b") as fh:
+        fh.truncate(biggest.stat().st_size // 2)
+    out = rerun(work, capsys)
+    assert f"warning: checkpoint {latest.resolve()} is unreadable" in out
+    assert "resuming at step 9 from" in out
+    assert (stage_dir / "checkpoints_corrupt" / "12").is_dir()
+    assert "stage tune (sft): cached" in out  # same fingerprint: still finished
+    assert_bit_identical(reference, work / "run")
+
+
+def test_nan_loss_stops_the_stage_naming_stage_and_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    work = fresh_workdir(tmp_path)
+    code = tnx("run", [str(work / "p.tnx"), "--run-dir", str(work / "run"), "--set", "base_lr=1e30"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert re.search(r"stage `base`: (loss|grad_norm) = (nan|inf|-inf) at step \d+;", err), err
+    assert "Traceback" not in err
+    # The poisoned state was never checkpointed nor marked finished.
+    assert not (work / "run" / "stages" / "base" / "checkpoints" / "3").exists()
+    assert not (work / "run" / "stages" / "base" / "output" / "tnx_finished.json").exists()
