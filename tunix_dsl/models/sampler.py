@@ -205,7 +205,7 @@ def _prefill_jit(graphdef, state, tokens, mask, max_new_tokens, num_samples):
     return prefill(nnx.merge(graphdef, state), tokens, mask, max_new_tokens, num_samples)
 
 
-@partial(jax.jit, static_argnums=(0, 5), donate_argnums=(3,))
+@partial(jax.jit, static_argnums=(0, 5))
 def _decode_jit(graphdef, state, logits, cache, key, config):
     return decode(nnx.merge(graphdef, state), logits, cache, key, config)
 
