@@ -98,7 +98,8 @@ class Executor:
         self.tokenizer_for = self.resources.tokenizer_for
         self.config_for = self.resources.config_for
         self.settings = pipeline.settings
-        self.log = log if log is not None else RunLog()
+        self.log = log if isinstance(log, RunLog) else RunLog(emit=log)
+        self._owns_log = not isinstance(log, RunLog)  # then `run` closes its run.log itself
         mesh_spec = self.settings.mesh.model_dump(include={"data", "fsdp", "tensor"})
         self.mesh = sharding.make_mesh(mesh_spec, devices)
         self.outputs: dict[str, Transformer] = {}
@@ -305,8 +306,14 @@ class Executor:
             names = ", ".join(s.name for s in self.pipeline.stages)
             raise RunError(f"--force {unknown[0]}: no such stage; stages: {names}")
         self.layout.prepare()
-        if isinstance(self.log, RunLog):
-            self.log.attach(self.layout.log_file)
+        self.log.attach(self.layout.log_file)
+        try:
+            return self._run_stages()
+        finally:
+            if self._owns_log:
+                self.log.close()
+
+    def _run_stages(self) -> list[StageResult]:
         statuses = self.statuses()
         self.layout.write_plan(self.pipeline, self.fingerprints,
                                {n: s.describe() for n, s in statuses.items()})
@@ -334,8 +341,7 @@ class Executor:
         rows = [SummaryRow(r.name, r.kind, r.steps, r.final_loss, r.wall_s, r.tokens_per_s, r.status)
                 for r in results]
         (self.layout.root / "report.md").write_text(summary_markdown(rows, f"run {self.pipeline.name}"))
-        if isinstance(self.log, RunLog):
-            print_summary(rows, self.log)
+        print_summary(rows, self.log)
 
     def export(self, export: Any) -> None:
         config = export.config

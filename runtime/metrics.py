@@ -9,6 +9,7 @@ appears exactly once in both.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,10 @@ class MetricsSink:
         self.history: list[dict[str, float]] = kept
         self._jsonl = jsonl.open("a")
         events.mkdir(parents=True, exist_ok=True)
+        # The default file name has one-second resolution: a resume within the same second
+        # would overwrite the earlier file. A nanosecond suffix keeps names unique and in order.
         self._tb = SummaryWriter(logdir=str(events), purge_step=resume_step + 1 if resume_step else None,
-                                 flush_secs=30)
+                                 flush_secs=30, filename_suffix=f".{time.time_ns()}")
 
     def write(self, row: dict[str, Any]) -> None:
         self.history.append(row)

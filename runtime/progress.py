@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -30,9 +31,12 @@ from rich.table import Table
 class RunLog:
     """A callable log: stdout (or above the live bar) plus `run.log`."""
 
-    def __init__(self, log_file: Path | None = None, *, stream: TextIO | None = None):
+    def __init__(self, log_file: Path | None = None, *, stream: TextIO | None = None,
+                 emit: Callable[[str], None] | None = None):
+        """`emit`: send lines there instead of to `stream` (no bar then; for embedding, tests)."""
         self.stream = stream or sys.stdout
-        self.interactive = self.stream.isatty()
+        self.emit = emit
+        self.interactive = emit is None and self.stream.isatty()
         self.console = Console(file=self.stream) if self.interactive else None
         self._file: TextIO | None = None
         if log_file is not None:
@@ -40,10 +44,12 @@ class RunLog:
 
     def attach(self, log_file: Path) -> None:
         self._file = log_file.open("a")
-        self._file.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}\n")
+        self._file.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}\n")
 
     def __call__(self, message: str) -> None:
-        if self.console is not None:
+        if self.emit is not None:
+            self.emit(message)
+        elif self.console is not None:
             self.console.print(message, markup=False, highlight=False)
         else:
             print(message, file=self.stream, flush=True)
@@ -129,6 +135,10 @@ def _cells(r: SummaryRow) -> tuple[str, ...]:
 
 
 def print_summary(rows: list[SummaryRow], log: RunLog) -> None:
+    if log.emit is not None:
+        for row in rows:
+            log("summary: " + " ".join(_cells(row)))
+        return
     if log.console is not None:
         table = Table(*HEADERS, title="run summary")
         for r in rows:
