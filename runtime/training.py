@@ -70,7 +70,7 @@ class StageLoop:
         total, every = config.steps, config.checkpoint_every
         log_every = max(1, total // 10)
         self._pending: list[tuple[int, int, dict[str, jax.Array]]] = []
-        self._saved_step = start_step if start_step else -1
+        self._saved_step = start_step  # nothing new to save before the first dispatch
         self._last_good = start_step if start_step else None
         self._tokens = 0
         started = time.perf_counter()

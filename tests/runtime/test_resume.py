@@ -149,3 +149,21 @@ def test_nan_loss_stops_the_stage_naming_stage_and_step(
     # The poisoned state was never checkpointed nor marked finished.
     assert not (work / "run" / "stages" / "base" / "checkpoints" / "3").exists()
     assert not (work / "run" / "stages" / "base" / "output" / "tnx_finished.json").exists()
+
+
+def test_second_sigint_exits_at_once_without_saving() -> None:
+    script = (
+        "import os, signal, time\n"
+        "from tunix_dsl.runtime.preemption import StopSignals\n"
+        "with StopSignals() as stop:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(0.05)\n"
+        "    assert stop.requested == 'SIGINT'\n"
+        "    print('first SIGINT recorded', flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(5)\n"
+        "print('not reached')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=subprocess_env(), timeout=60)
+    assert out.returncode == 130 and out.stdout == "first SIGINT recorded\n", out.stderr
