@@ -128,13 +128,15 @@ class Transformer(nnx.Module):
         real = (jnp.ones((B, T), bool) if attention_mask is None
                 else jnp.asarray(attention_mask).astype(bool))
         if cache is None:
-            causal = jnp.tril(jnp.ones((T, T), bool))
-            mask = causal[None] & real[:, None, :]  # [B,T,T]
+            causal = jnp.tril(jnp.ones((T, T), bool))[None]  # [1,T,T]
+            mask = causal if attention_mask is None else causal & real[:, None, :]  # [B,T,T]
             before = jnp.zeros((B, 1), jnp.int32)
         else:
             mask, valid = cache.write_mask(real)  # [B,T,S]
             before = cache.valid.sum(axis=-1, dtype=jnp.int32)[:, None]
-        if positions is None:  # real tokens before this one; padding slots clamp to 0
+        if positions is None and cache is None and attention_mask is None:
+            positions = jnp.arange(T, dtype=jnp.int32)[None]  # [1,T]: the same for every row
+        elif positions is None:  # real tokens before this one; padding slots clamp to 0
             positions = before + jnp.maximum(jnp.cumsum(real, axis=1, dtype=jnp.int32) - 1, 0)
         rope = rope_tables(positions, jnp.asarray(rope_inv_freq(self.cfg)))
         run = _run_block_remat if self.cfg.remat else _run_block
