@@ -140,9 +140,11 @@ class LoRADense(nnx.Module):
             y = y + self.bias[...]
         if self.adapters_enabled:
             h = self.dropout(x) if self.dropout is not None else x
-            # (x @ A) @ B: rank-r intermediate, never the (in, out) product
-            low_rank = (h @ self.lora_a[...].astype(x.dtype)) @ self.lora_b[...].astype(x.dtype)
-            y = y + self.scale * low_rank
+            # (x @ A) @ (scale * B): a rank-r intermediate, never the (in, out) product, and
+            # the scale applied to the small B rather than to the [tokens, out] result
+            a = self.lora_a[...].astype(x.dtype)
+            b = (self.scale * self.lora_b[...]).astype(x.dtype)
+            y = y + (h @ a) @ b
         return y.reshape(*leading, -1)
 
 
