@@ -1,0 +1,270 @@
+"""Training-step benchmark (not a test): our compiled stage programs vs hand-written JAX vs Tunix.
+
+    python bench/steps.py [--steps 8] [--rounds 4] [--tunix-python /tmp/tunix-venv/bin/python]
+
+Prints, from one run, the step time of our compiled SFT (full), LoRA SFT, DPO
+(full with a separate reference; LoRA with the shared adapters-off
+reference) and logit-distillation steps against
+
+(a) a hand-written `jax.jit` + optax step on the same model and loss math
+    (`bench/_steps_hand.py`) — target: ours ≤ 1.05x;
+(b) Tunix's `PeftTrainer`, `DPOTrainer` and `DistillationTrainer` (PyPI
+    `google-tunix`, run in its own venv by `bench/_steps_tunix.py`, a
+    subprocess that keeps its trainers alive between rounds) — target: ours
+    ≤ 0.8x Tunix for SFT and DPO, and our LoRA step faster than our full step;
+(c) the `nano` preset with `steps_per_call` 1 vs 8, calls made as `tnx run`
+    makes them (host batch → device, dispatch, no per-step sync).
+
+Sizes are `bench/models.py`'s: vocab 1024, 4 layers, d_model 256, 4 heads,
+MLP 1024, seq 128, batch 8 (DPO: 8 pairs), float32, one CPU device. Every
+variant is compiled and warmed up (2 steps) first; then `--rounds` rounds run
+`--steps / --rounds` steps of every variant in turn (the order rotates each
+round), so the machine's noise hits all alike. A figure is the median of its
+`--steps` per-step times; each step is timed to completion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import _steps_common as common
+import jax
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+VARIANTS = ("sft", "sft lora", "dpo", "dpo lora", "distill logit")
+TUNIX_TARGET = {"sft": 0.8, "dpo": 0.8}  # variants with a ratio target against Tunix
+HAND_TARGET = 1.05
+
+
+class TunixWorker:
+    """The Tunix subprocess (`_steps_tunix.py`) and its line protocol."""
+
+    def __init__(self, python: str):
+        self.why = ""
+        self.proc: subprocess.Popen | None = None
+        if not Path(python).exists():
+            self.why = f"no Tunix venv at {python} (see bench/README.md, steps section)"
+            return
+        self.proc = subprocess.Popen(
+            [python, str(HERE / "_steps_tunix.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True, cwd=HERE,
+        )  # fmt: skip
+        hello = self.receive()
+        if "unavailable" in hello:
+            self.why = hello["unavailable"]
+            self.close()
+
+    def send(self, request: dict) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+
+    def receive(self) -> dict:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("@@ "):
+                return json.loads(line[3:])
+        raise RuntimeError(f"the Tunix subprocess exited (code {self.proc.wait()})")
+
+    def step_fn(self, name: str, count: int) -> list[float]:
+        self.send({"run": name, "steps": count})
+        return self.receive()["times"]
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.send({"quit": True})
+            self.proc.wait(timeout=60)
+        self.proc = None
+
+
+def warm(fns: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Compile + one warm step of each; seconds taken."""
+    spent = {}
+    for name, fn in fns.items():
+        start = time.perf_counter()
+        common.time_steps(fn, 2)
+        spent[name] = time.perf_counter() - start
+    return spent
+
+
+Runner = Callable[[int], dict[str, list[float]]]
+
+
+def interleaved(runners: dict[str, Runner], steps: int, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """`rounds` rounds of `steps // rounds` steps of every runner, the order rotating."""
+    per_round = max(1, steps // rounds)
+    times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in runners}
+    names = list(runners)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            for clock, values in runners[name](per_round).items():
+                times[name][clock] += values
+    return times
+
+
+def fmt_ratio(ratio: float, target: float | None, below: bool = False) -> str:
+    if target is None:
+        return f"{ratio:.2f}x"
+    met = ratio < target if below else ratio <= target
+    return f"{ratio:.2f}x ({'met' if met else 'MISSED'}, {'<' if below else '≤'} {target:g})"
+
+
+def build_steps(dense_vjp: bool) -> dict[str, Callable[[], object]]:
+    """Ours and hand-written steps by '<side> <variant>', compiled and warmed up."""
+    from _steps_hand import hand_steps
+    from _steps_ours import ModelBank, our_steps
+    from _steps_patch import dense_vjp as patched
+
+    bank = ModelBank()
+    steps = {"ours " + n: f for n, f in our_steps(bank).items()}
+    steps.update({"hand " + n: f for n, f in hand_steps(bank).items()})
+    spent = warm(steps)
+    if dense_vjp:  # traced (at warm-up) with the proposed Dense backward
+        with patched():
+            fixed = {"ours+vjp " + n: f for n, f in our_steps(bank).items()}
+            spent.update(warm(fixed))
+        steps.update(fixed)
+    print("compile + 1 step (s): " + ", ".join(f"{n} {s:.0f}" for n, s in spent.items()))
+    return steps
+
+
+def main_table(steps: int, rounds: int, tunix_python: str | None, dense_vjp: bool) -> None:
+    tunix = TunixWorker(tunix_python) if tunix_python else None
+    if tunix is not None and tunix.proc is not None:
+        tunix.send({"build": list(VARIANTS)})  # compiles in its own process meanwhile
+    runners: dict[str, Runner] = {
+        name: (lambda n, f=fn: common.time_steps(f, n)) for name, fn in build_steps(dense_vjp).items()
+    }
+    why_no_tunix: dict[str, str] = {}
+    if tunix is not None and tunix.proc is not None:
+        built = tunix.receive()
+        why_no_tunix.update(built["errors"])
+        print("tunix compile + 1 step (s): " + ", ".join(f"{n} {s:.0f}" for n, s in built["built"].items()))
+        for name in built["built"]:
+            runners["tunix " + name] = lambda n, name=name: tunix.step_fn(name, n)
+    else:
+        why = tunix.why if tunix is not None else "skipped (--no-tunix)"
+        why_no_tunix = dict.fromkeys(VARIANTS, why)
+    times = interleaved(runners, steps, rounds)
+    if tunix is not None:
+        tunix.close()
+    for clock in ("cpu", "wall"):
+        report(times, clock, why_no_tunix)
+
+
+def report(times: dict[str, dict[str, list[float]]], clock: str, why_no_tunix: dict[str, str]) -> None:
+    med = {name: common.median_ms(t[clock]) for name, t in times.items()}
+    what = "process CPU time" if clock == "cpu" else "wall time"
+    print(f"\n## Step {what} (median of {len(times['ours sft'][clock])} steps per variant, ms)\n")
+    sides = [s for s in ("ours", "ours+vjp") if f"{s} sft" in med]
+    header = ("step", *sides, "hand-written", "Tunix", *(f"{s} / hand" for s in sides),
+              *(f"{s} / Tunix" for s in sides))
+    rows = []
+    for name in VARIANTS:
+        h, t = med["hand " + name], med.get("tunix " + name)
+        ours = [med[f"{s} {name}"] for s in sides]
+        rows.append((
+            name, *(f"{o:.0f}" for o in ours), f"{h:.0f}", f"{t:.0f}" if t else "—",
+            *(fmt_ratio(o / h, HAND_TARGET) for o in ours),
+            *((fmt_ratio(o / t, TUNIX_TARGET.get(name)) if t else why_no_tunix.get(name, "—"))
+              for o in ours),
+        ))  # fmt: skip
+    table(rows, header)
+    for side in sides:
+        ratio = med[f"{side} sft lora"] / med[f"{side} sft"]
+        print(f"{side}: LoRA SFT / full SFT = {fmt_ratio(ratio, 1.0, below=True)}")
+
+
+def steps_per_call_table(steps: int, rounds: int, per_call: int) -> None:
+    """(c): `nano` at steps_per_call 1 vs `per_call`; one sample = `per_call` optimizer steps."""
+    from _steps_ours import ModelBank, OurStep
+
+    from tunix_dsl.model_config import ModelConfig
+
+    bank = ModelBank(ModelConfig.from_preset("nano", vocab_size=256))
+    batch = common.lm_batch(0, batch=8, seq=64, vocab=256, prompt=16)
+    variants = {k: OurStep("sft", bank, batch=batch, steps_per_call=k) for k in (1, per_call)}
+
+    def chunk(step: OurStep) -> Callable[[], object]:
+        def run() -> None:  # per_call optimizer steps, dispatched the way `tnx run` does
+            metrics = [step.dispatch_from_host() for _ in range(per_call // step.steps_per_call)]
+            jax.block_until_ready(metrics)
+        return run
+
+    fns = {k: chunk(v) for k, v in variants.items()}
+    warm(fns)
+    times = interleaved({k: lambda n, f=f: common.time_steps(f, n) for k, f in fns.items()},
+                        steps * 4, rounds)
+    print(f"\n## steps_per_call on `nano` (d_model 128, 4 layers; vocab 256, seq 64, batch 8; "
+          f"median of {len(times[1]['wall'])} chunks of {per_call} steps)\n")
+    rows = []
+    for k in fns:
+        wall, cpu = (common.median_ms(times[k][c]) / per_call for c in ("wall", "cpu"))
+        rows.append((f"steps_per_call = {k}", f"{wall:.2f} ms", f"{cpu:.2f} ms", f"{1e3 / wall:.0f}"))
+    gain = [common.median_ms(times[1][c]) / common.median_ms(times[per_call][c]) for c in ("wall", "cpu")]
+    rows.append(("gain", f"{gain[0]:.2f}x", f"{gain[1]:.2f}x", ""))
+    table(rows, ("program", "wall per optimizer step", "CPU per optimizer step", "steps/s (wall)"))
+
+
+def profile(name: str) -> None:
+    """The slowest XLA ops of our step `name` (and of the proposed-Dense-backward variant)."""
+    from _steps_ours import ModelBank, our_steps
+    from _steps_patch import dense_vjp as patched
+    from _steps_profile import describe, top_ops
+
+    bank = ModelBank()
+    for label, context in (("ours", contextlib.nullcontext()), ("ours+vjp", patched())):
+        with context:
+            step = our_steps(bank, only=name)[name]
+            ops, total = top_ops(step)
+        hlo = step.lowered().compile().as_text()
+        print(f"\n## {label} {name}: {total:.0f} ms of XLA ops per step; slowest:\n")
+        table([(f"{ms:.1f}", op, describe(op, hlo)) for op, ms in ops], ("ms", "op", "shape, from"))
+
+
+def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per variant")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaving rounds")
+    parser.add_argument("--per-call", type=int, default=8, help="steps_per_call of case (c)")
+    parser.add_argument("--tunix-python", default="/tmp/tunix-venv/bin/python")
+    parser.add_argument("--no-tunix", action="store_true", help="skip the Tunix columns")
+    parser.add_argument("--only", choices=("main", "per-call"), help="run one table")
+    parser.add_argument("--dense-vjp", action="store_true",
+                        help="add our steps with the proposed Dense backward (bench/_steps_patch.py)")
+    parser.add_argument("--profile", choices=VARIANTS, help="only profile our step of this kind")
+    args = parser.parse_args()
+    if args.steps < args.rounds:
+        parser.error("--steps must be at least --rounds")
+    if args.profile:
+        return profile(args.profile)
+    start = time.perf_counter()
+    print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}, numpy {np.__version__}\n")
+    if args.only != "per-call":
+        main_table(args.steps, args.rounds, None if args.no_tunix else args.tunix_python,
+                   args.dense_vjp)
+    if args.only != "main":
+        steps_per_call_table(args.steps, args.rounds, args.per_call)
+    print(f"total {time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
