@@ -13,6 +13,7 @@ from tunix_dsl.models.sampler import (
     Sampler,
     SamplingConfig,
     SamplingError,
+    generate,
     left_pad,
     sample_token,
 )
@@ -95,6 +96,19 @@ def test_seeds_are_deterministic_and_distinct(model: Transformer) -> None:
     np.testing.assert_array_equal(draw(0)[0], first)  # same seed, same output
     assert not np.array_equal(draw(1)[0], first)  # another seed differs
     assert not np.array_equal(second, first)  # and the next call draws a fresh key
+
+
+def test_generate_inside_a_callers_jit_matches_sampler(model: Transformer) -> None:
+    """The pure `generate` (what the compiler fuses into its rollout program) draws the
+    same tokens as the two-program Sampler for the same key."""
+    key = jax.random.key(11)
+    expected = Sampler(model, pad_id=PAD, stop_ids=[EOS])(PROMPTS, max_new_tokens=8, key=key)
+    tokens, mask = left_pad(PROMPTS, PAD)
+    config = SamplingConfig(max_new_tokens=8, stop_ids=(EOS,), pad_id=PAD)
+    fused = nnx.jit(generate, static_argnums=(4,))(model, tokens, mask, key, config)
+    np.testing.assert_array_equal(fused.tokens, expected.tokens)
+    np.testing.assert_allclose(fused.logps, expected.logps, atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(fused.lengths, expected.lengths)
 
 
 def test_samples_share_one_prefill(model: Transformer, monkeypatch) -> None:
