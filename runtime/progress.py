@@ -94,15 +94,17 @@ class StageProgress:
 
     def window(self, row: dict[str, float], tokens_per_s: float) -> None:
         """A log window's metrics arrived from the device."""
-        if self._bar is not None:
-            self._bar.update(self._task, loss=f"{row.get('loss', float('nan')):.4g}",
-                             tps=f"{tokens_per_s:,.0f}")
-            return
         done = row["step"] - self.start_step
         elapsed = time.perf_counter() - self.started
         eta = elapsed / done * (self.total - row["step"]) if done > 0 else float("nan")
-        self.log(f"  {self.name} step {row['step']}/{self.total} {format_row(row)} "
-                 f"tok/s={tokens_per_s:,.0f} eta={eta:.0f}s")
+        line = (f"  {self.name} step {row['step']}/{self.total} {format_row(row)} "
+                f"tok/s={tokens_per_s:,.0f} eta={eta:.0f}s")
+        if self._bar is None:
+            self.log(line)
+            return
+        self._bar.update(self._task, loss=f"{row.get('loss', float('nan')):.4g}",
+                         tps=f"{tokens_per_s:,.0f}")
+        self.log.record(line)  # the bar is for the eyes; run.log keeps the numbers
 
     def close(self) -> None:
         if self._bar is not None:

@@ -41,16 +41,18 @@ def test_plain_progress_lines_carry_step_loss_throughput_and_eta(tmp_path: Path)
     assert logged[1].endswith(line) and logged[1][:8].count(":") == 2  # HH:MM:SS prefix
 
 
-def test_terminal_gets_a_rich_bar_with_loss_and_throughput() -> None:
+def test_terminal_gets_a_rich_bar_with_loss_and_throughput(tmp_path: Path) -> None:
     stream = Terminal()
-    log = RunLog(stream=stream)
+    log = RunLog(tmp_path / "run.log", stream=stream)
     progress = StageProgress(log, "tune", total=8, start_step=2)
     progress.advance(6)
     progress.window({**ROW, "step": 6}, tokens_per_s=4321.0)
     progress.close()
     shown = stream.getvalue()
     assert "tune" in shown and "6/8" in shown and "loss 1.234" in shown and "4,321 tok/s" in shown
-    assert "step 6/8 loss=" not in shown  # no plain lines on a terminal
+    assert "step 6/8 loss=" not in shown  # no plain lines on a terminal...
+    log.close()
+    assert "tune step 6/8 loss=1.234" in (tmp_path / "run.log").read_text()  # ...but in run.log
 
 
 def test_summary_table_plain_and_markdown(tmp_path: Path) -> None:

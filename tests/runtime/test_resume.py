@@ -69,10 +69,11 @@ def test_metrics_and_events_of_an_uninterrupted_run(reference: Path) -> None:
 @pytest.mark.parametrize(
     ("stage", "step", "during_save"),
     [
+        ("base", 5, False),  # between checkpoints (the step-3 one possibly still committing)
         ("base", 9, True),  # killed while the step-9 checkpoint is being written
         ("tune", 6, False),  # upstream finished (loaded from output/), tune resumes at 4
     ],
-    ids=["base-mid-checkpoint-write", "tune-after-upstream-finished"],
+    ids=["base-between-checkpoints", "base-mid-checkpoint-write", "tune-after-upstream-finished"],
 )
 def test_sigkill_then_rerun_is_bit_identical(
     reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture, stage: str, step: int,
