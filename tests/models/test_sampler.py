@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -158,3 +160,20 @@ def test_bad_settings_name_the_fix(model: Transformer) -> None:
         left_pad([[1], []], PAD)
     with pytest.raises(SamplingError, match="more than the length 2"):
         left_pad([[1, 2, 3]], PAD, length=2)
+
+
+def test_lora_dropout_is_off_while_sampling(model: Transformer) -> None:
+    """A LoRA model in train mode (dropout on) samples as its merged, dropout-free self."""
+    from tunix_dsl.models.lora import LoraSpec, apply_lora, lora_modules, merge_lora
+
+    adapted = apply_lora(nnx.clone(model), LoraSpec(4, 8.0, dropout=0.5), nnx.Rngs(1))
+    for n, (_, module) in enumerate(lora_modules(adapted)):
+        shape = module.lora_b[...].shape
+        module.lora_b[...] = 0.5 * jax.random.normal(jax.random.key(n), shape)
+    sample = partial(Sampler.__call__, prompts=PROMPTS, max_new_tokens=6, temperature=0.0)
+    ours = sample(Sampler(adapted, pad_id=PAD, stop_ids=[EOS]))
+    merged = sample(Sampler(merge_lora(adapted), pad_id=PAD, stop_ids=[EOS]))
+    base = sample(Sampler(model, pad_id=PAD, stop_ids=[EOS]))
+    np.testing.assert_array_equal(ours.tokens, merged.tokens)
+    np.testing.assert_allclose(ours.logps, merged.logps, atol=1e-4, rtol=0)
+    assert not np.array_equal(ours.tokens, base.tokens)  # the adapters mattered
