@@ -105,9 +105,8 @@ def train_step(model: nnx.Module, loss: Callable, trainable) -> Callable[[jax.Ar
 
     @partial(jax.jit, donate_argnums=(0, 1))
     def step(params, opt, rest, tokens):
-        value, grads = jax.value_and_grad(
-            lambda p: loss(nnx.merge(graphdef, p, rest), tokens)
-        )(params)
+        objective = lambda p: loss(nnx.merge(graphdef, p, rest), tokens)  # noqa: E731
+        value, grads = jax.value_and_grad(objective)(params)
         updates, opt = tx.update(grads, opt, params)
         return optax.apply_updates(params, updates), opt, value
 
