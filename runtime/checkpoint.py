@@ -34,6 +34,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 
+from tunix_dsl.runtime.run_dir import RunDirError
+
 META_ITEM, STATE_ITEM = "meta", "state"
 
 
@@ -144,18 +146,31 @@ class StageCheckpoints:
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
         """Start saving `state` as step `step` (returns once the arrays are off the device)."""
         nested, _ = flatten_state(_raw_keys(state))
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(**{
-                STATE_ITEM: ocp.args.StandardSave(nested),
-                META_ITEM: ocp.args.JsonSave({**meta, "step": step, "prng_impls": _key_impls(state)}),
-            }),
-            force=True,
-        )
+        try:
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(**{
+                    STATE_ITEM: ocp.args.StandardSave(nested),
+                    META_ITEM: ocp.args.JsonSave({**meta, "step": step, "prng_impls": _key_impls(state)}),
+                }),
+                force=True,
+            )
+        except Exception as err:  # noqa: BLE001 - disk full, permissions, I/O: one clear message
+            raise self._write_error(err) from err
 
     def wait(self) -> None:
         """Block until every started save is committed."""
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as err:  # noqa: BLE001 - an asynchronous write failed
+            raise self._write_error(err) from err
+
+    def _write_error(self, err: BaseException) -> RunDirError:
+        return RunDirError(
+            f"cannot write a checkpoint under {self.directory} ({type(err).__name__}: "
+            f"{_short_reason(err)}); earlier checkpoints are intact — free disk space or fix "
+            "permissions, then run the same command to resume"
+        )
 
     def read_meta(self, step: int) -> dict[str, Any]:
         restored = self.manager.restore(step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()}))

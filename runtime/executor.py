@@ -306,10 +306,11 @@ class Executor:
             names = ", ".join(s.name for s in self.pipeline.stages)
             raise RunError(f"--force {unknown[0]}: no such stage; stages: {names}")
         self.layout.prepare()
-        self.log.attach(self.layout.log_file)
         try:
+            self.log.attach(self.layout.log_file)
             return self._run_stages()
         finally:
+            self.layout.release()
             if self._owns_log:
                 self.log.close()
 

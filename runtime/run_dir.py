@@ -19,6 +19,7 @@ in the middle must not leave something that looks done.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -108,6 +109,7 @@ class StageDir:
 class RunDir:
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._lock: Any = None
 
     def stage(self, name: str) -> StageDir:
         return StageDir(self.root / "stages" / name)
@@ -117,17 +119,41 @@ class RunDir:
         return self.root / "run.log"
 
     def prepare(self) -> None:
-        """Create the directory and prove it writable, before any training starts."""
+        """Create the directory, prove it writable and lock it, before any training starts.
+
+        The lock (`flock` on `.lock`) keeps two runs out of one directory; the
+        kernel drops it when its process dies, so a killed run leaves none behind.
+        """
         try:
             (self.root / "stages").mkdir(parents=True, exist_ok=True)
             probe = self.root / f".write-probe-{os.getpid()}"
             probe.write_text("ok")
             probe.unlink()
+            lock = (self.root / ".lock").open("a+")
         except OSError as err:
             raise RunDirError(
                 f"run directory {self.root} is not writable ({err.strerror or err}); "
                 "pass --run-dir with a writable location"
             ) from err
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise RunDirError(
+                f"run directory {self.root} is in use by {holder}; wait for it to finish, stop it "
+                "(it resumes later), or pass another --run-dir"
+            ) from None
+        lock.truncate(0)
+        lock.write(f"tnx run (pid {os.getpid()})\n")
+        lock.flush()
+        self._lock = lock
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing drops the flock
+            self._lock = None
 
     def check_free_space(self, stage: str, needed_bytes: int) -> None:
         """Fail before training when the disk cannot hold the stage's checkpoints and output."""

@@ -139,3 +139,25 @@ def test_a_torn_metrics_line_is_dropped(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
     assert read_metrics(path) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+
+
+def test_a_failing_checkpoint_write_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    checkpoints = StageCheckpoints(tmp_path / "checkpoints", keep=2)
+
+    def disk_full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoints.manager, "save", disk_full)
+    with pytest.raises(RunDirError, match=r"cannot write a checkpoint under .*No space left on device.*"
+                                          r"earlier checkpoints are intact"):
+        checkpoints.save(1, make_state(1), {"fingerprint": "fp", "cursor": 4})
+
+
+def test_a_run_directory_in_use_is_refused(tmp_path: Path) -> None:
+    first, second = RunDir(tmp_path / "run"), RunDir(tmp_path / "run")
+    first.prepare()
+    with pytest.raises(RunDirError, match=r"is in use by tnx run \(pid \d+\)"):
+        second.prepare()
+    first.release()
+    second.prepare()  # free again once the first run ends (or dies: flock goes with the process)
+    second.release()
