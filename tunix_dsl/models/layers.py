@@ -61,8 +61,13 @@ class Dense(nnx.Module):
         self.bias = _param(_zeros, None, (out_features,), dtype, (axes[1],)) if use_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = x @ self.kernel[...]
-        return y + self.bias[...] if self.bias is not None else y
+        # Multiply on 2-D [tokens, features]: with a 3-D activation the kernel gradient
+        # contracts over (B, T) and XLA:CPU materialises a strided transpose of the
+        # output gradient (a third of an SFT step at the bench sizes, bench/README.md).
+        y = x.reshape(-1, x.shape[-1]) @ self.kernel[...]
+        if self.bias is not None:
+            y = y + self.bias[...]
+        return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
 class Embed(nnx.Module):
@@ -76,7 +81,8 @@ class Embed(nnx.Module):
         return jnp.take(self.embedding[...], tokens, axis=0)  # [B,T] -> [B,T,D]
 
     def attend(self, x: jax.Array) -> jax.Array:
-        return x @ self.embedding[...].T  # [B,T,D] -> [B,T,V]
+        flat = x.reshape(-1, x.shape[-1]) @ self.embedding[...].T  # 2-D, as in Dense
+        return flat.reshape(*x.shape[:-1], flat.shape[-1])  # [B,T,D] -> [B,T,V]
 
 
 class RMSNorm(nnx.Module):
