@@ -248,7 +248,7 @@ class Executor:
         self.outputs[stage.name] = model
         self.save_model(model, self.tokenizer_for(getattr(config, trained)), directory.output)
         losses = [h["loss"] for h in result.history]
-        tokens_per_s = result.tokens / max(result.wall_s, 1e-9)
+        tokens_per_s = result.tokens_per_s
         status_text = f"resumed at {start}" if start else "ran"
         directory.mark_finished({
             "fingerprint": fingerprint, "stage": stage.name, "kind": stage.kind,

@@ -44,7 +44,8 @@ class NonFiniteLoss(Exception):
 class LoopResult:
     history: list[dict[str, float]]
     tokens: int  # tokens seen in this invocation
-    wall_s: float  # this invocation's loop time
+    wall_s: float  # this invocation's loop time (compilation of the first dispatch included)
+    tokens_per_s: float  # steady throughput: after the first log window (compilation excluded)
     start_step: int
 
 
@@ -73,6 +74,7 @@ class StageLoop:
         self._saved_step = start_step  # nothing new to save before the first dispatch
         self._last_good = start_step if start_step else None
         self._tokens = 0
+        self._rate_origin: tuple[float, int] | None = None  # (time, tokens) after the first window
         started = time.perf_counter()
         next_save_time = time.monotonic() + 60 * self.checkpoint_minutes
         done = start_step
@@ -101,8 +103,16 @@ class StageLoop:
         if done != self._saved_step:
             self.save(state, done, started)  # the end: a kill while writing the output loses nothing
         self.checkpoints.wait()
-        return state, LoopResult(self.sink.history, self._tokens, time.perf_counter() - started,
-                                 start_step)
+        wall = time.perf_counter() - started
+        return state, LoopResult(self.sink.history, self._tokens, wall, self._rate(started), start_step)
+
+    def _rate(self, started: float) -> float:
+        """Tokens/s since the first window (so the first dispatch's compile does not count)."""
+        now = time.perf_counter()
+        t0, n0 = self._rate_origin if self._rate_origin is not None else (started, 0)
+        if now - t0 < 1e-6 or self._tokens == n0:
+            t0, n0 = started, 0
+        return (self._tokens - n0) / max(now - t0, 1e-9)
 
     def save(self, state: Any, step: int, started: float) -> None:
         self._flush(started)  # raises on a non-finite loss: a bad state is never saved
@@ -135,8 +145,9 @@ class StageLoop:
         self._pending.clear()
         self.sink.flush()
         if last is not None:
-            elapsed = max(time.perf_counter() - started, 1e-9)
-            self.progress.window(last, self._tokens / elapsed)
+            self.progress.window(last, self._rate(started))
+            if self._rate_origin is None:
+                self._rate_origin = (time.perf_counter(), self._tokens)
 
 
 def _crossed(interval: int, done: int, k: int) -> bool:
