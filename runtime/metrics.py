@@ -1,14 +1,15 @@
 """Per-stage metrics: `metrics.jsonl` (one row per optimizer step) and TensorBoard events.
 
-On resume from step `n` the rows after `n` (written before the interruption,
-from steps that will be redone) are dropped from `metrics.jsonl`, and the
-TensorBoard writer purges its events from step `n + 1` on, so every step
-appears exactly once in both.
+A stage that starts from step 0 starts both afresh. On resume from step `n`
+the rows after `n` (written before the interruption, from steps that will be
+redone) are dropped from `metrics.jsonl`, and the TensorBoard writer purges
+its events from step `n + 1` on, so every step appears exactly once in both.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ class MetricsSink:
             fh.writelines(json.dumps(r) + "\n" for r in kept)
         self.history: list[dict[str, float]] = kept
         self._jsonl = jsonl.open("a")
+        if not resume_step:
+            shutil.rmtree(events, ignore_errors=True)  # a fresh start: no events of an older config
         events.mkdir(parents=True, exist_ok=True)
         # The default file name has one-second resolution: a resume within the same second
         # would overwrite the earlier file. A nanosecond suffix keeps names unique and in order.

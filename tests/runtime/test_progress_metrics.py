@@ -82,3 +82,16 @@ def test_resumed_sink_keeps_steps_up_to_the_checkpoint_once(tmp_path: Path) -> N
     assert [r["step"] for r in read_metrics(jsonl)] == list(range(1, 9))
     losses = tensorboard_scalars(events, "loss")
     assert losses == {**{s: 10.0 - s for s in range(1, 5)}, **{s: 20.0 - s for s in range(5, 9)}}
+
+
+def test_a_fresh_start_clears_the_events_of_an_earlier_run(tmp_path: Path) -> None:
+    jsonl, events = tmp_path / "metrics.jsonl", tmp_path / "events"
+    sink = MetricsSink(jsonl, events)
+    sink.write({"step": 1, "loss": 5.0})
+    sink.write({"step": 2, "loss": 4.0})
+    sink.close()
+    sink = MetricsSink(jsonl, events)  # e.g. the stage's config changed: it runs from step 0
+    sink.write({"step": 1, "loss": 3.0})
+    sink.close()
+    assert read_metrics(jsonl) == [{"step": 1, "loss": 3.0}]
+    assert tensorboard_scalars(events, "loss") == {1: 3.0}
