@@ -98,8 +98,9 @@ class StageLoop:
             if done != self._saved_step:
                 self.save(state, done, started)
             self.checkpoints.wait()
+            saved = "checkpoint saved" if done else "nothing to save yet"
             raise Preempted(f"stopped by {self.signals.requested} in stage `{self.name}` at step "
-                            f"{done}/{total}; checkpoint saved; run the same command to resume")
+                            f"{done}/{total}; {saved}; run the same command to resume")
         if done != self._saved_step:
             self.save(state, done, started)  # the end: a kill while writing the output loses nothing
         self.checkpoints.wait()
