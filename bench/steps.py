@@ -118,31 +118,27 @@ def fmt_ratio(ratio: float, target: float | None, below: bool = False) -> str:
     return f"{ratio:.2f}x ({'met' if met else 'MISSED'}, {'<' if below else '≤'} {target:g})"
 
 
-def build_steps(dense_vjp: bool) -> dict[str, Callable[[], object]]:
+def build_steps(dense_2d: bool) -> dict[str, Callable[[], object]]:
     """Ours and hand-written steps by '<side> <variant>', compiled and warmed up."""
     from _steps_hand import hand_steps
     from _steps_ours import ModelBank, our_steps
-    from _steps_patch import dense_vjp as patched
+    from _steps_patch import dense_2d as patched
 
-    bank = ModelBank()
-    steps = {"ours " + n: f for n, f in our_steps(bank).items()}
-    steps.update({"hand " + n: f for n, f in hand_steps(bank).items()})
-    spent = warm(steps)
-    if dense_vjp:  # traced (at warm-up) with the proposed Dense backward
-        with patched():
-            fixed = {"ours+vjp " + n: f for n, f in our_steps(bank).items()}
-            spent.update(warm(fixed))
-        steps.update(fixed)
+    with patched() if dense_2d else contextlib.nullcontext():  # traced at warm-up
+        bank = ModelBank()
+        steps = {"ours " + n: f for n, f in our_steps(bank).items()}
+        steps.update({"hand " + n: f for n, f in hand_steps(bank).items()})
+        spent = warm(steps)
     print("compile + 1 step (s): " + ", ".join(f"{n} {s:.0f}" for n, s in spent.items()))
     return steps
 
 
-def main_table(steps: int, rounds: int, tunix_python: str | None, dense_vjp: bool) -> None:
+def main_table(steps: int, rounds: int, tunix_python: str | None, dense_2d: bool) -> None:
     tunix = TunixWorker(tunix_python) if tunix_python else None
     if tunix is not None and tunix.proc is not None:
         tunix.send({"build": list(VARIANTS)})  # compiles in its own process meanwhile
     runners: dict[str, Runner] = {
-        name: (lambda n, f=fn: common.time_steps(f, n)) for name, fn in build_steps(dense_vjp).items()
+        name: (lambda n, f=fn: common.time_steps(f, n)) for name, fn in build_steps(dense_2d).items()
     }
     why_no_tunix: dict[str, str] = {}
     if tunix is not None and tunix.proc is not None:
@@ -165,23 +161,16 @@ def report(times: dict[str, dict[str, list[float]]], clock: str, why_no_tunix: d
     med = {name: common.median_ms(t[clock]) for name, t in times.items()}
     what = "process CPU time" if clock == "cpu" else "wall time"
     print(f"\n## Step {what} (median of {len(times['ours sft'][clock])} steps per variant, ms)\n")
-    sides = [s for s in ("ours", "ours+vjp") if f"{s} sft" in med]
-    header = ("step", *sides, "hand-written", "Tunix", *(f"{s} / hand" for s in sides),
-              *(f"{s} / Tunix" for s in sides))
     rows = []
     for name in VARIANTS:
-        h, t = med["hand " + name], med.get("tunix " + name)
-        ours = [med[f"{s} {name}"] for s in sides]
+        o, h, t = med["ours " + name], med["hand " + name], med.get("tunix " + name)
         rows.append((
-            name, *(f"{o:.0f}" for o in ours), f"{h:.0f}", f"{t:.0f}" if t else "—",
-            *(fmt_ratio(o / h, HAND_TARGET) for o in ours),
-            *((fmt_ratio(o / t, TUNIX_TARGET.get(name)) if t else why_no_tunix.get(name, "—"))
-              for o in ours),
+            name, f"{o:.0f}", f"{h:.0f}", f"{t:.0f}" if t else "—", fmt_ratio(o / h, HAND_TARGET),
+            fmt_ratio(o / t, TUNIX_TARGET.get(name)) if t else why_no_tunix.get(name, "—"),
         ))  # fmt: skip
-    table(rows, header)
-    for side in sides:
-        ratio = med[f"{side} sft lora"] / med[f"{side} sft"]
-        print(f"{side}: LoRA SFT / full SFT = {fmt_ratio(ratio, 1.0, below=True)}")
+    table(rows, ("step", "ours", "hand-written", "Tunix", "ours / hand", "ours / Tunix"))
+    ratio = med["ours sft lora"] / med["ours sft"]
+    print(f"ours LoRA SFT / ours full SFT: {fmt_ratio(ratio, 1.0, below=True)}")
 
 
 def steps_per_call_table(steps: int, rounds: int, per_call: int) -> None:
@@ -191,7 +180,7 @@ def steps_per_call_table(steps: int, rounds: int, per_call: int) -> None:
     from tunix_dsl.model_config import ModelConfig
 
     bank = ModelBank(ModelConfig.from_preset("nano", vocab_size=256))
-    batch = common.lm_batch(0, batch=8, seq=64, vocab=256, prompt=16)
+    batch = common.lm_batch(0, batch=8, seq=32, vocab=256, prompt=12)
     variants = {k: OurStep("sft", bank, batch=batch, steps_per_call=k) for k in (1, per_call)}
 
     def chunk(step: OurStep) -> Callable[[], object]:
@@ -204,7 +193,7 @@ def steps_per_call_table(steps: int, rounds: int, per_call: int) -> None:
     warm(fns)
     times = interleaved({k: lambda n, f=f: common.time_steps(f, n) for k, f in fns.items()},
                         steps * 4, rounds)
-    print(f"\n## steps_per_call on `nano` (d_model 128, 4 layers; vocab 256, seq 64, batch 8; "
+    print(f"\n## steps_per_call on `nano` (d_model 128, 4 layers; vocab 256, seq 32, batch 8; "
           f"median of {len(times[1]['wall'])} chunks of {per_call} steps)\n")
     rows = []
     for k in fns:
@@ -216,13 +205,13 @@ def steps_per_call_table(steps: int, rounds: int, per_call: int) -> None:
 
 
 def profile(name: str) -> None:
-    """The slowest XLA ops of our step `name` (and of the proposed-Dense-backward variant)."""
+    """The slowest XLA ops of our step `name` (and of the proposed 2-D Dense variant)."""
     from _steps_ours import ModelBank, our_steps
-    from _steps_patch import dense_vjp as patched
+    from _steps_patch import dense_2d as patched
     from _steps_profile import describe, top_ops
 
     bank = ModelBank()
-    for label, context in (("ours", contextlib.nullcontext()), ("ours+vjp", patched())):
+    for label, context in (("ours", contextlib.nullcontext()), ("ours+2d", patched())):
         with context:
             step = our_steps(bank, only=name)[name]
             ops, total = top_ops(step)
@@ -247,8 +236,9 @@ def main() -> None:
     parser.add_argument("--tunix-python", default="/tmp/tunix-venv/bin/python")
     parser.add_argument("--no-tunix", action="store_true", help="skip the Tunix columns")
     parser.add_argument("--only", choices=("main", "per-call"), help="run one table")
-    parser.add_argument("--dense-vjp", action="store_true",
-                        help="add our steps with the proposed Dense backward (bench/_steps_patch.py)")
+    parser.add_argument("--dense-2d", action="store_true",
+                        help="run ours and hand-written with the proposed 2-D Dense "
+                             "(bench/_steps_patch.py)")
     parser.add_argument("--profile", choices=VARIANTS, help="only profile our step of this kind")
     args = parser.parse_args()
     if args.steps < args.rounds:
@@ -260,7 +250,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}, numpy {np.__version__}\n")
     if args.only != "per-call":
         main_table(args.steps, args.rounds, None if args.no_tunix else args.tunix_python,
-                   args.dense_vjp)
+                   args.dense_2d)
     if args.only != "main":
         steps_per_call_table(args.steps, args.rounds, args.per_call)
     print(f"total {time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.1f}")
