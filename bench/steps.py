@@ -1,6 +1,6 @@
 """Training-step benchmark (not a test): our compiled stage programs vs hand-written JAX vs Tunix.
 
-    python bench/steps.py [--steps 8] [--rounds 4] [--tunix-python /tmp/tunix-venv/bin/python]
+    python bench/steps.py [--steps 12] [--rounds 4] [--tunix-python /tmp/tunix-venv/bin/python]
 
 Prints, from one run, the step time of our compiled SFT (full), LoRA SFT, DPO
 (full with a separate reference; LoRA with the shared adapters-off
@@ -26,7 +26,6 @@ round), so the machine's noise hits all alike. A figure is the median of its
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
@@ -86,14 +85,21 @@ class TunixWorker:
         self.proc = None
 
 
-def warm(fns: dict[str, Callable[[], object]]) -> dict[str, float]:
-    """Compile + one warm step of each; seconds taken."""
-    spent = {}
+def warm(fns: dict[str, Callable[[], object]]) -> tuple[dict[str, float], dict[str, object]]:
+    """Compile + one warm step of each: seconds taken, and what each first step returned."""
+    spent, first = {}, {}
     for name, fn in fns.items():
         start = time.perf_counter()
-        common.time_steps(fn, 2)
+        first[name] = fn()
+        fn()
         spent[name] = time.perf_counter() - start
-    return spent
+    return spent, first
+
+
+def first_loss(result: object) -> float:
+    """The loss of a first step: our metrics dict (per step of the call) or a scalar."""
+    loss = result["loss"][0] if isinstance(result, dict) else result
+    return float(np.asarray(loss))
 
 
 Runner = Callable[[int], dict[str, list[float]]]
@@ -118,27 +124,29 @@ def fmt_ratio(ratio: float, target: float | None, below: bool = False) -> str:
     return f"{ratio:.2f}x ({'met' if met else 'MISSED'}, {'<' if below else '≤'} {target:g})"
 
 
-def build_steps(dense_2d: bool) -> dict[str, Callable[[], object]]:
+def build_steps() -> dict[str, Callable[[], object]]:
     """Ours and hand-written steps by '<side> <variant>', compiled and warmed up."""
     from _steps_hand import hand_steps
     from _steps_ours import ModelBank, our_steps
-    from _steps_patch import dense_2d as patched
 
-    with patched() if dense_2d else contextlib.nullcontext():  # traced at warm-up
-        bank = ModelBank()
-        steps = {"ours " + n: f for n, f in our_steps(bank).items()}
-        steps.update({"hand " + n: f for n, f in hand_steps(bank).items()})
-        spent = warm(steps)
+    bank = ModelBank()
+    steps = {"ours " + n: f for n, f in our_steps(bank).items()}
+    steps.update({"hand " + n: f for n, f in hand_steps(bank).items()})
+    spent, first = warm(steps)
     print("compile + 1 step (s): " + ", ".join(f"{n} {s:.0f}" for n, s in spent.items()))
+    # Same model, same initial weights, same batch: the first losses must agree.
+    print("first-step loss ours / hand: " + ", ".join(
+        f"{n} {first_loss(first['ours ' + n]):.4f} / {first_loss(first['hand ' + n]):.4f}"
+        for n in VARIANTS))
     return steps
 
 
-def main_table(steps: int, rounds: int, tunix_python: str | None, dense_2d: bool) -> None:
+def main_table(steps: int, rounds: int, tunix_python: str | None) -> None:
     tunix = TunixWorker(tunix_python) if tunix_python else None
     if tunix is not None and tunix.proc is not None:
         tunix.send({"build": list(VARIANTS)})  # compiles in its own process meanwhile
     runners: dict[str, Runner] = {
-        name: (lambda n, f=fn: common.time_steps(f, n)) for name, fn in build_steps(dense_2d).items()
+        name: (lambda n, f=fn: common.time_steps(f, n)) for name, fn in build_steps().items()
     }
     why_no_tunix: dict[str, str] = {}
     if tunix is not None and tunix.proc is not None:
@@ -173,51 +181,58 @@ def report(times: dict[str, dict[str, list[float]]], clock: str, why_no_tunix: d
     print(f"ours LoRA SFT / ours full SFT: {fmt_ratio(ratio, 1.0, below=True)}")
 
 
+NANO_SHAPES = ((8, 32), (1, 16))  # (batch, seq): the addition pipeline's, and a dispatch-bound one
+
+
 def steps_per_call_table(steps: int, rounds: int, per_call: int) -> None:
-    """(c): `nano` at steps_per_call 1 vs `per_call`; one sample = `per_call` optimizer steps."""
+    """(c): `nano` at steps_per_call 1 vs `per_call`; one sample = `per_call` optimizer steps,
+    dispatched the way `tnx run` does (host batch → device, step, no per-step sync)."""
     from _steps_ours import ModelBank, OurStep
 
     from tunix_dsl.model_config import ModelConfig
 
     bank = ModelBank(ModelConfig.from_preset("nano", vocab_size=256))
-    batch = common.lm_batch(0, batch=8, seq=32, vocab=256, prompt=12)
-    variants = {k: OurStep("sft", bank, batch=batch, steps_per_call=k) for k in (1, per_call)}
 
     def chunk(step: OurStep) -> Callable[[], object]:
-        def run() -> None:  # per_call optimizer steps, dispatched the way `tnx run` does
+        def run() -> None:
             metrics = [step.dispatch_from_host() for _ in range(per_call // step.steps_per_call)]
             jax.block_until_ready(metrics)
         return run
 
-    fns = {k: chunk(v) for k, v in variants.items()}
+    fns = {}
+    for batch, seq in NANO_SHAPES:
+        data = common.lm_batch(0, batch=batch, seq=seq, vocab=256, prompt=seq // 3)
+        for k in (1, per_call):
+            fns[(batch, seq, k)] = chunk(OurStep("sft", bank, batch=data, steps_per_call=k))
     warm(fns)
-    times = interleaved({k: lambda n, f=f: common.time_steps(f, n) for k, f in fns.items()},
-                        steps * 4, rounds)
-    print(f"\n## steps_per_call on `nano` (d_model 128, 4 layers; vocab 256, seq 32, batch 8; "
-          f"median of {len(times[1]['wall'])} chunks of {per_call} steps)\n")
+    times = interleaved({key: lambda n, f=f: common.time_steps(f, n) for key, f in fns.items()},
+                        steps * 2, rounds)
+    print(f"\n## steps_per_call on `nano` (d_model 128, 4 layers, vocab 256; median of "
+          f"{len(next(iter(times.values()))['wall'])} calls of {per_call} optimizer steps)\n")
     rows = []
-    for k in fns:
-        wall, cpu = (common.median_ms(times[k][c]) / per_call for c in ("wall", "cpu"))
-        rows.append((f"steps_per_call = {k}", f"{wall:.2f} ms", f"{cpu:.2f} ms", f"{1e3 / wall:.0f}"))
-    gain = [common.median_ms(times[1][c]) / common.median_ms(times[per_call][c]) for c in ("wall", "cpu")]
-    rows.append(("gain", f"{gain[0]:.2f}x", f"{gain[1]:.2f}x", ""))
-    table(rows, ("program", "wall per optimizer step", "CPU per optimizer step", "steps/s (wall)"))
+    for batch, seq in NANO_SHAPES:
+        per_step = {k: {c: common.median_ms(times[(batch, seq, k)][c]) / per_call
+                        for c in ("wall", "cpu")} for k in (1, per_call)}
+        for k, ms in per_step.items():
+            rows.append((f"batch {batch}, seq {seq}", f"steps_per_call = {k}",
+                         f"{ms['wall']:.2f} ms", f"{ms['cpu']:.2f} ms", f"{1e3 / ms['wall']:.0f}"))
+        gain = {c: per_step[1][c] / per_step[per_call][c] for c in ("wall", "cpu")}
+        rows.append((f"batch {batch}, seq {seq}", "gain", f"{gain['wall']:.2f}x",
+                     f"{gain['cpu']:.2f}x", ""))
+    table(rows, ("shape", "program", "wall per optimizer step", "CPU per optimizer step",
+                 "steps/s (wall)"))
 
 
 def profile(name: str) -> None:
-    """The slowest XLA ops of our step `name` (and of the proposed 2-D Dense variant)."""
+    """The slowest XLA ops of our step `name`, with the JAX operation each came from."""
     from _steps_ours import ModelBank, our_steps
-    from _steps_patch import dense_2d as patched
     from _steps_profile import describe, top_ops
 
-    bank = ModelBank()
-    for label, context in (("ours", contextlib.nullcontext()), ("ours+2d", patched())):
-        with context:
-            step = our_steps(bank, only=name)[name]
-            ops, total = top_ops(step)
-        hlo = step.lowered().compile().as_text()
-        print(f"\n## {label} {name}: {total:.0f} ms of XLA ops per step; slowest:\n")
-        table([(f"{ms:.1f}", op, describe(op, hlo)) for op, ms in ops], ("ms", "op", "shape, from"))
+    step = our_steps(ModelBank(), only=name)[name]
+    ops, total = top_ops(step)
+    hlo = step.lowered().compile().as_text()
+    print(f"\n## ours {name}: {total:.0f} ms of XLA ops per step (ops may overlap); slowest:\n")
+    table([(f"{ms:.1f}", op, describe(op, hlo)) for op, ms in ops], ("ms", "op", "shape, from"))
 
 
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
@@ -230,15 +245,12 @@ def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per variant")
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per variant")
     parser.add_argument("--rounds", type=int, default=4, help="interleaving rounds")
     parser.add_argument("--per-call", type=int, default=8, help="steps_per_call of case (c)")
     parser.add_argument("--tunix-python", default="/tmp/tunix-venv/bin/python")
     parser.add_argument("--no-tunix", action="store_true", help="skip the Tunix columns")
     parser.add_argument("--only", choices=("main", "per-call"), help="run one table")
-    parser.add_argument("--dense-2d", action="store_true",
-                        help="run ours and hand-written with the proposed 2-D Dense "
-                             "(bench/_steps_patch.py)")
     parser.add_argument("--profile", choices=VARIANTS, help="only profile our step of this kind")
     args = parser.parse_args()
     if args.steps < args.rounds:
@@ -249,8 +261,7 @@ def main() -> None:
     print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}, numpy {np.__version__}\n")
     if args.only != "per-call":
-        main_table(args.steps, args.rounds, None if args.no_tunix else args.tunix_python,
-                   args.dense_2d)
+        main_table(args.steps, args.rounds, None if args.no_tunix else args.tunix_python)
     if args.only != "main":
         steps_per_call_table(args.steps, args.rounds, args.per_call)
     print(f"total {time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.1f}")
