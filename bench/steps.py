@@ -30,6 +30,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,17 +46,20 @@ HAND_TARGET = 1.05
 
 
 class TunixWorker:
-    """The Tunix subprocess (`_steps_tunix.py`) and its line protocol."""
+    """The Tunix subprocess (`_steps_tunix.py`) and its line protocol; its stderr goes to a
+    log file that an error message points to."""
 
     def __init__(self, python: str):
         self.why = ""
         self.proc: subprocess.Popen | None = None
         if not Path(python).exists():
-            self.why = f"no Tunix venv at {python} (see bench/README.md, steps section)"
+            self.why = f"no Tunix venv at {python} (see bench/README.md, models section)"
             return
+        self.log = tempfile.NamedTemporaryFile("w", prefix="steps_tunix_", suffix=".log",
+                                               delete=False)
         self.proc = subprocess.Popen(
             [python, str(HERE / "_steps_tunix.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, text=True, cwd=HERE,
+            stderr=self.log, text=True, cwd=HERE,
         )  # fmt: skip
         hello = self.receive()
         if "unavailable" in hello:
@@ -72,7 +76,8 @@ class TunixWorker:
         for line in self.proc.stdout:
             if line.startswith("@@ "):
                 return json.loads(line[3:])
-        raise RuntimeError(f"the Tunix subprocess exited (code {self.proc.wait()})")
+        raise RuntimeError(f"the Tunix subprocess exited (code {self.proc.wait()}); "
+                           f"its errors are in {self.log.name}")
 
     def step_fn(self, name: str, count: int) -> list[float]:
         self.send({"run": name, "steps": count})
