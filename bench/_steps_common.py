@@ -10,7 +10,9 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
+import jax
 import numpy as np
 import optax
 
@@ -28,24 +30,22 @@ def optimizer_fields() -> dict[str, float | int | str]:
             "clip_norm": CLIP_NORM}
 
 
-def schedule(step):  # noqa: ANN001, ANN201  (jax scalar in, jax scalar out)
+def schedule(step: jax.Array | int) -> jax.Array:
     """Linear warm-up to LR over WARMUP steps, then cosine to 0 at TOTAL_STEPS (optax's form)."""
     return optax.warmup_cosine_decay_schedule(0.0, LR, WARMUP, TOTAL_STEPS, 0.0)(step)
 
 
-def adamw(mask) -> optax.GradientTransformation:  # noqa: ANN001  (pytree of bools or callable)
-    """clip(global norm) → AdamW with decoupled, masked weight decay: what a hand-written
-    step and the Tunix trainers use."""
+def adamw(mask: Callable[[Any], Any]) -> optax.GradientTransformation:
+    """clip(global norm) → AdamW with decoupled weight decay where `mask(params)` is True:
+    what the hand-written steps and the Tunix trainers use."""
     return optax.chain(
         optax.clip_by_global_norm(CLIP_NORM),
         optax.adamw(schedule, weight_decay=WEIGHT_DECAY, mask=mask),
     )
 
 
-def decays(params):  # noqa: ANN001, ANN201
-    """Weight decay on matrices only (norm scales and biases are 1-D)."""
-    import jax
-
+def decays(params: Any) -> Any:
+    """The decay mask: matrices only (norm scales and biases are 1-D)."""
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 

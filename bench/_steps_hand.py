@@ -90,7 +90,8 @@ class HandStep:
         tx = common.adamw(common.decays)
 
         @partial(jax.jit, donate_argnums=(0, 1))
-        def step(params, opt_state, frozen, batch):  # noqa: ANN001, ANN202
+        def step(params: nnx.State, opt_state: Any, frozen: nnx.State, batch: Batch,
+                 ) -> tuple[nnx.State, Any, jax.Array]:
             value, grads = jax.value_and_grad(
                 lambda p: loss(nnx.merge(graphdef, p, frozen), batch))(params)
             updates, opt_state = tx.update(grads, opt_state, params)

@@ -109,11 +109,12 @@ def dpo(lora_on: bool) -> tuple[Any, Any]:
 def distill() -> tuple[Any, Any]:
     from tunix.distillation import distillation_trainer, strategies
 
-    def logits_of(model: nnx.Module, input_tokens, input_mask, positions, attention_mask):  # noqa: ANN001, ANN202
+    def logits_of(model: nnx.Module, input_tokens: jax.Array, input_mask: jax.Array,
+                  positions: jax.Array, attention_mask: jax.Array) -> jax.Array:
         logits, _ = model(input_tokens, positions, None, attention_mask)
         return logits[:, :-1]
 
-    def labels(input_tokens, input_mask, **_):  # noqa: ANN001, ANN003, ANN202
+    def labels(input_tokens: jax.Array, input_mask: jax.Array, **_: jax.Array) -> jax.Array:
         return jax.nn.one_hot(input_tokens[:, 1:], common.VOCAB) * input_mask[:, 1:, None]
 
     strategy = strategies.LogitStrategy(

@@ -12,15 +12,17 @@ reference) and logit-distillation steps against
     `google-tunix`, run in its own venv by `bench/_steps_tunix.py`, a
     subprocess that keeps its trainers alive between rounds) — target: ours
     ≤ 0.8x Tunix for SFT and DPO, and our LoRA step faster than our full step;
-(c) the `nano` preset with `steps_per_call` 1 vs 8, calls made as `tnx run`
-    makes them (host batch → device, dispatch, no per-step sync).
+(c) the `nano` preset with `steps_per_call` 1 vs 8 at two shapes, calls made as
+    `tnx run` makes them (host batch → device, dispatch, no per-step sync).
 
 Sizes are `bench/models.py`'s: vocab 1024, 4 layers, d_model 256, 4 heads,
 MLP 1024, seq 128, batch 8 (DPO: 8 pairs), float32, one CPU device. Every
 variant is compiled and warmed up (2 steps) first; then `--rounds` rounds run
 `--steps / --rounds` steps of every variant in turn (the order rotates each
 round), so the machine's noise hits all alike. A figure is the median of its
-`--steps` per-step times; each step is timed to completion.
+`--steps` per-step times; each step is timed to completion, in wall time and in
+process CPU time (steadier when other jobs share the cores). `--profile KIND`
+prints the slowest XLA ops of one of our steps instead.
 """
 
 from __future__ import annotations
@@ -84,9 +86,14 @@ class TunixWorker:
         return self.receive()["times"]
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.send({"quit": True})
-            self.proc.wait(timeout=60)
+        """Stop the subprocess; its log is kept only if it did not exit cleanly."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.send({"quit": True})
+                self.proc.wait(timeout=60)
+            self.log.close()
+            if self.proc.returncode == 0:
+                os.unlink(self.log.name)
         self.proc = None
 
 
