@@ -18,6 +18,12 @@ from typing import Any
 
 from tunix_dsl import __version__
 
+# Fields that decide how a stage is run, not what it computes: changing them
+# must not invalidate a finished output or an interrupted stage's checkpoints.
+OPERATIONAL_FIELDS = frozenset(
+    {"checkpoint_every", "checkpoint_minutes", "keep_checkpoints", "on_nonfinite"}
+)
+
 
 def _file_identity(path: Path) -> dict[str, Any]:
     """Cheap identity of a file or directory tree: paths, sizes, mtimes (no content read)."""
@@ -66,7 +72,7 @@ def stage_fingerprints(pipeline: Any) -> dict[str, str]:
             "settings": settings,
             "stage": stage.name,
             "kind": stage.kind,
-            "config": stage.config.model_dump(mode="json"),
+            "config": stage.config.model_dump(mode="json", exclude=set(OPERATIONAL_FIELDS)),
             "models": {role: model_identity(ref) for role, ref in stage.models.items()},
             "datasets": {
                 role: _spec_identity(pipeline.datasets[name].spec, base_dir)

@@ -141,7 +141,8 @@ def lower_stage(
     state_sh = _state_shardings(split, optimizer, mesh)
     frozen_sh = sharding.state_shardings(split.frozen, mesh)
     step_fn = build_step(
-        split.graphdef, loss.counts, loss.micro_sums, loss.from_sums, optimizer, schedule
+        split.graphdef, loss.counts, loss.micro_sums, loss.from_sums, optimizer, schedule,
+        skip_nonfinite=getattr(config, "on_nonfinite", "stop") == "skip",
     )
     step = jax.jit(
         step_fn,

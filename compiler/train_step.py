@@ -74,8 +74,14 @@ def build_step(
     from_sums: FromSums,
     optimizer: optax.GradientTransformation,
     schedule: Callable[[jax.Array], jax.Array] | None = None,
+    skip_nonfinite: bool = False,
 ) -> Callable[[TrainState, nnx.State, Batch], tuple[TrainState, Metrics]]:
-    """The pure step function: `(state, frozen, batch[k, A, mb, ...]) -> (state, metrics[k])`."""
+    """The pure step function: `(state, frozen, batch[k, A, mb, ...]) -> (state, metrics[k])`.
+
+    With `skip_nonfinite`, an update whose loss or gradient norm is NaN/Inf is
+    dropped (parameters, optimizer state and RNG state stay as they were; the
+    step counter and the data still advance) and the metric `skipped` is 1.
+    """
 
     def grads_of_micro_batch(
         state: TrainState, frozen: nnx.State, micro: Batch, totals: Sums
@@ -87,9 +93,11 @@ def build_step(
             _, _, new_rest = nnx.split(modules, nnx.Param, ...)
             return loss, (sums, new_rest)
 
-        (_, (sums, rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(
-            state.trainable, state.rest
-        )
+        # `rest` (RNG counters for dropout) is traced by the gradient transform too, so
+        # nnx may advance the counters inside it; its (integer, float0) gradient is dropped.
+        (_, (sums, rest)), (grads, _) = jax.value_and_grad(
+            loss_of, argnums=(0, 1), has_aux=True, allow_int=True
+        )(state.trainable, state.rest)
         return grads, sums, rest
 
     def one_step(state: TrainState, frozen: nnx.State, batch: Batch) -> tuple[TrainState, Metrics]:
@@ -117,12 +125,21 @@ def build_step(
 
         updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
-        _, metrics = from_sums(sums)
+        loss, metrics = from_sums(sums)
         metrics = dict(metrics)
         metrics["grad_norm"] = optax.tree.norm(grads)
         if schedule is not None:
             metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
-        return TrainState(state.step + 1, trainable, opt_state, rest), metrics
+        new = TrainState(state.step + 1, trainable, opt_state, rest)
+        if skip_nonfinite:
+            finite = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
+            keep_old = lambda n, o: jnp.where(finite, n, o)  # noqa: E731
+            new = TrainState(
+                new.step,
+                *jax.tree.map(keep_old, (trainable, opt_state, rest), (state.trainable, state.opt_state, state.rest)),
+            )
+            metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
+        return new, metrics
 
     def step(state: TrainState, frozen: nnx.State, batch: Batch) -> tuple[TrainState, Metrics]:
         # batch: [k, A, mb, ...]; k optimizer steps in one dispatch.

@@ -5,7 +5,7 @@ data stream then starts at the checkpoint's cursor), dispatches
 `steps_per_call` optimizer steps at a time and keeps each dispatch's metrics
 on the device until the end of a log window, so dispatch runs ahead of the
 host. Checkpoints happen at dispatch boundaries, every `checkpoint_every`
-steps, every `CHECKPOINT_MINUTES` minutes and at the end; the pending
+steps, every `checkpoint_minutes` minutes and at the end; the pending
 metrics are fetched (and checked finite) before each save, so a checkpoint
 never holds a state that already went NaN.
 """
@@ -26,10 +26,6 @@ from tunix_dsl.runtime.data import BatchStream
 from tunix_dsl.runtime.metrics import MetricsSink
 from tunix_dsl.runtime.preemption import Preempted, StopSignals
 from tunix_dsl.runtime.progress import RunLog, StageProgress
-
-# Time-based interval, on top of `checkpoint_every` steps: a long stage with
-# `checkpoint_every = 0` still never loses more than this much work.
-CHECKPOINT_MINUTES = 30.0
 
 DispatchHook = Callable[[str, int], None]
 
@@ -64,7 +60,6 @@ class StageLoop:
     signals: StopSignals
     fingerprint: str
     on_dispatch: DispatchHook | None = None
-    checkpoint_minutes: float = CHECKPOINT_MINUTES
 
     def run(self, state: Any, start_step: int) -> tuple[Any, LoopResult]:
         config, program = self.config, self.program
@@ -76,7 +71,9 @@ class StageLoop:
         self._tokens = 0
         self._rate_origin: tuple[float, int] | None = None  # (time, tokens) after the first window
         started = time.perf_counter()
-        next_save_time = time.monotonic() + 60 * self.checkpoint_minutes
+        # On top of `checkpoint_every` steps: a long stage never loses more than this much work.
+        minutes = config.checkpoint_minutes
+        next_save_time = time.monotonic() + 60 * minutes if minutes > 0 else math.inf
         done = start_step
         while done < total and self.signals.requested is None:
             k = min(config.steps_per_call, total - done)
@@ -93,7 +90,9 @@ class StageLoop:
                 self._flush(started)
             if _crossed(every, done, k) or time.monotonic() >= next_save_time:
                 self.save(state, done, started)
-                next_save_time = time.monotonic() + 60 * self.checkpoint_minutes
+                # On top of `checkpoint_every` steps: a long stage never loses more than this much work.
+        minutes = config.checkpoint_minutes
+        next_save_time = time.monotonic() + 60 * minutes if minutes > 0 else math.inf
         if self.signals.requested is not None and done < total:
             if done != self._saved_step:
                 self.save(state, done, started)
@@ -132,7 +131,10 @@ class StageLoop:
             for i in range(k):
                 row = {"step": first + i, **{n: float(v[i]) for n, v in host.items()}}
                 bad = {n: row[n] for n in ("loss", "grad_norm") if n in row and not math.isfinite(row[n])}
-                if bad:
+                if bad and row.get("skipped"):  # on_nonfinite = "skip": the update was dropped
+                    self.log(f"warning: stage `{self.name}`: step {row['step']} skipped ("
+                             + ", ".join(f"{n} = {v}" for n, v in bad.items()) + ")")
+                elif bad:
                     self.sink.flush()
                     kept = (f"the last good checkpoint is step {self._last_good}"
                             if self._last_good is not None else "no checkpoint was saved yet")

@@ -46,3 +46,9 @@ def test_param_override_changes_the_stages_that_use_it(tmp_path: Path) -> None:
     base = stage_fingerprints(load(str(path)))
     scaled = stage_fingerprints(load(str(path), overrides={"scale": "0.5"}))
     assert all(base[name] != scaled[name] for name in base)
+
+
+def test_checkpoint_settings_do_not_change_fingerprints(tmp_path: Path) -> None:
+    before = fingerprints(tmp_path)
+    after = fingerprints(tmp_path, ("  beta        = 0.1\n", "  beta        = 0.1\n  checkpoint_every = 5\n  keep_checkpoints = 4\n"))
+    assert before == after

@@ -40,7 +40,13 @@ class TrainingConfig(Schema):
     eval_every: int = Field(0, ge=0, description="steps between held-out evaluations (0: never)")
     eval_data: DatasetInput | None = Field(None, description="held-out dataset for `eval_every`")
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints (0: at the end)")
+    checkpoint_minutes: float = Field(
+        30.0, ge=0, description="also checkpoint when this many minutes passed since the last (0: off)"
+    )
     keep_checkpoints: int = Field(2, gt=0, description="most recent checkpoints kept")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="a NaN/Inf loss or gradient: stop the stage, or skip that update"
+    )
     seed: int | None = Field(None, ge=0, description="stage seed (unset: derived from the pipeline seed)")
 
     def problems(self) -> list[Problem]:
