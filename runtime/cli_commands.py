@@ -90,20 +90,20 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tunix_dsl.datasets import DataError
     from tunix_dsl.model_config import ModelConfigError
     from tunix_dsl.models.lora import LoraError
+    from tunix_dsl.models.sampler import SamplingError
     from tunix_dsl.runtime.executor import RunError
+    from tunix_dsl.runtime.rewards import RewardError
     from tunix_dsl.runtime.run_dir import RunDirError
     from tunix_dsl.runtime.training import NonFiniteLoss
     from tunix_dsl.tokenizers import TokenizerError
 
     found: list[type[BaseException]] = [
-        DataError, ModelConfigError, LoraError, RunError, RunDirError, NonFiniteLoss, TokenizerError, OSError,
+        DataError, ModelConfigError, LoraError, RunError, RunDirError, NonFiniteLoss, TokenizerError,
+        RewardError, SamplingError, OSError,
     ]
-    try:
-        from tunix_dsl.models.hf import ModelLoadError
+    from tunix_dsl.models.hf import ModelLoadError
 
-        found.append(ModelLoadError)
-    except ImportError:
-        pass
+    found.append(ModelLoadError)
     return tuple(found)
 
 

@@ -15,9 +15,10 @@ for the directory layout and the caching rule).
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,13 @@ from flax import nnx
 
 from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.fingerprint import stage_fingerprints
-from tunix_dsl.compiler.model_init import init_model, place
+from tunix_dsl.compiler.model_init import init_model, load_model, place
 from tunix_dsl.compiler.program import StageProgram, lower_stage
 from tunix_dsl.compiler.stages import LOWERINGS, StageModels
 from tunix_dsl.models import Transformer
 from tunix_dsl.runtime.checkpoint import StageCheckpoints, state_nbytes
 from tunix_dsl.runtime.data import BatchStream, tokenize_rows
+from tunix_dsl.runtime.evaluation import EvalResult, evaluate_model
 from tunix_dsl.runtime.metrics import MetricsSink, read_metrics
 from tunix_dsl.runtime.preemption import Preempted, StopSignals
 from tunix_dsl.runtime.progress import (
@@ -42,6 +44,7 @@ from tunix_dsl.runtime.progress import (
     summary_markdown,
 )
 from tunix_dsl.runtime.resources import Resources, resolve_path
+from tunix_dsl.runtime.rewards import build_reward
 from tunix_dsl.runtime.run_dir import (
     RunDir,
     StageDir,
@@ -119,12 +122,9 @@ class Executor:
             spec = self.pipeline.models[ref.name].spec
             cfg = self.config_for(ref)
             if isinstance(spec, HFModelSource):
-                from tunix_dsl.models.hf import load_hf
-
                 path = resolve_path(spec.path, self.base_dir)
                 self.log(f"loading {ref.name} from {path}")
-                model = load_hf(path, dtype=cfg.dtype)
-                model = place(model, self.mesh)
+                model = load_model(path, self.mesh, dtype=cfg.dtype, remat=cfg.remat)
             else:
                 model = init_model(cfg, self.mesh, derived_seed(self.settings.seed, "model:" + ref.name))
             self._decl_models[ref.name] = model
@@ -136,14 +136,12 @@ class Executor:
         Float safetensors round-trip exactly, so this is bit-identical to the
         model the stage left in memory.
         """
-        from tunix_dsl.models.hf import load_hf
-
         directory = self.layout.stage(ref.name)
         if directory.finished_with(self.fingerprints[ref.name]) is None:
             raise RunError(f"stage `{ref.name}` has no finished output in {directory.output}")
         cfg = self.config_for(ref)
         self.log(f"  loading {ref.name}.model from {directory.output}")
-        return place(load_hf(directory.output, dtype=cfg.dtype, remat=cfg.remat), self.mesh)
+        return load_model(directory.output, self.mesh, dtype=cfg.dtype, remat=cfg.remat)
 
     # ------------------------------------------------------------------ stages
 
@@ -242,8 +240,10 @@ class Executor:
         trained = STAGE_KINDS[stage.kind].trained
         model = getattr(program.merged_modules(state), _role(stage.kind, trained))
         if models.lora:
-            from tunix_dsl.models.lora import merge_lora
+            from tunix_dsl.models.lora import LoRAParam, merge_lora
 
+            # `.adapter`: the adapter weights alone, beside the merged model.
+            save_params(nnx.state(model, LoRAParam), directory.output / ADAPTER_DIR)
             model = merge_lora(model)
         self.outputs[stage.name] = model
         self.save_model(model, self.tokenizer_for(getattr(config, trained)), directory.output)
@@ -333,30 +333,72 @@ class Executor:
                 if signals.requested is not None and stage is not self.pipeline.stages[-1]:
                     raise Preempted(f"stopped by {signals.requested} after stage `{stage.name}` "
                                     "finished; run the same command to resume")
-            for export in getattr(self.pipeline, "exports", []):
+            for export in self.pipeline.exports:
                 self.export(export)
-        self.write_report(results)
+            evals = {block.name: self.evaluate(block) for block in self.pipeline.evals}
+        if evals:
+            (self.layout.root / "evals.json").write_text(json.dumps(
+                {name: [asdict(r) for r in rs] for name, rs in evals.items()}, indent=2))
+        self.write_report(results, evals)
         return results
 
-    def write_report(self, results: list[StageResult]) -> None:
+    def write_report(self, results: list[StageResult], evals: dict[str, list[EvalResult]]) -> None:
         rows = [SummaryRow(r.name, r.kind, r.steps, r.final_loss, r.wall_s, r.tokens_per_s, r.status)
                 for r in results]
-        (self.layout.root / "report.md").write_text(summary_markdown(rows, f"run {self.pipeline.name}"))
+        report = summary_markdown(rows, f"run {self.pipeline.name}")
+        for name, scores in evals.items():
+            report += f"\n## eval {name}\n\n| model | score | rows |\n|---|---|---|\n"
+            report += "".join(f"| {r.model} | {r.score:.4f} | {r.rows} |\n" for r in scores)
+        (self.layout.root / "report.md").write_text(report)
         print_summary(rows, self.log)
 
     def export(self, export: Any) -> None:
         config = export.config
+        source: ModelRef = config.source
         destination = resolve_path(config.destination, self.base_dir)
-        model = self.model(config.source)
-        if config.format == "hf":
-            self.save_model(model, self.tokenizer_for(config.source), destination)
+        if source.kind == "stage" and source.output == "adapter":
+            adapter = self.layout.stage(source.name).output / ADAPTER_DIR
+            if not adapter.is_dir():
+                raise RunError(f"export {source}: stage `{source.name}` saved no adapter in {adapter}")
+            if config.format != "orbax":
+                raise RunError(f"export {source}: an adapter exports as \"orbax\", not {config.format!r}")
+            shutil.rmtree(destination, ignore_errors=True)
+            shutil.copytree(adapter, destination)
+        elif config.format == "hf":
+            self.save_model(self.model(source), self.tokenizer_for(source), destination)
         else:  # orbax: the raw parameter tree
-            import orbax.checkpoint as ocp
+            save_params(nnx.state(self.model(source), nnx.Param), destination)
+        self.log(f"exported {source} to {destination} ({config.format})")
 
-            checkpointer = ocp.StandardCheckpointer()
-            checkpointer.save(destination.resolve(), nnx.state(model, nnx.Param), force=True)
-            checkpointer.wait_until_finished()
-        self.log(f"exported {config.source} to {destination} ({config.format})")
+    def evaluate(self, block: Any) -> list[EvalResult]:
+        """An `eval` block: every listed model completes the dataset's prompts, scored by the metric."""
+        config = block.config
+        metric = build_reward(self.pipeline.rewards[config.metric].spec, self.base_dir, config.metric)
+        rows = self.resources.rows(config.data, "prompt")
+        if config.limit is not None:
+            rows = rows[: config.limit]
+        results = []
+        for ref in config.models:
+            result = evaluate_model(
+                str(ref), self.model(ref), self.tokenizer_for(ref), rows, metric,
+                max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                batch_size=config.batch_size, seed=derived_seed(self.settings.seed, "eval:" + block.name),
+            )
+            self.log(f"eval {block.name}: {ref} {config.metric} = {result.score:.4f} over {result.rows} rows")
+            results.append(result)
+        return results
+
+
+ADAPTER_DIR = "adapter"  # under a LoRA stage's output/: the adapter weights (orbax)
+
+
+def save_params(state: nnx.State, destination: Path) -> None:
+    """A parameter tree as an orbax checkpoint directory (replacing what was there)."""
+    import orbax.checkpoint as ocp
+
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(Path(destination).resolve(), state, force=True)
+    checkpointer.wait_until_finished()
 
 
 def _role(kind: str, trained_field: str) -> str:

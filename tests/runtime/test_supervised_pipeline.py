@@ -77,3 +77,19 @@ def test_malformed_jsonl_row_names_file_and_line(tmp_path: Path, capsys: pytest.
     err = capsys.readouterr().err
     assert code == 1
     assert "d.jsonl:2:" in err and "Traceback" not in err
+
+
+def test_eval_block_scores_models_and_exports_are_written(run_dir: Path) -> None:
+    evals = json.loads((run_dir / "evals.json").read_text())
+    scores = {r["model"]: r for r in evals["accuracy"]}
+    assert set(scores) == {"base.model", "shrink.model"}
+    for result in scores.values():
+        assert result["rows"] == 40 and 0.0 <= result["score"] <= 1.0
+        assert result["examples"] and "completion" in result["examples"][0]
+    # base has learned one-digit sums well enough to get some right after 150 steps
+    assert scores["base.model"]["score"] > 0.0
+    assert "## eval accuracy" in (run_dir / "report.md").read_text()
+    work = run_dir.parent
+    assert (work / "out" / "shrink" / "config.json").exists()
+    adapter = work / "out" / "tune_adapter"
+    assert adapter.is_dir() and any(adapter.iterdir())
