@@ -60,6 +60,7 @@ class StageProgram:
     state_shardings: TrainState
     frozen_shardings: nnx.State
     step: Any  # jitted (state, frozen, batch) -> (state, metrics[k])
+    eval_sums: Any = None  # jitted (state, frozen, batch[B, ...]) -> additive sums, no gradients
     fingerprint: str = ""  # `compiler.fingerprint`: what the stage's output depends on
 
     def abstract_state(self) -> TrainState:
@@ -90,6 +91,20 @@ class StageProgram:
             out_shardings=self.state_shardings,
         )
         return init(self.split.trainable, self.split.rest)
+
+    def evaluate(self, state: TrainState, batches: Any) -> dict[str, float]:
+        """Held-out metrics: `from_sums` of the sums over `batches` ([B, ...] host arrays)."""
+        total: dict[str, jax.Array] | None = None
+        for host in batches:
+            arrays = {n: v for n, v in host.items() if n not in ("example_ids", "valid")}
+            placed = jax.device_put(
+                arrays, {n: sharding.batch_sharding(self.mesh, v.ndim) for n, v in arrays.items()}
+            )
+            sums = self.eval_sums(state, self.split.frozen, placed)
+            total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+        assert total is not None, "an eval set has at least one batch"
+        _, metrics = self.loss.from_sums(total)
+        return {name: float(value) for name, value in jax.device_get(metrics).items()}
 
     def put_batch(self, host: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
         arrays = self.layout.reshape(host)
@@ -150,6 +165,14 @@ def lower_stage(
         out_shardings=(state_sh, sharding.replicated(mesh)),
         donate_argnums=(0,),
     )
+
+    def eval_fn(state: TrainState, frozen: nnx.State, batch: Mapping[str, jax.Array]) -> dict:
+        modules = nnx.merge(split.graphdef, state.trainable, frozen, state.rest)
+        # dropout off: a held-out loss is a property of the weights, not of a random mask
+        modules = nnx.view(modules, only=nnx.Dropout, deterministic=True, raise_if_not_found=False)
+        return loss.micro_sums(modules, batch)
+
+    eval_sums = jax.jit(eval_fn, in_shardings=(state_sh, frozen_sh, None), out_shardings=sharding.replicated(mesh))
     return StageProgram(
         name=name,
         kind=kind,
@@ -162,5 +185,6 @@ def lower_stage(
         state_shardings=state_sh,
         frozen_shardings=frozen_sh,
         step=step,
+        eval_sums=eval_sums,
         fingerprint=fingerprint,
     )

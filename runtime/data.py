@@ -368,6 +368,17 @@ class BatchStream:
         return {key: np.stack([p[key] for p in parts]) for key in parts[0]}
 
 
+def without_filler(batch: Batch) -> Batch:
+    """Zero the loss and attention masks of an eval batch's filler rows (``valid`` False),
+    so every count and sum a loss computes skips them."""
+    filler = ~batch["valid"]
+    out = dict(batch)
+    for name, value in batch.items():
+        if name.endswith(("loss_mask", "attention_mask")):
+            out[name] = np.where(filler[:, None], np.zeros_like(value), value)
+    return out
+
+
 def ordered_batches(data: TokenizedData, batch_size: int,
                     buckets: Sequence[int] | None = None) -> Iterator[Batch]:
     """One pass in dataset order (for eval), every batch ``batch_size`` rows.

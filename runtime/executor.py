@@ -32,7 +32,7 @@ from tunix_dsl.compiler.program import StageProgram, lower_stage
 from tunix_dsl.compiler.stages import LOWERINGS, StageModels
 from tunix_dsl.models import Transformer
 from tunix_dsl.runtime.checkpoint import StageCheckpoints, state_nbytes
-from tunix_dsl.runtime.data import BatchStream, tokenize_rows
+from tunix_dsl.runtime.data import BatchStream, ordered_batches, tokenize_rows, without_filler
 from tunix_dsl.runtime.evaluation import EvalResult, evaluate_model
 from tunix_dsl.runtime.metrics import MetricsSink, read_metrics
 from tunix_dsl.runtime.preemption import Preempted, StopSignals
@@ -189,6 +189,21 @@ class Executor:
         self.log(f"  data {config.data}: {data.summary()}")
         return BatchStream(data, config.batch_size, seed, start_cursor=start_cursor)
 
+    def held_out(self, stage: Any, program: StageProgram) -> Callable[[Any], dict[str, float]] | None:
+        """`eval_every` + `eval_data`: the stage's loss and metrics on a held-out set, no gradients."""
+        config = stage.config
+        if not config.eval_every or config.eval_data is None:
+            return None
+        info = STAGE_KINDS[stage.kind]
+        trained_ref = getattr(config, info.trained)
+        max_len = min(config.max_seq_len, self.config_for(trained_ref).max_seq_len)
+        rows = self.resources.rows(config.eval_data, info.consumer)
+        data = tokenize_rows(rows, info.consumer, self.tokenizer_for(trained_ref), max_len,
+                             source=config.eval_data)
+        batches = [without_filler(b) for b in ordered_batches(data, program.layout.micro_batch)]
+        self.log(f"  eval data {config.eval_data}: {len(data)} examples every {config.eval_every} steps")
+        return lambda state: program.evaluate(state, batches)
+
     def lower(self, stage: Any, models: StageModels) -> StageProgram:
         config = stage.config
         sharding_ways = sharding.batch_parallelism(self.mesh)
@@ -229,7 +244,8 @@ class Executor:
         sink = MetricsSink(directory.metrics, directory.events, resume_step=start)
         progress = StageProgress(self.log, stage.name, config.steps, start)
         loop = StageLoop(stage.name, config, program, stream, checkpoints, sink, progress, self.log,
-                         signals, fingerprint, on_dispatch=self.on_dispatch)
+                         signals, fingerprint, on_dispatch=self.on_dispatch,
+                         evaluate=self.held_out(stage, program))
         try:
             state, result = loop.run(state, start)
         finally:
@@ -247,7 +263,7 @@ class Executor:
             model = merge_lora(model)
         self.outputs[stage.name] = model
         self.save_model(model, self.tokenizer_for(getattr(config, trained)), directory.output)
-        losses = [h["loss"] for h in result.history]
+        losses = [h["loss"] for h in result.history if "loss" in h]
         tokens_per_s = result.tokens_per_s
         status_text = f"resumed at {start}" if start else "ran"
         directory.mark_finished({

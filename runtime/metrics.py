@@ -36,11 +36,11 @@ class MetricsSink:
     """Appends step rows to `metrics.jsonl` and scalars to TensorBoard."""
 
     def __init__(self, jsonl: Path, events: Path, *, resume_step: int = 0):
-        kept = [r for r in read_metrics(jsonl) if r.get("step", 0) <= resume_step] if resume_step else []
-        with jsonl.open("w") as fh:
-            fh.writelines(json.dumps(r) + "\n" for r in kept)
-        self.history: list[dict[str, float]] = kept
+        self.history: list[dict[str, float]] = _keep_until(jsonl, resume_step)
         self._jsonl = jsonl.open("a")
+        # Held-out evaluations (`eval_every`) go beside it, one row per evaluation.
+        self.eval_history = _keep_until(jsonl.with_name("eval.jsonl"), resume_step)
+        self._eval_jsonl = jsonl.with_name("eval.jsonl").open("a")
         if not resume_step:
             shutil.rmtree(events, ignore_errors=True)  # a fresh start: no events of an older config
         events.mkdir(parents=True, exist_ok=True)
@@ -57,10 +57,28 @@ class MetricsSink:
             if name != "step":
                 self._tb.add_scalar(name, value, global_step=step)
 
+    def write_eval(self, row: dict[str, Any]) -> None:
+        """A held-out evaluation at `row["step"]`; TensorBoard names its scalars `eval/…`."""
+        self.eval_history.append(row)
+        self._eval_jsonl.write(json.dumps(row) + "\n")
+        self._eval_jsonl.flush()
+        for name, value in row.items():
+            if name != "step":
+                self._tb.add_scalar(f"eval/{name}", value, global_step=int(row["step"]))
+
     def flush(self) -> None:
         self._jsonl.flush()
         self._tb.flush()
 
     def close(self) -> None:
         self._jsonl.close()
+        self._eval_jsonl.close()
         self._tb.close()
+
+
+def _keep_until(path: Path, resume_step: int) -> list[dict[str, float]]:
+    """Rewrite `path` with its rows up to `resume_step` (none on a fresh start); return them."""
+    kept = [r for r in read_metrics(path) if r.get("step", 0) <= resume_step] if resume_step else []
+    with path.open("w") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in kept)
+    return kept

@@ -60,6 +60,7 @@ class StageLoop:
     signals: StopSignals
     fingerprint: str
     on_dispatch: DispatchHook | None = None
+    evaluate: Callable[[Any], dict[str, float]] | None = None  # held-out metrics of a state
 
     def run(self, state: Any, start_step: int) -> tuple[Any, LoopResult]:
         config, program = self.config, self.program
@@ -88,6 +89,11 @@ class StageLoop:
                 self.on_dispatch(self.name, done)
             if _crossed(log_every, done, k) or done == k + start_step or done == total:
                 self._flush(started)
+            if self.evaluate is not None and (_crossed(config.eval_every, done, k) or done == total):
+                row = {"step": done, **self.evaluate(state)}
+                self.sink.write_eval(row)
+                self.log(f"  {self.name} eval at step {done}: "
+                         + " ".join(f"{n}={v:.4g}" for n, v in row.items() if n in ("loss", "accuracy")))
             if _crossed(every, done, k) or time.monotonic() >= next_save_time:
                 self.save(state, done, started)
                 # On top of `checkpoint_every` steps: a long stage never loses more than this much work.

@@ -57,6 +57,11 @@ def reference_logps(modules: Container, both: Mapping[str, jax.Array]) -> tuple[
     return jax.lax.stop_gradient(chosen), jax.lax.stop_gradient(rejected)
 
 
+def real_pairs(mb: Mapping[str, jax.Array]) -> jax.Array:
+    """[B] bool: pairs with a completion (padding rows of an eval batch have none)."""
+    return jnp.sum(mb["chosen_loss_mask"], axis=-1) > 0
+
+
 def pair_counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     return {"pairs": jnp.asarray(batch["chosen_tokens"].shape[0], jnp.float32)}
 
@@ -70,7 +75,8 @@ def build(config: Any, models: StageModels) -> StageLoss:
         chosen, rejected = sequence_logps(modules.policy, both)
         ref_chosen, ref_rejected = reference_logps(modules, both)
         return losses.dpo_sums(
-            chosen, rejected, ref_chosen, ref_rejected, beta=beta, label_smoothing=label_smoothing
+            chosen, rejected, ref_chosen, ref_rejected, beta=beta, label_smoothing=label_smoothing,
+            pair_mask=real_pairs(mb),
         )
 
     container = Container(policy=models.models["policy"])

@@ -26,7 +26,7 @@ from tunix_dsl.compiler.stages.base import (
     lowering,
     trainable_filter,
 )
-from tunix_dsl.compiler.stages.dpo import pair_batch
+from tunix_dsl.compiler.stages.dpo import pair_batch, real_pairs
 
 
 def counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
@@ -41,7 +41,8 @@ def micro_sums(modules: Container, mb: Mapping[str, jax.Array]) -> dict[str, jax
     token_logps = losses.token_logps(forward(modules.policy, both), both["targets"], both["loss_mask"])
     half = token_logps.shape[0] // 2
     return losses.orpo_sums(
-        token_logps[:half], mb["chosen_loss_mask"], token_logps[half:], mb["rejected_loss_mask"]
+        token_logps[:half], mb["chosen_loss_mask"], token_logps[half:], mb["rejected_loss_mask"],
+        pair_mask=real_pairs(mb),
     )
 
 
