@@ -77,6 +77,11 @@ def _use_color(choice: str, stream) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("run", "plan"):
+        # The runtime parses its own options (`tnx run --help` included): argparse's
+        # REMAINDER would reject a leading option here.
+        return _delegate(argparse.Namespace(command=argv[0], args=argv[1:]))
     args = build_parser().parse_args(argv)  # exits 2 on usage errors, as argparse does
     command = {"lint": _lint, "fmt": _fmt, "graph": _graph, "explain": _explain,
                "run": _delegate, "plan": _delegate}[args.command]
