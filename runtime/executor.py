@@ -29,7 +29,7 @@ from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.fingerprint import stage_fingerprints
 from tunix_dsl.compiler.model_init import init_model, load_model, place
 from tunix_dsl.compiler.program import StageProgram, lower_stage
-from tunix_dsl.compiler.stages import LOWERINGS, StageModels
+from tunix_dsl.compiler.stages import LOWERINGS, StageModels, reference_sharing
 from tunix_dsl.models import Transformer
 from tunix_dsl.runtime.checkpoint import StageCheckpoints, state_nbytes
 from tunix_dsl.runtime.data import BatchStream, ordered_batches, tokenize_rows, without_filler
@@ -159,14 +159,11 @@ class Executor:
             if ref is not None:
                 models[name] = nnx.clone(self.model(ref))
         adapter = getattr(config, "lora", None)
-        shared_reference = False
-        if "reference" in info.model_inputs:
-            same_start = config.reference is None or config.reference == getattr(config, info.trained)
-            if same_start and adapter is not None:
-                shared_reference = True  # the base with adapters off: no second copy
-                models.pop("reference", None)
-            elif same_start:
-                models["reference"] = nnx.clone(models[info.trained])
+        same_start, shared_reference = reference_sharing(config, info.trained, info.model_inputs)
+        if shared_reference:
+            models.pop("reference", None)  # the base with adapters off: no second copy
+        elif same_start:
+            models["reference"] = nnx.clone(models[info.trained])
         if adapter is not None:
             from tunix_dsl.models.lora import LoraSpec, apply_lora
 

@@ -11,18 +11,10 @@ import jax
 from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.fingerprint import stage_fingerprints
 from tunix_dsl.compiler.plan import StagePlan, abstract_stage_models, plan_stage
-from tunix_dsl.compiler.stages import LOWERINGS
+from tunix_dsl.compiler.stages import LOWERINGS, reference_sharing
 from tunix_dsl.runtime.resources import Resources
 from tunix_dsl.runtime.run_dir import RunDir, derived_seed, stage_statuses, unknown_stages
 from tunix_dsl.schemas.stages import STAGE_KINDS
-
-
-def shares_reference(config: Any, trained: str, model_inputs: tuple[str, ...]) -> tuple[bool, bool]:
-    """(reference is the trained model's start, and it is shared through LoRA adapters-off)."""
-    if "reference" not in model_inputs:
-        return False, False
-    same_start = config.reference is None or config.reference == getattr(config, trained)
-    return same_start, same_start and getattr(config, "lora", None) is not None
 
 
 def plan_pipeline(pipeline: Any, devices: int | None = None) -> list[StagePlan]:
@@ -38,7 +30,7 @@ def plan_pipeline(pipeline: Any, devices: int | None = None) -> list[StagePlan]:
             raise ValueError(f"stage `{stage.name}`: kind {stage.kind} cannot be planned yet in this build")
         info = STAGE_KINDS[stage.kind]
         config = stage.config
-        same_start, shared = shares_reference(config, info.trained, info.model_inputs)
+        same_start, shared = reference_sharing(config, info.trained, info.model_inputs)
         cfgs = {}
         for name in info.model_inputs:
             ref = getattr(config, name, None)

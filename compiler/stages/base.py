@@ -63,6 +63,19 @@ def lowering(kind: str):
     return register
 
 
+def reference_sharing(config: Any, trained: str, model_inputs: tuple[str, ...]) -> tuple[bool, bool]:
+    """(the reference is the trained model's starting weights, it is shared through LoRA).
+
+    An unset reference, or one naming the trained input itself, means "the
+    policy's start". With LoRA that is the base with adapters off (no copy);
+    without LoRA it is a frozen copy of the starting weights.
+    """
+    if "reference" not in model_inputs:
+        return False, False
+    same_start = config.reference is None or config.reference == getattr(config, trained)
+    return same_start, same_start and getattr(config, "lora", None) is not None
+
+
 class Container(nnx.Module):
     """Holds a step's models as attributes so one split/merge covers them all."""
 
