@@ -49,7 +49,7 @@ class TrainState:
     step: jax.Array  # int32 scalar: optimizer steps taken
     trainable: nnx.State  # the parameters that receive gradients
     opt_state: Any  # optax state for `trainable`
-    rest: nnx.State  # non-parameter state (RNG streams for dropout)
+    rest: nnx.State  # RNG state (dropout streams)
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,13 @@ class SplitModules:
     graphdef: nnx.GraphDef
     trainable: nnx.State
     frozen: nnx.State  # parameters without gradients (reference, teacher, QLoRA base)
-    rest: nnx.State
+    rest: nnx.State  # RNG state (dropout streams): advances every step
 
 
 def split_modules(modules: nnx.Module, trainable: nnx.filterlib.Filter) -> SplitModules:
-    graphdef, train, frozen, rest = nnx.split(modules, trainable, nnx.Param, ...)
+    """Trainable parameters; everything else that does not change (frozen weights, a
+    QLoRA base's quantized codes and scales); and the RNG state that does."""
+    graphdef, train, frozen, rest = nnx.split(modules, trainable, nnx.Not(nnx.RngState), ...)
     return SplitModules(graphdef, train, frozen, rest)
 
 
@@ -90,7 +92,7 @@ def build_step(
             modules = nnx.merge(graphdef, trainable, frozen, rest)
             sums = micro_sums(modules, micro)
             loss, _ = from_sums({**sums, **totals})
-            _, _, new_rest = nnx.split(modules, nnx.Param, ...)
+            _, new_rest, _ = nnx.split(modules, nnx.RngState, ...)
             return loss, (sums, new_rest)
 
         # `rest` (RNG counters for dropout) is traced by the gradient transform too, so

@@ -65,7 +65,7 @@ class Projection(nnx.Module):
         key = jax.random.key(seed)
         self.kernel = nnx.Param(
             losses.init_feature_projection(key, d_student, d_teacher),
-            sharding_names=("embed", None),
+            out_sharding=("embed", None),
             eager_sharding=False,
         )
 
