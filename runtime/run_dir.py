@@ -3,13 +3,16 @@
     <run_dir>/
       plan.json                 stages in order: kind, fingerprint, inputs, steps
       run.log                   every log line of every invocation, timestamped
-      report.md                 the summary table of the last invocation
+      report.md                 the summary table of the last invocation (+ eval scores)
+      evals.json                `eval` blocks: score per model, example completions
       stages/<name>/
         checkpoints/<step>/     orbax: `state` (TrainState) + `meta` (fingerprint, cursor)
         checkpoints_corrupt/    checkpoints that failed to restore, moved aside
         output/                 the trained model as a Hugging Face directory, and
         output/tnx_finished.json  written last (atomic rename): fingerprint + summary
+        output/adapter/         LoRA stages: the adapter weights alone (orbax), for `.adapter`
         metrics.jsonl           one JSON row per optimizer step
+        eval.jsonl              held-out metrics (`eval_every` + `eval_data`), one row per eval
         events/                 TensorBoard event files
 
 A stage output counts as finished only when its marker exists and records
