@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh
 
+from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.program import lower_stage
 from tunix_dsl.compiler.stages import StageModels
 from tunix_dsl.model_config import ModelConfig
@@ -57,11 +58,13 @@ class StagePlan:
         return {**asdict(self), "peak_bytes": self.peak_bytes}
 
 
-def abstract_batch(consumer: str, layout: tuple[int, int, int], seq_len: int) -> dict[str, Any]:
-    """ShapeDtypeStructs of a step's batch `[k, A, micro, T]` for a data consumer."""
+def abstract_batch(consumer: str, layout: tuple[int, int, int], seq_len: int, mesh: Mesh) -> dict[str, Any]:
+    """ShapeDtypeStructs of a step's batch `[k, A, micro, T]` for a data consumer,
+    sharded over the batch axes as `StageProgram.put_batch` shards the real one."""
     prefixes = ("chosen_", "rejected_") if consumer == "preference" else ("",)
+    placed = sharding.batch_sharding(mesh, 4, leading=2)
     return {
-        prefix + name: jax.ShapeDtypeStruct((*layout, seq_len), dtype)
+        prefix + name: jax.ShapeDtypeStruct((*layout, seq_len), dtype, sharding=placed)
         for prefix in prefixes
         for name, dtype in SEQUENCE_ARRAYS.items()
     }
@@ -108,7 +111,7 @@ def plan_stage(
     )
     layout = program.layout
     shape = (layout.steps_per_call, layout.grad_accum, layout.micro_batch)
-    batch = abstract_batch(consumer, shape, seq_len)
+    batch = abstract_batch(consumer, shape, seq_len, mesh)
     split = program.split
     compiled = program.step.lower(program.abstract_state(), split.frozen, batch).compile()
     memory = compiled.memory_analysis()

@@ -98,3 +98,24 @@ def test_lora_dpo_reference_is_the_base_with_adapters_off(tmp_path: Path) -> Non
     extra = with_copy["argument_bytes"] - with_shared["argument_bytes"]
     assert extra == pytest.approx(with_copy["total_params"] * 4 - model_bytes, rel=0.01)
     assert extra > 0.9 * (model_bytes - with_shared["trainable_params"] * 4)
+
+
+def test_plan_on_four_devices_splits_the_batch(tmp_path: Path) -> None:
+    # The batch is sharded over (data, fsdp) as in a run, so per-device activations and
+    # FLOPs drop with the device count while the (replicated) parameters do not.
+    example = Path(__file__).parents[2] / "examples" / "dpo.tnx"
+
+    def plan(devices: int) -> dict:
+        out = subprocess.run(
+            [sys.executable, "-m", "tunix_dsl", "plan", str(example), "--format", "json",
+             "--devices", str(devices), "--run-dir", str(tmp_path / "run")],
+            capture_output=True, text=True, timeout=600,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        (stage,) = json.loads(out.stdout)
+        return stage
+
+    one, four = plan(1), plan(4)
+    assert four["devices"] == 4
+    assert four["flops_per_step"] == pytest.approx(one["flops_per_step"] / 4, rel=0.1)
+    assert four["temp_bytes"] < one["temp_bytes"] / 2
