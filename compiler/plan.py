@@ -96,6 +96,18 @@ def _count(state: nnx.State) -> int:
     return sum(math.prod(x.shape) for x in jax.tree.leaves(state))
 
 
+def total_parameters(models: StageModels, trainable: nnx.State) -> int:
+    """Every model's own parameters (a QLoRA base counted as the weights it encodes,
+    not its packed codes) plus what the stage adds: adapters, projections."""
+    own = sum(model.cfg.param_count() for model in models.models.values())
+    added = sum(
+        math.prod(variable.get_value().shape)
+        for path, variable in nnx.to_flat_state(trainable)
+        if type(variable).__name__ == "LoRAParam" or path[0] == "projection"
+    )
+    return own + added
+
+
 def plan_stage(
     name: str,
     kind: str,
@@ -118,7 +130,7 @@ def plan_stage(
     cost = compiled.cost_analysis()
     if isinstance(cost, list):  # older jax returns one dict per device program
         cost = cost[0] if cost else {}
-    total = _count(split.trainable) + _count(split.frozen)
+    total = total_parameters(models, split.trainable)
     tokens = config.batch_size * seq_len * (2 if consumer == "preference" else 1)
     return StagePlan(
         name=name,
