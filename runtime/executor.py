@@ -251,7 +251,7 @@ class Executor:
             checkpoints.close()
 
         trained = STAGE_KINDS[stage.kind].trained
-        model = getattr(program.merged_modules(state), _role(stage.kind, trained))
+        model = getattr(program.merged_modules(state), trained)  # containers use the field names
         if models.lora:
             from tunix_dsl.models.lora import LoRAParam, merge_lora
 
@@ -412,9 +412,4 @@ def save_params(state: nnx.State, destination: Path) -> None:
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(Path(destination).resolve(), state, force=True)
     checkpointer.wait_until_finished()
-
-
-def _role(kind: str, trained_field: str) -> str:
-    """Container attribute of the trained model (sft/pretrain call theirs `policy`)."""
-    return "policy" if trained_field == "model" else trained_field
 

@@ -32,7 +32,7 @@ def token_counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
 
 
 def lm_sums(modules: Container, mb: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    logits = forward(modules.policy, mb)
+    logits = forward(modules.model, mb)
     return losses.sft_sums(logits, mb["targets"], mb["loss_mask"])
 
 
@@ -40,8 +40,8 @@ def lm_sums(modules: Container, mb: Mapping[str, jax.Array]) -> dict[str, jax.Ar
 @lowering("sft")
 def build(config: Any, models: StageModels) -> StageLoss:
     return StageLoss(
-        modules=Container(policy=models.models["model"]),
-        trainable=trainable_filter("policy", models.lora),
+        modules=Container(model=models.models["model"]),
+        trainable=trainable_filter("model", models.lora),
         counts=token_counts,
         micro_sums=lm_sums,
         from_sums=losses.sft_from_sums,
