@@ -80,8 +80,8 @@ def build_step(
 ) -> Callable[[TrainState, nnx.State, Batch], tuple[TrainState, Metrics]]:
     """The pure step function: `(state, frozen, batch[k, A, mb, ...]) -> (state, metrics[k])`.
 
-    With `skip_nonfinite`, an update whose loss or gradient norm is NaN/Inf is
-    dropped (parameters, optimizer state and RNG state stay as they were; the
+    With `skip_nonfinite`, an update whose loss, gradient norm or update norm is
+    NaN/Inf is dropped (parameters, optimizer state and RNG state stay as they were; the
     step counter and the data still advance) and the metric `skipped` is 1.
     """
 
@@ -134,7 +134,9 @@ def build_step(
             metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
         new = TrainState(state.step + 1, trainable, opt_state, rest)
         if skip_nonfinite:
-            finite = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
+            # the update too: a finite gradient times a huge learning rate can overflow
+            finite = (jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
+                      & jnp.isfinite(optax.tree.norm(updates)))
             keep_old = lambda n, o: jnp.where(finite, n, o)  # noqa: E731
             new = TrainState(
                 new.step,

@@ -137,9 +137,9 @@ class StageLoop:
             for i in range(k):
                 row = {"step": first + i, **{n: float(v[i]) for n, v in host.items()}}
                 bad = {n: row[n] for n in ("loss", "grad_norm") if n in row and not math.isfinite(row[n])}
-                if bad and row.get("skipped"):  # on_nonfinite = "skip": the update was dropped
-                    self.log(f"warning: stage `{self.name}`: step {row['step']} skipped ("
-                             + ", ".join(f"{n} = {v}" for n, v in bad.items()) + ")")
+                if row.get("skipped"):  # on_nonfinite = "skip": the update was dropped
+                    why = ", ".join(f"{n} = {v}" for n, v in bad.items()) or "the update overflowed"
+                    self.log(f"warning: stage `{self.name}`: step {row['step']} skipped ({why})")
                 elif bad:
                     self.sink.flush()
                     kept = (f"the last good checkpoint is step {self._last_good}"

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.runtime.durable_helpers import (
@@ -22,6 +23,7 @@ from tests.runtime.durable_helpers import (
     fresh_workdir,
     interrupt,
     metric_rows,
+    output_tensors,
     subprocess_env,
     tensorboard_scalars,
 )
@@ -168,3 +170,20 @@ def test_second_sigint_exits_at_once_without_saving() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          env=subprocess_env(), timeout=60)
     assert out.returncode == 130 and out.stdout == "first SIGINT recorded\n", out.stderr
+
+
+def test_on_nonfinite_skip_drops_bad_updates_and_finishes(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    work = fresh_workdir(tmp_path)
+    text = (work / "p.tnx").read_text()
+    (work / "p.tnx").write_text(text.replace("  keep_checkpoints = 3\n", "  keep_checkpoints = 3\n  on_nonfinite     = \"skip\"\n", 1))
+    code = tnx("run", [str(work / "p.tnx"), "--run-dir", str(work / "run"), "--set", "base_lr=1e30"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert re.search(r"stage `base`: step \d+ skipped", out.out + out.err)
+    rows = metric_rows(work / "run", "base")
+    assert len(rows) == 12 and sum(r["skipped"] for r in rows) >= 1
+    # no update that overflowed was kept: the finished model's weights are all finite
+    for name, tensor in output_tensors(work / "run", "base").items():
+        assert np.isfinite(tensor).all(), name
