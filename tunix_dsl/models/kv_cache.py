@@ -1,6 +1,7 @@
 """Fixed-size key/value cache for decoding.
 
-A `KVCache` holds, per layer, keys and values `[B, max_len, K, Dh]`, plus
+A `KVCache` holds, per layer, keys and values `[B, K, max_len, Dh]` (heads
+before slots: the layout the attention dots read), plus
 `valid [B, max_len]` (slot holds a real, non-padding token) and `index`
 (int32 scalar: the next slot to write; the same for every row, because
 prompts are left-padded to a common length).
@@ -35,8 +36,8 @@ from tunix_dsl.model_config import ModelConfig
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class KVCache:
-    k: tuple[jax.Array, ...]  # per layer [B,S,K,Dh]
-    v: tuple[jax.Array, ...]  # per layer [B,S,K,Dh]
+    k: tuple[jax.Array, ...]  # per layer [B,K,S,Dh]
+    v: tuple[jax.Array, ...]  # per layer [B,K,S,Dh]
     valid: jax.Array  # [B,S] bool: the slot holds a real token
     index: jax.Array  # int32 scalar: next slot to write
 
@@ -74,7 +75,7 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int,
                dtype: jnp.dtype | str | None = None) -> KVCache:
     """An empty cache (no valid slots, index 0) for `batch` rows of up to `max_len` tokens."""
     dtype = jnp.dtype(dtype or cfg.dtype)
-    shape = (batch, max_len, cfg.n_kv_heads, cfg.head_dim)
+    shape = (batch, cfg.n_kv_heads, max_len, cfg.head_dim)
     zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers))
     return KVCache(k=zeros, v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers)),
                    valid=jnp.zeros((batch, max_len), bool), index=jnp.zeros((), jnp.int32))

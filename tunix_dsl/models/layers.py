@@ -187,7 +187,7 @@ class Attention(nnx.Module):
         x: jax.Array,  # [B,T,D]
         rope: Rope,  # cos/sin tables for this call's positions
         mask: jax.Array,  # [B,T,S] bool, True = may attend
-        kv: tuple[jax.Array, jax.Array] | None = None,  # cache ([B,S,K,Dh] x2) or None
+        kv: tuple[jax.Array, jax.Array] | None = None,  # cache ([B,K,S,Dh] x2) or None
         cache_index: jax.Array | None = None,  # first cache slot of this call's tokens
         return_probs: bool = False,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None, jax.Array | None]:
@@ -200,21 +200,25 @@ class Attention(nnx.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, rope), apply_rope(k, rope)
 
-        if kv is not None:  # write this call's keys/values at slots [cache_index, cache_index+T)
-            start = (0, cache_index, 0, 0)
-            k_all = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), start)
-            v_all = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), start)
-            new_kv = (k_all, v_all)
-            k, v = k_all.astype(q.dtype), v_all.astype(q.dtype)
-        else:
-            new_kv = None
-
         # Grouped-query attention: query head h uses kv head h // G (HF's repeat_kv order).
         q = q.reshape(B, T, K, H // K, Dh)
-        scores = jnp.einsum("btkgd,bskd->bkgts", q, k).astype(jnp.float32) / math.sqrt(Dh)
+        if kv is not None:
+            # The cache is [B,K,S,Dh] (heads before slots), the layout the attention dots
+            # read: a [B,S,K,Dh] cache would be transposed whole at every decode step.
+            # This call's keys/values go to slots [cache_index, cache_index + T).
+            start = (0, 0, cache_index, 0)
+            k_all = jax.lax.dynamic_update_slice(kv[0], k.swapaxes(1, 2).astype(kv[0].dtype), start)
+            v_all = jax.lax.dynamic_update_slice(kv[1], v.swapaxes(1, 2).astype(kv[1].dtype), start)
+            new_kv = (k_all, v_all)
+            k, v = k_all.astype(q.dtype), v_all.astype(q.dtype)
+            keys, values = "bksd", "bksd"
+        else:
+            new_kv = None
+            keys, values = "bskd", "bskd"
+        scores = jnp.einsum(f"btkgd,{keys}->bkgts", q, k).astype(jnp.float32) / math.sqrt(Dh)
         scores = jnp.where(mask[:, None, None, :, :], scores, MASK_VALUE)
         probs = jax.nn.softmax(scores, axis=-1)  # [B,K,G,T,S]
-        out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v).reshape(B, T, H * Dh)
+        out = jnp.einsum(f"bkgts,{values}->btkgd", probs.astype(v.dtype), v).reshape(B, T, H * Dh)
         maps = probs.reshape(B, H, T, -1) if return_probs else None
         return self.o_proj(out), new_kv, maps
 

@@ -38,7 +38,7 @@ from tunix_dsl.models.layers import (
     rope_tables,
 )
 
-LayerKV = tuple[jax.Array, jax.Array]  # one layer's cached keys and values, [B,S,K,Dh] each
+LayerKV = tuple[jax.Array, jax.Array]  # one layer's cached keys and values, [B,K,S,Dh] each
 
 
 @jax.tree_util.register_dataclass
