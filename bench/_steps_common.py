@@ -99,3 +99,12 @@ def time_steps(step: Callable[[], object], n: int) -> dict[str, list[float]]:
 
 def median_ms(times: list[float]) -> float:
     return 1e3 * statistics.median(times)
+
+
+def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
+    """Print a markdown table (the format bench/README.md keeps)."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print()

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _steps_common import table
 from flax import nnx
 
 from tunix_dsl.model_config import ModelConfig
@@ -135,14 +136,6 @@ def time_interleaved(
             wall[name].append((time.perf_counter() - start) / per_round)
             cpu[name].append((time.process_time() - start_cpu) / per_round)
     return {n: (statistics.median(wall[n]), statistics.median(cpu[n])) for n in fns}
-
-
-def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    print()
 
 
 # ----------------------------------------------------------------------------- sections

@@ -188,7 +188,7 @@ def report(times: dict[str, dict[str, list[float]]], clock: str, why_no_tunix: d
             name, f"{o:.0f}", f"{h:.0f}", f"{t:.0f}" if t else "—", fmt_ratio(o / h, HAND_TARGET),
             fmt_ratio(o / t, TUNIX_TARGET.get(name)) if t else why_no_tunix.get(name, "—"),
         ))  # fmt: skip
-    table(rows, ("step", "ours", "hand-written", "Tunix", "ours / hand", "ours / Tunix"))
+    common.table(rows, ("step", "ours", "hand-written", "Tunix", "ours / hand", "ours / Tunix"))
     ratio = med["ours sft lora"] / med["ours sft"]
     print(f"ours LoRA SFT / ours full SFT: {fmt_ratio(ratio, 1.0, below=True)}")
 
@@ -231,7 +231,7 @@ def steps_per_call_table(steps: int, rounds: int, per_call: int) -> None:
         gain = {c: per_step[1][c] / per_step[per_call][c] for c in ("wall", "cpu")}
         rows.append((f"batch {batch}, seq {seq}", "gain", f"{gain['wall']:.2f}x",
                      f"{gain['cpu']:.2f}x", ""))
-    table(rows, ("shape", "program", "wall per optimizer step", "CPU per optimizer step",
+    common.table(rows, ("shape", "program", "wall per optimizer step", "CPU per optimizer step",
                  "steps/s (wall)"))
 
 
@@ -244,15 +244,7 @@ def profile(name: str) -> None:
     ops, total = top_ops(step)
     hlo = step.lowered().compile().as_text()
     print(f"\n## ours {name}: {total:.0f} ms of XLA ops per step (ops may overlap); slowest:\n")
-    table([(f"{ms:.1f}", op, describe(op, hlo)) for op, ms in ops], ("ms", "op", "shape, from"))
-
-
-def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    print()
+    common.table([(f"{ms:.1f}", op, describe(op, hlo)) for op, ms in ops], ("ms", "op", "shape, from"))
 
 
 def main() -> None:

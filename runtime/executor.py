@@ -32,7 +32,13 @@ from tunix_dsl.compiler.program import StageProgram, lower_stage
 from tunix_dsl.compiler.stages import LOWERINGS, StageModels, reference_sharing
 from tunix_dsl.models import Transformer
 from tunix_dsl.runtime.checkpoint import StageCheckpoints, state_nbytes
-from tunix_dsl.runtime.data import BatchStream, ordered_batches, tokenize_rows, without_filler
+from tunix_dsl.runtime.data import (
+    BatchStream,
+    TokenizedData,
+    ordered_batches,
+    tokenize_rows,
+    without_filler,
+)
 from tunix_dsl.runtime.evaluation import EvalResult, evaluate_model
 from tunix_dsl.runtime.metrics import MetricsSink, read_metrics
 from tunix_dsl.runtime.preemption import Preempted, StopSignals
@@ -175,14 +181,17 @@ class Executor:
             models[info.trained] = place(trained, self.mesh)
         return StageModels(models, lora=adapter is not None, shared_reference=shared_reference, seed=seed)
 
-    def stage_data(self, stage: Any, seed: int, start_cursor: int = 0) -> BatchStream:
+    def tokenized(self, stage: Any, dataset: str) -> TokenizedData:
+        """`dataset` tokenised for the stage kind's consumer, at the stage's sequence length."""
         info = STAGE_KINDS[stage.kind]
+        trained_ref = getattr(stage.config, info.trained)
+        max_len = min(stage.config.max_seq_len, self.config_for(trained_ref).max_seq_len)
+        rows = self.resources.rows(dataset, info.consumer)
+        return tokenize_rows(rows, info.consumer, self.tokenizer_for(trained_ref), max_len, source=dataset)
+
+    def stage_data(self, stage: Any, seed: int, start_cursor: int = 0) -> BatchStream:
         config = stage.config
-        trained_ref = getattr(config, info.trained)
-        tokenizer = self.tokenizer_for(trained_ref)
-        max_len = min(config.max_seq_len, self.config_for(trained_ref).max_seq_len)
-        rows = self.resources.rows(config.data, info.consumer)
-        data = tokenize_rows(rows, info.consumer, tokenizer, max_len, source=config.data)
+        data = self.tokenized(stage, config.data)
         self.log(f"  data {config.data}: {data.summary()}")
         return BatchStream(data, config.batch_size, seed, start_cursor=start_cursor)
 
@@ -191,12 +200,7 @@ class Executor:
         config = stage.config
         if not config.eval_every or config.eval_data is None:
             return None
-        info = STAGE_KINDS[stage.kind]
-        trained_ref = getattr(config, info.trained)
-        max_len = min(config.max_seq_len, self.config_for(trained_ref).max_seq_len)
-        rows = self.resources.rows(config.eval_data, info.consumer)
-        data = tokenize_rows(rows, info.consumer, self.tokenizer_for(trained_ref), max_len,
-                             source=config.eval_data)
+        data = self.tokenized(stage, config.eval_data)
         batches = [without_filler(b) for b in ordered_batches(data, program.layout.micro_batch)]
         self.log(f"  eval data {config.eval_data}: {len(data)} examples every {config.eval_every} steps")
         return lambda state: program.evaluate(state, batches)
