@@ -1,4 +1,8 @@
-"""`tnx lint | fmt | graph | explain` must never import jax, flax, optax or orbax."""
+"""`tnx lint | fmt | graph | explain` must never import jax, flax, optax or orbax.
+
+`lint` and `graph` also keep networkx off their start-up path (it costs ~60 ms;
+`bench/lint_startup.py`): the checker's graph is `tunix_dsl.dataflow.Dataflow`.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,13 @@ heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "f
 print(json.dumps({"codes": codes, "heavy": heavy}))
 """
 
+LIGHT_PROBE = """
+import json, sys
+from tunix_dsl.cli import main
+codes = [main(["lint", "examples/quickstart.tnx"]), main(["graph", "examples/quickstart.tnx"])]
+print(json.dumps({"codes": codes, "networkx": "networkx" in sys.modules}))
+"""
+
 
 def test_front_end_commands_import_no_jax_in_a_fresh_interpreter() -> None:
     done = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True,
@@ -39,3 +50,10 @@ def test_python_dash_m_entry_point() -> None:
     done = subprocess.run([sys.executable, "-m", "tunix_dsl", "lint", "missing.tnx"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_lint_and_graph_do_not_import_networkx() -> None:
+    done = subprocess.run([sys.executable, "-c", LIGHT_PROBE], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"codes": [0, 0], "networkx": False}

@@ -18,10 +18,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
 
 from tunix_dsl import ast
 from tunix_dsl.build import Builder, Entry, Use, entries_of
+from tunix_dsl.dataflow import Dataflow
 from tunix_dsl.diagnostics import Diagnostic, Label
 from tunix_dsl.evaluate import FAIL, Evaluator
 from tunix_dsl.ir import Decl, Eval, Export, Pipeline, Stage
@@ -68,7 +68,7 @@ class Checker:
         self.table: SymbolTable = collect(module, diags)
         self.ev = Evaluator(self.table, diags)
         self.builder = Builder(self.table, self.ev, diags)
-        self.graph = nx.DiGraph()
+        self.dataflow = Dataflow()
         self.tables: dict[str, dict[str, Decl[Any]]] = {k: {} for k in SOURCES}
         self.stages: dict[str, Stage] = {}
         self.evals: list[Eval] = []
@@ -77,18 +77,18 @@ class Checker:
 
     # ----------------------------------------------------------------- graph
     def _node(self, node: str, kind: str, label: str, span: Span, index: int) -> None:
-        self.graph.add_node(node, kind=kind, label=label, span=span, index=index)
+        self.dataflow.add_node(node, kind=kind, label=label, span=span, index=index)
 
     def _edge(self, source: str, target: str, role: str, span: Span,
               output: str | None = None) -> None:
-        if self.graph.has_edge(source, target):
-            data = self.graph.edges[source, target]
+        if self.dataflow.has_edge(source, target):
+            data = self.dataflow.edge(source, target)
             if role not in data["roles"]:
                 data["roles"].append(role)
                 data["role"] = ", ".join(data["roles"])
             data["spans"].append(span)
             return
-        self.graph.add_edge(source, target, role=role, roles=[role], spans=[span], output=output)
+        self.dataflow.add_edge(source, target, role=role, roles=[role], spans=[span], output=output)
 
     def _param_edges(self, decl: ast.Decl, node: str) -> None:
         for role, expr in _decl_exprs(decl):
@@ -214,39 +214,38 @@ class Checker:
                     help=f"use `{stage.name}.model`, or give the stage a `lora = lora(...)`"))
 
     def order(self) -> list[Stage]:
-        stage_nodes = [n for n, d in self.graph.nodes(data=True)
-                       if n.startswith("stage:")]
-        sub = self.graph.subgraph(stage_nodes)
+        stage_nodes = [n for n in self.dataflow.nodes if n.startswith("stage:")]
+
+        def index(node: str) -> int:
+            return self.dataflow.nodes[node]["index"]
+
         cyclic: set[str] = set()
-        for component in sorted(nx.strongly_connected_components(sub),
-                                key=lambda c: min(self.graph.nodes[n]["index"] for n in c)):
-            first = min(component, key=lambda n: self.graph.nodes[n]["index"])
-            if len(component) == 1 and not sub.has_edge(first, first):
+        for component in sorted(self.dataflow.strongly_connected_components(stage_nodes),
+                                key=lambda c: min(index(n) for n in c)):
+            first = min(component, key=index)
+            if len(component) == 1 and not self.dataflow.has_edge(first, first):
                 continue
             cyclic |= component
-            cycle = nx.find_cycle(sub.subgraph(component), source=first)
-            self._report_cycle([(u, v) for u, v, *_ in cycle])
-        if cyclic:
-            ordered = sorted(stage_nodes, key=lambda n: self.graph.nodes[n]["index"])
-        else:
-            ordered = list(nx.lexicographical_topological_sort(
-                sub, key=lambda n: self.graph.nodes[n]["index"]))
+            self._report_cycle(self.dataflow.find_cycle(first, within=component))
+        ordered = None if cyclic else self.dataflow.topological_order(index, within=stage_nodes)
+        if ordered is None:
+            ordered = sorted(stage_nodes, key=index)
         names = [n.split(":", 1)[1] for n in ordered]
         return [self.stages[n] for n in names if n in self.stages]
 
     def _report_cycle(self, edges: list[tuple[str, str]]) -> None:
-        names = [self.graph.nodes[u]["label"] for u, _ in edges] + [
-            self.graph.nodes[edges[0][0]]["label"]]
-        spans = [self.graph.edges[u, v]["spans"][0] for u, v in edges]
+        names = [self.dataflow.nodes[u]["label"] for u, _ in edges] + [
+            self.dataflow.nodes[edges[0][0]]["label"]]
+        spans = [self.dataflow.edge(u, v)["spans"][0] for u, v in edges]
         u, v = edges[-1]
-        primary = self.graph.edges[u, v]["spans"][0]
-        secondary = [Label(span, f"`{self.graph.nodes[b]['label']}` reads "
-                                 f"`{self.graph.nodes[a]['label']}` here")
+        primary = self.dataflow.edge(u, v)["spans"][0]
+        secondary = [Label(span, f"`{self.dataflow.nodes[b]['label']}` reads "
+                                 f"`{self.dataflow.nodes[a]['label']}` here")
                      for (a, b), span in zip(edges[:-1], spans[:-1], strict=True)]
         self.diags.append(diagnostic(
             "TNX301", "stages form a cycle: " + " → ".join(names), primary,
-            label=f"`{self.graph.nodes[v]['label']}` reads the output of "
-                  f"`{self.graph.nodes[u]['label']}`", secondary=secondary,
+            label=f"`{self.dataflow.nodes[v]['label']}` reads the output of "
+                  f"`{self.dataflow.nodes[u]['label']}`", secondary=secondary,
             help="a stage can only read outputs of stages that finish before it"))
 
     def model_sizes(self, pipeline: Pipeline) -> None:
@@ -297,7 +296,7 @@ def check_module(module: ast.Module | None, file: str, sources: Mapping[str, str
         params={k: v for k, v in params.items() if v is not FAIL},
         tokenizers=checker.tables["tokenizer"], models=checker.tables["model"],
         datasets=checker.tables["dataset"], rewards=checker.tables["reward"],
-        stages=stages, evals=checker.evals, exports=checker.exports, graph=checker.graph,
+        stages=stages, evals=checker.evals, exports=checker.exports, dataflow=checker.dataflow,
         diagnostics=diags)
     checker.model_sizes(pipeline)
     diags.extend(run_rules(pipeline))
@@ -311,4 +310,4 @@ def _empty(file: str, base: Path, sources: dict[str, str], diags: list[Diagnosti
     return Pipeline(name=name, file=file, base_dir=base, sources=sources,
                     settings=PipelineSettings(), params={}, tokenizers={}, models={},
                     datasets={}, rewards={}, stages=[], evals=[], exports=[],
-                    graph=nx.DiGraph(), diagnostics=diags, io_error=io_error)
+                    dataflow=Dataflow(), diagnostics=diags, io_error=io_error)

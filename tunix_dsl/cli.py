@@ -213,7 +213,7 @@ def _graph(args: argparse.Namespace) -> int:
         color = _use_color(args.color, sys.stderr)
         sys.stderr.write(render_text(pipeline.diagnostics, pipeline.sources, color))
         return EXIT_ERRORS
-    sys.stdout.write(GRAPH_FORMATS[args.format](pipeline.graph))
+    sys.stdout.write(GRAPH_FORMATS[args.format](pipeline.dataflow))
     return EXIT_OK
 
 

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import networkx as nx
-
+from tunix_dsl.dataflow import Dataflow
 from tunix_dsl.diagnostics import Diagnostic, Severity
 from tunix_dsl.model_config import ModelConfig
 from tunix_dsl.model_info import SizeInfo, model_size_info, resolve_path, tokenizer_identity
@@ -36,6 +35,9 @@ from tunix_dsl.schemas.sources import (
 )
 from tunix_dsl.schemas.stages import StageKind, TrainingConfig
 from tunix_dsl.spans import Span
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 S = TypeVar("S")
 Loc = tuple[str | int, ...]
@@ -151,13 +153,21 @@ class Pipeline:
     stages: list[Stage]  # topological order (ties: file order)
     evals: list[Eval]
     exports: list[Export]
-    graph: nx.DiGraph
+    dataflow: Dataflow  # what the checker built; `graph` is its networkx view
     diagnostics: list[Diagnostic]
     io_error: bool = False  # the file could not be read: exit code 2, not 1
     _sizes: dict[str, SizeInfo] = field(default_factory=dict, repr=False)
     _columns: dict[str, frozenset[str] | None] = field(default_factory=dict, repr=False)
     _stage_index: dict[str, Stage] = field(default_factory=dict, repr=False)
     _roots: dict[str, ModelRef] = field(default_factory=dict, repr=False)
+    _graph: nx.DiGraph | None = field(default=None, repr=False)
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The dataflow as a networkx `DiGraph` (built on first access; imports networkx)."""
+        if self._graph is None:
+            self._graph = self.dataflow.to_networkx()
+        return self._graph
 
     # ------------------------------------------------------------------ status
     @property

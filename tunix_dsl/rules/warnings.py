@@ -50,8 +50,8 @@ _UNUSED_KINDS = ("param", "tokenizer", "model", "dataset", "reward")
 def unused(p: Pipeline) -> Iterator[Diagnostic]:
     if p.errors:  # references in declarations that failed to check are missing: noise
         return
-    graph = p.graph
-    for node, data in graph.nodes(data=True):
+    graph = p.dataflow
+    for node, data in graph.nodes.items():
         if graph.out_degree(node):
             continue
         keyword = node.split(":", 1)[0]
