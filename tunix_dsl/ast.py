@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from tunix_dsl.spans import Span
 
@@ -111,7 +111,7 @@ class UnaryOp:
     span: Span
 
 
-Expr = Union[Number, String, Bool, Ref, ListExpr, MapExpr, Call, BinOp, UnaryOp]
+Expr = Number | String | Bool | Ref | ListExpr | MapExpr | Call | BinOp | UnaryOp
 
 # --------------------------------------------------------------------------- declarations
 
@@ -181,7 +181,7 @@ class ExportDecl:
     span: Span
 
 
-Decl = Union[PipelineDecl, ParamDecl, ValueDecl, StageDecl, EvalDecl, ExportDecl]
+Decl = PipelineDecl | ParamDecl | ValueDecl | StageDecl | EvalDecl | ExportDecl
 
 
 @dataclass(frozen=True)

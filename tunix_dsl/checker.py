@@ -18,7 +18,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-
 from tunix_dsl import ast
 from tunix_dsl.build import Builder, Entry, Use, entries_of
 from tunix_dsl.dataflow import Dataflow

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from tunix_dsl.datasets import DataError, read_jsonl, synthetic_rows
 from tunix_dsl.runtime.data import (
     BatchStream,
     bucket_for,
@@ -17,8 +19,6 @@ from tunix_dsl.runtime.data import (
     ordered_batches,
     tokenize_rows,
 )
-
-from tunix_dsl.datasets import DataError, read_jsonl, synthetic_rows
 from tunix_dsl.tokenizers import ByteTokenizer
 
 BOS, EOS, PAD = 257, 258, 256
