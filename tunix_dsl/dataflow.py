@@ -174,9 +174,9 @@ class Dataflow:
         allowed = set(self.nodes if within is None else within)
         waiting = {node: sum(p in allowed for p in self._pred[node])
                    for node in self.nodes if node in allowed}
-        ready = [(key(node), i, node) for i, node in enumerate(waiting) if not waiting[node]]
+        position = {node: i for i, node in enumerate(waiting)}  # ties of `key`: insertion order
+        ready = [(key(node), position[node], node) for node in waiting if not waiting[node]]
         heapq.heapify(ready)
-        order_index = {node: i for i, node in enumerate(waiting)}
         ordered: list[str] = []
         while ready:
             _, _, node = heapq.heappop(ready)
@@ -185,7 +185,7 @@ class Dataflow:
                 if child in waiting:
                     waiting[child] -= 1
                     if not waiting[child]:
-                        heapq.heappush(ready, (key(child), order_index[child], child))
+                        heapq.heappush(ready, (key(child), position[child], child))
         return ordered if len(ordered) == len(waiting) else None
 
     # ----------------------------------------------------------- conversion
