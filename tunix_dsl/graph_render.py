@@ -78,28 +78,48 @@ def render_dot(graph: Dataflow) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _mermaid_id(node: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in node)
+def _mermaid_ids(nodes: list[str]) -> dict[str, str]:
+    """Readable Mermaid ids (`stage:base` → `stage_base`), made unique: export paths such as
+    `out/a` and `out_a` would otherwise share one id and merge two nodes."""
+    ids: dict[str, str] = {}
+    taken: set[str] = set()
+    for node in nodes:
+        base = "".join(c if c.isascii() and c.isalnum() else "_" for c in node)
+        candidate, n = base, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{base}_{n}"
+        taken.add(candidate)
+        ids[node] = candidate
+    return ids
+
+
+_MERMAID_ENTITIES = {"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;", "`": "#96;"}
 
 
 def _mermaid_text(text: str) -> str:
-    return text.replace('"', "#quot;")
+    """Text for inside a quoted Mermaid label: characters Mermaid reads as syntax (entities,
+    quotes, HTML, markdown strings) become entity codes; everything else is literal."""
+    return "".join(_MERMAID_ENTITIES.get(c, c) for c in text)
 
 
 def render_mermaid(graph: Dataflow) -> str:
     lines = ["flowchart LR"]
-    for node in topological_nodes(graph):
-        text = _mermaid_text(f"{node}<br/>{_kind(graph, node)}")
+    nodes = topological_nodes(graph)
+    ids = _mermaid_ids(nodes)
+    for node in nodes:
+        text = f"{_mermaid_text(node)}<br/>{_mermaid_text(_kind(graph, node))}"
         if node.startswith("stage:"):
-            lines.append(f'  {_mermaid_id(node)}("{text}")')
+            lines.append(f'  {ids[node]}("{text}")')
         elif node.startswith("dataset:"):
-            lines.append(f'  {_mermaid_id(node)}[("{text}")]')
+            lines.append(f'  {ids[node]}[("{text}")]')
         else:
-            lines.append(f'  {_mermaid_id(node)}["{text}"]')
+            lines.append(f'  {ids[node]}["{text}"]')
     for source, target, _ in graph.edges():
         role = _mermaid_text(_role(graph, source, target))
-        arrow = f"-->|{role}|" if role else "-->"
-        lines.append(f"  {_mermaid_id(source)} {arrow} {_mermaid_id(target)}")
+        # Quoted: an unquoted edge label may not hold parentheses, dots or `<br/>`.
+        arrow = f'-->|"{role}"|' if role else "-->"
+        lines.append(f"  {ids[source]} {arrow} {ids[target]}")
     return "\n".join(lines) + "\n"
 
 
