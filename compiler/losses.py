@@ -10,7 +10,8 @@ Exact gradient accumulation. A loss that is a mean over the *global* batch is a 
 sums, so each family also has a ``*_sums`` form returning a dict of additive numerators and
 counts (``tokens`` and/or ``pairs``), and a ``*_from_sums`` form turning totals into
 ``(loss, metrics)``. To accumulate over micro-batches: compute the global counts from the
-masks first, then per micro-batch differentiate ``*_from_sums(with_counts(sums_mb, totals))``;
+masks first, then per micro-batch differentiate ``*_from_sums`` of the micro-batch's sums
+with their counts replaced by the global ones (what ``compiler/train_step.py`` does);
 the gradients add up to the gradient of the global-batch loss, because ``*_from_sums`` is
 linear in the numerators once the counts are fixed. Add the micro-batch sums and call
 ``*_from_sums`` once more for the logged metrics.
@@ -26,7 +27,6 @@ import jax
 import jax.numpy as jnp
 
 from tunix_dsl.compiler.losses_common import (
-    COUNT_KEYS,
     as_f32,
     log1mexp,
     mask_logits,
@@ -34,7 +34,6 @@ from tunix_dsl.compiler.losses_common import (
     safe_div,
     tie_aware_accuracy,
     token_logps,
-    with_counts,
 )
 from tunix_dsl.compiler.losses_distill import (
     attention_transfer_from_sums,
@@ -70,7 +69,6 @@ Metrics = dict[str, Array]
 
 __all__ = [
     "AGGREGATIONS",
-    "COUNT_KEYS",
     "KL_ESTIMATORS",
     "add_sums",
     "aggregate_token_loss",
@@ -113,7 +111,6 @@ __all__ = [
     "token_logps",
     "uniform_layer_map",
     "value_loss",
-    "with_counts",
 ]
 
 

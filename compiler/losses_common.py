@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
-
-# Keys of a ``*_sums`` dict that are denominators rather than numerators.
-COUNT_KEYS: tuple[str, ...] = ("tokens", "pairs", "rows")
 
 # log1mexp clamps its argument here: a (length-averaged) log-prob that rounds to 0 would make
 # log(1 − e^x) = −inf. The clamp treats probabilities within ~1e-6 of 1 as 1 − 1e-6.
@@ -88,18 +83,3 @@ def tie_aware_accuracy(winner: Array, loser: Array) -> Array:
     """
     winner, loser = as_f32(winner), as_f32(loser)
     return jnp.where(winner > loser, 1.0, jnp.where(winner == loser, 0.5, 0.0))
-
-
-def with_counts(sums: Mapping[str, Array], totals: Mapping[str, Array]) -> dict[str, Array]:
-    """``sums`` with its count entries (``COUNT_KEYS``) replaced by the global ``totals``.
-
-    Used for exact gradient accumulation: ``*_from_sums(with_counts(micro_sums, totals))``
-    is the micro-batch's share of the global-batch loss.
-    """
-    missing = [key for key in sums if key in COUNT_KEYS and key not in totals]
-    if missing:
-        raise ValueError(
-            f"with_counts: the global totals lack {missing}; compute them from the whole batch's "
-            f"masks (got keys {sorted(totals)})"
-        )
-    return {key: (totals[key] if key in COUNT_KEYS else value) for key, value in sums.items()}

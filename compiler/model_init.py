@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -50,8 +49,3 @@ def place(module: nnx.Module, mesh: Mesh) -> nnx.Module:
     """Put every array of `module` in the sharding its logical axes ask for."""
     graphdef, state = nnx.split(module)
     return nnx.merge(graphdef, jax.device_put(state, sharding.state_shardings(state, mesh)))
-
-
-def copy_arrays(state: nnx.State) -> nnx.State:
-    """Fresh buffers for `state`, so donating them cannot invalidate another holder."""
-    return jax.jit(lambda s: jax.tree.map(jnp.copy, s))(state)

@@ -32,7 +32,6 @@ LOGICAL_RULES: dict[str, tuple[str, ...] | None] = {
     "kv_heads": ("tensor",),
     "head_dim": None,
     "mlp": ("tensor",),
-    "lora_rank": None,
 }
 
 

@@ -110,23 +110,6 @@ def test_logps_equal_numpy_log_softmax():
     np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=1e-5)
 
 
-def test_chunked_logps_equal_full_logps_with_grads():
-    model = _model("llama", n_layers=1)
-    tokens = _tokens(2, 9)
-
-    @nnx.jit
-    def both(m):
-        def loss(m, chunk):
-            return m.logps(tokens[:, :-1], tokens[:, 1:], chunk=chunk).sum()
-
-        return nnx.value_and_grad(loss)(m, None), nnx.value_and_grad(loss)(m, 3)  # 8 = 3+3+2
-
-    (full, g_full), (chunked, g_chunked) = both(model)
-    np.testing.assert_allclose(chunked, full, atol=1e-4, rtol=1e-6)
-    for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_chunked), strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
-
-
 def test_hidden_states_and_attention_maps():
     model = _model("llama")
     tokens = _tokens(2, 8)

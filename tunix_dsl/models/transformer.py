@@ -20,6 +20,7 @@ positions are finite but meaningless. Decoding with a KV cache: see `kv_cache`.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -166,26 +167,14 @@ class Transformer(nnx.Module):
         """Output head: final hidden [.., D] -> logits [.., V]."""
         return self.lm_head(h) if self.lm_head is not None else self.embed.attend(h)
 
-    def logps(self, tokens: jax.Array, targets: jax.Array, *, chunk: int | None = None,
-              **kwargs) -> jax.Array:
+    def logps(self, tokens: jax.Array, targets: jax.Array, **kwargs: Any) -> jax.Array:
         """Per-token log p(targets[b,t] | tokens[b,:t+1]) [B,T] float32.
 
         log p = logit[target] - logsumexp(logits): one reduction and one gather over the
-        vocabulary, never a full [B,T,V] log-softmax tensor. With `chunk`, the output head
-        runs over `chunk` positions at a time under remat, so not even the [B,T,V] logits
-        exist at once (forward or backward) — for large vocabularies. kwargs go to the
-        forward (`attention_mask`, `positions`)."""
+        vocabulary, never a full [B,T,V] log-softmax tensor. kwargs go to the forward
+        (`attention_mask`, `positions`)."""
         h, _ = self.hidden(tokens, **kwargs)  # [B,T,D]
-        B, T, D = h.shape
-        if chunk is None or chunk >= T:
-            return gather_logps(self.unembed(h), targets)
-        n = -(-T // chunk)
-        pad = n * chunk - T
-        h = jnp.pad(h, ((0, 0), (0, pad), (0, 0))).reshape(B, n, chunk, D).swapaxes(0, 1)
-        t = jnp.pad(targets, ((0, 0), (0, pad))).reshape(B, n, chunk).swapaxes(0, 1)
-        one_chunk = jax.checkpoint(lambda ht: gather_logps(self.unembed(ht[0]), ht[1]))
-        out = jax.lax.map(one_chunk, (h, t))  # [n,B,chunk]
-        return out.swapaxes(0, 1).reshape(B, n * chunk)[:, :T]
+        return gather_logps(self.unembed(h), targets)
 
 
 def gather_logps(logits: jax.Array, targets: jax.Array) -> jax.Array:
