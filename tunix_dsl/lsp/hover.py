@@ -110,5 +110,5 @@ def _parameters(pipeline: Pipeline | None, ref: ModelRef) -> list[str]:
     if config is None:
         return []
     return ["", f"{config.param_count():,} parameters ({config.n_layers} layers, "
-                f"d_model {config.d_model}, vocab {config.vocab_size})"]
+                f"width {config.d_model}, vocab {config.vocab_size})"]
 
