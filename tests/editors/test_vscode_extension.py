@@ -18,5 +18,6 @@ def test_manifest_points_at_the_grammar_and_language_configuration() -> None:
     config = json.loads((EXTENSION / language["configuration"]).read_text(encoding="utf-8"))
     assert config["comments"]["lineComment"] == "#"
     main = (EXTENSION / manifest["main"]).read_text(encoding="utf-8")
-    assert 'args: ["lsp"]' in main and "tnx.server.command" not in main  # read via getConfiguration
+    # the client runs `<tnx.server.command> lsp`, the setting the manifest declares
+    assert 'args: ["lsp"]' in main and 'getConfiguration("tnx").get("server.command"' in main
     assert "tnx.server.command" in manifest["contributes"]["configuration"]["properties"]
