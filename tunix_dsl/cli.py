@@ -1,4 +1,4 @@
-"""`tnx`: lint, fmt, graph, explain (jax-free), and run/plan (loaded lazily).
+"""`tnx`: lint, fmt, graph, explain, lsp (jax-free), and run/plan (loaded lazily).
 
 Exit codes, for every verb: 0 clean (warnings allowed), 1 errors found (or,
 for `fmt --check`/`--diff`, a file would change), 2 usage or I/O problem.
