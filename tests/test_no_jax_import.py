@@ -1,4 +1,4 @@
-"""`tnx lint | fmt | graph | explain` must never import jax, flax, optax or orbax.
+"""`tnx lint | fmt | graph | explain | lsp` must never import jax, flax, optax or orbax.
 
 `lint` and `graph` also keep networkx off their start-up path (it costs ~60 ms;
 `bench/lint_startup.py`): the checker's graph is `tunix_dsl.dataflow.Dataflow`.
@@ -26,6 +26,24 @@ heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "f
 print(json.dumps({"codes": codes, "heavy": heavy}))
 """
 
+LSP_PROBE = """
+import json, sys
+from pathlib import Path
+from tunix_dsl.api import parse
+from tunix_dsl.lsp.complete import complete
+from tunix_dsl.lsp.hover import hover_text
+from tunix_dsl.lsp.positions import LineIndex
+from tunix_dsl.lsp.scan import scan
+from tunix_dsl.lsp.server import build_server
+build_server()
+text = Path("examples/quickstart.tnx").read_text()
+pipeline = parse(text, "examples/quickstart.tnx")
+items = complete(text, text.index("steps          = 200"), LineIndex(text))
+hovered = hover_text(text, scan(text), text.index("= tiny") + 3, pipeline)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "flax", "optax", "orbax"))
+print(json.dumps({"items": len(items), "hover": "parameters" in hovered, "heavy": heavy}))
+"""
+
 LIGHT_PROBE = """
 import json, sys
 from tunix_dsl.cli import main
@@ -40,6 +58,15 @@ def test_front_end_commands_import_no_jax_in_a_fresh_interpreter() -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["codes"] == [0, 0, 0, 0]
+    assert result["heavy"] == []
+
+
+def test_language_server_imports_no_jax() -> None:
+    done = subprocess.run([sys.executable, "-c", LSP_PROBE], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["items"] > 0 and result["hover"] is True
     assert result["heavy"] == []
 
 

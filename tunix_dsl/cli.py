@@ -1,4 +1,4 @@
-"""`tnx`: lint, fmt, graph, explain (jax-free), and run/plan (loaded lazily).
+"""`tnx`: lint, fmt, graph, explain, lsp (jax-free), and run/plan (loaded lazily).
 
 Exit codes, for every verb: 0 clean (warnings allowed), 1 errors found (or,
 for `fmt --check`/`--diff`, a file would change), 2 usage or I/O problem.
@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain = verbs.add_parser("explain", help="show a stage kind's or declaration's fields")
     explain.add_argument("kind", metavar="KIND")
 
+    verbs.add_parser("lsp", help="start the language server (LSP over stdin/stdout)")
+
     for verb, text in (("run", "run a pipeline"), ("plan", "show the compiled plan of a pipeline")):
         runner = verbs.add_parser(verb, help=text, add_help=False)
         runner.add_argument("args", nargs=argparse.REMAINDER)
@@ -85,11 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _delegate(argparse.Namespace(command=argv[0], args=argv[1:]))
     args = build_parser().parse_args(argv)  # exits 2 on usage errors, as argparse does
     command = {"lint": _lint, "fmt": _fmt, "graph": _graph, "explain": _explain,
-               "run": _delegate, "plan": _delegate}[args.command]
+               "lsp": _lsp, "run": _delegate, "plan": _delegate}[args.command]
     # These verbs are short and allocate mostly acyclic objects (refcounting frees
     # them); the cyclic collector would only rescan pydantic's and Lark's import-time
     # objects, ~10 ms of a ~200 ms start (bench/lint_startup.py).
-    collecting = gc.isenabled() and command is not _delegate
+    collecting = gc.isenabled() and command not in (_delegate, _lsp)
     if collecting:
         gc.disable()
     try:
@@ -245,6 +247,12 @@ def _known_kinds() -> list[str]:
     from tunix_dsl.schemas import explainable_names
 
     return sorted(set(explainable_names()))
+
+
+def _lsp(args: argparse.Namespace) -> int:
+    from tunix_dsl.lsp.server import main as serve
+
+    return serve()
 
 
 # --------------------------------------------------------------------------- run, plan
