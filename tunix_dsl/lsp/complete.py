@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from lsprotocol import types as lsp
 
+from tunix_dsl.lsp.outline import DECL_KEYWORDS, Context, Frame, Outline
 from tunix_dsl.lsp.positions import LineIndex
-from tunix_dsl.lsp.scan import DECL_KEYWORDS, Context, Frame, Outline, scan
+from tunix_dsl.lsp.scan import scan
 from tunix_dsl.lsp.schema_info import (
     Expectation,
     expectation,
