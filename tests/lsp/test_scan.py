@@ -130,3 +130,12 @@ def test_secondary_labels_become_related_information() -> None:
     (related,) = diag.related_information
     assert related.location.uri == path.as_uri() and related.location.range.start == lsp.Position(2, 6)
     assert related.message == "first defined here as model"
+
+
+def test_list_fields_complete_to_lists_outside_the_brackets() -> None:
+    text = ('reward ok = exact_match(field = "answer")\nreward short = length_penalty(target = 3)\n'
+            "stage s: grpo {\n  rewards = \n}\n")
+    at = text.index("rewards = ") + len("rewards = ")
+    assert {i.label for i in complete(text, at, LineIndex(text))} == {"[ok]", "[short]"}
+    inside = text[:at] + "[" + text[at:]
+    assert {i.label for i in complete(inside, at + 1, LineIndex(inside))} == {"ok", "short"}

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from lsprotocol import types as lsp
 
+from tunix_dsl.lsp.outline import DECL_KEYWORDS, Context, Frame, Outline
 from tunix_dsl.lsp.positions import LineIndex
-from tunix_dsl.lsp.scan import DECL_KEYWORDS, Context, Frame, Outline, scan
+from tunix_dsl.lsp.scan import scan
 from tunix_dsl.lsp.schema_info import (
     Expectation,
     expectation,
@@ -111,9 +112,16 @@ def _values(outline: Outline, ctx: Context) -> list[lsp.CompletionItem]:
     expect = _value_expectation(ctx)
     if expect is None:
         return _params(outline)
-    if expect.is_list and ctx.frame.type not in ("list",):
-        # `rewards = |`: the list itself; its items once inside the brackets.
-        return [_item("[]", Kind.Snippet, "a list", insert="[")]
+    items = _candidates(outline, ctx, expect)
+    if expect.is_list and ctx.frame.type != "list":
+        # `rewards = |`: one-item lists (`[correct]`); inside the brackets, the items.
+        for item in items:
+            item.label = f"[{item.label}]"
+            item.insert_text = None
+    return items
+
+
+def _candidates(outline: Outline, ctx: Context, expect: Expectation) -> list[lsp.CompletionItem]:
     if expect.ref == "model":
         block = _enclosing_decl(ctx.frame)
         current = _stage_name(outline, block)

@@ -10,7 +10,7 @@ outputs, the parameter count the checker computed.
 from __future__ import annotations
 
 from tunix_dsl.ir import Pipeline
-from tunix_dsl.lsp.scan import Decl, Occurrence, Outline
+from tunix_dsl.lsp.outline import Decl, Occurrence, Outline
 from tunix_dsl.lsp.schema_info import (
     field_info,
     field_summary,

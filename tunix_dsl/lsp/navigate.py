@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from lsprotocol import types as lsp
 
+from tunix_dsl.lsp.outline import Decl, Outline
 from tunix_dsl.lsp.positions import LineIndex
-from tunix_dsl.lsp.scan import Decl, Outline
 
 _SYMBOL_KIND = {
     "pipeline": lsp.SymbolKind.Module,

@@ -15,7 +15,7 @@ from typing import Any, Literal, Union
 
 from pydantic.fields import FieldInfo
 
-from tunix_dsl.lsp.scan import Frame
+from tunix_dsl.lsp.outline import Frame
 from tunix_dsl.schemas import BLOCKS, CALLS, SOURCES, STAGE_KINDS, Schema
 from tunix_dsl.schemas.base import RefKind
 from tunix_dsl.schemas.explain import constraint_text, default_text, type_name

@@ -84,7 +84,9 @@ class TnxLanguageServer(LanguageServer):
         self.pending[uri] = loop.call_later(delay, self.check_now, uri)
 
     def check_now(self, uri: str) -> None:
-        self.pending.pop(uri, None)
+        pending = self.pending.pop(uri, None)
+        if pending is not None:  # a save or open supersedes a debounced check
+            pending.cancel()
         try:
             self.publish(uri)
         except Exception:
