@@ -55,12 +55,10 @@ export strict.model to "out_a" as "hf"
 @pytest.fixture(scope="session")
 def check_formats():
     """A function that checks [(format, text)] with the real parsers; one node process per call."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.fail("node and npm are needed to check emitted formats with their real parsers")
-    installed = JS / "node_modules" / ".package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < (JS / "package-lock.json").stat().st_mtime:
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=JS,
-                       check=True, timeout=600)
+    if shutil.which("node") is None:
+        pytest.fail("node is needed to check emitted formats with their real parsers")
+    if not (JS / "node_modules" / "mermaid").is_dir():
+        pytest.fail("the node packages are missing: run `npm ci --prefix tests/js` (README)")
 
     def check(items: list[tuple[str, str]]) -> list[dict]:
         payload = json.dumps([{"format": f, "text": t} for f, t in items])

@@ -6,7 +6,7 @@ number and classified name must carry the scope that the language server's
 scan (`tunix_dsl.lsp.scan`) gives it — so keywords-by-position, fields,
 calls and references highlight the way the language reads them.
 
-`.ci/run` installs the node packages (`npm ci` in this folder).
+The node packages are in `tests/js` (the README's test command runs `npm ci` there).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from tunix_dsl.parser import parse_module
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+NODE_TOOLS = ROOT / "tests" / "js"
 GRAMMAR = ROOT / "editors" / "vscode" / "syntaxes" / "tnx.tmLanguage.json"
 FILES = sorted(
     str(p.relative_to(ROOT))
@@ -45,7 +46,7 @@ SCOPE_OF_TOKEN = {
 @cache
 def tokens() -> dict[str, list[tuple[int, int, int, str, tuple[str, ...]]]]:
     """file → [(line, start, end, text, scopes)], columns in code points."""
-    done = subprocess.run(["node", str(HERE / "tokenize.mjs"), str(GRAMMAR), *FILES], cwd=ROOT,
+    done = subprocess.run(["node", str(NODE_TOOLS / "tokenize.mjs"), str(GRAMMAR), *FILES], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     result = {}
