@@ -91,6 +91,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tunix_dsl.model_config import ModelConfigError
     from tunix_dsl.models.lora import LoraError
     from tunix_dsl.models.sampler import SamplingError
+    from tunix_dsl.runtime.checkpoint import CheckpointMismatch, CheckpointRestoreError
     from tunix_dsl.runtime.executor import RunError
     from tunix_dsl.runtime.rewards import RewardError
     from tunix_dsl.runtime.run_dir import RunDirError
@@ -99,7 +100,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     found: list[type[BaseException]] = [
         DataError, ModelConfigError, LoraError, RunError, RunDirError, NonFiniteLoss, TokenizerError,
-        RewardError, SamplingError, OSError,
+        RewardError, SamplingError, OSError, CheckpointMismatch, CheckpointRestoreError,
     ]
     from tunix_dsl.models.hf import ModelLoadError
 
