@@ -43,6 +43,7 @@ class LoopResult:
     wall_s: float  # this invocation's loop time (compilation of the first dispatch included)
     tokens_per_s: float  # steady throughput: after the first log window (compilation excluded)
     start_step: int
+    skipped: int = 0  # updates dropped by on_nonfinite = "skip", over the whole stage
 
 
 @dataclass
@@ -105,8 +106,17 @@ class StageLoop:
         if done != self._saved_step:
             self.save(state, done, started)  # the end: a kill while writing the output loses nothing
         self.checkpoints.wait()
+        skipped = sum(1 for row in self.sink.history if row.get("skipped"))
+        if skipped >= total:
+            # Nothing was learned: handing the unchanged start model on as "trained" would hide it.
+            raise NonFiniteLoss(
+                f"stage `{self.name}`: all {total} updates were skipped (non-finite loss or gradient "
+                "with on_nonfinite = \"skip\"), so its output would be the untrained starting model; "
+                "the stage is not marked finished; lower the learning rate or check the data"
+            )
         wall = time.perf_counter() - started
-        return state, LoopResult(self.sink.history, self._tokens, wall, self._rate(started), start_step)
+        return state, LoopResult(self.sink.history, self._tokens, wall, self._rate(started), start_step,
+                                 skipped)
 
     def _rate(self, started: float) -> float:
         """Tokens/s since the first window (so the first dispatch's compile does not count)."""

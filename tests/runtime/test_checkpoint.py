@@ -162,7 +162,7 @@ def test_finished_marker_is_checked_against_the_fingerprint(tmp_path: Path) -> N
     stage.output.mkdir(parents=True)
     assert stage.finished_with("a") is None
     stage.mark_finished({"fingerprint": "a", "steps": 3})
-    assert stage.finished_with("a") == {"fingerprint": "a", "steps": 3}
+    assert stage.finished_with("a") == {"fingerprint": "a", "steps": 3, "files": {}}
     assert stage.finished_with("b") is None
     assert [p.name for p in stage.output.iterdir()] == ["tnx_finished.json"]  # no temporaries
     stage.unmark()
