@@ -343,12 +343,17 @@ class Executor:
                     self.log(f"  warning: the finished output of stage `{stage.name}` is damaged "
                              f"({status.broken}); making it again")
                 results.append(self.run_stage(stage, status, signals))
-                if signals.requested is not None and stage is not self.pipeline.stages[-1]:
+                if signals.requested is not None:  # the exports and evals are still to do
                     raise Preempted(f"stopped by {signals.requested} after stage `{stage.name}` "
                                     "finished; run the same command to resume")
             for export in self.pipeline.exports:
                 self.export(export)
-            evals = {block.name: self.evaluate(block) for block in self.pipeline.evals}
+            evals = {}
+            for block in self.pipeline.evals:
+                if signals.requested is not None:
+                    raise Preempted(f"stopped by {signals.requested} before eval `{block.name}`; "
+                                    "every stage is finished; run the same command to evaluate")
+                evals[block.name] = self.evaluate(block)
         if evals:
             (self.layout.root / "evals.json").write_text(json.dumps(
                 {name: [asdict(r) for r in rs] for name, rs in evals.items()}, indent=2))

@@ -1,5 +1,6 @@
-"""The checkpoint triggers of the stage loop, on a fake clock: `checkpoint_minutes` saves once per
-interval (not on every step after the first interval), and any save restarts the interval."""
+"""The stage loop around fake programs: the checkpoint triggers on a fake clock
+(`checkpoint_minutes` saves once per interval, not on every step after the first interval, and any
+save restarts the interval) and the count of updates skipped by `on_nonfinite = "skip"`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pytest
 
-from tunix_dsl.runtime.training import StageLoop
+from tunix_dsl.runtime.training import LoopResult, NonFiniteLoss, StageLoop
 
 
 @dataclass
@@ -26,6 +28,7 @@ class FakeProgram:
 
     clock: FakeClock
     seconds_per_step: float
+    skipped_steps: frozenset[int] = frozenset()  # these steps report a dropped update
     split: Any = field(default_factory=lambda: SimpleNamespace(frozen=None))
 
     def put_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -34,7 +37,9 @@ class FakeProgram:
     def step(self, state: int, _frozen: Any, batch: dict[str, np.ndarray]) -> tuple[int, dict[str, np.ndarray]]:
         k = len(batch["attention_mask"])
         self.clock.now += k * self.seconds_per_step
-        return state + k, {"loss": np.ones(k, np.float32)}
+        steps = range(state + 1, state + k + 1)
+        skipped = np.asarray([s in self.skipped_steps for s in steps], np.float32)
+        return state + k, {"loss": np.where(skipped > 0, np.nan, 1.0).astype(np.float32), "skipped": skipped}
 
 
 @dataclass
@@ -80,19 +85,24 @@ class FakeProgress:
         pass
 
 
-def saves(*, steps: int, every: int, minutes: float, seconds_per_step: float = 1.0,
-          steps_per_call: int = 1) -> list[int]:
-    """Run a stage loop of `steps` fake steps; the steps at which it checkpointed."""
+def run_loop(*, steps: int, every: int = 0, minutes: float = 0, seconds_per_step: float = 1.0,
+             steps_per_call: int = 1, skipped: frozenset[int] = frozenset(),
+             log: list[str] | None = None) -> tuple[LoopResult, list[int]]:
+    """Run a stage loop of `steps` fake steps; its result and the steps at which it checkpointed."""
     clock = FakeClock()
     config = SimpleNamespace(steps=steps, checkpoint_every=every, checkpoint_minutes=minutes,
                              steps_per_call=steps_per_call, eval_every=0)
     checkpoints = FakeCheckpoints()
-    loop = StageLoop("s", config, FakeProgram(clock, seconds_per_step), FakeStream(), checkpoints,
-                     FakeSink(), FakeProgress(), lambda _line: None, SimpleNamespace(requested=None),
-                     "fp", clock=clock)
+    loop = StageLoop("s", config, FakeProgram(clock, seconds_per_step, skipped), FakeStream(), checkpoints,
+                     FakeSink(), FakeProgress(), (log if log is not None else []).append,
+                     SimpleNamespace(requested=None), "fp", clock=clock)
     state, result = loop.run(0, 0)
     assert state == steps and len(result.history) == steps
-    return checkpoints.saved
+    return result, checkpoints.saved
+
+
+def saves(**kwargs: Any) -> list[int]:
+    return run_loop(**kwargs)[1]
 
 
 def test_time_trigger_saves_once_per_interval_not_every_step_after_it() -> None:
@@ -122,3 +132,16 @@ def test_timer_fires_at_the_first_dispatch_boundary_past_the_interval() -> None:
 
 def test_minutes_zero_turns_the_timer_off() -> None:
     assert saves(steps=400, every=0, minutes=0, seconds_per_step=3600) == [400]
+
+
+def test_skipped_updates_are_counted_and_logged() -> None:
+    log: list[str] = []
+    result, _ = run_loop(steps=10, skipped=frozenset({2, 7}), log=log)
+    assert result.skipped == 2
+    assert sum("skipped" in line for line in log) == 2
+
+
+def test_a_stage_whose_every_update_was_skipped_fails() -> None:
+    with pytest.raises(NonFiniteLoss, match=r"stage `s`: all 6 updates were skipped .* untrained "
+                                            r"starting model; the stage is not marked finished"):
+        run_loop(steps=6, steps_per_call=2, skipped=frozenset(range(1, 7)))
