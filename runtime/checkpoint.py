@@ -252,11 +252,12 @@ class StageCheckpoints:
         """A restore failure that says nothing about the checkpoint: it stays where it is."""
         path = self.directory / str(step)
         reason = f"{type(err).__name__}: {_short_reason(err)}"
-        if isinstance(err, MemoryError) or "RESOURCE_EXHAUSTED" in str(err):
+        chain = _chain(err)
+        if any(isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e) for e in chain):
             return CheckpointRestoreError(
                 f"out of memory while restoring checkpoint {path} ({reason}); the checkpoint is kept "
                 "— free memory (a smaller batch or fewer devices sharing the host) and run again")
-        if isinstance(err, OSError):
+        if any(isinstance(e, OSError) for e in chain):
             return CheckpointRestoreError(
                 f"cannot read checkpoint {path} ({reason}); the checkpoint is kept — fix the "
                 "file system problem (permissions, mount) and run again")
@@ -298,12 +299,25 @@ _READ_ERROR_CODES = ("DATA_LOSS", "OUT_OF_RANGE", "NOT_FOUND")
 _MISSING_FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, EOFError)
 
 
+def _chain(err: BaseException) -> list[BaseException]:
+    """`err` and its causes: orbax wraps tensorstore's read errors in a bare `Exception`."""
+    found: list[BaseException] = []
+    while err is not None and err not in found:
+        found.append(err)
+        err = err.__cause__  # type: ignore[assignment]  # explicit `raise ... from`, not context
+    return found
+
+
 def is_corruption(err: BaseException) -> bool:
     """Whether a restore failure means the checkpoint's files are missing, truncated or garbled.
 
     Out-of-memory, permissions and bugs are not: moving a healthy checkpoint
     aside for them would throw away good work.
     """
+    return any(_is_read_error(e) for e in _chain(err))
+
+
+def _is_read_error(err: BaseException) -> bool:
     if isinstance(err, (CorruptCheckpoint, *_MISSING_FILE_ERRORS, json.JSONDecodeError, UnicodeDecodeError)):
         return True
     if isinstance(err, OSError):

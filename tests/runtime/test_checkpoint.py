@@ -101,8 +101,31 @@ def test_corrupt_files_are_moved_aside(tmp_path: Path, corrupt: str) -> None:
     assert (tmp_path / "checkpoints_corrupt" / "2").is_dir() and "is unreadable" in log[0]
 
 
+def wrapped(cause: BaseException) -> Exception:
+    """What orbax raises for a failed array read: a bare Exception caused by the real error."""
+    try:
+        raise Exception("Encountered error while reading array index") from cause
+    except Exception as err:  # noqa: BLE001 - building the chain
+        return err
+
+
+@pytest.mark.parametrize(("error", "corrupt"), [
+    (wrapped(ValueError("DATA_LOSS: Error reading local file")), True),
+    (wrapped(ValueError("OUT_OF_RANGE: Error opening \"zarr\" driver")), True),
+    (ValueError('FAILED_PRECONDITION: Error reading local file "_sharding": Invalid JSON'), True),
+    (FileNotFoundError(2, "No such file"), True),
+    (wrapped(MemoryError()), False),
+    (ValueError("INVALID_ARGUMENT: a bug in a spec"), False),
+    (PermissionError(13, "Permission denied"), False),
+    (KeyError("x"), False),
+])
+def test_only_read_errors_count_as_corruption(error: BaseException, corrupt: bool) -> None:
+    assert checkpoint_module.is_corruption(error) is corrupt
+
+
 @pytest.mark.parametrize(("error", "raised"), [
     (MemoryError("cannot allocate"), CheckpointRestoreError),
+    (wrapped(MemoryError("cannot allocate")), CheckpointRestoreError),
     (RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 123 bytes"), CheckpointRestoreError),
     (PermissionError(13, "Permission denied"), CheckpointRestoreError),
     (TypeError("a bug in the restore code"), TypeError),
