@@ -97,6 +97,9 @@ def run(argv: list[str]) -> int:
     except Preempted as stop:
         log(f"{stop}")
         return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # Ctrl-C before the first stage took over the signal (loading, planning)
+        log("interrupted before training started; nothing to save; run the same command to start")
+        return EXIT_INTERRUPTED
     except _user_errors() as err:
         log.record(f"error: {err}")
         print(f"error: {err}", file=sys.stderr)
