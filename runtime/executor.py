@@ -348,7 +348,7 @@ class Executor:
                                     "finished; run the same command to resume")
             for export in self.pipeline.exports:
                 self.export(export)
-            evals = {}
+            evals: dict[str, list[EvalResult]] = {}
             for block in self.pipeline.evals:
                 if signals.requested is not None:
                     raise Preempted(f"stopped by {signals.requested} before eval `{block.name}`; "
