@@ -3,7 +3,8 @@
 A stage's fingerprint covers its kind and validated config, the pipeline
 settings that change its numbers (seed, precision), the tool version, the
 declarations it reads (model, tokenizer and dataset specs; for files, their
-path, size and modification time) and, recursively, the fingerprints of the
+path, size and modification time; for user code such as `python("f.py:fn")`
+rewards, the file's content) and, recursively, the fingerprints of the
 stages whose outputs it consumes. Two runs with equal fingerprints compute
 the same output, so the runtime can reuse a finished one (like a build
 system's cache key). jax-free.
@@ -13,16 +14,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tunix_dsl import __version__
+from tunix_dsl.schemas.sources import PythonReward
 
 # Fields that decide how a stage is run, not what it computes: changing them
 # must not invalidate a finished output or an interrupted stage's checkpoints.
-OPERATIONAL_FIELDS = frozenset(
-    {"checkpoint_every", "checkpoint_minutes", "keep_checkpoints", "on_nonfinite"}
-)
+# `eval_every`/`eval_data` only add held-out metrics beside the training: the weights do not
+# depend on them (a cached stage keeps the eval.jsonl it wrote).
+OPERATIONAL_FIELDS = frozenset({
+    "checkpoint_every", "checkpoint_minutes", "keep_checkpoints", "on_nonfinite",
+    "eval_every", "eval_data",
+})
+OPERATIONAL_DATASETS = frozenset({"eval_data"})  # dataset roles that are operational fields
+
+# Sources that run user code, by schema: the file whose *content* the fingerprint hashes, so that
+# editing the function re-runs the stages that call it (a path + mtime would miss a same-second
+# edit, and a copy that changes only the mtime would re-run needlessly).
+USER_CODE: dict[type, Callable[[Any], str]] = {PythonReward: lambda spec: spec.file}
 
 
 def _file_identity(path: Path) -> dict[str, Any]:
@@ -36,13 +48,27 @@ def _file_identity(path: Path) -> dict[str, Any]:
     }
 
 
+def _code_identity(path: Path) -> dict[str, Any]:
+    """A user code file by its content (sha256)."""
+    try:
+        return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    except OSError:
+        return {"path": str(path), "missing": True}
+
+
+def _resolve(path: str, base_dir: Path) -> Path:
+    return Path(path) if Path(path).is_absolute() else base_dir / path
+
+
 def _spec_identity(spec: Any, base_dir: Path) -> dict[str, Any]:
     dumped = spec.model_dump(mode="json")
     identity: dict[str, Any] = {"source": type(spec).call_name, "spec": dumped}
     path = dumped.get("path")
     if isinstance(path, str):
-        resolved = Path(path) if Path(path).is_absolute() else base_dir / path
-        identity["file"] = _file_identity(resolved)
+        identity["file"] = _file_identity(_resolve(path, base_dir))
+    code_file = USER_CODE.get(type(spec))
+    if code_file is not None:
+        identity["code"] = _code_identity(_resolve(code_file(spec), base_dir))
     return identity
 
 
@@ -76,7 +102,7 @@ def stage_fingerprints(pipeline: Any) -> dict[str, str]:
             "models": {role: model_identity(ref) for role, ref in stage.models.items()},
             "datasets": {
                 role: _spec_identity(pipeline.datasets[name].spec, base_dir)
-                for role, name in stage.datasets.items()
+                for role, name in stage.datasets.items() if role not in OPERATIONAL_DATASETS
             },
             "rewards": [_spec_identity(pipeline.rewards[name].spec, base_dir) for name in stage.rewards],
         }

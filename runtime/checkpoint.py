@@ -16,13 +16,16 @@ Atomicity is orbax's: a step is written under a temporary name and renamed
 when complete (`CheckpointManager` ignores unfinished temporaries and cleans
 them up). Saves are asynchronous: `save` returns once the arrays are copied
 off the device; `wait` blocks until the files are committed. A checkpoint
-that fails to restore (truncated or corrupt file) is moved aside to
+whose files are missing, truncated or garbled is moved aside to
 `checkpoints_corrupt/` with a warning naming it, and the previous one is
-tried.
+tried; any other restore failure (out of memory, a state that no longer fits
+the program, a bug) leaves the checkpoint in place and stops with a message.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -181,31 +184,85 @@ class StageCheckpoints:
 
         `abstract_state` is the program's TrainState as ShapeDtypeStructs and
         `shardings` its `state_shardings`: arrays come back in those shardings.
-        A checkpoint that fails to read is moved aside with a warning and the
-        previous one is tried.
+        A checkpoint that is corrupt (missing, truncated or garbled files) is
+        moved aside with a warning and the previous one is tried. Any other
+        failure leaves the checkpoint where it is: a state whose shapes differ
+        from the program's raises `CheckpointMismatch`, an out-of-memory or a
+        permission problem `CheckpointRestoreError`, and anything else (a bug)
+        propagates after a log line saying the checkpoint was kept.
         """
         target, _ = flatten_state(_abstract_target(abstract_state, shardings))
         treedef = jax.tree.structure(abstract_state)
         for step in reversed(self.steps()):
             try:
+                self._check_items(step)
                 meta = self.read_meta(step)
                 if meta.get("fingerprint") != fingerprint:
                     self.log(f"  checkpoint {self.directory / str(step)} belongs to another "
                              "configuration of this stage; ignored")
                     continue
+                self._check_layout(step, target)
                 restored = self.manager.restore(step, args=ocp.args.Composite(**{
                     STATE_ITEM: ocp.args.StandardRestore(target),
                 }))[STATE_ITEM]
                 jax.block_until_ready(restored)
-            except Exception as err:  # noqa: BLE001 - any read failure means "not a good checkpoint"
-                self.quarantine(step, err)
-                continue
-            # Outside the try: a mismatch here is a bug, not a bad checkpoint to move aside.
+            except CheckpointMismatch:
+                raise
+            except Exception as err:  # noqa: BLE001 - sorted below: only corruption is moved aside
+                if is_corruption(err):
+                    self.quarantine(step, err)
+                    continue
+                raise self._not_corrupt(step, err) from err
+            # Outside the try: `_check_layout` proved every path present, so a failure here is a bug.
             leaves = _leaves_in_order(restored, abstract_state)
             state = _rewrap_keys(jax.tree.unflatten(treedef, leaves), abstract_state,
                                  meta.get("prng_impls", {}))
             return Restored(step, state, meta)
         return None
+
+    def _check_items(self, step: int) -> None:
+        missing = [item for item in (STATE_ITEM, META_ITEM) if not (self.directory / str(step) / item).is_dir()]
+        if missing:
+            raise CorruptCheckpoint(f"item `{missing[0]}` is missing")
+
+    def _check_layout(self, step: int, target: dict[str, Any]) -> None:
+        """The saved arrays have the program's paths, shapes and dtypes (read from orbax's metadata).
+
+        A differing layout is not corruption: the checkpoint is intact and belongs to a program
+        that changed (`CheckpointMismatch`).
+        """
+        path = self.directory / str(step)
+        saved = ocp.StandardCheckpointHandler().metadata(path / STATE_ITEM)
+        saved_tree = getattr(saved, "tree", saved)
+        want = _layout(target)
+        have = _layout(saved_tree)
+        if want == have:
+            return
+        differs = sorted(set(want) ^ set(have)) or sorted(k for k in want if want[k] != have[k])
+        first = differs[0]
+        raise CheckpointMismatch(
+            f"checkpoint {path} is intact but does not fit this stage's program: `{first}` is "
+            f"{_describe(have.get(first))} in the checkpoint and {_describe(want.get(first))} now "
+            f"({len(differs)} array(s) differ). The model or the tool changed without changing the "
+            "stage's configuration. The checkpoint is kept; pass --force with this stage to start "
+            "it over (its checkpoints are moved aside, not deleted)"
+        )
+
+    def _not_corrupt(self, step: int, err: BaseException) -> BaseException:
+        """A restore failure that says nothing about the checkpoint: it stays where it is."""
+        path = self.directory / str(step)
+        reason = f"{type(err).__name__}: {_short_reason(err)}"
+        chain = _chain(err)
+        if any(isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e) for e in chain):
+            return CheckpointRestoreError(
+                f"out of memory while restoring checkpoint {path} ({reason}); the checkpoint is kept "
+                "— free memory (a smaller batch or fewer devices sharing the host) and run again")
+        if any(isinstance(e, OSError) for e in chain):
+            return CheckpointRestoreError(
+                f"cannot read checkpoint {path} ({reason}); the checkpoint is kept — fix the "
+                "file system problem (permissions, mount) and run again")
+        self.log(f"error: restoring checkpoint {path} failed ({reason}); the checkpoint is kept")
+        return err
 
     def quarantine(self, step: int, err: BaseException) -> None:
         bad = self.directory / str(step)
@@ -222,6 +279,65 @@ class StageCheckpoints:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+class CorruptCheckpoint(Exception):
+    """A checkpoint directory that is incomplete or unreadable (it is moved aside)."""
+
+
+class CheckpointMismatch(Exception):
+    """An intact checkpoint whose arrays do not fit the stage's program; the message names the fix."""
+
+
+class CheckpointRestoreError(Exception):
+    """Restoring failed for a reason outside the checkpoint (memory, permissions); it is kept."""
+
+
+# tensorstore reports a file it cannot read or decode with these status codes (as a ValueError);
+# FAILED_PRECONDITION only counts with "Error reading" (e.g. a garbled `_sharding` file).
+_READ_ERROR_CODES = ("DATA_LOSS", "OUT_OF_RANGE", "NOT_FOUND")
+_MISSING_FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, EOFError)
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """`err` and its causes: orbax wraps tensorstore's read errors in a bare `Exception`."""
+    found: list[BaseException] = []
+    while err is not None and err not in found:
+        found.append(err)
+        err = err.__cause__  # type: ignore[assignment]  # explicit `raise ... from`, not context
+    return found
+
+
+def is_corruption(err: BaseException) -> bool:
+    """Whether a restore failure means the checkpoint's files are missing, truncated or garbled.
+
+    Out-of-memory, permissions and bugs are not: moving a healthy checkpoint
+    aside for them would throw away good work.
+    """
+    return any(_is_read_error(e) for e in _chain(err))
+
+
+def _is_read_error(err: BaseException) -> bool:
+    if isinstance(err, (CorruptCheckpoint, *_MISSING_FILE_ERRORS, json.JSONDecodeError, UnicodeDecodeError)):
+        return True
+    if isinstance(err, OSError):
+        return err.errno == errno.EIO  # the disk could not read the bytes back
+    if isinstance(err, ValueError):
+        text = str(err)
+        return text.startswith(_READ_ERROR_CODES) or (
+            text.startswith("FAILED_PRECONDITION") and "Error reading" in text)
+    return False
+
+
+def _layout(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """`path -> (shape, dtype)` of a nested dict of arrays or array metadata."""
+    with_paths, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))
+    return {"/".join(_key_name(e) for e in path): (tuple(leaf.shape), str(np.dtype(leaf.dtype)))
+            for path, leaf in with_paths}
+
+
+def _describe(entry: tuple[tuple[int, ...], str] | None) -> str:
+    return "absent" if entry is None else f"{list(entry[0])} {entry[1]}"
 
 
 def _short_reason(err: BaseException) -> str:

@@ -13,10 +13,32 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
+# Not 0: `tnx run x.tnx && next-step` must not carry on with a pipeline that did not finish.
+EXIT_INTERRUPTED = 3
+EXIT_SECOND_INTERRUPT = 130  # from runtime/preemption.py: the shell's code for "killed by SIGINT"
+
+EXIT_CODES = {
+    "run": (
+        (EXIT_OK, "every stage finished (or was cached); exports and evals written"),
+        (EXIT_ERRORS, "the pipeline has errors, or a stage failed (the message names stage and fix)"),
+        (EXIT_USAGE, "usage or I/O problem (bad arguments, unreadable .tnx file)"),
+        (EXIT_INTERRUPTED, "interrupted by SIGTERM or Ctrl-C after saving a checkpoint; run the "
+                           "same command to resume"),
+        (EXIT_SECOND_INTERRUPT, "a second Ctrl-C: left at once without saving (the last checkpoint "
+                                "stays valid)"),
+    ),
+    "plan": (
+        (EXIT_OK, "planned"),
+        (EXIT_ERRORS, "the pipeline has errors, or a stage cannot be planned"),
+        (EXIT_USAGE, "usage or I/O problem (bad arguments, unreadable .tnx file)"),
+    ),
+}
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"tnx {command}")
+    epilog = "exit status:\n" + "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES[command])
+    parser = argparse.ArgumentParser(prog=f"tnx {command}", epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("file", help="the .tnx pipeline")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="override a `param` (type-checked like source)")
@@ -74,7 +96,10 @@ def run(argv: list[str]) -> int:
         Executor(pipeline, run_dir, log=log, force=args.force).run()
     except Preempted as stop:
         log(f"{stop}")
-        return EXIT_OK
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # Ctrl-C before the first stage took over the signal (loading, planning)
+        log("interrupted before training started; nothing to save; run the same command to start")
+        return EXIT_INTERRUPTED
     except _user_errors() as err:
         log.record(f"error: {err}")
         print(f"error: {err}", file=sys.stderr)
@@ -91,6 +116,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tunix_dsl.model_config import ModelConfigError
     from tunix_dsl.models.lora import LoraError
     from tunix_dsl.models.sampler import SamplingError
+    from tunix_dsl.runtime.checkpoint import CheckpointMismatch, CheckpointRestoreError
     from tunix_dsl.runtime.executor import RunError
     from tunix_dsl.runtime.rewards import RewardError
     from tunix_dsl.runtime.run_dir import RunDirError
@@ -99,7 +125,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     found: list[type[BaseException]] = [
         DataError, ModelConfigError, LoraError, RunError, RunDirError, NonFiniteLoss, TokenizerError,
-        RewardError, SamplingError, OSError,
+        RewardError, SamplingError, OSError, CheckpointMismatch, CheckpointRestoreError,
     ]
     from tunix_dsl.models.hf import ModelLoadError
 

@@ -53,12 +53,12 @@ from tunix_dsl.runtime.resources import Resources, resolve_path
 from tunix_dsl.runtime.rewards import build_reward
 from tunix_dsl.runtime.run_dir import (
     RunDir,
-    StageDir,
     StageStatus,
     derived_seed,
     stage_statuses,
     unknown_stages,
 )
+from tunix_dsl.runtime.superseded import adopt, finish_work, start_work
 from tunix_dsl.runtime.training import DispatchHook, StageLoop
 from tunix_dsl.schemas.base import ModelRef
 from tunix_dsl.schemas.sources import HFModelSource
@@ -226,15 +226,15 @@ class Executor:
         seed = self.stage_seed(stage)
         directory = self.layout.stage(stage.name)
         fingerprint = self.fingerprints[stage.name]
-        directory.unmark()
-        shutil.rmtree(directory.output, ignore_errors=True)
-        self._drop_stale_checkpoints(directory, fingerprint, discard_all=status.forced)
         models = self.stage_models(stage, seed)
         program = self.lower(stage, models)
         abstract = jax.eval_shape(program.init_state)
         output_bytes = state_nbytes(nnx.state(models.models[STAGE_KINDS[stage.kind].trained], nnx.Param))
         self.layout.check_free_space(
             stage.name, state_nbytes(abstract) * (config.keep_checkpoints + 1) + output_bytes)
+        # Only now, with every input resolved, does the stage directory change: earlier work of
+        # another configuration (or all of it, when forced) is moved aside, never deleted.
+        start_work(directory, fingerprint, fresh=status.forced and status.action == "run", log=self.log)
         checkpoints = StageCheckpoints(directory.checkpoints, keep=config.keep_checkpoints, log=self.log)
         restored = checkpoints.restore_latest(abstract, program.state_shardings, fingerprint)
         start = restored.step if restored else 0
@@ -267,27 +267,17 @@ class Executor:
         losses = [h["loss"] for h in result.history if "loss" in h]
         tokens_per_s = result.tokens_per_s
         status_text = f"resumed at {start}" if start else "ran"
+        if result.skipped:
+            status_text += f", {result.skipped}/{config.steps} updates skipped"
         directory.mark_finished({
             "fingerprint": fingerprint, "stage": stage.name, "kind": stage.kind,
             "steps": config.steps, "final_loss": losses[-1] if losses else float("nan"),
-            "wall_s": result.wall_s, "tokens_per_s": tokens_per_s,
+            "wall_s": result.wall_s, "tokens_per_s": tokens_per_s, "skipped": result.skipped,
         })
+        finish_work(directory, fingerprint, self.log)
         return StageResult(stage.name, stage.kind, config.steps, losses[0] if losses else float("nan"),
                            losses[-1] if losses else float("nan"), result.wall_s, tokens_per_s,
                            status_text, result.history)
-
-    def _drop_stale_checkpoints(self, directory: StageDir, fingerprint: str, discard_all: bool) -> None:
-        """Checkpoints of another configuration (or all, when forced) would collide with new ones."""
-        if not directory.checkpoints.is_dir():
-            return
-        present = [p for p in directory.checkpoints.iterdir() if p.name.isdigit()]
-        current = set(directory.checkpoint_steps(fingerprint))
-        stale = present if discard_all else [p for p in present if int(p.name) not in current]
-        if stale:
-            why = "forced re-run" if discard_all else "its configuration changed"
-            self.log(f"  discarding {len(stale)} checkpoint(s) of stage `{directory.root.name}` ({why})")
-            for path in stale:
-                shutil.rmtree(path)
 
     def cached_result(self, stage: Any, info: dict[str, Any]) -> StageResult:
         history = read_metrics(self.layout.stage(stage.name).metrics)
@@ -339,20 +329,31 @@ class Executor:
         with StopSignals() as signals:
             for stage in self.pipeline.stages:
                 status = statuses[stage.name]
-                finished = self.layout.stage(stage.name).finished_with(self.fingerprints[stage.name])
+                directory = self.layout.stage(stage.name)
+                if status.action == "cached" and status.superseded:
+                    adopt(directory, self.fingerprints[stage.name], self.log)  # an edit was undone
+                finished = directory.finished_with(self.fingerprints[stage.name])
                 if status.action == "cached" and finished is not None:
                     self.log(f"stage {stage.name} ({stage.kind}): cached "
                              f"(fingerprint {self.fingerprints[stage.name]})")
                     results.append(self.cached_result(stage, finished))
                     continue
                 self.log(f"stage {stage.name} ({stage.kind}): {stage.config.steps} steps")
+                if status.broken:
+                    self.log(f"  warning: the finished output of stage `{stage.name}` is damaged "
+                             f"({status.broken}); making it again")
                 results.append(self.run_stage(stage, status, signals))
-                if signals.requested is not None and stage is not self.pipeline.stages[-1]:
+                if signals.requested is not None:  # the exports and evals are still to do
                     raise Preempted(f"stopped by {signals.requested} after stage `{stage.name}` "
                                     "finished; run the same command to resume")
             for export in self.pipeline.exports:
                 self.export(export)
-            evals = {block.name: self.evaluate(block) for block in self.pipeline.evals}
+            evals: dict[str, list[EvalResult]] = {}
+            for block in self.pipeline.evals:
+                if signals.requested is not None:
+                    raise Preempted(f"stopped by {signals.requested} before eval `{block.name}`; "
+                                    "every stage is finished; run the same command to evaluate")
+                evals[block.name] = self.evaluate(block)
         if evals:
             (self.layout.root / "evals.json").write_text(json.dumps(
                 {name: [asdict(r) for r in rs] for name, rs in evals.items()}, indent=2))

@@ -1,9 +1,10 @@
-"""SIGTERM/SIGINT as a request to stop at the next dispatch boundary, save and exit 0.
+"""SIGTERM/SIGINT as a request to stop at the next dispatch boundary, save and exit 3.
 
 A preempted machine gets SIGTERM and some seconds of grace: the executor
 checks `requested` after every dispatch, saves a checkpoint at the step it
-reached and ends the run with `Preempted` (exit status 0). A second SIGINT
-(an impatient Ctrl-C) exits at once, without saving.
+reached and ends the run with `Preempted` (`tnx run` exits 3: interrupted,
+resumable; never 0, so `tnx run x && next` stops). A second SIGINT (an
+impatient Ctrl-C) exits at once with 130, without saving.
 """
 
 from __future__ import annotations

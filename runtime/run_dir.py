@@ -7,17 +7,21 @@
       evals.json                `eval` blocks: score per model, example completions
       stages/<name>/
         checkpoints/<step>/     orbax: `state` (TrainState) + `meta` (fingerprint, cursor)
-        checkpoints_corrupt/    checkpoints that failed to restore, moved aside
+        checkpoints_corrupt/    checkpoints whose files were missing or garbled, moved aside
+        superseded/<fingerprint>/  the same layout for an earlier configuration of the stage
+                                (moved aside when the stage's fingerprint changed or it was forced)
         output/                 the trained model as a Hugging Face directory, and
-        output/tnx_finished.json  written last (atomic rename): fingerprint + summary
+        output/tnx_finished.json  written last (atomic rename): fingerprint, summary, every
+                                output file with its size (checked before the output is reused)
         output/adapter/         LoRA stages: the adapter weights alone (orbax), for `.adapter`
         metrics.jsonl           one JSON row per optimizer step
         eval.jsonl              held-out metrics (`eval_every` + `eval_data`), one row per eval
         events/                 TensorBoard event files
 
-A stage output counts as finished only when its marker exists and records
-the stage's current fingerprint: `save_hf` writes several files, and a kill
-in the middle must not leave something that looks done.
+A stage output counts as finished only when its marker exists, records the
+stage's current fingerprint and every file it lists is there with its size:
+`save_hf` writes several files, and a kill in the middle (or a file deleted
+later) must not leave something that looks done.
 """
 
 from __future__ import annotations
@@ -74,19 +78,52 @@ class StageDir:
     def events(self) -> Path:
         return self.root / "events"
 
+    @property
+    def superseded_root(self) -> Path:
+        return self.root / "superseded"
+
+    def superseded(self, fingerprint: str) -> StageDir:
+        """Where the work of another configuration of this stage waits, same layout as this one."""
+        return StageDir(self.superseded_root / fingerprint)
+
     def finished(self) -> dict[str, Any] | None:
         """The marker's contents when the output is complete, else None."""
         try:
-            return json.loads(self.marker.read_text())
+            info = json.loads(self.marker.read_text())
         except (OSError, ValueError):
             return None
+        return info if isinstance(info, dict) else None
 
     def finished_with(self, fingerprint: str) -> dict[str, Any] | None:
+        """The marker of a finished output of `fingerprint` whose files are all there, else None."""
         info = self.finished()
-        return info if info is not None and info.get("fingerprint") == fingerprint else None
+        if info is None or info.get("fingerprint") != fingerprint or self.output_problem(info):
+            return None
+        return info
+
+    def output_problem(self, info: dict[str, Any]) -> str | None:
+        """What is wrong with the files the marker lists (missing, other size), or None."""
+        for name, size in sorted(info.get("files", {}).items()):
+            try:
+                actual = (self.output / name).stat().st_size
+            except OSError:
+                return f"output/{name} is missing"
+            if actual != size:
+                return f"output/{name} has {actual} bytes, not the {size} it was written with"
+        return None
+
+    def broken_output(self, fingerprint: str) -> str | None:
+        """Why a finished output of `fingerprint` cannot be reused, when its files are damaged."""
+        info = self.finished()
+        if info is None or info.get("fingerprint") != fingerprint:
+            return None
+        return self.output_problem(info)
 
     def mark_finished(self, info: dict[str, Any]) -> None:
-        write_json_atomic(self.marker, info)
+        """Write the marker last, listing every output file with its size (checked before reuse)."""
+        files = {str(f.relative_to(self.output)): f.stat().st_size
+                 for f in sorted(self.output.rglob("*")) if f.is_file() and f.name != FINISHED_MARKER}
+        write_json_atomic(self.marker, {**info, "files": files})
 
     def unmark(self) -> None:
         """Invalidate the output before it is rewritten."""
@@ -217,32 +254,50 @@ class StageStatus:
     action: str  # "cached" | "resume" | "run"
     resume_step: int = 0
     forced: bool = False
+    superseded: bool = False  # the output or checkpoints wait under superseded/<fingerprint>/
+    broken: str | None = None  # why a finished output of this configuration cannot be reused
 
     def describe(self) -> str:
         if self.action == "cached":
             return "cached"
+        note = " (output damaged)" if self.broken else " (forced)" if self.forced else ""
         if self.action == "resume":
-            return f"will resume at step {self.resume_step}"
-        return "will run (forced)" if self.forced else "will run"
+            return f"will resume at step {self.resume_step}{note}"
+        return "will run (forced)" if self.forced else f"will run{note}"
+
+
+def stage_status(directory: StageDir, fingerprint: str) -> StageStatus:
+    """Cached (a finished, intact output of this fingerprint), resume (its checkpoints) or run,
+    looking in the stage directory first and then among its superseded configurations."""
+    aside = directory.superseded(fingerprint)
+    for place, superseded in ((directory, False), (aside, True)):
+        if place.finished_with(fingerprint):
+            return StageStatus("cached", superseded=superseded)
+    broken = directory.broken_output(fingerprint) or aside.broken_output(fingerprint)
+    for place, superseded in ((directory, False), (aside, True)):
+        if steps := place.checkpoint_steps(fingerprint):
+            return StageStatus("resume", resume_step=steps[-1], superseded=superseded, broken=broken)
+    return StageStatus("run", broken=broken)
+
+
+def forced_status(directory: StageDir, fingerprint: str) -> StageStatus:
+    """Run afresh; or resume an interrupted forced run: its checkpoints are in the directory
+    while the output it will supersede still waits aside, finished."""
+    if directory.superseded(fingerprint).finished_with(fingerprint) and not directory.finished_with(fingerprint):
+        if steps := directory.checkpoint_steps(fingerprint):
+            return StageStatus("resume", resume_step=steps[-1], forced=True)
+    return StageStatus("run", forced=True)
 
 
 def stage_statuses(pipeline: Any, run_dir: RunDir, fingerprints: dict[str, str],
                    force: Iterable[str] = ()) -> dict[str, StageStatus]:
-    """Per stage: cached (finished output, same fingerprint), resume (checkpoint) or run."""
+    """Per stage: what the run will do (`stage_status`, or `forced_status` when forced)."""
     forced = forced_closure(pipeline, force)
-    out: dict[str, StageStatus] = {}
-    for stage in pipeline.stages:
-        directory = run_dir.stage(stage.name)
-        fingerprint = fingerprints[stage.name]
-        if stage.name in forced:
-            out[stage.name] = StageStatus("run", forced=True)
-        elif directory.finished_with(fingerprint):
-            out[stage.name] = StageStatus("cached")
-        elif steps := directory.checkpoint_steps(fingerprint):
-            out[stage.name] = StageStatus("resume", resume_step=steps[-1])
-        else:
-            out[stage.name] = StageStatus("run")
-    return out
+    return {
+        stage.name: (forced_status if stage.name in forced else stage_status)(
+            run_dir.stage(stage.name), fingerprints[stage.name])
+        for stage in pipeline.stages
+    }
 
 
 def unknown_stages(pipeline: Any, names: Iterable[str]) -> list[str]:

@@ -43,6 +43,7 @@ class LoopResult:
     wall_s: float  # this invocation's loop time (compilation of the first dispatch included)
     tokens_per_s: float  # steady throughput: after the first log window (compilation excluded)
     start_step: int
+    skipped: int = 0  # updates dropped by on_nonfinite = "skip", over the whole stage
 
 
 @dataclass
@@ -61,6 +62,7 @@ class StageLoop:
     fingerprint: str
     on_dispatch: DispatchHook | None = None
     evaluate: Callable[[Any], dict[str, float]] | None = None  # held-out metrics of a state
+    clock: Callable[[], float] = time.monotonic  # seconds; tests inject a fake one
 
     def run(self, state: Any, start_step: int) -> tuple[Any, LoopResult]:
         config, program = self.config, self.program
@@ -72,9 +74,7 @@ class StageLoop:
         self._tokens = 0
         self._rate_origin: tuple[float, int] | None = None  # (time, tokens) after the first window
         started = time.perf_counter()
-        # On top of `checkpoint_every` steps: a long stage never loses more than this much work.
-        minutes = config.checkpoint_minutes
-        next_save_time = time.monotonic() + 60 * minutes if minutes > 0 else math.inf
+        self._restart_timer()
         done = start_step
         while done < total and self.signals.requested is None:
             k = min(config.steps_per_call, total - done)
@@ -94,11 +94,8 @@ class StageLoop:
                 self.sink.write_eval(row)
                 self.log(f"  {self.name} eval at step {done}: "
                          + " ".join(f"{n}={v:.4g}" for n, v in row.items() if n in ("loss", "accuracy")))
-            if _crossed(every, done, k) or time.monotonic() >= next_save_time:
+            if _crossed(every, done, k) or self.clock() >= self._next_save_time:
                 self.save(state, done, started)
-                # On top of `checkpoint_every` steps: a long stage never loses more than this much work.
-        minutes = config.checkpoint_minutes
-        next_save_time = time.monotonic() + 60 * minutes if minutes > 0 else math.inf
         if self.signals.requested is not None and done < total:
             if done != self._saved_step:
                 self.save(state, done, started)
@@ -109,8 +106,17 @@ class StageLoop:
         if done != self._saved_step:
             self.save(state, done, started)  # the end: a kill while writing the output loses nothing
         self.checkpoints.wait()
+        skipped = sum(1 for row in self.sink.history if row.get("skipped"))
+        if skipped >= total:
+            # Nothing was learned: handing the unchanged start model on as "trained" would hide it.
+            raise NonFiniteLoss(
+                f"stage `{self.name}`: all {total} updates were skipped (non-finite loss or gradient "
+                "with on_nonfinite = \"skip\"), so its output would be the untrained starting model; "
+                "the stage is not marked finished; lower the learning rate or check the data"
+            )
         wall = time.perf_counter() - started
-        return state, LoopResult(self.sink.history, self._tokens, wall, self._rate(started), start_step)
+        return state, LoopResult(self.sink.history, self._tokens, wall, self._rate(started), start_step,
+                                 skipped)
 
     def _rate(self, started: float) -> float:
         """Tokens/s since the first window (so the first dispatch's compile does not count)."""
@@ -128,6 +134,12 @@ class StageLoop:
             "stage": self.name,
         })
         self._saved_step = self._last_good = step
+        self._restart_timer()  # whatever triggered this save, the minutes count from here
+
+    def _restart_timer(self) -> None:
+        # On top of `checkpoint_every` steps: a long stage never loses more than this much work.
+        minutes = self.config.checkpoint_minutes
+        self._next_save_time = self.clock() + 60 * minutes if minutes > 0 else math.inf
 
     def _flush(self, started: float) -> None:
         # Metrics stay on device until here, so dispatch runs ahead of the host.

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from tunix_dsl.api import load
-from tunix_dsl.compiler.fingerprint import stage_fingerprints
+import pytest
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "supervised.tnx"
+from tunix_dsl.api import load
+from tunix_dsl.compiler.fingerprint import OPERATIONAL_FIELDS, stage_fingerprints
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+EXAMPLE = EXAMPLES / "supervised.tnx"
 
 
 def fingerprints(tmp_path: Path, edit: tuple[str, str] | None = None) -> dict[str, str]:
@@ -52,3 +56,51 @@ def test_checkpoint_settings_do_not_change_fingerprints(tmp_path: Path) -> None:
     before = fingerprints(tmp_path)
     after = fingerprints(tmp_path, ("  beta        = 0.1\n", "  beta        = 0.1\n  checkpoint_every = 5\n  keep_checkpoints = 4\n"))
     assert before == after
+
+
+# One edit per operational field (each alone, on stage `prefer`): none may re-run a finished stage.
+OPERATIONAL_EDITS = {
+    "checkpoint_every": "checkpoint_every = 5",
+    "checkpoint_minutes": "checkpoint_minutes = 0.5",
+    "keep_checkpoints": "keep_checkpoints = 4",
+    "on_nonfinite": 'on_nonfinite = "skip"',
+    "eval_every": "eval_every = 10\n  eval_data = sum_prefs",
+    "eval_data": "eval_data = sum_prefs",
+}
+
+
+def test_every_operational_field_has_an_edit_below() -> None:
+    assert set(OPERATIONAL_EDITS) == OPERATIONAL_FIELDS
+
+
+@pytest.mark.parametrize("field", sorted(OPERATIONAL_EDITS))
+def test_operational_field_does_not_change_fingerprints(tmp_path: Path, field: str) -> None:
+    before = fingerprints(tmp_path)
+    line = "  beta        = 0.1\n"
+    after = fingerprints(tmp_path, (line, f"{line}  {OPERATIONAL_EDITS[field]}\n"))
+    assert before == after
+
+
+def test_a_computing_field_beside_them_still_changes_the_fingerprint(tmp_path: Path) -> None:
+    before = fingerprints(tmp_path)
+    line = "  beta        = 0.1\n"
+    after = fingerprints(tmp_path, (line, f"{line}  grad_accum = 2\n"))
+    assert {n for n in before if before[n] != after[n]} == {"prefer", "shrink"}
+
+
+def python_reward_fingerprints(tmp_path: Path, body: str) -> dict[str, str]:
+    shutil.copy(EXAMPLES / "ppo.tnx", tmp_path / "p.tnx")
+    (tmp_path / "rewards.py").write_text(body)
+    pipeline = load(str(tmp_path / "p.tnx"))
+    assert pipeline.ok, pipeline.diagnostics
+    return stage_fingerprints(pipeline)
+
+
+def test_python_reward_file_content_is_part_of_the_fingerprint(tmp_path: Path) -> None:
+    original = (EXAMPLES / "rewards.py").read_text()
+    before = python_reward_fingerprints(tmp_path, original)
+    assert python_reward_fingerprints(tmp_path, original) == before  # re-writing the same text
+    edited = original.replace("1.0 if c.strip().isdigit() else 0.0", "1.0 if c.strip() else 0.0")
+    assert edited != original
+    after = python_reward_fingerprints(tmp_path, edited)
+    assert after["solve"] != before["solve"]

@@ -98,18 +98,78 @@ def test_force_reruns_the_stage_and_its_dependents(work: Path) -> None:
     assert dispatched == Counter({"base": 3, "tune": 3})
 
 
-def test_plan_shows_resume_step_and_the_run_resumes_there(
+def test_interrupted_forced_run_keeps_the_old_output_and_resumes_when_forced_again(
     work: Path, capsys: pytest.CaptureFixture
 ) -> None:
+    before = output_tensors(work / "run", "side")
     with pytest.raises(Interrupt):
         run(work, force=("side",), stop_at=("side", 3))  # checkpoints at steps 1 and 2 kept
-    assert statuses(work) == {"base": "cached", "tune": "cached", "side": "will resume at step 2"}
-    assert tnx("plan", [str(work / "p.tnx"), "--run-dir", str(work / "run"), "--format", "json"]) == 0
+    # The finished output is superseded only by a finished one: without --force it is still used.
+    assert statuses(work) == {"base": "cached", "tune": "cached", "side": "cached"}
+    forced = {"base": "cached", "tune": "cached", "side": "will resume at step 2 (forced)"}
+    assert statuses(work, force=["side"]) == forced
+    assert tnx("plan", [str(work / "p.tnx"), "--run-dir", str(work / "run"), "--format", "json",
+                        "--force", "side"]) == 0
     shown = {p["name"]: p["status"] for p in json.loads(capsys.readouterr().out)}
-    assert shown == {"base": "cached", "tune": "cached", "side": "will resume at step 2"}
-    dispatched, lines = run(work)
+    assert shown == forced
+    dispatched, lines = run(work, force=("side",))
     assert dispatched == Counter({"side": 2})
     assert any("resuming at step 2" in line for line in lines)
+    assert not (work / "run" / "stages" / "side" / "superseded").exists()  # the old one is replaced
+    after = output_tensors(work / "run", "side")
+    assert all((after[k] == v).all() for k, v in before.items())  # same config, same numbers
+
+
+def test_undoing_an_edit_after_a_failed_run_retrains_nothing(work: Path) -> None:
+    before = output_tensors(work / "run", "base")
+    with pytest.raises(Interrupt):  # the edited run dies in `base`, after its first step
+        run(work, overrides={"base_lr": "2e-2"}, stop_at=("base", 1))
+    stage = work / "run" / "stages" / "base"
+    assert not (stage / "output").exists() and (stage / "superseded").is_dir()
+    assert statuses(work) == {"base": "cached", "tune": "cached", "side": "cached"}
+    dispatched, lines = run(work)
+    assert dispatched == Counter()
+    assert any("restored the work of stage `base`" in line for line in lines)
+    after = output_tensors(work / "run", "base")
+    assert all((after[k] == v).all() for k, v in before.items())
+    # What the edited run left (metrics, no checkpoint yet) waits aside in turn.
+    assert statuses(work, overrides={"base_lr": "2e-2"})["base"] == "will run"
+    assert len(list((stage / "superseded").iterdir())) == 1
+
+
+def test_edit_then_undo_then_redo_reuses_both_finished_outputs(work: Path) -> None:
+    original = output_tensors(work / "run", "tune")
+    edit = {"base_lr": "2e-2"}
+    assert run(work, overrides=edit)[0] == Counter({"base": 3, "tune": 3})
+    edited = output_tensors(work / "run", "tune")
+    assert run(work)[0] == Counter()  # undo: both stages come back from superseded/
+    assert all((output_tensors(work / "run", "tune")[k] == v).all() for k, v in original.items())
+    assert run(work, overrides=edit)[0] == Counter()  # redo: and back again
+    assert all((output_tensors(work / "run", "tune")[k] == v).all() for k, v in edited.items())
+
+
+def test_force_with_a_failing_upstream_touches_nothing_downstream(work: Path) -> None:
+    from tunix_dsl.runtime.training import NonFiniteLoss
+
+    marker = work / "run" / "stages" / "tune" / "output" / "tnx_finished.json"
+    written = marker.read_text()
+    with pytest.raises(NonFiniteLoss):  # `base` re-runs with a learning rate that diverges
+        run(work, overrides={"base_lr": "1e30"}, force=("tune",))
+    assert marker.read_text() == written and not (marker.parents[2] / "superseded").exists()
+    assert statuses(work) == {"base": "cached", "tune": "cached", "side": "cached"}
+
+
+def test_a_deleted_output_file_is_remade_not_reported_cached(work: Path) -> None:
+    before = output_tensors(work / "run", "base")
+    (work / "run" / "stages" / "base" / "output" / "model.safetensors").unlink()
+    assert statuses(work) == {"base": "will resume at step 3 (output damaged)", "tune": "cached",
+                              "side": "cached"}
+    dispatched, lines = run(work)
+    assert dispatched == Counter()  # the final checkpoint holds the trained state: no step re-runs
+    assert any("is damaged (output/model.safetensors is missing); making it again" in line for line in lines)
+    after = output_tensors(work / "run", "base")
+    assert all((after[k] == v).all() for k, v in before.items())
+    assert statuses(work)["base"] == "cached"
 
 
 def test_unknown_force_stage_is_a_clear_error(work: Path, capsys: pytest.CaptureFixture) -> None:

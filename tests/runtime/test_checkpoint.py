@@ -3,6 +3,7 @@ atomicity, fallback from a truncated checkpoint, sharded restore; run-directory 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -11,12 +12,18 @@ from collections import namedtuple
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from tests.runtime.checkpoint_state import abstract_of, host_leaves, make_state
 from tests.runtime.durable_helpers import HERE, fresh_workdir, subprocess_env
-from tunix_dsl.runtime.checkpoint import StageCheckpoints
+from tunix_dsl.runtime import checkpoint as checkpoint_module
+from tunix_dsl.runtime.checkpoint import (
+    CheckpointMismatch,
+    CheckpointRestoreError,
+    StageCheckpoints,
+)
 from tunix_dsl.runtime.metrics import read_metrics
 from tunix_dsl.runtime.run_dir import RunDir, RunDirError, StageDir
 
@@ -75,6 +82,85 @@ def test_truncated_latest_falls_back_to_the_previous_with_a_warning(tmp_path: Pa
     assert (tmp_path / "checkpoints_corrupt" / "2").is_dir() and not (tmp_path / "checkpoints" / "2").exists()
 
 
+CORRUPTIONS = {
+    "meta-item-missing": lambda step: shutil.rmtree(step / "meta"),
+    "array-metadata-deleted": lambda step: (step / "state" / "_METADATA").unlink(),
+    "sharding-file-garbled": lambda step: (step / "state" / "_sharding").write_text(""),
+    "meta-json-garbled": lambda step: (step / "meta" / "metadata").write_text("{not json"),
+}
+
+
+@pytest.mark.parametrize("corrupt", sorted(CORRUPTIONS))
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax aborted reads
+def test_corrupt_files_are_moved_aside(tmp_path: Path, corrupt: str) -> None:
+    saved(tmp_path / "checkpoints", [1, 2]).close()
+    CORRUPTIONS[corrupt](tmp_path / "checkpoints" / "2")
+    log: list[str] = []
+    restored = restore(StageCheckpoints(tmp_path / "checkpoints", keep=5, log=log.append))
+    assert restored is not None and restored.step == 1
+    assert (tmp_path / "checkpoints_corrupt" / "2").is_dir() and "is unreadable" in log[0]
+
+
+def wrapped(cause: BaseException) -> Exception:
+    """What orbax raises for a failed array read: a bare Exception caused by the real error."""
+    try:
+        raise Exception("Encountered error while reading array index") from cause
+    except Exception as err:  # noqa: BLE001 - building the chain
+        return err
+
+
+@pytest.mark.parametrize(("error", "corrupt"), [
+    (wrapped(ValueError("DATA_LOSS: Error reading local file")), True),
+    (wrapped(ValueError("OUT_OF_RANGE: Error opening \"zarr\" driver")), True),
+    (ValueError('FAILED_PRECONDITION: Error reading local file "_sharding": Invalid JSON'), True),
+    (FileNotFoundError(2, "No such file"), True),
+    (wrapped(MemoryError()), False),
+    (ValueError("INVALID_ARGUMENT: a bug in a spec"), False),
+    (PermissionError(13, "Permission denied"), False),
+    (KeyError("x"), False),
+])
+def test_only_read_errors_count_as_corruption(error: BaseException, corrupt: bool) -> None:
+    assert checkpoint_module.is_corruption(error) is corrupt
+
+
+@pytest.mark.parametrize(("error", "raised"), [
+    (MemoryError("cannot allocate"), CheckpointRestoreError),
+    (wrapped(MemoryError("cannot allocate")), CheckpointRestoreError),
+    (RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 123 bytes"), CheckpointRestoreError),
+    (PermissionError(13, "Permission denied"), CheckpointRestoreError),
+    (TypeError("a bug in the restore code"), TypeError),
+])
+def test_failures_that_are_not_corruption_keep_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException, raised: type
+) -> None:
+    saved(tmp_path / "checkpoints", [1, 2]).close()
+
+    def fail(_tree: object) -> None:
+        raise error
+
+    monkeypatch.setattr(checkpoint_module.jax, "block_until_ready", fail)
+    log: list[str] = []
+    with pytest.raises(raised) as caught:
+        restore(StageCheckpoints(tmp_path / "checkpoints", keep=5, log=log.append))
+    where = str((tmp_path / "checkpoints" / "2").resolve())
+    assert where in (str(caught.value) if raised is CheckpointRestoreError else log[-1])
+    assert "the checkpoint is kept" in (str(caught.value) + " ".join(log))
+    assert (tmp_path / "checkpoints" / "2").is_dir() and not (tmp_path / "checkpoints_corrupt").exists()
+
+
+def test_a_state_of_other_shapes_is_a_configuration_message_not_corruption(tmp_path: Path) -> None:
+    saved(tmp_path / "checkpoints", [1]).close()
+    state = make_state(0)
+    wider = dataclasses.replace(state, trainable=jax.tree.map(
+        lambda x: jnp.zeros((9, *x.shape[1:]), x.dtype), state.trainable))
+    checkpoints = StageCheckpoints(tmp_path / "checkpoints", keep=5)
+    with pytest.raises(CheckpointMismatch, match=r"is intact but does not fit this stage's program: "
+                                                 r"`trainable/\w+/value` is \[\d+(, 16)?\] float32 in the "
+                                                 r"checkpoint and \[9(, 16)?\] float32 now .*--force"):
+        checkpoints.restore_latest(abstract_of(wider), jax.tree.map(lambda x: x.sharding, wider), "fp")
+    assert (tmp_path / "checkpoints" / "1").is_dir() and not (tmp_path / "checkpoints_corrupt").exists()
+
+
 def test_checkpoints_of_another_fingerprint_are_ignored(tmp_path: Path) -> None:
     log: list[str] = []
     checkpoints = saved(tmp_path / "checkpoints", [1], log=log)
@@ -99,7 +185,7 @@ def test_finished_marker_is_checked_against_the_fingerprint(tmp_path: Path) -> N
     stage.output.mkdir(parents=True)
     assert stage.finished_with("a") is None
     stage.mark_finished({"fingerprint": "a", "steps": 3})
-    assert stage.finished_with("a") == {"fingerprint": "a", "steps": 3}
+    assert stage.finished_with("a") == {"fingerprint": "a", "steps": 3, "files": {}}
     assert stage.finished_with("b") is None
     assert [p.name for p in stage.output.iterdir()] == ["tnx_finished.json"]  # no temporaries
     stage.unmark()
