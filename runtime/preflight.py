@@ -99,7 +99,7 @@ def preflight(pipeline: Pipeline, run_dir: Path, export_root: Path | None = None
             if check is not None and users is not None:
                 problems += [Problem(d, tuple(sorted(users))) for d in check(pipeline, decl, users)]
     problems += _outputs(pipeline, run_dir, export_root)
-    return problems
+    return sorted(problems, key=lambda p: (p.diagnostic.span.file, p.diagnostic.span.start))
 
 
 # ---------------------------------------------------------------------------- who reads what
@@ -362,8 +362,9 @@ def stage_blockers(problems: list[Problem], stages: list[str]) -> dict[str, str]
     out = {}
     for name in stages:
         own = next((p for p in problems if name in p.stages), None)
-        chosen = own or problems[0]
-        d = chosen.diagnostic
-        out[name] = f"will not run: {d.code} {d.message.splitlines()[0]}" + (
-            "" if own else " (elsewhere in the pipeline)")
+        if own is not None:
+            out[name] = f"will not run: {own.diagnostic.code} {own.diagnostic.message.splitlines()[0]}"
+        else:
+            first = problems[0].diagnostic
+            out[name] = f"will not run: the run stops before its first step ({first.code} at {first.span})"
     return out

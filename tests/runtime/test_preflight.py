@@ -1,0 +1,152 @@
+"""`tnx run` checks every input and output location before the first step (runtime/preflight.py)."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from tunix_dsl.api import load
+from tunix_dsl.runtime import preflight as preflight_module
+from tunix_dsl.runtime.cli_commands import main as tnx
+from tunix_dsl.runtime.preflight import preflight
+
+HEAD = """pipeline pf { seed = 0 }
+tokenizer t = bytes()
+model m = transformer(preset = "pico", tokenizer = t)
+dataset sums = synthetic("addition", digits = 1, count = 16, seed = 1)
+"""
+STAGE = "stage {name}: sft {{ model = {model}\n data = {data}\n steps = 1\n batch_size = 2 }}\n"
+GOOD_ROW = '{"q": "1+1=", "a": "2"}'
+
+
+def write(work: Path, body: str, name: str = "p.tnx") -> Path:
+    (work / name).write_text(HEAD + body)
+    return work / name
+
+
+def codes_at(work: Path, body: str, run_dir: Path | None = None) -> list[tuple[str, int, str]]:
+    pipeline = load(str(write(work, body)))
+    assert pipeline.ok, pipeline.diagnostics
+    found = preflight(pipeline, run_dir or work / "run")
+    return [(p.diagnostic.code, p.diagnostic.span.line, p.diagnostic.message) for p in found]
+
+
+def test_run_reports_every_problem_at_once_before_any_stage_trains(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "qa.jsonl").write_text("\n".join(
+        [GOOD_ROW] * 5 + ['{"q": 3, "a": "x"}', '{"q": "2+2="}', '{"q": "1=", "a": ""}', "nope"]) + "\n")
+    (tmp_path / "rewards.py").write_text("def other(prompts, completions):\n    return []\n")
+    (tmp_path / "taken").write_text("a file where a folder should go")
+    body = ('dataset qa = jsonl("qa.jsonl", prompt = "q", completion = "a")\n'
+            'model big = hf("ckpt/missing")\n'
+            'reward r = python("rewards.py:score")\n'
+            + STAGE.format(name="first", model="m", data="sums")
+            + STAGE.format(name="second", model="first.model", data="qa")
+            + STAGE.format(name="third", model="big", data="sums")
+            + 'eval e { models = [first.model]\n data = sums\n metric = r }\n'
+            f'export second.model to "{tmp_path}/taken/second" as "hf"\n'  # absolute: --run-dir below
+            'export third.model to "out/third" as "hf"\n')
+    tnx_file = write(tmp_path, body)
+    code = tnx("run", [str(tnx_file), "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    where = str(tnx_file)
+    for expected in (f"error[TNX371]: dataset `qa`: 4 bad rows in \"qa.jsonl\"\n --> {where}:5:20",
+                     "error[TNX372]: checkpoint \"ckpt/missing\" of model `big` does not exist",
+                     f"{where}:6:16",
+                     "error[TNX374]: reward `r`: \"rewards.py\" defines no top-level `score` "
+                     "(functions there: `other`)", f"{where}:7:19",
+                     f"error[TNX375]: cannot export to \"{tmp_path}/taken/second\"", f"{where}:23:24"):
+        assert expected in err, expected
+    rows = [f"{tmp_path / 'qa.jsonl'}:{n}: " for n in (6, 7, 8, 9)]
+    assert all(r in err for r in rows)  # every bad row, in one run
+    assert "error: pre-flight check found 4 problem(s); nothing was trained" in err
+    assert not (tmp_path / "run").exists()  # not even the run directory was made
+
+    assert tnx("plan", [str(tnx_file), "--run-dir", str(tmp_path / "run")]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "first         will not run: the run stops before its first step (TNX371 at "
+        f"{where}:5:20)",
+        "second        will not run: TNX371 dataset `qa`: 4 bad rows in \"qa.jsonl\"",
+        "third         will not run: TNX372 checkpoint \"ckpt/missing\" of model `big` does not exist",
+    ]
+
+
+def test_an_empty_pipeline_has_nothing_to_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "empty.tnx").write_text("# nothing here yet\n")
+    assert tnx("run", [str(tmp_path / "empty.tnx"), "--run-dir", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "error[TNX376]: pipeline `empty` has no stage, eval or export: nothing to run" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_reward_files_are_read_not_imported(tmp_path: Path) -> None:
+    (tmp_path / "r.py").write_text(
+        "raise SystemExit('importing me would end the run')\n"
+        "from math import sqrt as imported\n"
+        "def score(prompts, completions, **columns):\n    return [0.0] * len(completions)\n")
+    (tmp_path / "broken.py").write_text("def score(:\n")
+    body = ('reward a = python("r.py:score")\nreward b = python("r.py:imported")\n'
+            'reward c = python("r.py:missing")\nreward d = python("broken.py:score")\n'
+            'reward e = python("nope.py:score")\n'
+            'eval x { models = [m]\n data = sums\n metric = a }\neval y { models = [m]\n data = sums\n'
+            ' metric = b }\neval z { models = [m]\n data = sums\n metric = c }\n'
+            'eval w { models = [m]\n data = sums\n metric = d }\neval v { models = [m]\n data = sums\n'
+            ' metric = e }\n')
+    assert codes_at(tmp_path, body) == [
+        ("TNX374", 7, "reward `c`: \"r.py\" defines no top-level `missing` (functions there: `score`)"),
+        ("TNX374", 8, "reward `d`: \"broken.py\":1 does not parse: invalid syntax"),
+        ("TNX374", 9, "reward `e`: file \"nope.py\" does not exist"),
+    ]
+
+
+def _safetensors(path: Path, header: bytes) -> None:
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+
+
+def test_hf_checkpoints_need_config_weights_and_tokenizer(tmp_path: Path) -> None:
+    config = {"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
+              "vocab_size": 300, "max_position_embeddings": 128, "rms_norm_eps": 1e-5}
+    for name in ("only_config", "bad_weights", "sharded"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
+    (tmp_path / "bad_weights" / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{{{")
+    (tmp_path / "sharded" / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    _safetensors(tmp_path / "sharded" / "model-00001-of-00002.safetensors", b'{"__metadata__": {}}')
+    body = ('model one = hf("only_config")\nmodel two = hf("bad_weights", tokenizer = t)\n'
+            'model three = hf("sharded", tokenizer = t)\n'
+            'export one to "out/1" as "hf"\nexport two to "out/2" as "hf"\nexport three to "out/3" as "hf"\n')
+    found = codes_at(tmp_path, body)
+    assert [(code, line) for code, line, _ in found] == [("TNX372", 5)] * 2 + [("TNX372", 6), ("TNX372", 7)]
+    messages = [m for _, _, m in found]
+    assert "no model.safetensors or model.safetensors.index.json" in messages[0]
+    assert "no tokenizer.json" in messages[1] and "(or set `tokenizer =` on the model)" in messages[1]
+    assert messages[2].endswith("model.safetensors is not a safetensors file (bad header length)")
+    assert messages[3].endswith("weights file model-00002-of-00002.safetensors is missing")
+
+
+def test_outputs_must_be_writable_and_probes_leave_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "file").write_text("keep me")
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "existing" / "user.txt").write_text("user data")
+    body = 'export m to "file/out" as "hf"\nexport m to "existing" as "hf"\nexport m to "new/deep" as "hf"\n'
+    assert [c[:2] for c in codes_at(tmp_path, body)] == [("TNX375", 5)]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert not (tmp_path / "new").exists() and (tmp_path / "file").read_text() == "keep me"
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(preflight_module.tempfile, "mkstemp", refuse)
+    found = codes_at(tmp_path, body, run_dir=tmp_path / "run")
+    assert [c[:2] for c in found] == [("TNX375", 1), ("TNX375", 5), ("TNX375", 6), ("TNX375", 7)]
+    assert found[0][2].startswith(f"run directory {tmp_path / 'run'} cannot be written: {tmp_path} "
+                                  "is not writable (Permission denied)")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
