@@ -55,10 +55,12 @@ from tunix_dsl.runtime.resources import Resources, resolve_path, stage_inputs, s
 from tunix_dsl.runtime.rewards import build_reward
 from tunix_dsl.runtime.run_dir import (
     RunDir,
+    RunDirError,
     StageDir,
     StageStatus,
     claim_source,
     derived_seed,
+    source_conflict,
     stage_statuses,
     unknown_stages,
 )
@@ -359,6 +361,9 @@ class Executor:
         problems = preflight(self.pipeline, self.run_dir, self.export_root)
         if problems:  # before the run directory is touched: nothing trains, nothing moves
             raise PreflightError(problems, self.pipeline.sources)
+        conflict = source_conflict(self.run_dir, self.pipeline.file)
+        if conflict:
+            raise RunDirError(conflict)
         self.layout.prepare()
         try:
             claim_source(self.run_dir, self.pipeline.file)

@@ -11,7 +11,8 @@ import pytest
 from tunix_dsl.api import load
 from tunix_dsl.runtime import preflight as preflight_module
 from tunix_dsl.runtime.cli_commands import main as tnx
-from tunix_dsl.runtime.preflight import preflight
+from tunix_dsl.runtime.preflight import export_destination, preflight
+from tunix_dsl.runtime.run_dir import claim_source
 
 HEAD = """pipeline pf { seed = 0 }
 tokenizer t = bytes()
@@ -150,3 +151,51 @@ def test_outputs_must_be_writable_and_probes_leave_nothing(
     assert found[0][2].startswith(f"run directory {tmp_path / 'run'} cannot be written: {tmp_path} "
                                   "is not writable (Permission denied)")
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_exports_follow_run_dir_and_models_leave_memory_after_their_last_reader(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tunix_dsl.runtime.executor import Executor
+
+    body = (STAGE.format(name="first", model="m", data="sums")
+            + STAGE.format(name="second", model="first.model", data="sums")
+            + 'export second.model to "out/second" as "hf"\n')
+    pipeline = load(str(write(tmp_path, body)))
+    lines: list[str] = []
+    executor = Executor(pipeline, tmp_path / "run", log=lines.append, export_root=tmp_path / "run" / "exports")
+    executor.run()
+    assert (tmp_path / "run" / "exports" / "out" / "second" / "config.json").is_file()
+    assert not (tmp_path / "out").exists()  # two --run-dir runs never share an export folder
+    # `m` is read only by `first`, `first.model` only by `second`, `second.model` by the export.
+    released = [line.strip() for line in lines if "released" in line]
+    assert released == ["released model `m` from memory (nothing later reads it)",
+                        "released `first.model` from memory (nothing later reads it)",
+                        "released `second.model` from memory (nothing later reads it)"]
+    assert executor.outputs == {} and executor._decl_models == {}
+    order = [line.strip().split(" ")[0] for line in lines if line.startswith(("stage ", "  released"))]
+    assert order == ["stage", "released", "stage", "released", "released"]
+
+    # Without --run-dir, relative exports stay next to the .tnx file, as before.
+    assert export_destination("out/x", tmp_path, None) == tmp_path / "out" / "x"
+    assert export_destination("/abs/x", tmp_path, tmp_path / "run" / "exports") == Path("/abs/x")
+
+
+def test_two_files_with_one_pipeline_name_do_not_share_a_run_directory(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    first = write(tmp_path, 'export m to "out/m" as "hf"\n')
+    default_run = tmp_path / "runs" / "pf"
+    default_run.mkdir(parents=True)
+    claim_source(default_run, str(first))  # what a run of p.tnx left behind
+    (default_run / "stages").mkdir()
+    (default_run / "stages" / "keep.txt").write_text("finished work")
+    before = sorted(str(p) for p in default_run.rglob("*"))
+    other = write(tmp_path, 'export m to "out/other" as "hf"\n', name="other.tnx")
+    assert tnx("run", [str(other)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: run directory {default_run} belongs to {first}, not {other}" in err
+    assert "pass --run-dir" in err and "rename one of the pipelines" in err and "Traceback" not in err
+    assert sorted(str(p) for p in default_run.rglob("*")) == before  # nothing deleted or added
+    assert tnx("plan", [str(other)]) == 1
+    assert f"belongs to {first}, not {other}" in capsys.readouterr().err
+    assert tnx("run", [str(other), "--run-dir", str(tmp_path / "own")]) == 0
+    assert (tmp_path / "own" / "exports" / "out" / "other" / "config.json").is_file()
