@@ -254,6 +254,11 @@ def unknown_stages(pipeline: Any, names: Iterable[str]) -> list[str]:
 SOURCE_FILE = "source.json"  # which .tnx file a run directory belongs to
 
 
+def _relative_source(root: Path, source: str) -> str:
+    """`source` as seen from `root`: a project folder moved or copied whole keeps its runs."""
+    return os.path.relpath(Path(source).resolve(), Path(root).resolve())
+
+
 def source_conflict(root: Path, source: str) -> str | None:
     """Why `root` must not be used for the pipeline in `source`, or None.
 
@@ -261,16 +266,17 @@ def source_conflict(root: Path, source: str) -> str | None:
     default run directory; without this check each would discard the other's
     checkpoints and outputs as "configuration changed".
     """
-    mine = str(Path(source).resolve())
     try:
         owner = json.loads((Path(root) / SOURCE_FILE).read_text()).get("file")
     except (OSError, ValueError, AttributeError):
         return None  # a new directory, or one from before the file was recorded
-    if owner in (None, mine):
+    if owner in (None, _relative_source(root, source)):
         return None
-    return (f"run directory {root} belongs to {owner}, not {mine} (two .tnx files would "
-            "overwrite each other's checkpoints and outputs); pass --run-dir to give this one its own directory, or rename one of the "
-            "pipelines. Nothing was changed")
+    owner_path = os.path.normpath(Path(root).resolve() / owner)
+    return (f"run directory {root} belongs to {owner_path}, not {Path(source).resolve()} (two "
+            ".tnx files would overwrite each other's checkpoints and outputs); pass --run-dir "
+            "to give this one its own directory, or rename one of the pipelines (if the file "
+            f"was moved or renamed, delete {Path(root) / SOURCE_FILE}). Nothing was changed")
 
 
 def claim_source(root: Path, source: str) -> None:
@@ -278,4 +284,4 @@ def claim_source(root: Path, source: str) -> None:
     conflict = source_conflict(root, source)
     if conflict:
         raise RunDirError(conflict)
-    write_json_atomic(Path(root) / SOURCE_FILE, {"file": str(Path(source).resolve())})
+    write_json_atomic(Path(root) / SOURCE_FILE, {"file": _relative_source(root, source)})

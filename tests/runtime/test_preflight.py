@@ -12,7 +12,7 @@ from tunix_dsl.api import load
 from tunix_dsl.runtime import preflight as preflight_module
 from tunix_dsl.runtime.cli_commands import main as tnx
 from tunix_dsl.runtime.preflight import export_destination, preflight
-from tunix_dsl.runtime.run_dir import claim_source
+from tunix_dsl.runtime.run_dir import claim_source, source_conflict
 
 HEAD = """pipeline pf { seed = 0 }
 tokenizer t = bytes()
@@ -199,3 +199,14 @@ def test_two_files_with_one_pipeline_name_do_not_share_a_run_directory(
     assert f"belongs to {first}, not {other}" in capsys.readouterr().err
     assert tnx("run", [str(other), "--run-dir", str(tmp_path / "own")]) == 0
     assert (tmp_path / "own" / "exports" / "out" / "other" / "config.json").is_file()
+
+
+def test_a_project_folder_copied_whole_keeps_its_run_directory(tmp_path: Path) -> None:
+    import shutil
+
+    (tmp_path / "a" / "runs" / "pf").mkdir(parents=True)
+    (tmp_path / "a" / "p.tnx").write_text(HEAD)
+    claim_source(tmp_path / "a" / "runs" / "pf", str(tmp_path / "a" / "p.tnx"))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    assert source_conflict(tmp_path / "b" / "runs" / "pf", str(tmp_path / "b" / "p.tnx")) is None
+    assert "belongs to" in source_conflict(tmp_path / "b" / "runs" / "pf", str(tmp_path / "b" / "q.tnx"))
