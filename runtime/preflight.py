@@ -320,8 +320,16 @@ INPUT_CHECKS: dict[type, InputCheck] = {
 
 
 def _outputs(p: Pipeline, run_dir: Path, export_root: Path | None) -> Iterator[Problem]:
+    run_problem = writable_problem(Path(run_dir))
+    if run_problem:
+        yield Problem(diagnostic(
+            "TNX375", f"run directory {run_dir} is not writable: {run_problem}",
+            Span(p.file, 1, 1, 1, 1), label="the run directory",
+            help="pass --run-dir with a writable location, or set `run_dir` in the pipeline block"))
     for export in p.exports:
         destination = export_destination(export.config.destination, p.base_dir, export_root)
+        if run_problem and Path(run_dir) in destination.parents:
+            continue  # under the run directory: already reported
         problem = writable_problem(destination)
         if problem:
             yield Problem(diagnostic(
@@ -329,12 +337,6 @@ def _outputs(p: Pipeline, run_dir: Path, export_root: Path | None) -> Iterator[P
                 export.field_spans.get(("destination",), export.span),
                 label=f"resolves to {destination}",
                 help="export to a writable folder (relative paths follow --run-dir when given)"))
-    problem = writable_problem(Path(run_dir))
-    if problem:
-        yield Problem(diagnostic(
-            "TNX375", f"run directory {run_dir} cannot be written: {problem}",
-            Span(p.file, 1, 1, 1, 1), label="the run directory",
-            help="pass --run-dir with a writable location, or set `run_dir` in the pipeline block"))
 
 
 def writable_problem(path: Path) -> str | None:

@@ -148,7 +148,7 @@ def test_outputs_must_be_writable_and_probes_leave_nothing(
     monkeypatch.setattr(preflight_module.tempfile, "mkstemp", refuse)
     found = codes_at(tmp_path, body, run_dir=tmp_path / "run")
     assert [c[:2] for c in found] == [("TNX375", 1), ("TNX375", 5), ("TNX375", 6), ("TNX375", 7)]
-    assert found[0][2].startswith(f"run directory {tmp_path / 'run'} cannot be written: {tmp_path} "
+    assert found[0][2].startswith(f"run directory {tmp_path / 'run'} is not writable: {tmp_path} "
                                   "is not writable (Permission denied)")
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
 
