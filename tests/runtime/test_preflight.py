@@ -210,3 +210,12 @@ def test_a_project_folder_copied_whole_keeps_its_run_directory(tmp_path: Path) -
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     assert source_conflict(tmp_path / "b" / "runs" / "pf", str(tmp_path / "b" / "p.tnx")) is None
     assert "belongs to" in source_conflict(tmp_path / "b" / "runs" / "pf", str(tmp_path / "b" / "q.tnx"))
+
+
+def test_preflight_reads_files_without_jax() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, tunix_dsl.runtime.preflight; print(sorted({'jax', 'flax'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
