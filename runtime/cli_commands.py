@@ -88,18 +88,22 @@ def run(argv: list[str]) -> int:
         return code
     from tunix_dsl.runtime.executor import Executor
     from tunix_dsl.runtime.preemption import Preempted
+    from tunix_dsl.runtime.preflight import PreflightError
     from tunix_dsl.runtime.progress import RunLog
 
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(pipeline)
     log = RunLog()
     try:
-        Executor(pipeline, run_dir, log=log, force=args.force).run()
+        Executor(pipeline, run_dir, log=log, force=args.force, export_root=_export_root(args)).run()
     except Preempted as stop:
         log(f"{stop}")
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:  # Ctrl-C before the first stage took over the signal (loading, planning)
         log("interrupted before training started; nothing to save; run the same command to start")
         return EXIT_INTERRUPTED
+    except PreflightError as err:
+        print(err.render(color=sys.stderr.isatty()) + f"error: {err}", file=sys.stderr)
+        return EXIT_ERRORS
     except _user_errors() as err:
         log.record(f"error: {err}")
         print(f"error: {err}", file=sys.stderr)
@@ -133,6 +137,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
+def _export_root(args: argparse.Namespace) -> Path | None:
+    """With --run-dir, relative export paths land in <run-dir>/exports/ (docs/running.md)."""
+    return Path(args.run_dir) / "exports" if args.run_dir else None
+
+
 def _default_run_dir(pipeline: Any) -> Path:
     base = Path(pipeline.file).resolve().parent if pipeline.file else Path.cwd()
     root = Path(pipeline.settings.run_dir)
@@ -150,11 +159,16 @@ def plan(argv: list[str]) -> int:
     pipeline, code = _load_checked(args)
     if pipeline is None:
         return code
-    from tunix_dsl.runtime.planning import plan_pipeline, run_statuses
+    from tunix_dsl.runtime.planning import blocked_statuses, plan_pipeline, run_statuses
 
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(pipeline)
     try:
         statuses = run_statuses(pipeline, run_dir, args.force)
+        blocked = blocked_statuses(pipeline, run_dir, _export_root(args), statuses, color=sys.stderr.isatty())
+        if blocked is not None:  # `tnx run` would stop before its first step: say why per stage
+            for name, status in blocked.items():
+                print(f"{name:<14}{status}")
+            return EXIT_ERRORS
         plans = plan_pipeline(pipeline, devices=args.devices)
     except (ValueError, *_user_errors()) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -15,15 +15,12 @@ from typing import Any
 
 import jax
 import numpy as np
-from flax import nnx
 
 from tunix_dsl.models import Transformer
-from tunix_dsl.models.sampler import SamplingConfig, generate
+from tunix_dsl.models.sampler import Sampler
 from tunix_dsl.runtime.data import length_buckets, ordered_batches, tokenize_rows
 from tunix_dsl.runtime.rewards import RewardFn
 from tunix_dsl.tokenizers import Tokenizer
-
-_generate = nnx.jit(generate, static_argnums=(4,))
 
 
 @dataclass
@@ -58,15 +55,15 @@ def evaluate_model(
             f"model's context of {model.cfg.max_seq_len} tokens"
         )
     data = tokenize_rows(rows, "prompt", tokenizer, prompt_budget, source="eval")
-    config = SamplingConfig(
-        max_new_tokens=max_new_tokens, temperature=temperature,
-        stop_ids=tuple(tokenizer.stop_ids), pad_id=tokenizer.pad_id,
-    )
+    # The sampler's compiled prefill/decode programs: the one generation path (RL rollouts too).
+    sampler = Sampler(model, pad_id=tokenizer.pad_id, stop_ids=tokenizer.stop_ids, seed=seed)
     key = jax.random.key(seed)
     scores: list[np.ndarray] = []
     shown: list[dict[str, Any]] = []
     for i, batch in enumerate(ordered_batches(data, batch_size, length_buckets(prompt_budget))):
-        out = _generate(model, batch["tokens"], batch["attention_mask"], jax.random.fold_in(key, i), config)
+        prompts = [row[real].tolist() for row, real in zip(batch["tokens"], batch["attention_mask"], strict=True)]
+        out = sampler(prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                      prompt_length=batch["tokens"].shape[1], key=jax.random.fold_in(key, i))
         tokens, lengths = jax.device_get((out.tokens, out.lengths))
         texts = completions_text(np.asarray(tokens), np.asarray(lengths), tokenizer)
         row_ids = batch["example_ids"]

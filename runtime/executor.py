@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.fingerprint import stage_fingerprints
 from tunix_dsl.compiler.model_init import init_model, load_model, place
 from tunix_dsl.compiler.program import StageProgram, lower_stage
-from tunix_dsl.compiler.stages import LOWERINGS, StageModels, reference_sharing
+from tunix_dsl.compiler.stages import LOWERINGS, StageModels
 from tunix_dsl.models import Transformer
 from tunix_dsl.runtime.checkpoint import StageCheckpoints, state_nbytes
 from tunix_dsl.runtime.data import (
@@ -42,6 +43,7 @@ from tunix_dsl.runtime.data import (
 from tunix_dsl.runtime.evaluation import EvalResult, evaluate_model
 from tunix_dsl.runtime.metrics import MetricsSink, read_metrics
 from tunix_dsl.runtime.preemption import Preempted, StopSignals
+from tunix_dsl.runtime.preflight import PreflightError, export_destination, preflight
 from tunix_dsl.runtime.progress import (
     RunLog,
     StageProgress,
@@ -49,12 +51,15 @@ from tunix_dsl.runtime.progress import (
     print_summary,
     summary_markdown,
 )
-from tunix_dsl.runtime.resources import Resources, resolve_path
+from tunix_dsl.runtime.resources import Resources, resolve_path, stage_inputs, stage_seed
 from tunix_dsl.runtime.rewards import build_reward
 from tunix_dsl.runtime.run_dir import (
     RunDir,
+    RunDirError,
     StageStatus,
+    claim_source,
     derived_seed,
+    source_conflict,
     stage_statuses,
     unknown_stages,
 )
@@ -93,11 +98,14 @@ class Executor:
         devices: list[Any] | None = None,
         force: Iterable[str] = (),
         on_dispatch: DispatchHook | None = None,
+        export_root: Path | None = None,
     ):
         """`force`: stages to re-run even when cached (their dependents re-run too);
-        `on_dispatch(stage, step)`: called after every dispatch (progress hooks, tests)."""
+        `on_dispatch(stage, step)`: called after every dispatch (progress hooks, tests);
+        `export_root`: where relative export paths go (`--run-dir`), else the .tnx file's folder."""
         self.pipeline = pipeline
         self.run_dir = Path(run_dir)
+        self.export_root = export_root
         self.layout = RunDir(self.run_dir)
         self.fingerprints = stage_fingerprints(pipeline)
         self.force = tuple(force)
@@ -113,6 +121,9 @@ class Executor:
         self.mesh = sharding.make_mesh(mesh_spec, devices)
         self.outputs: dict[str, Transformer] = {}
         self._decl_models: dict[str, Transformer] = {}
+        # Reads of each live model still to come (`stage:NAME` / `decl:NAME`), from the
+        # dataflow of what this run will do; at zero the model leaves device memory.
+        self._reads_left: Counter[str] | None = None
 
     # ------------------------------------------------------------------ resources
 
@@ -152,24 +163,21 @@ class Executor:
     # ------------------------------------------------------------------ stages
 
     def stage_seed(self, stage: Any) -> int:
-        seed = getattr(stage.config, "seed", None)
-        return seed if seed is not None else derived_seed(self.settings.seed, stage.name)
+        return stage_seed(self.pipeline, stage)
 
     def stage_models(self, stage: Any, seed: int) -> StageModels:
         """Clones of the stage's input models, with adapters applied to the trained one."""
-        info = STAGE_KINDS[stage.kind]
+        inputs = stage_inputs(stage)
         config = stage.config
         models: dict[str, nnx.Module] = {}
-        for name in info.model_inputs:
-            ref = getattr(config, name, None)
-            if ref is not None:
-                models[name] = nnx.clone(self.model(ref))
+        for name, ref in inputs.refs.items():
+            models[name] = nnx.clone(self.model(ref))
+            self.release(ref)  # the clone is the stage's; the original may go now
         adapter = getattr(config, "lora", None)
-        same_start, shared_reference = reference_sharing(config, info.trained, info.model_inputs)
-        if shared_reference:
-            models.pop("reference", None)  # the base with adapters off: no second copy
-        elif same_start:
-            models["reference"] = nnx.clone(models[info.trained])
+        shared_reference = inputs.shared_reference  # then the base with adapters off: no copy
+        if inputs.same_start and not shared_reference:
+            models["reference"] = nnx.clone(models[inputs.trained])
+        info = STAGE_KINDS[stage.kind]
         if adapter is not None:
             from tunix_dsl.models.lora import LoraSpec, apply_lora
 
@@ -262,7 +270,8 @@ class Executor:
             # `.adapter`: the adapter weights alone, beside the merged model.
             save_params(nnx.state(model, LoRAParam), directory.output / ADAPTER_DIR)
             model = merge_lora(model)
-        self.outputs[stage.name] = model
+        if self._reads_left is None or self._reads_left[f"stage:{stage.name}"] > 0:
+            self.outputs[stage.name] = model  # a later stage, eval or export reads it
         self.save_model(model, self.tokenizer_for(getattr(config, trained)), directory.output)
         losses = [h["loss"] for h in result.history if "loss" in h]
         tokens_per_s = result.tokens_per_s
@@ -291,6 +300,33 @@ class Executor:
 
         save_hf(model, directory, tokenizer=tokenizer)
 
+    # ------------------------------------------------------------------ memory
+
+    def model_reads(self, statuses: dict[str, StageStatus]) -> Counter[str]:
+        """How often this run will read each model from memory: stages that run (cached ones
+        read nothing), exports of a model (an adapter export copies files), eval models."""
+        reads: Counter[str] = Counter()
+        for stage in self.pipeline.stages:
+            if statuses[stage.name].action != "cached":
+                reads.update(_key(ref) for ref in stage_inputs(stage).refs.values())
+        for export in self.pipeline.exports:
+            reads[_key(export.config.source)] += 1
+        for block in self.pipeline.evals:
+            reads.update(_key(ref) for ref in block.config.models)
+        return reads
+
+    def release(self, ref: ModelRef) -> None:
+        """One read of `ref` is done; after the last one its weights leave device memory."""
+        if self._reads_left is None:
+            return  # not inside `run`: keep everything
+        key = _key(ref)
+        self._reads_left[key] -= 1
+        if self._reads_left[key] <= 0:
+            table = self.outputs if ref.kind == "stage" else self._decl_models
+            if table.pop(ref.name, None) is not None:
+                what = f"`{ref.name}.model`" if ref.kind == "stage" else f"model `{ref.name}`"
+                self.log(f"  released {what} from memory (nothing later reads it)")
+
     # ------------------------------------------------------------------ pipeline
 
     def check_supported(self) -> None:
@@ -312,8 +348,15 @@ class Executor:
         if unknown:
             names = ", ".join(s.name for s in self.pipeline.stages)
             raise RunError(f"--force {unknown[0]}: no such stage; stages: {names}")
+        problems = preflight(self.pipeline, self.run_dir, self.export_root)
+        if problems:  # before the run directory is touched: nothing trains, nothing moves
+            raise PreflightError(problems, self.pipeline.sources)
+        conflict = source_conflict(self.run_dir, self.pipeline.file)
+        if conflict:
+            raise RunDirError(conflict)
         self.layout.prepare()
         try:
+            claim_source(self.run_dir, self.pipeline.file)
             self.log.attach(self.layout.log_file)
             return self._run_stages()
         finally:
@@ -325,6 +368,7 @@ class Executor:
         statuses = self.statuses()
         self.layout.write_plan(self.pipeline, self.fingerprints,
                                {n: s.describe() for n, s in statuses.items()})
+        self._reads_left = self.model_reads(statuses)
         results = []
         with StopSignals() as signals:
             for stage in self.pipeline.stages:
@@ -348,6 +392,7 @@ class Executor:
                                     "finished; run the same command to resume")
             for export in self.pipeline.exports:
                 self.export(export)
+                self.release(export.config.source)
             evals: dict[str, list[EvalResult]] = {}
             for block in self.pipeline.evals:
                 if signals.requested is not None:
@@ -373,7 +418,7 @@ class Executor:
     def export(self, export: Any) -> None:
         config = export.config
         source: ModelRef = config.source
-        destination = resolve_path(config.destination, self.base_dir)
+        destination = export_destination(config.destination, self.base_dir, self.export_root)
         if source.kind == "stage" and source.output == "adapter":
             adapter = self.layout.stage(source.name).output / ADAPTER_DIR
             if not adapter.is_dir():
@@ -404,10 +449,16 @@ class Executor:
             )
             self.log(f"eval {block.name}: {ref} {config.metric} = {result.score:.4f} over {result.rows} rows")
             results.append(result)
+            self.release(ref)
         return results
 
 
 ADAPTER_DIR = "adapter"  # under a LoRA stage's output/: the adapter weights (orbax)
+
+
+def _key(ref: ModelRef) -> str:
+    """A live model's identity: a stage's output (whichever of its outputs) or a declaration."""
+    return f"{'stage' if ref.kind == 'stage' else 'decl'}:{ref.name}"
 
 
 def save_params(state: nnx.State, destination: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,10 @@ import jax
 from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.fingerprint import stage_fingerprints
 from tunix_dsl.compiler.plan import StagePlan, abstract_stage_models, plan_stage
-from tunix_dsl.compiler.stages import LOWERINGS, reference_sharing
-from tunix_dsl.runtime.resources import Resources
-from tunix_dsl.runtime.run_dir import RunDir, derived_seed, stage_statuses, unknown_stages
+from tunix_dsl.compiler.stages import LOWERINGS
+from tunix_dsl.runtime.preflight import PreflightError, preflight, stage_blockers
+from tunix_dsl.runtime.resources import Resources, stage_inputs, stage_seed
+from tunix_dsl.runtime.run_dir import RunDir, source_conflict, stage_statuses, unknown_stages
 from tunix_dsl.schemas.stages import STAGE_KINDS
 
 
@@ -30,19 +32,14 @@ def plan_pipeline(pipeline: Any, devices: int | None = None) -> list[StagePlan]:
             raise ValueError(f"stage `{stage.name}`: kind {stage.kind} cannot be planned yet in this build")
         info = STAGE_KINDS[stage.kind]
         config = stage.config
-        same_start, shared = reference_sharing(config, info.trained, info.model_inputs)
-        cfgs = {}
-        for name in info.model_inputs:
-            ref = getattr(config, name, None)
-            if name == "reference" and same_start:
-                ref = None if shared else getattr(config, info.trained)
-            if ref is not None:
-                cfgs[name] = resources.config_for(ref)
+        inputs = stage_inputs(stage)
+        cfgs = {role: resources.config_for(ref) for role, ref in inputs.refs.items()}
+        if inputs.same_start and not inputs.shared_reference:
+            cfgs["reference"] = cfgs[inputs.trained]  # a frozen copy of the starting weights
         trained_cfg = cfgs[info.trained]
-        seed = config.seed if config.seed is not None else derived_seed(pipeline.settings.seed, stage.name)
         models = abstract_stage_models(
             cfgs, trained=info.trained, adapter=getattr(config, "lora", None),
-            shared_reference=shared, seed=seed,
+            shared_reference=inputs.shared_reference, seed=stage_seed(pipeline, stage),
         )
         seq_len = min(config.max_seq_len, trained_cfg.max_seq_len)
         plans.append(plan_stage(stage.name, stage.kind, config, models, info.consumer, seq_len, mesh))
@@ -57,3 +54,21 @@ def run_statuses(pipeline: Any, run_dir: Path, force: Iterable[str] = ()) -> dic
                          + ", ".join(s.name for s in pipeline.stages))
     statuses = stage_statuses(pipeline, RunDir(run_dir), stage_fingerprints(pipeline), force)
     return {name: status.describe() for name, status in statuses.items()}
+
+
+def blocked_statuses(pipeline: Any, run_dir: Path, export_root: Path | None,
+                     statuses: dict[str, str], color: bool = False) -> dict[str, str] | None:
+    """When `tnx run` would stop at its pre-flight check: the problems on stderr and, per
+    stage, "will not run: ..." (cached stages stay "cached"). None when the run may start."""
+    problems = preflight(pipeline, run_dir, export_root)
+    conflict = source_conflict(run_dir, pipeline.file)
+    if not problems and conflict is None:
+        return None
+    if problems:
+        print(PreflightError(problems, pipeline.sources).render(color), file=sys.stderr)
+    if conflict is not None:
+        print(f"error: {conflict}", file=sys.stderr)
+    reasons = stage_blockers(problems, list(statuses)) if problems else {}
+    return {name: status if status == "cached" else
+            reasons.get(name, "will not run: the run directory belongs to another .tnx file")
+            for name, status in statuses.items()}

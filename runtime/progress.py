@@ -23,7 +23,6 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     TextColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
 
@@ -72,18 +71,22 @@ class RunLog:
 class StageProgress:
     """One stage's progress: a rich bar on a terminal, plain lines per window otherwise."""
 
-    def __init__(self, log: RunLog, name: str, total: int, start_step: int):
+    def __init__(self, log: RunLog, name: str, total: int, start_step: int,
+                 clock: Callable[[], float] = time.perf_counter):
+        """`clock`: seconds, monotonic (a fake one in tests)."""
         self.log, self.name, self.total = log, name, total
         self.start_step, self.step = start_step, start_step
-        self.started = time.perf_counter()
+        self.clock = clock
+        self._origin: tuple[float, int] | None = None  # (time, step) of the first window
         self._bar: Progress | None = None
         if log.console is not None:
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
-                TimeRemainingColumn(), console=log.console, transient=False,
+                TextColumn("eta {task.fields[eta]}"), console=log.console, transient=False,
             )
-            self._task = self._bar.add_task(name, total=total, completed=start_step, loss="-", tps="-")
+            self._task = self._bar.add_task(name, total=total, completed=start_step, loss="-", tps="-",
+                                            eta="-")
             self._bar.start()
 
     def advance(self, step: int) -> None:
@@ -94,17 +97,29 @@ class StageProgress:
 
     def window(self, row: dict[str, float], tokens_per_s: float) -> None:
         """A log window's metrics arrived from the device."""
-        done = row["step"] - self.start_step
-        elapsed = time.perf_counter() - self.started
-        eta = elapsed / done * (self.total - row["step"]) if done > 0 else float("nan")
+        eta = self.eta(int(row["step"]))
+        shown = "?" if eta is None else f"{eta:.0f}s"
         line = (f"  {self.name} step {row['step']}/{self.total} {format_row(row)} "
-                f"tok/s={tokens_per_s:,.0f} eta={eta:.0f}s")
+                f"tok/s={tokens_per_s:,.0f} eta={shown}")
         if self._bar is None:
             self.log(line)
             return
         self._bar.update(self._task, loss=f"{row.get('loss', float('nan')):.4g}",
-                         tps=f"{tokens_per_s:,.0f}")
+                         tps=f"{tokens_per_s:,.0f}", eta=shown)
         self.log.record(line)  # the bar is for the eyes; run.log keeps the numbers
+
+    def eta(self, step: int) -> float | None:
+        """Seconds left at the steady step time: measured from the first window on, so the
+        compilation inside the first dispatch (minutes for a big model) never counts.
+        None at the first window, which has no steady interval yet."""
+        now = self.clock()
+        if self._origin is None:
+            self._origin = (now, step)
+            return None
+        t0, s0 = self._origin
+        if step <= s0:
+            return None
+        return (now - t0) / (step - s0) * (self.total - step)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -5,26 +5,24 @@ Paths in a `.tnx` file are relative to the file's directory.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunix_dsl.compiler.stages import reference_sharing
 from tunix_dsl.datasets import CANONICAL_COLUMNS, Row, read_jsonl, synthetic_rows
-from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.model_config import ModelConfig, ModelConfigError
+from tunix_dsl.model_info import resolve_path
+from tunix_dsl.runtime.run_dir import derived_seed
 from tunix_dsl.schemas.base import ModelRef
 from tunix_dsl.schemas.sources import (
     BytesTokenizer,
-    HFModelSource,
     HFTokenizerSource,
     JsonlSource,
     SyntheticSource,
-    TransformerSource,
 )
+from tunix_dsl.schemas.stages import STAGE_KINDS
 from tunix_dsl.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer
-
-
-def resolve_path(path: str, base_dir: Path) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else base_dir / p
 
 
 def make_tokenizer(spec: Any, base_dir: Path) -> Tokenizer:
@@ -33,27 +31,6 @@ def make_tokenizer(spec: Any, base_dir: Path) -> Tokenizer:
     if isinstance(spec, HFTokenizerSource):
         return HFTokenizer.from_dir(resolve_path(spec.path, base_dir))
     raise TypeError(f"unsupported tokenizer source {type(spec).__name__}")
-
-
-def model_config(spec: Any, tokenizer: Tokenizer | None, precision: str, base_dir: Path) -> ModelConfig:
-    """The architecture a model declaration describes (no weights touched)."""
-    if isinstance(spec, TransformerSource):
-        assert tokenizer is not None, "the checker guarantees transformer() has a tokenizer"
-        overrides = {
-            name: getattr(spec, name)
-            for name in ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "mlp_dim", "max_seq_len")
-            if getattr(spec, name) is not None
-        }
-        return ModelConfig.from_preset(
-            spec.preset, tokenizer.vocab_size, remat=spec.remat, dtype=precision, **overrides
-        )
-    if isinstance(spec, HFModelSource):
-        import json
-
-        config_path = resolve_path(spec.path, base_dir) / "config.json"
-        hf = json.loads(config_path.read_text())
-        return ModelConfig.from_hf_config(hf, remat=spec.remat, dtype=precision)
-    raise TypeError(f"unsupported model source {type(spec).__name__}")
 
 
 def dataset_rows(spec: Any, base_dir: Path, consumer: str | None = None) -> list[Row]:
@@ -91,9 +68,41 @@ class Resources:
         return self._tokenizers[decl_name]
 
     def config_for(self, ref: ModelRef) -> ModelConfig:
-        spec = self.pipeline.models[self.root_decl(ref)].spec
-        tokenizer = self.tokenizer_for(ref) if isinstance(spec, TransformerSource) else None
-        return model_config(spec, tokenizer, self.precision, self.base_dir)
+        """The architecture `ref` names: the checker's own (`Pipeline.size_info`), one rule for both."""
+        info = self.pipeline.size_info(ref)
+        if info.config is None:
+            raise ModelConfigError(f"model `{self.root_decl(ref)}`: {info.missing or info.invalid}")
+        return info.config
 
     def rows(self, dataset: str, consumer: str | None = None) -> list[Row]:
         return dataset_rows(self.pipeline.datasets[dataset].spec, self.base_dir, consumer)
+
+
+def stage_seed(pipeline: Any, stage: Any) -> int:
+    """The stage's own `seed`, else one derived from the pipeline seed and the stage name."""
+    seed = getattr(stage.config, "seed", None)
+    return seed if seed is not None else derived_seed(pipeline.settings.seed, stage.name)
+
+
+@dataclass(frozen=True)
+class StageInputs:
+    """The models a stage loads, by role, and how its reference relates to the trained model.
+
+    `refs` leaves the reference out when it is the trained model's start
+    (`same_start`): then it is a copy of the trained input, or with LoRA
+    (`shared_reference`) the base with adapters off, no copy at all.
+    """
+
+    refs: dict[str, ModelRef]
+    trained: str
+    same_start: bool
+    shared_reference: bool
+
+
+def stage_inputs(stage: Any) -> StageInputs:
+    info = STAGE_KINDS[stage.kind]
+    same_start, shared = reference_sharing(stage.config, info.trained, info.model_inputs)
+    refs = {role: ref for role in info.model_inputs
+            if (ref := getattr(stage.config, role, None)) is not None
+            and not (role == "reference" and same_start)}
+    return StageInputs(refs, info.trained, same_start, shared)

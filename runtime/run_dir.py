@@ -2,6 +2,7 @@
 
     <run_dir>/
       plan.json                 stages in order: kind, fingerprint, inputs, steps
+      source.json               the .tnx file this directory belongs to (one per directory)
       run.log                   every log line of every invocation, timestamped
       report.md                 the summary table of the last invocation (+ eval scores)
       evals.json                `eval` blocks: score per model, example completions
@@ -303,3 +304,39 @@ def stage_statuses(pipeline: Any, run_dir: RunDir, fingerprints: dict[str, str],
 def unknown_stages(pipeline: Any, names: Iterable[str]) -> list[str]:
     known = {s.name for s in pipeline.stages}
     return [n for n in names if n not in known]
+
+
+SOURCE_FILE = "source.json"  # which .tnx file a run directory belongs to
+
+
+def _relative_source(root: Path, source: str) -> str:
+    """`source` as seen from `root`: a project folder moved or copied whole keeps its runs."""
+    return os.path.relpath(Path(source).resolve(), Path(root).resolve())
+
+
+def source_conflict(root: Path, source: str) -> str | None:
+    """Why `root` must not be used for the pipeline in `source`, or None.
+
+    Two `.tnx` files with the same `pipeline NAME` in one folder get the same
+    default run directory; without this check each would discard the other's
+    checkpoints and outputs as "configuration changed".
+    """
+    try:
+        owner = json.loads((Path(root) / SOURCE_FILE).read_text()).get("file")
+    except (OSError, ValueError, AttributeError):
+        return None  # a new directory, or one from before the file was recorded
+    if owner in (None, _relative_source(root, source)):
+        return None
+    owner_path = os.path.normpath(Path(root).resolve() / owner)
+    return (f"run directory {root} belongs to {owner_path}, not {Path(source).resolve()} (two "
+            ".tnx files would overwrite each other's checkpoints and outputs); pass --run-dir "
+            "to give this one its own directory, or rename one of the pipelines (if the file "
+            f"was moved or renamed, delete {Path(root) / SOURCE_FILE}). Nothing was changed")
+
+
+def claim_source(root: Path, source: str) -> None:
+    """Record `source` as the owner of `root`, refusing a directory another file owns."""
+    conflict = source_conflict(root, source)
+    if conflict:
+        raise RunDirError(conflict)
+    write_json_atomic(Path(root) / SOURCE_FILE, {"file": _relative_source(root, source)})

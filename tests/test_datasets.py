@@ -216,8 +216,10 @@ def test_read_jsonl_checks_what_the_consumer_reads(tmp_path: Path) -> None:
         f"{path}:2: missing key 'completion' (prompt_completion data needs prompt, completion)")
     with pytest.raises(DataError) as err:
         read_jsonl(path, {"text": "body"}, consumer="lm")
-    assert str(err.value) == (
-        f"{path}:1: missing key 'body' (column 'text', mapping {{text = \"body\"}})")
+    assert str(err.value) == f"{path}: 2 bad rows:\n" + "\n".join(  # every bad row at once
+        f"{path}:{n}: missing key 'body' (column 'text', mapping {{text = \"body\"}})"
+        for n in (1, 2))
+    assert [e.line for e in err.value.problems] == [1, 2]
     # lm reads text or, failing that, prompt + completion.
     assert len(read_jsonl(_write(tmp_path, ['{"text": "x"}'], "t.jsonl"), consumer="lm")) == 1
     with pytest.raises(DataError, match=r":1: missing key 'text' \(lm data needs text\)"):
@@ -246,3 +248,23 @@ def test_peek_jsonl_columns(tmp_path: Path) -> None:
     assert str(peek_jsonl_columns(_write(tmp_path, [""]))).endswith("file has no rows")
     assert mapped_columns({"q", "good", "id"}, {"prompt": "q", "chosen": "good", "rejected": "r"}) \
         == {"prompt", "chosen", "id"}
+
+
+def test_read_jsonl_reports_every_bad_row_up_to_a_cap(tmp_path: Path) -> None:
+    lines = ['{"prompt": "ok", "completion": "fine"}', "{not json", '{"prompt": "a"}',
+             '{"prompt": "a", "completion": 4}', '{"prompt": "", "completion": "b"}', "[1]"]
+    lines += ['{"prompt": 1, "completion": "x"}'] * 30
+    path = _write(tmp_path, lines)
+    with pytest.raises(DataError) as err:
+        read_jsonl(path, consumer="prompt_completion")
+    problems = err.value.problems
+    assert len(problems) == 20 and [e.line for e in problems[:5]] == [2, 3, 4, 5, 6]
+    reasons = [e.message for e in problems[:5]]
+    assert reasons[0].startswith("invalid JSON")
+    assert reasons[1].startswith("missing key 'completion'")
+    assert reasons[2] == "key 'completion' must be a string, got number 4"
+    assert reasons[3] == "key 'prompt' is empty (prompt_completion data reads its text)"
+    assert reasons[4] == "expected a JSON object, got array"
+    text = str(err.value)
+    assert text.startswith(f"{path}: 35 bad rows:\n{path}:2: invalid JSON")
+    assert text.endswith("\n... and 15 more")

@@ -16,20 +16,26 @@ ROOT = Path(__file__).resolve().parents[1]
 WITH_EXAMPLES = [r for r in all_rules() if r.bad]
 
 
-def _check(text: str, overrides: tuple[tuple[str, str], ...]):
+def _diagnostics(entry, text: str, overrides: tuple[tuple[str, str], ...], run_dir: Path):
     # Examples name files relative to the repository root (examples/data/...).
-    return parse(text, "example.tnx", overrides=dict(overrides), base_dir=ROOT)
+    pipeline = parse(text, "example.tnx", overrides=dict(overrides), base_dir=ROOT)
+    found = list(pipeline.diagnostics)
+    if entry.owner == "preflight":  # codes of the run's pre-flight check, past lint
+        from tunix_dsl.runtime.preflight import preflight
+
+        found += [p.diagnostic for p in preflight(pipeline, run_dir)]
+    return found
 
 
 @pytest.mark.parametrize("entry", WITH_EXAMPLES, ids=lambda r: r.code)
-def test_failing_example_produces_the_code(entry):
-    codes = [d.code for d in _check(entry.bad, entry.bad_set).diagnostics]
+def test_failing_example_produces_the_code(entry, tmp_path):
+    codes = [d.code for d in _diagnostics(entry, entry.bad, entry.bad_set, tmp_path)]
     assert entry.code in codes
 
 
 @pytest.mark.parametrize("entry", WITH_EXAMPLES, ids=lambda r: r.code)
-def test_fixed_example_is_clean(entry):
-    diags = _check(entry.good, entry.good_set).diagnostics
+def test_fixed_example_is_clean(entry, tmp_path):
+    diags = _diagnostics(entry, entry.good, entry.good_set, tmp_path)
     assert [(d.code, d.message) for d in diags] == []
 
 

@@ -40,13 +40,14 @@ from tunix_dsl.synthetic_tasks import (
 
 __all__ = [
     "CANONICAL_COLUMNS", "CONSUMERS", "CONSUMER_COLUMNS", "SYNTHETIC_TASKS", "ConsumerInfo",
-    "DataError", "ParamInfo", "Row", "SyntheticTaskError", "TaskInfo", "check_mapping",
+    "DataError", "MAX_REPORTED_ROWS", "ParamInfo", "Row", "SyntheticTaskError", "TaskInfo", "check_mapping",
     "check_synthetic_params", "mapped_columns", "peek_jsonl_columns", "read_jsonl",
     "synthetic_rows", "synthetic_task",
 ]
 
 # Columns with a fixed meaning. Text columns must hold strings in a jsonl file.
 CANONICAL_COLUMNS: tuple[str, ...] = ("text", "prompt", "completion", "chosen", "rejected", "answer")
+MAX_REPORTED_ROWS = 20  # bad jsonl rows named one by one; the rest are counted
 
 
 class DataError(Exception):
@@ -61,6 +62,18 @@ class DataError(Exception):
         self.message = message
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {message}")
+        self.problems: tuple[DataError, ...] = (self,)  # every bad row, up to the report cap
+        self.total = 1  # bad rows in all, `problems` and the ones past the cap
+
+    @classmethod
+    def rows(cls, path: str | Path, problems: list[DataError], total: int) -> DataError:
+        """One error for `total` bad rows, naming the first `problems` one per line."""
+        if total == 1:
+            return problems[0]
+        more = f"\n... and {total - len(problems)} more" if total > len(problems) else ""
+        err = cls(path, None, f"{total} bad rows:\n" + "\n".join(map(str, problems)) + more)
+        err.problems, err.total = tuple(problems), total
+        return err
 
 
 # ---------------------------------------------------------------------------
@@ -96,6 +109,11 @@ class ConsumerInfo:
         if any(not gap for gap in gaps):
             return ()
         return min(gaps, key=len)
+
+    def read_columns(self, available: Iterable[str]) -> tuple[str, ...]:
+        """The columns this consumer reads from a row with ``available`` columns."""
+        have = set(available)
+        return next((cols for cols in self.accepted if set(cols) <= have), ())
 
 
 CONSUMERS: dict[str, ConsumerInfo] = {
@@ -177,7 +195,7 @@ def _open_lines(path: str) -> Iterable[tuple[int, str]]:
 
 def read_jsonl(
     path: str | Path, mapping: Mapping[str, str] | None = None, required: Iterable[str] = (),
-    *, consumer: str | None = None,
+    *, consumer: str | None = None, max_problems: int = MAX_REPORTED_ROWS,
 ) -> list[Row]:
     """Read a jsonl file into rows with canonical column names.
 
@@ -185,8 +203,9 @@ def read_jsonl(
     unmapped keys pass through unchanged. Every mapped column and every column in
     ``required`` must be present in every row, every row must have the columns
     ``consumer`` (a key of :data:`CONSUMERS`) reads, and canonical columns must
-    hold strings. Blank lines are skipped. Any problem raises :class:`DataError`
-    naming ``path:line``.
+    hold strings, non-empty where ``consumer`` reads them. Blank lines are skipped.
+    Problems raise one :class:`DataError` naming ``path:line`` of every bad row
+    (the first ``max_problems``, then how many more).
     """
     path = str(path)
     mapping = dict(mapping or {})
@@ -203,8 +222,7 @@ def read_jsonl(
         notes = "; ".join(n for n in (via, why) if n)
         return DataError(path, lineno, f"missing key {key!r}" + (f" ({notes})" if notes else ""))
 
-    rows: list[Row] = []
-    for lineno, line in _open_lines(path):
+    def checked(lineno: int, line: str) -> Row:
         obj = _parse_line(path, lineno, line)
         row = {sources.get(k, k): v for k, v in obj.items() if k not in mapping or k in sources}
         for column in needed:
@@ -219,7 +237,25 @@ def read_jsonl(
                 key = mapping.get(column, column)
                 raise DataError(path, lineno, f"key {key!r} must be a string, "
                                 f"got {_json_type(row[column])} {json.dumps(row[column])[:40]}")
-        rows.append(row)
+        for column in reader.read_columns(row) if reader is not None else ():
+            if not row[column]:
+                raise DataError(path, lineno, f"key {mapping.get(column, column)!r} is empty "
+                                f"({reader.name} data reads its text)")
+        return row
+
+    # Every bad row is reported at once (up to `max_problems`), not one per run.
+    rows: list[Row] = []
+    problems: list[DataError] = []
+    bad = 0
+    for lineno, line in _open_lines(path):
+        try:
+            rows.append(checked(lineno, line))
+        except DataError as err:
+            bad += 1
+            if len(problems) < max_problems:
+                problems.append(err)
+    if bad:
+        raise DataError.rows(path, problems, bad)
     if not rows:
         raise DataError(path, None, "file has no rows")
     return rows

@@ -95,3 +95,27 @@ def test_a_fresh_start_clears_the_events_of_an_earlier_run(tmp_path: Path) -> No
     sink.close()
     assert read_metrics(jsonl) == [{"step": 1, "loss": 3.0}]
     assert tensorboard_scalars(events, "loss") == {1: 3.0}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_eta_comes_from_steady_step_time_not_compilation(tmp_path: Path) -> None:
+    lines: list[str] = []
+    clock = FakeClock()
+    progress = StageProgress(RunLog(emit=lines.append), "base", total=10, start_step=0, clock=clock)
+    clock.now = 460.0  # the first dispatch compiled for 460 s and ran step 1
+    progress.advance(1)
+    progress.window({**ROW, "step": 1}, tokens_per_s=1.0)
+    clock.now = 464.0  # then 1 s per step
+    progress.advance(5)
+    progress.window(ROW, tokens_per_s=1.0)
+    clock.now = 466.0
+    progress.window({**ROW, "step": 7}, tokens_per_s=1.0)
+    etas = [line.rsplit("eta=", 1)[1] for line in lines]
+    assert etas == ["?", "5s", "3s"]  # counting compilation would say 464 / 5 * 5 = 464s

@@ -89,7 +89,8 @@ def test_eval_block_scores_models_and_exports_are_written(run_dir: Path) -> None
     # base has learned one-digit sums well enough to get some right after 150 steps
     assert scores["base.model"]["score"] > 0.0
     assert "## eval accuracy" in (run_dir / "report.md").read_text()
-    work = run_dir.parent
-    assert (work / "out" / "shrink" / "config.json").exists()
-    adapter = work / "out" / "tune_adapter"
+    exports = run_dir / "exports"  # relative destinations follow --run-dir
+    assert (exports / "out" / "shrink" / "config.json").exists()
+    assert not (run_dir.parent / "out").exists()
+    adapter = exports / "out" / "tune_adapter"
     assert adapter.is_dir() and any(adapter.iterdir())
