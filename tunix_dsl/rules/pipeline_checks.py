@@ -109,7 +109,7 @@ def jsonl_files(p: Pipeline) -> Iterator[Diagnostic]:
                              label="columns not checked",
                              help="paths are relative to the .tnx file's directory")
             continue
-        keys = peek_jsonl_columns(path)
+        keys = peek_jsonl_columns(path, mapping=decl.spec.mapping())
         if not isinstance(keys, set):
             yield diagnostic("TNX308", f"cannot read dataset `{decl.name}`: {keys.message}"
                              + (f" (line {keys.line})" if keys.line else ""),
