@@ -143,6 +143,7 @@ class Builder:
                     value = self.ev.value(entry.value)
                     extras[entry.name] = value
                     spans[(schema.extras_field, entry.name)] = where
+                    spans[(schema.extras_field, entry.name, "value")] = entry.value.span
                     failed |= value is FAIL
                     continue
                 self._unknown_field(schema, entry, what, names, explain or schema.call_name)

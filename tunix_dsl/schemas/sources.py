@@ -133,7 +133,7 @@ class SyntheticSource(Schema):
             problem = range_problem(self.task, values)
             if problem is not None:
                 key, why = problem
-                path = key if key in ("count", "seed") else f"params.{key}"
+                path = key if key in ("count", "seed") else f"params.{key}.value"
                 found.append(Problem(path, f"synthetic(\"{self.task}\"): {why}", "TNX202",
                                      "out of range", "`tnx explain synthetic` lists the ranges"))
         return found
