@@ -233,6 +233,25 @@ def _non_string(row: Mapping[str, Any], mapping: Mapping[str, str]) -> str | Non
     return None
 
 
+# The shortest sequence any consumer can build: bos + one prompt token + one more token
+# (runtime/data.py `tokenize_rows` refuses a shorter `max_len`).
+MIN_SEQUENCE_TOKENS = 3
+
+# Columns whose tokens, plus eos, must fit beside bos and one prompt token, per consumer:
+# a row whose completion cannot fit is dropped (runtime/data.py `fit_prompt`).
+KEPT_WHOLE: dict[str, tuple[str, ...]] = {
+    "lm": (), "prompt": (), "prompt_completion": ("completion",),
+    "preference": ("chosen", "rejected"),
+}
+
+
+def tokens_needed(consumer: str, token_counts: Mapping[str, int]) -> int:
+    """Tokens a row needs so that `consumer` keeps it: bos, one prompt token, and the longest
+    column that is never cut (with its eos); ``token_counts`` maps column → token count."""
+    whole = [token_counts[c] + 1 for c in KEPT_WHOLE[consumer] if c in token_counts]
+    return max(MIN_SEQUENCE_TOKENS, 2 + max(whole, default=0))
+
+
 def peek_jsonl_columns(path: str | Path, n: int = 5,
                        mapping: Mapping[str, str] | None = None) -> set[str] | DataError:
     """Keys present in every one of the first ``n`` rows, or the DataError (never raises).

@@ -41,6 +41,8 @@ class TaskInfo:
     generate: Callable[..., list[Row]]
     # (parameter, why) when a full set of parameter values is out of range, else None.
     check: Callable[[dict[str, Any]], RangeProblem | None] = lambda values: None
+    # The fewest characters each column can have for these values (a bound over all rows).
+    shortest: Callable[[dict[str, Any]], dict[str, int]] = lambda values: {}
 
 
 SYNTHETIC_TASKS: dict[str, TaskInfo] = {}
@@ -55,6 +57,7 @@ _COMMON_PARAMS: dict[str, ParamInfo] = {
 def synthetic_task(
     name: str, columns: tuple[str, ...], params: dict[str, ParamInfo],
     check: Callable[[dict[str, Any]], RangeProblem | None] | None = None,
+    shortest: Callable[[dict[str, Any]], dict[str, int]] | None = None,
 ) -> Callable[[Callable[..., list[Row]]], Callable[..., list[Row]]]:
     """Register a generator ``fn(rng: random.Random, count: int, **params) -> rows``.
 
@@ -67,7 +70,8 @@ def synthetic_task(
             raise ValueError(f"synthetic task {name!r} registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         SYNTHETIC_TASKS[name] = TaskInfo(name, columns, {**params, **_COMMON_PARAMS}, doc, fn,
-                                         check or (lambda values: None))
+                                         check or (lambda values: None),
+                                         shortest or (lambda values: {}))
         return fn
 
     return register
@@ -144,8 +148,13 @@ def _addition_operands(rng: random.Random, digits: int) -> tuple[int, int]:
     return rng.randint(0, high), rng.randint(0, high)
 
 
+def _shortest_sum(values: dict[str, Any]) -> dict[str, int]:
+    return {"prompt": 4, "completion": 1, "answer": 1, "text": 5, "chosen": 1, "rejected": 1}
+
+
 @synthetic_task(
-    "addition", ("prompt", "completion", "answer", "text"), {"digits": _DIGITS}, _check_digits
+    "addition", ("prompt", "completion", "answer", "text"), {"digits": _DIGITS}, _check_digits,
+    _shortest_sum,
 )
 def _addition(rng: random.Random, count: int, digits: int) -> list[Row]:
     """Sums of two random integers: prompt "12+34=", completion and answer "46"."""
@@ -185,7 +194,7 @@ def _wrong_sums(a: int, b: int) -> list[str]:
 
 @synthetic_task(
     "addition_preferences", ("prompt", "chosen", "rejected", "answer"), {"digits": _DIGITS},
-    _check_digits,
+    _check_digits, _shortest_sum,
 )
 def _addition_preferences(rng: random.Random, count: int, digits: int) -> list[Row]:
     """Addition with a chosen (right) and a rejected (plausibly wrong) sum."""
@@ -228,14 +237,21 @@ def _string_task(
     return rows
 
 
-@synthetic_task("copy", ("prompt", "completion", "answer", "text"), _STRING_PARAMS, _check_strings)
+def _shortest_string(values: dict[str, Any]) -> dict[str, int]:
+    n = values["min_length"]
+    return {"prompt": n + 6, "completion": n, "answer": n, "text": 2 * n + 6}
+
+
+@synthetic_task("copy", ("prompt", "completion", "answer", "text"), _STRING_PARAMS, _check_strings,
+                _shortest_string)
 def _copy(rng: random.Random, count: int, **params: Any) -> list[Row]:
     """Repeat a random string: prompt "copy abc=", completion "abc"."""
     return _string_task("copy", rng, count, transform=lambda s: s, **params)
 
 
 @synthetic_task(
-    "reverse", ("prompt", "completion", "answer", "text"), _STRING_PARAMS, _check_strings
+    "reverse", ("prompt", "completion", "answer", "text"), _STRING_PARAMS, _check_strings,
+    _shortest_string,
 )
 def _reverse(rng: random.Random, count: int, **params: Any) -> list[Row]:
     """Reverse a random string: prompt "reverse abc=", completion "cba"."""

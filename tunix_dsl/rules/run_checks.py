@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+from tunix_dsl.datasets import MIN_SEQUENCE_TOKENS
 from tunix_dsl.diagnostics import Diagnostic, Label, Severity
 from tunix_dsl.ir import Pipeline
 from tunix_dsl.rules.codes import _PRELUDE, _with_stage
@@ -65,7 +66,8 @@ def distill_shapes(p: Pipeline) -> Iterator[Diagnostic]:
 
 
 @rule("TNX311", "eval-context", E,
-      "An eval whose `max_new_tokens` leaves fewer than 2 prompt tokens in a model's context.",
+      "An eval whose `max_new_tokens` leaves a model's context too short for a prompt "
+      "(bos and two tokens).",
       bad=_with_stage("model = tiny\ndata = sums\nsteps = 10").replace(
           'export', 'reward ok = exact_match()\n\neval check {\n  models = [tune.model]\n'
           '  data = sums\n  metric = ok\n  max_new_tokens = 127\n}\n\nexport'),
@@ -77,7 +79,7 @@ def eval_context(p: Pipeline) -> Iterator[Diagnostic]:
         new = ev.config.max_new_tokens
         for i, ref in enumerate(ev.config.models):
             cfg = p.model_config(ref)
-            if cfg is None or cfg.max_seq_len - new >= 2:  # bos + one prompt token
+            if cfg is None or cfg.max_seq_len - new >= MIN_SEQUENCE_TOKENS:
                 continue
             yield diagnostic(
                 "TNX311", f"eval `{ev.name}` generates {new} tokens, which leaves no room for "
@@ -86,7 +88,7 @@ def eval_context(p: Pipeline) -> Iterator[Diagnostic]:
                 label="generated tokens per prompt",
                 secondary=[Label(ev.field_spans.get(("models", i), ev.name_span),
                                  f"context {cfg.max_seq_len}")],
-                help=f"use max_new_tokens ≤ {max(cfg.max_seq_len - 2, 1)}")
+                help=f"use max_new_tokens ≤ {max(cfg.max_seq_len - MIN_SEQUENCE_TOKENS, 1)}")
             break
 
 
