@@ -10,7 +10,10 @@ is a lint rule for the class, never a change here.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,3 +128,64 @@ def test_variants_that_lint_clean_plan_and_run(name: str, values: dict[str, int]
     else:  # refused: each refusal is a located diagnostic, never an internal error
         assert all(d.code != "TNX000" and d.span.line for d in pipeline.errors), \
             _context(pipeline, values)
+
+
+# ------------------------------------------------------------------ tnx plan --devices
+
+_MESH = '''tokenizer chars = bytes()
+model tiny = transformer(preset = "pico", tokenizer = chars, n_layers = 1)
+dataset sums = synthetic("addition", count = 16)
+
+stage tune: sft {
+  model       = tiny
+  data        = sums
+  steps       = 1
+  batch_size  = 8
+  max_seq_len = 16
+}
+
+export tune.model to "out/tune" as "hf"
+'''
+
+
+def _tnx(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return subprocess.run([sys.executable, "-m", "tunix_dsl", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("count", ["-1", "-2", "0", "two"])
+def test_plan_rejects_device_counts_below_one_as_usage(count: str, tmp_path: Path) -> None:
+    (tmp_path / "m.tnx").write_text(_MESH, encoding="utf-8")
+    done = _tnx("plan", "m.tnx", f"--devices={count}", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "argument --devices: expected a device count" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_plan_on_devices_that_cannot_split_the_batch_gives_the_lint_diagnostic(
+        tmp_path: Path) -> None:
+    # mesh { data = -1 } on 3 devices: 3 batch shards, and 8 rows do not split 3 ways
+    (tmp_path / "m.tnx").write_text(_MESH, encoding="utf-8")
+    done = _tnx("plan", "m.tnx", "--devices", "3", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "error[TNX305]: micro-batch 8 does not split over 3 batch shards" in done.stderr
+    assert "m.tnx:9:17" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_check_mesh_resolves_the_wildcard_axis_like_the_mesh_does() -> None:
+    from tunix_dsl.runtime.planning import MeshDiagnostics, check_mesh, device_count
+
+    pipeline = parse(_MESH, "m.tnx", base_dir=ROOT)
+    for devices in (1, 2, 4, 8):
+        check_mesh(pipeline, devices)
+    with pytest.raises(MeshDiagnostics) as err:
+        check_mesh(pipeline, 3)
+    assert [(d.code, d.span.line, d.span.column) for d in err.value.diagnostics] == [
+        ("TNX305", 9, 17)]
+    fixed = parse('pipeline p {\n  mesh = { data = 2 }\n}\n' + _MESH, "m.tnx", base_dir=ROOT)
+    with pytest.raises(ValueError, match="needs 2 devices, not 4"):
+        check_mesh(fixed, 4)
+    with pytest.raises(ValueError, match="at least 1"):
+        device_count(0, 8)
+    assert device_count(None, 8) == 8
