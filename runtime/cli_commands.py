@@ -79,6 +79,8 @@ def run(argv: list[str]) -> int:
     from tunix_dsl.runtime.preemption import Preempted
     from tunix_dsl.runtime.progress import RunLog
 
+    if not _mesh_fits(pipeline):
+        return EXIT_ERRORS
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(pipeline)
     log = RunLog()
     try:
@@ -94,6 +96,26 @@ def run(argv: list[str]) -> int:
         log.close()
     print(f"run directory: {run_dir}")
     return EXIT_OK
+
+
+def _mesh_fits(pipeline: Any) -> bool:
+    """The mesh on the devices present, checked like `tnx plan` does before anything trains:
+    a batch that does not split is the lint diagnostic (TNX305), not an XLA error."""
+    import jax
+
+    from tunix_dsl.render import render_text
+    from tunix_dsl.runtime.planning import MeshDiagnostics, check_mesh
+
+    try:
+        check_mesh(pipeline, jax.device_count())
+    except MeshDiagnostics as err:
+        print(render_text(err.diagnostics, pipeline.sources, color=sys.stderr.isatty()),
+              file=sys.stderr)
+        return False
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return False
+    return True
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
