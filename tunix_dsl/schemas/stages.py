@@ -69,12 +69,12 @@ class TrainingConfig(Schema):
         if self.steps % self.steps_per_call:
             # the step program always runs `steps_per_call` updates per dispatch
             fewer = self.steps - self.steps % self.steps_per_call
+            options = " or ".join(str(n) for n in (fewer, fewer + self.steps_per_call) if n)
             found.append(Problem(
                 "steps", f"`steps` ({self.steps}) is not a multiple of `steps_per_call` "
                 f"({self.steps_per_call})", "TNX220",
                 f"not a multiple of steps_per_call = {self.steps_per_call}",
-                f"use steps = {fewer or self.steps_per_call} or "
-                f"{fewer + self.steps_per_call}, or a `steps_per_call` that divides {self.steps}"))
+                f"use steps = {options}, or a `steps_per_call` that divides {self.steps}"))
         warmup = self.optimizer.warmup
         if warmup and warmup >= self.steps:
             found.append(Problem(

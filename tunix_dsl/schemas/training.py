@@ -96,7 +96,8 @@ class Lora(Schema):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter input")
     targets: list[str] = Field(
         default_factory=lambda: list(DEFAULT_TARGETS), min_length=1,
-        description="regexes over parameter paths such as `layers.0.attn.q_proj`",
+        description="regexes searched (`re.search`) in kernel paths such as "
+                    "`layers.0.attn.q_proj.kernel` or `lm_head.kernel`; each must match one",
     )
 
     @field_validator("targets")
