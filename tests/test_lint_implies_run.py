@@ -189,3 +189,22 @@ def test_check_mesh_resolves_the_wildcard_axis_like_the_mesh_does() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         device_count(0, 8)
     assert device_count(None, 8) == 8
+
+
+# ------------------------------------------------------------------ LoRA targets: one matcher
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_lint_knows_exactly_the_kernel_paths_apply_lora_matches(tied: bool) -> None:
+    from flax import nnx
+
+    from tunix_dsl.model_config import ModelConfig
+    from tunix_dsl.model_info import dense_kernel_shapes
+    from tunix_dsl.models.layers import Dense
+    from tunix_dsl.models.transformer import Transformer
+
+    cfg = ModelConfig.from_preset("pico", 259, n_layers=2, tie_embeddings=tied)
+    model = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+    runtime = {".".join(str(p) for p in path) + ".kernel": tuple(module.kernel.shape)
+               for path, module in nnx.iter_modules(model) if isinstance(module, Dense)}
+    assert dense_kernel_shapes(cfg) == runtime
