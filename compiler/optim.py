@@ -1,10 +1,10 @@
 """Optimizers and learning-rate schedules from a stage's ``optimizer = …`` value (interface 5).
 
 ``spec`` is the checked schema object (``tunix_dsl.schemas.training.AdamW`` …, whose kind is
-its ``call_name``) or a plain mapping with a ``name`` key; missing fields take the defaults
-below, which match the schemas. Every optimizer is the same chain::
+its ``call_name``) or a plain mapping with a ``name`` key, validated by that schema: defaults
+and ranges live in the schema alone. Every optimizer is the same chain::
 
-    clip_by_global_norm(clip_norm)          # if clip_norm is set and > 0
+    clip_by_global_norm(clip_norm)          # if clip_norm is set
     → direction (adam | factored rms | momentum | lion)
     → add_decayed_weights(weight_decay, mask=decay_mask)   # decoupled decay, if > 0
     → scale_by_learning_rate(schedule)
@@ -27,48 +27,33 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from tunix_dsl.schemas.training import OPTIMIZERS, OptimizerBase
+
 Schedule = Callable[[jax.Array | int], jax.Array]
 
-# Defaults of every field any optimizer reads (identical to tunix_dsl/schemas/training.py).
-_DEFAULTS: dict[str, Any] = {
-    "lr": 1e-3,
-    "warmup": 0,
-    "schedule": "constant",
-    "min_lr_ratio": 0.0,
-    "weight_decay": 0.0,
-    "clip_norm": 1.0,
-    "b1": 0.9,
-    "b2": 0.999,
-    "eps": 1e-8,
-    "decay_rate": 0.8,
-    "momentum": 0.0,
-    "nesterov": False,
-}
-# Per-optimizer defaults that differ from the shared ones.
-_NAME_DEFAULTS: dict[str, dict[str, Any]] = {
-    "adafactor": {"eps": 1e-30},
-    "lion": {"b2": 0.99},
-}
+
+def optimizer_spec(spec: Any) -> OptimizerBase:
+    """The checked schema object (``AdamW`` …) for ``spec``; a mapping is validated by the
+    schema named by its ``name`` key, so its defaults and ranges are the schema's own
+    (one source of truth with ``tnx explain adamw`` and the linter)."""
+    if isinstance(spec, OptimizerBase):
+        return spec
+    if not isinstance(spec, Mapping):
+        raise TypeError(f"optimizer: expected a schema object or a mapping, got {type(spec).__name__}")
+    name = spec.get("name")
+    if name not in OPTIMIZERS:
+        raise ValueError(
+            f"optimizer: unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)} "
+            "(e.g. `optimizer = adamw(lr = 1e-3)`)"
+        )
+    schema = OPTIMIZERS[name]
+    fields = {k: v for k, v in spec.items() if k != "name"}
+    return schema.model_validate(fields)  # type: ignore[return-value]
 
 
 def optimizer_name(spec: Any) -> str:
-    """The optimizer kind: ``spec["name"]`` for a mapping, else ``spec.call_name``/``spec.name``."""
-    if isinstance(spec, Mapping):
-        name = spec.get("name")
-    else:
-        name = getattr(spec, "call_name", None) or getattr(spec, "name", None)
-    if name not in DIRECTIONS:
-        raise ValueError(
-            f"optimizer: unknown optimizer {name!r}; expected one of {sorted(DIRECTIONS)} "
-            "(e.g. `optimizer = adamw(lr = 1e-3)`)"
-        )
-    return str(name)
-
-
-def _field(spec: Any, key: str) -> Any:
-    default = _NAME_DEFAULTS.get(optimizer_name(spec), {}).get(key, _DEFAULTS[key])
-    value = spec.get(key, default) if isinstance(spec, Mapping) else getattr(spec, key, default)
-    return default if value is None and key != "clip_norm" else value
+    """The optimizer kind (``adamw`` …): the schema's ``call_name``."""
+    return optimizer_spec(spec).call_name
 
 
 # --------------------------------------------------------------------------- schedules
@@ -104,32 +89,15 @@ def build_schedule(spec: Any, total_steps: int | None = None) -> Schedule:
     ``lr·(r + (1 − r)·½(1 + cos(π·progress)))``, with ``r = min_lr_ratio`` — so the decay
     reaches ``lr·r`` at ``step = total_steps`` and stays there.
     """
-    lr = float(_field(spec, "lr"))
-    warmup = int(_field(spec, "warmup"))
-    kind = str(_field(spec, "schedule"))
-    min_ratio = float(_field(spec, "min_lr_ratio"))
-    if kind not in DECAYS:
-        raise ValueError(
-            f"optimizer: unknown schedule {kind!r}; expected one of {sorted(DECAYS)}"
-        )
-    if lr <= 0 or warmup < 0 or not 0.0 <= min_ratio <= 1.0:
-        raise ValueError(
-            f"optimizer: need lr > 0, warmup ≥ 0 and 0 ≤ min_lr_ratio ≤ 1 "
-            f"(got lr={lr}, warmup={warmup}, min_lr_ratio={min_ratio})"
-        )
-    if total_steps is None:
-        if kind != "constant":
-            raise ValueError(
-                f"optimizer: a {kind!r} schedule needs the stage's total steps to decay over"
-            )
-        decay_steps = 1
-    else:
-        if warmup >= total_steps:
-            raise ValueError(
-                f"optimizer: warmup = {warmup} is not shorter than the stage's steps = "
-                f"{total_steps}; lower warmup or raise steps"
-            )
-        decay_steps = total_steps - warmup
+    spec = optimizer_spec(spec)
+    lr, warmup, kind, min_ratio = spec.lr, spec.warmup, spec.schedule, spec.min_lr_ratio
+    # The checker guarantees these for a pipeline (schema ranges, TNX221); direct callers
+    # get an assertion, not a second copy of the user-facing checks.
+    assert kind == "constant" or total_steps is not None, (
+        f"optimizer: a {kind!r} schedule needs the stage's total steps to decay over")
+    assert total_steps is None or warmup < total_steps, (
+        f"optimizer: warmup = {warmup} is not shorter than total_steps = {total_steps} (TNX221)")
+    decay_steps = 1 if total_steps is None else total_steps - warmup
     decay = DECAYS[kind]
 
     def schedule(step: jax.Array | int) -> jax.Array:
@@ -167,34 +135,26 @@ def decay_mask(params: Any) -> Any:
 
 
 def _adam(spec: Any) -> optax.GradientTransformation:
-    return optax.scale_by_adam(
-        b1=float(_field(spec, "b1")), b2=float(_field(spec, "b2")), eps=float(_field(spec, "eps"))
-    )
+    return optax.scale_by_adam(b1=spec.b1, b2=spec.b2, eps=spec.eps)
 
 
 def _adafactor(spec: Any) -> optax.GradientTransformation:
     # Adafactor's factored second moments and update clipping (Shazeer & Stern 2018), without
     # its relative step size: `lr` is an absolute step like the other optimizers'.
     return optax.chain(
-        optax.scale_by_factored_rms(
-            decay_rate=float(_field(spec, "decay_rate")), epsilon=float(_field(spec, "eps"))
-        ),
+        optax.scale_by_factored_rms(decay_rate=spec.decay_rate, epsilon=spec.eps),
         optax.clip_by_block_rms(1.0),
     )
 
 
 def _sgd(spec: Any) -> optax.GradientTransformation:
-    momentum = float(_field(spec, "momentum"))
-    nesterov = bool(_field(spec, "nesterov"))
-    if momentum == 0.0:
-        if nesterov:
-            raise ValueError("optimizer: sgd(nesterov = true) needs momentum > 0")
+    if spec.momentum == 0.0:  # nesterov without momentum is refused by the schema (TNX222)
         return optax.identity()
-    return optax.trace(decay=momentum, nesterov=nesterov)
+    return optax.trace(decay=spec.momentum, nesterov=spec.nesterov)
 
 
 def _lion(spec: Any) -> optax.GradientTransformation:
-    return optax.scale_by_lion(b1=float(_field(spec, "b1")), b2=float(_field(spec, "b2")))
+    return optax.scale_by_lion(b1=spec.b1, b2=spec.b2)
 
 
 # name → the optimizer's update direction (before decay and the learning rate)
@@ -212,17 +172,15 @@ def build_optimizer(
     """The optax chain described in the module docstring.
 
     ``schedule`` defaults to ``build_schedule(spec, total_steps)``; pass the same schedule the
-    trainer logs. ``clip_norm`` unset (None) or ≤ 0 disables clipping.
+    trainer logs. ``clip_norm`` unset (None) disables clipping.
     """
-    direction = DIRECTIONS[optimizer_name(spec)](spec)
+    spec = optimizer_spec(spec)
+    direction = DIRECTIONS[spec.call_name](spec)
     schedule = schedule if schedule is not None else build_schedule(spec, total_steps)
-    weight_decay = float(_field(spec, "weight_decay"))
-    clip_norm = _field(spec, "clip_norm")
-    if weight_decay < 0:
-        raise ValueError(f"optimizer: weight_decay must be ≥ 0 (got {weight_decay})")
+    weight_decay, clip_norm = spec.weight_decay, spec.clip_norm
     parts: list[optax.GradientTransformation] = []
-    if clip_norm is not None and float(clip_norm) > 0:
-        parts.append(optax.clip_by_global_norm(float(clip_norm)))
+    if clip_norm is not None:
+        parts.append(optax.clip_by_global_norm(clip_norm))
     parts.append(direction)
     if weight_decay > 0:
         parts.append(optax.add_decayed_weights(weight_decay, mask=decay_mask))

@@ -48,9 +48,20 @@ def _parser(command: str) -> argparse.ArgumentParser:
                         help="re-run STAGE (and the stages that consume it) even when cached")
     if command == "plan":
         parser.add_argument("--format", choices=("text", "json"), default="text")
-        parser.add_argument("--devices", type=int, default=None,
+        parser.add_argument("--devices", type=_device_count, default=None,
                             help="plan for this many devices (default: the devices present)")
     return parser
+
+
+def _device_count(text: str) -> int:
+    """`--devices N`: a whole number ≥ 1 (argparse turns the error into usage, exit 2)."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a device count, got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a device count of at least 1, got {count}")
+    return count
 
 
 def _overrides(pairs: list[str]) -> dict[str, str] | None:
@@ -91,6 +102,8 @@ def run(argv: list[str]) -> int:
     from tunix_dsl.runtime.preflight import PreflightError
     from tunix_dsl.runtime.progress import RunLog
 
+    if not _mesh_fits(pipeline):
+        return EXIT_ERRORS
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(pipeline)
     log = RunLog()
     try:
@@ -112,6 +125,26 @@ def run(argv: list[str]) -> int:
         log.close()
     print(f"run directory: {run_dir}")
     return EXIT_OK
+
+
+def _mesh_fits(pipeline: Any) -> bool:
+    """The mesh on the devices present, checked like `tnx plan` does before anything trains:
+    a batch that does not split is the lint diagnostic (TNX305), not an XLA error."""
+    import jax
+
+    from tunix_dsl.render import render_text
+    from tunix_dsl.runtime.planning import MeshDiagnostics, check_mesh
+
+    try:
+        check_mesh(pipeline, jax.device_count())
+    except MeshDiagnostics as err:
+        print(render_text(err.diagnostics, pipeline.sources, color=sys.stderr.isatty()),
+              file=sys.stderr)
+        return False
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return False
+    return True
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -159,7 +192,13 @@ def plan(argv: list[str]) -> int:
     pipeline, code = _load_checked(args)
     if pipeline is None:
         return code
-    from tunix_dsl.runtime.planning import blocked_statuses, plan_pipeline, run_statuses
+    from tunix_dsl.render import render_text
+    from tunix_dsl.runtime.planning import (
+        MeshDiagnostics,
+        blocked_statuses,
+        plan_pipeline,
+        run_statuses,
+    )
 
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(pipeline)
     try:
@@ -170,6 +209,10 @@ def plan(argv: list[str]) -> int:
                 print(f"{name:<14}{status}")
             return EXIT_ERRORS
         plans = plan_pipeline(pipeline, devices=args.devices)
+    except MeshDiagnostics as err:  # the lint message (TNX305) for the resolved mesh
+        print(render_text(err.diagnostics, pipeline.sources, color=sys.stderr.isatty()),
+              file=sys.stderr)
+        return EXIT_ERRORS
     except (ValueError, *_user_errors()) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERRORS

@@ -13,19 +13,57 @@ from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.fingerprint import stage_fingerprints
 from tunix_dsl.compiler.plan import StagePlan, abstract_stage_models, plan_stage
 from tunix_dsl.compiler.stages import LOWERINGS
+from tunix_dsl.diagnostics import Diagnostic
+from tunix_dsl.rules.run_checks import mesh_batch_diagnostics, mesh_layout_problem
 from tunix_dsl.runtime.preflight import PreflightError, preflight, stage_blockers
 from tunix_dsl.runtime.resources import Resources, stage_inputs, stage_seed
-from tunix_dsl.runtime.run_dir import RunDir, source_conflict, stage_statuses, unknown_stages
+from tunix_dsl.runtime.run_dir import (
+    RunDir,
+    source_conflict,
+    stage_statuses,
+    unknown_stages,
+)
 from tunix_dsl.schemas.stages import STAGE_KINDS
+
+
+class MeshDiagnostics(ValueError):
+    """The pipeline's batches do not split over the mesh on this many devices: the same
+    TNX305 diagnostics `tnx lint` gives a fixed mesh, for the CLI to render."""
+
+    def __init__(self, diagnostics: list[Diagnostic]):
+        super().__init__("; ".join(d.message for d in diagnostics))
+        self.diagnostics = diagnostics
+
+
+def device_count(devices: int | None, present: int) -> int:
+    """The device count to plan for: `devices` (at least 1, at most `present`) or all."""
+    if devices is None:
+        return present
+    if devices < 1:
+        raise ValueError(f"--devices {devices}: expected a device count of at least 1")
+    if devices > present:
+        raise ValueError(f"--devices {devices}: only {present} device(s) are visible")
+    return devices
+
+
+def check_mesh(pipeline: Any, devices: int, flag: str = "") -> None:
+    """Raise a message (bad layout) or `MeshDiagnostics` (TNX305) before any lowering, so a
+    mesh that cannot carry the batches never reaches XLA's sharding errors."""
+    problem = mesh_layout_problem(pipeline.settings.mesh, devices)
+    if problem is not None:
+        raise ValueError(f"{flag}{problem}: change `mesh` in the pipeline block or the device count")
+    diagnostics = mesh_batch_diagnostics(pipeline, devices)
+    if diagnostics:
+        raise MeshDiagnostics(diagnostics)
 
 
 def plan_pipeline(pipeline: Any, devices: int | None = None) -> list[StagePlan]:
     resources = Resources(pipeline)
     present = jax.devices()
-    if devices is not None and devices > len(present):
-        raise ValueError(f"--devices {devices}: only {len(present)} device(s) are visible")
+    count = device_count(devices, len(present))
+    check_mesh(pipeline, count, f"--devices {devices}: " if devices is not None else "")
     mesh_spec = pipeline.settings.mesh.model_dump(include={"data", "fsdp", "tensor"})
-    mesh = sharding.make_mesh(mesh_spec, present[: devices or len(present)])
+    mesh = sharding.make_mesh(mesh_spec, present[:count])
     plans = []
     for stage in pipeline.stages:
         if stage.kind not in LOWERINGS:

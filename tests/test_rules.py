@@ -87,3 +87,89 @@ def test_a_crashing_rule_becomes_a_diagnostic(monkeypatch):
     found = run_rules(pipeline)
     assert [d.code for d in found] == ["TNX000"]
     assert "TNX402" in found[0].message and "boom" in found[0].message
+
+
+# ---------------------------------------------------------------- what the compiler and runtime enforce
+# Each constraint the compiler or runtime relies on, reported at the value's position (after
+# `--set`), so that a pipeline that lints clean also runs (tests/test_lint_implies_run.py).
+
+_HEAD = '''tokenizer chars = bytes()
+model tiny = transformer(preset = "pico", tokenizer = chars)
+dataset sums = synthetic("addition", count = 100)
+'''
+
+
+def _stage(*lines: str, kind: str = "sft", head: str = _HEAD, tail: str = "") -> str:
+    body = "\n".join(f"  {line}" for line in ("model = tiny", "data = sums", *lines))
+    return f"{head}stage tune: {kind} {{\n{body}\n}}\n{tail}export tune.model to \"out\" as \"hf\"\n"
+
+
+_TEACHER = _HEAD + 'model big = transformer(preset = "nano", tokenizer = chars, n_heads = 6)\n'
+_EVAL = 'reward ok = exact_match()\neval e {\n  models = [tune.model]\n  data = sums\n  metric = ok\n' \
+        '  max_new_tokens = 200\n}\n'
+
+POSITIONS = [
+    # (code, source, --set, line, column, words in the message)
+    ("TNX220", _stage("steps = 10", "steps_per_call = 3"), {}, 7, 11, "not a multiple"),
+    ("TNX220", "param scale = 1.0\n" + _stage("steps = round(10 * scale)", "steps_per_call = 5"),
+     {"scale": "0.7"}, 8, 11, "`steps` (7)"),
+    ("TNX221", "param scale = 1.0\n" + _stage("steps = 1500 * scale",
+                                              "optimizer = adamw(warmup = 100)"),
+     {"scale": "0.05"}, 9, 30, "not shorter than the stage's 75 steps"),
+    ("TNX221", _stage("steps = 5", "optimizer = adamw(warmup = 5)"), {}, 8, 30, "warm-up of 5"),
+    ("TNX222", _stage("steps = 5", "optimizer = sgd(nesterov = true)"), {}, 8, 30, "Nesterov"),
+    ("TNX223", _stage("steps = 5", "optimizer = adamw(lr = 1e999)"), {}, 8, 26, "finite"),
+    ("TNX223", "param lr = 1e-3\n" + _stage("steps = 5", "optimizer = adamw(lr = lr)"),
+     {"lr": "1e999"}, 9, 26, "finite"),
+    ("TNX224", 'pipeline p {\n  precision = "float16"\n}\n' + _stage("steps = 5"), {}, 2, 15,
+     "float16"),
+    ("TNX202", _stage("steps = 5", "seed = 4294967296"), {}, 8, 10, "`seed` must be ≤ 4294967295"),
+    ("TNX202", _HEAD.replace("count = 100", "digits = 0") + "stage tune: sft {\n  model = tiny\n"
+     "  data = sums\n  steps = 5\n}\nexport tune.model to \"out\" as \"hf\"\n", {}, 3, 47,
+     "digits must be in [1, 18], got 0"),
+    ("TNX202", _HEAD.replace('"addition", count = 100', '"copy", alphabet = ""')
+     + "stage tune: sft {\n  model = tiny\n  data = sums\n  steps = 5\n}\n"
+     "export tune.model to \"out\" as \"hf\"\n", {}, 3, 45, "alphabet must not be empty"),
+    ("TNX202", _HEAD.replace('"addition", count = 100', '"reverse", min_length = 5, max_length = 4')
+     + "stage tune: sft {\n  model = tiny\n  data = sums\n  steps = 5\n}\n"
+     "export tune.model to \"out\" as \"hf\"\n", {}, 3, 66, "max_length must be in [5, 10000]"),
+    ("TNX202", _HEAD.replace("count = 100", "count = 100_000_001") + "stage tune: sft {\n"
+     "  model = tiny\n  data = sums\n  steps = 5\n}\nexport tune.model to \"out\" as \"hf\"\n",
+     {}, 3, 46, "count must be in [1, 100000000]"),
+    ("TNX305", 'pipeline p {\n  mesh = { data = -1, fsdp = 4 }\n}\n'
+     + _stage("steps = 5", "batch_size = 6"), {}, 11, 16, "does not split over 4 batch shards"),
+    ("TNX309", _stage("steps = 5", 'lora = lora(targets = ["attn.*", "q_proj$"])'), {}, 8, 36,
+     'LoRA target "q_proj$"'),
+    ("TNX310", _TEACHER + "stage tune: distill {\n  teacher = big\n  student = tiny\n"
+     "  data = sums\n  strategy = attention()\n  steps = 5\n}\n"
+     "export tune.model to \"out\" as \"hf\"\n", {}, 9, 14, "6 and 4"),
+    ("TNX310", _TEACHER.replace(", n_heads = 6", "") + "stage tune: distill {\n  teacher = big\n"
+     "  student = tiny\n  data = sums\n  strategy = feature_projection(layer = 2)\n  steps = 5\n}\n"
+     "export tune.model to \"out\" as \"hf\"\n", {}, 9, 41, "feature layer 2"),
+    ("TNX311", _stage("steps = 5", tail=_EVAL), {}, 14, 20, "leaves no room for a prompt"),
+]
+
+
+@pytest.mark.parametrize(("code", "source", "overrides", "line", "column", "words"), POSITIONS,
+                         ids=[f"{p[0]}-{i}" for i, p in enumerate(POSITIONS)])
+def test_run_constraints_are_located_diagnostics(code, source, overrides, line, column, words):
+    pipeline = parse(source, "example.tnx", overrides=overrides, base_dir=ROOT)
+    found = [(d.code, d.span.line, d.span.column) for d in pipeline.diagnostics]
+    assert found == [(code, line, column)], [d.message for d in pipeline.diagnostics]
+    assert words in pipeline.diagnostics[0].message
+
+
+def test_lora_targets_match_the_paths_apply_lora_sees():
+    # "kernel$" matches every Dense kernel: clean (it used to warn); "q_proj$" matches none of
+    # them (the kernel path ends in `.kernel`): an error (it used to lint clean and fail later)
+    clean = parse(_stage("steps = 5", 'lora = lora(targets = ["kernel$"])'), "x.tnx", base_dir=ROOT)
+    assert clean.diagnostics == []
+    broken = parse(_stage("steps = 5", 'lora = lora(targets = ["q_proj$"])'), "x.tnx", base_dir=ROOT)
+    assert [d.code for d in broken.diagnostics] == ["TNX309"]
+
+
+def test_a_fixed_mesh_that_splits_the_batch_and_a_wildcard_that_can_are_clean():
+    for mesh, batch in (("{ data = -1, fsdp = 4 }", 8), ("{ data = 2, fsdp = 2 }", 4),
+                        ("{ data = -1 }", 3)):
+        source = f"pipeline p {{\n  mesh = {mesh}\n}}\n" + _stage("steps = 5", f"batch_size = {batch}")
+        assert parse(source, "x.tnx", base_dir=ROOT).diagnostics == [], mesh

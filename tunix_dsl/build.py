@@ -143,6 +143,7 @@ class Builder:
                     value = self.ev.value(entry.value)
                     extras[entry.name] = value
                     spans[(schema.extras_field, entry.name)] = where
+                    spans[(schema.extras_field, entry.name, "value")] = entry.value.span
                     failed |= value is FAIL
                     continue
                 self._unknown_field(schema, entry, what, names, explain or schema.call_name)
@@ -228,11 +229,11 @@ class Builder:
             return self.reference(kind, expr, role)
         schemas = _schemas_in(annotation)
         if schemas:
-            return self._nested(schemas, annotation, expr, role)
+            return self._nested(schemas, annotation, expr, role, loc, spans)
         return self.ev.value(expr, with_article(type_name(annotation)))
 
     def _nested(self, schemas: list[type[Schema]], annotation: Any, expr: ast.Expr,
-                role: str) -> Any:
+                role: str, loc: Loc = (), spans: dict[Loc, Span] | None = None) -> Any:
         family = {s.call_name: s for s in schemas}
         if isinstance(expr, ast.Call):
             schema = family.get(expr.func)
@@ -249,6 +250,8 @@ class Builder:
                     label="unknown function", help=did_you_mean(expr.func, family))
             built = self.build(schema, [Entry(a.name, a.name_span, a.value) for a in expr.keywords],
                                expr.span, f"`{expr.func}(...)`", expr.positional)
+            if built is not FAIL and spans is not None:  # `optimizer.warmup` for cross-field checks
+                spans.update({(*loc, *inner): span for inner, span in built.spans.items()})
             return FAIL if built is FAIL else built.value
         if isinstance(expr, ast.MapExpr) and len(schemas) == 1:
             built = self.build(schemas[0], entries_of(expr.entries), expr.span, f"`{role}`")
@@ -380,6 +383,9 @@ def _pydantic_diagnostic(err: Any, name: str, expected: str, span: Span) -> Diag
         return diagnostic("TNX203", f"`{name}` must be {with_article(expected)}, found {shown}", span,
                           label="not an allowed value",
                           help=did_you_mean(str(value), choices, "choices"))
+    if kind == "finite_number":
+        return diagnostic("TNX223", f"`{name}` must be a finite number, found {describe(value)}",
+                          span, label="not finite", help="write a finite value such as `1e-3`")
     if kind in ("too_short", "string_too_short"):
         return diagnostic("TNX202", f"`{name}` must not be empty", span, label="empty")
     if kind in ("too_long", "string_too_long"):

@@ -232,11 +232,9 @@ def read_jsonl(
         if reader is not None and gap:
             raise missing_key(lineno, gap[0], f"{reader.name} data needs "
                               f"{', '.join(reader.required)}")
-        for column in CANONICAL_COLUMNS:
-            if column in row and not isinstance(row[column], str):
-                key = mapping.get(column, column)
-                raise DataError(path, lineno, f"key {key!r} must be a string, "
-                                f"got {_json_type(row[column])} {json.dumps(row[column])[:40]}")
+        problem = _non_string(row, mapping)
+        if problem:
+            raise DataError(path, lineno, problem)
         for column in reader.read_columns(row) if reader is not None else ():
             if not row[column]:
                 raise DataError(path, lineno, f"key {mapping.get(column, column)!r} is empty "
@@ -261,20 +259,60 @@ def read_jsonl(
     return rows
 
 
-def peek_jsonl_columns(path: str | Path, n: int = 5) -> set[str] | DataError:
+def _non_string(row: Mapping[str, Any], mapping: Mapping[str, str]) -> str | None:
+    """Why a row (canonical column names) holds a non-string column value, or None."""
+    for column in CANONICAL_COLUMNS:
+        if column in row and not isinstance(row[column], str):
+            key = mapping.get(column, column)
+            return (f"key {key!r} must be a string, got {_json_type(row[column])} "
+                    f"{json.dumps(row[column])[:40]}")
+    return None
+
+
+# The shortest sequence any consumer can build: bos + one prompt token + one more token
+# (runtime/data.py `tokenize_rows` refuses a shorter `max_len`).
+MIN_SEQUENCE_TOKENS = 3
+
+# Columns whose tokens, plus eos, must fit beside bos and one prompt token, per consumer:
+# a row whose completion cannot fit is dropped (runtime/data.py `fit_prompt`).
+KEPT_WHOLE: dict[str, tuple[str, ...]] = {
+    "lm": (), "prompt": (), "prompt_completion": ("completion",),
+    "preference": ("chosen", "rejected"),
+}
+
+
+def tokens_needed(consumer: str, token_counts: Mapping[str, int]) -> int:
+    """Tokens a row needs so that `consumer` keeps it: bos, one prompt token, and the longest
+    column that is never cut (with its eos); ``token_counts`` maps column → token count."""
+    whole = [token_counts[c] + 1 for c in KEPT_WHOLE[consumer] if c in token_counts]
+    return max(MIN_SEQUENCE_TOKENS, 2 + max(whole, default=0))
+
+
+def peek_jsonl_columns(path: str | Path, n: int = 5,
+                       mapping: Mapping[str, str] | None = None) -> set[str] | DataError:
     """Keys present in every one of the first ``n`` rows, or the DataError (never raises).
 
     The checker uses this to type a ``jsonl`` dataset without reading it all;
-    apply :func:`mapped_columns` to get canonical column names.
+    apply :func:`mapped_columns` to get canonical column names. With ``mapping``
+    (canonical column → file key) the peeked rows are also held to the rule the
+    reader applies to every row: the columns a stage reads are strings.
     """
     path = str(path)
     common: set[str] | None = None
+    sources = {key: col for col, key in (mapping or {}).items()}
     try:
         for seen, (lineno, line) in enumerate(_open_lines(path)):
             if seen >= n:
                 break
-            keys = set(_parse_line(path, lineno, line))
+            obj = _parse_line(path, lineno, line)
+            keys = set(obj)
             common = keys if common is None else common & keys
+            if mapping is not None:
+                row = {sources.get(k, k): v for k, v in obj.items()
+                       if k not in mapping or k in sources}
+                problem = _non_string(row, mapping)
+                if problem:
+                    return DataError(path, lineno, problem)
     except DataError as e:
         return e
     if common is None:

@@ -10,6 +10,8 @@ skipped.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,16 +91,33 @@ def model_size_info(spec: Any, tokenizer_spec: Any | None, precision: str,
     raise TypeError(f"unknown model source {type(spec).__name__}")
 
 
-def projection_shapes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:
-    """(in, out) of every projection of block 0, by parameter path (LoRA targets these)."""
+def dense_kernel_shapes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:
+    """(in, out) of every `Dense` kernel by its parameter path, exactly as the model names
+    them (`layers.3.attn.q_proj.kernel`, `lm_head.kernel` when untied): what LoRA targets
+    are matched against, at lint time and by `apply_lora`."""
     attn_width = cfg.n_heads * cfg.head_dim
     kv_width = cfg.n_kv_heads * cfg.head_dim
-    return {
-        "layers.0.attn.q_proj": (cfg.d_model, attn_width),
-        "layers.0.attn.k_proj": (cfg.d_model, kv_width),
-        "layers.0.attn.v_proj": (cfg.d_model, kv_width),
-        "layers.0.attn.o_proj": (attn_width, cfg.d_model),
-        "layers.0.mlp.gate_proj": (cfg.d_model, cfg.mlp_dim),
-        "layers.0.mlp.up_proj": (cfg.d_model, cfg.mlp_dim),
-        "layers.0.mlp.down_proj": (cfg.mlp_dim, cfg.d_model),
+    block = {
+        "attn.q_proj": (cfg.d_model, attn_width),
+        "attn.k_proj": (cfg.d_model, kv_width),
+        "attn.v_proj": (cfg.d_model, kv_width),
+        "attn.o_proj": (attn_width, cfg.d_model),
+        "mlp.gate_proj": (cfg.d_model, cfg.mlp_dim),
+        "mlp.up_proj": (cfg.d_model, cfg.mlp_dim),
+        "mlp.down_proj": (cfg.mlp_dim, cfg.d_model),
     }
+    shapes = {f"layers.{i}.{name}.kernel": shape
+              for i in range(cfg.n_layers) for name, shape in block.items()}
+    if not cfg.tie_embeddings:
+        shapes["lm_head.kernel"] = (cfg.d_model, cfg.vocab_size)
+    return shapes
+
+
+def match_lora_targets(targets: Sequence[str], paths: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(paths any target matches, targets that match no path): `re.search` of each target
+    regex over each kernel path. The one matching rule of the linter and the runtime."""
+    paths = list(paths)
+    compiled = [(t, re.compile(t)) for t in targets]
+    matched = [p for p in paths if any(c.search(p) for _, c in compiled)]
+    unmatched = [t for t, c in compiled if not any(c.search(p) for p in paths)]
+    return matched, unmatched

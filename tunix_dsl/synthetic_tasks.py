@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 Row = dict[str, Any]
+# (parameter name, why its value is out of range): the checker points at that parameter.
+RangeProblem = tuple[str, str]
 
 
 class SyntheticTaskError(ValueError):
@@ -37,8 +39,10 @@ class TaskInfo:
     params: dict[str, ParamInfo]
     doc: str
     generate: Callable[..., list[Row]]
-    # Why a full set of parameter values is out of range, or None.
-    check: Callable[[dict[str, Any]], str | None] = lambda values: None
+    # (parameter, why) when a full set of parameter values is out of range, else None.
+    check: Callable[[dict[str, Any]], RangeProblem | None] = lambda values: None
+    # The fewest characters each column can have for these values (a bound over all rows).
+    shortest: Callable[[dict[str, Any]], dict[str, int]] = lambda values: {}
 
 
 SYNTHETIC_TASKS: dict[str, TaskInfo] = {}
@@ -52,11 +56,12 @@ _COMMON_PARAMS: dict[str, ParamInfo] = {
 
 def synthetic_task(
     name: str, columns: tuple[str, ...], params: dict[str, ParamInfo],
-    check: Callable[[dict[str, Any]], str | None] | None = None,
+    check: Callable[[dict[str, Any]], RangeProblem | None] | None = None,
+    shortest: Callable[[dict[str, Any]], dict[str, int]] | None = None,
 ) -> Callable[[Callable[..., list[Row]]], Callable[..., list[Row]]]:
     """Register a generator ``fn(rng: random.Random, count: int, **params) -> rows``.
 
-    ``check(values)`` returns why the parameter values are out of range, or None;
+    ``check(values)`` returns (parameter, why) when the values are out of range, or None;
     it runs before generation and lets the checker validate without generating.
     """
 
@@ -65,7 +70,8 @@ def synthetic_task(
             raise ValueError(f"synthetic task {name!r} registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         SYNTHETIC_TASKS[name] = TaskInfo(name, columns, {**params, **_COMMON_PARAMS}, doc, fn,
-                                         check or (lambda values: None))
+                                         check or (lambda values: None),
+                                         shortest or (lambda values: {}))
         return fn
 
     return register
@@ -99,10 +105,24 @@ def check_synthetic_params(task: str, params: dict[str, Any]) -> dict[str, Any]:
             f"parameters: {', '.join(sorted(info.params))}"
         )
     values = {k: _check_param(task, k, params.get(k, p.default), p) for k, p in info.params.items()}
-    problem = _out_of_range("count", values["count"], 1, 10**8) or info.check(values)
+    problem = range_problem(task, values)
     if problem:
-        raise SyntheticTaskError(f"synthetic({task!r}): {problem}")
+        raise SyntheticTaskError(f"synthetic({task!r}): {problem[1]}")
     return values
+
+
+def range_problem(task: str, values: dict[str, Any]) -> RangeProblem | None:
+    """(parameter, why) if type-correct values (defaults filled in) are out of range.
+
+    The one range check of a task: the checker reports it at lint time (so a
+    pipeline that lints clean builds its data), generation repeats it.
+    """
+    return _out_of_range("count", values["count"], 1, 10**8) or SYNTHETIC_TASKS[task].check(values)
+
+
+def default_values(task: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with the task's defaults filled in (no checking)."""
+    return {k: params.get(k, p.default) for k, p in SYNTHETIC_TASKS[task].params.items()}
 
 
 def synthetic_rows(task: str, **params: Any) -> list[Row]:
@@ -112,11 +132,11 @@ def synthetic_rows(task: str, **params: Any) -> list[Row]:
     return SYNTHETIC_TASKS[task].generate(rng, **values)
 
 
-def _out_of_range(key: str, value: int, lo: int, hi: int) -> str | None:
-    return None if lo <= value <= hi else f"{key} must be in [{lo}, {hi}], got {value}"
+def _out_of_range(key: str, value: int, lo: int, hi: int) -> RangeProblem | None:
+    return None if lo <= value <= hi else (key, f"{key} must be in [{lo}, {hi}], got {value}")
 
 
-def _check_digits(values: dict[str, Any]) -> str | None:
+def _check_digits(values: dict[str, Any]) -> RangeProblem | None:
     return _out_of_range("digits", values["digits"], 1, 18)
 
 
@@ -128,8 +148,13 @@ def _addition_operands(rng: random.Random, digits: int) -> tuple[int, int]:
     return rng.randint(0, high), rng.randint(0, high)
 
 
+def _shortest_sum(values: dict[str, Any]) -> dict[str, int]:
+    return {"prompt": 4, "completion": 1, "answer": 1, "text": 5, "chosen": 1, "rejected": 1}
+
+
 @synthetic_task(
-    "addition", ("prompt", "completion", "answer", "text"), {"digits": _DIGITS}, _check_digits
+    "addition", ("prompt", "completion", "answer", "text"), {"digits": _DIGITS}, _check_digits,
+    _shortest_sum,
 )
 def _addition(rng: random.Random, count: int, digits: int) -> list[Row]:
     """Sums of two random integers: prompt "12+34=", completion and answer "46"."""
@@ -169,7 +194,7 @@ def _wrong_sums(a: int, b: int) -> list[str]:
 
 @synthetic_task(
     "addition_preferences", ("prompt", "chosen", "rejected", "answer"), {"digits": _DIGITS},
-    _check_digits,
+    _check_digits, _shortest_sum,
 )
 def _addition_preferences(rng: random.Random, count: int, digits: int) -> list[Row]:
     """Addition with a chosen (right) and a rejected (plausibly wrong) sum."""
@@ -193,9 +218,9 @@ _STRING_PARAMS: dict[str, ParamInfo] = {
 }
 
 
-def _check_strings(values: dict[str, Any]) -> str | None:
+def _check_strings(values: dict[str, Any]) -> RangeProblem | None:
     if not values["alphabet"]:
-        return "alphabet must not be empty"
+        return "alphabet", "alphabet must not be empty"
     return (_out_of_range("min_length", values["min_length"], 1, 10_000)
             or _out_of_range("max_length", values["max_length"], values["min_length"], 10_000))
 
@@ -212,14 +237,21 @@ def _string_task(
     return rows
 
 
-@synthetic_task("copy", ("prompt", "completion", "answer", "text"), _STRING_PARAMS, _check_strings)
+def _shortest_string(values: dict[str, Any]) -> dict[str, int]:
+    n = values["min_length"]
+    return {"prompt": n + 6, "completion": n, "answer": n, "text": 2 * n + 6}
+
+
+@synthetic_task("copy", ("prompt", "completion", "answer", "text"), _STRING_PARAMS, _check_strings,
+                _shortest_string)
 def _copy(rng: random.Random, count: int, **params: Any) -> list[Row]:
     """Repeat a random string: prompt "copy abc=", completion "abc"."""
     return _string_task("copy", rng, count, transform=lambda s: s, **params)
 
 
 @synthetic_task(
-    "reverse", ("prompt", "completion", "answer", "text"), _STRING_PARAMS, _check_strings
+    "reverse", ("prompt", "completion", "answer", "text"), _STRING_PARAMS, _check_strings,
+    _shortest_string,
 )
 def _reverse(rng: random.Random, count: int, **params: Any) -> list[Row]:
     """Reverse a random string: prompt "reverse abc=", completion "cba"."""

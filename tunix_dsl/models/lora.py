@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tunix_dsl.model_info import match_lora_targets
 from tunix_dsl.models.layers import Dense
 from tunix_dsl.models.quant import QUANT_FORMATS, QuantizedKernel
 
@@ -174,16 +175,17 @@ def apply_lora(model: nnx.Module, spec: LoraSpec, rngs: nnx.Rngs) -> nnx.Module:
     modules = list(_dense_paths(model))
     if any(isinstance(m, LoRADense) for _, m in modules):
         raise LoraError("the model already has LoRA adapters; merge_lora(model) first")
-    kernel_paths = {path: _dotted(path) + ".kernel" for path, _ in modules}
-    for pattern in spec.targets:
-        if not any(re.search(pattern, p) for p in kernel_paths.values()):
-            shown = ", ".join(sorted(kernel_paths.values())[:6])
-            raise LoraError(
-                f"LoRA target {pattern!r} matches no Dense kernel; paths look like: {shown}"
-            )
-    for path, module in modules:
-        if any(re.search(pattern, kernel_paths[path]) for pattern in spec.targets):
-            _replace(model, path, LoRADense(module, spec, rngs=rngs))
+    kernel_paths = {_dotted(path) + ".kernel": (path, module) for path, module in modules}
+    # the same matching the linter does (TNX309), so what lints clean applies here
+    matched, unmatched = match_lora_targets(spec.targets, kernel_paths)
+    if unmatched:
+        shown = ", ".join(sorted(kernel_paths)[:6])
+        raise LoraError(
+            f"LoRA target {unmatched[0]!r} matches no Dense kernel; paths look like: {shown}"
+        )
+    for name in matched:
+        path, module = kernel_paths[name]
+        _replace(model, path, LoRADense(module, spec, rngs=rngs))
     return model
 
 

@@ -2,7 +2,7 @@
 
 Importing this package registers every code: the checker's own
 (`codes.py`), the whole-pipeline checks (`pipeline_checks.py`) and the
-warnings (`warnings.py`). `run_rules(pipeline)` runs every lint check.
+warnings (`warnings.py`), and the run-time constraints (`run_checks.py`). `run_rules(pipeline)` runs every lint check.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING
 
 from tunix_dsl.diagnostics import Diagnostic
 from tunix_dsl.rules import codes as _codes  # noqa: F401  (registers codes)
+from tunix_dsl.rules import data_checks as _data_checks  # noqa: F401
 from tunix_dsl.rules import pipeline_checks as _pipeline_checks  # noqa: F401
 from tunix_dsl.rules import preflight_codes as _preflight_codes  # noqa: F401
+from tunix_dsl.rules import run_checks as _run_checks  # noqa: F401
 from tunix_dsl.rules import warnings as _warnings  # noqa: F401
 from tunix_dsl.rules.registry import RULES, Rule, diagnostic
 from tunix_dsl.spans import Span

@@ -137,6 +137,35 @@ declare("TNX208", "invalid-model-config", E,
             'tokenizer = chars)', 'tokenizer = chars, n_kv_heads = 3)'),
         good=_with_stage("model = tiny\ndata = sums\nsteps = 10").replace(
             'tokenizer = chars)', 'tokenizer = chars, n_kv_heads = 4)'))
+declare("TNX220", "steps-per-call", E,
+        "`steps` that is not a multiple of `steps_per_call` (each dispatch runs that many "
+        "updates).",
+        bad=_with_stage("model = tiny\ndata = sums\nsteps = 10\nsteps_per_call = 3"),
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 12\nsteps_per_call = 3"))
+declare("TNX221", "warmup-not-shorter", E,
+        "An optimizer `warmup` that is not shorter than the stage's `steps` (checked after "
+        "`--set`).",
+        bad=_SCALED.replace("round(100 * scale)", "round(1500 * scale)").replace(
+            "steps = round", "optimizer = adamw(warmup = 100)\n  steps = round"),
+        good=_SCALED.replace("round(100 * scale)", "round(1500 * scale)").replace(
+            "steps = round", "optimizer = adamw(warmup = 100)\n  steps = round"),
+        bad_set={"scale": "0.05"}, good_set={"scale": "0.1"})
+declare("TNX222", "nesterov-without-momentum", E,
+        "`sgd(nesterov = true)` with `momentum = 0`: Nesterov's look-ahead needs momentum.",
+        bad=_with_stage("model = tiny\ndata = sums\nsteps = 10\n"
+                        "optimizer = sgd(lr = 0.1, nesterov = true)"),
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 10\n"
+                         "optimizer = sgd(lr = 0.1, momentum = 0.9, nesterov = true)"))
+declare("TNX223", "non-finite-number", E,
+        "An infinite or NaN number (`1e999` is infinity) where a finite one is needed.",
+        bad=_with_stage("model = tiny\ndata = sums\nsteps = 10\noptimizer = adamw(lr = 1e999)"),
+        good=_with_stage("model = tiny\ndata = sums\nsteps = 10\noptimizer = adamw(lr = 1e-3)"))
+declare("TNX224", "float16-precision", E,
+        "`precision = \"float16\"`: without loss scaling it overflows to NaN; use bfloat16.",
+        bad="pipeline demo {\n  precision = \"float16\"\n}\n\n"
+        + _with_stage("model = tiny\ndata = sums\nsteps = 10"),
+        good="pipeline demo {\n  precision = \"bfloat16\"\n}\n\n"
+        + _with_stage("model = tiny\ndata = sums\nsteps = 10"))
 
 # ------------------------------------------------------------------------ TNX3xx (checker)
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 from tunix_dsl.datasets import CONSUMERS, peek_jsonl_columns
 from tunix_dsl.diagnostics import Diagnostic, Label, Severity
 from tunix_dsl.ir import Pipeline, Stage
-from tunix_dsl.model_info import projection_shapes
+from tunix_dsl.model_info import dense_kernel_shapes, match_lora_targets
 from tunix_dsl.rules.codes import _PRELUDE, _with_stage
 from tunix_dsl.rules.registry import diagnostic, rule
+from tunix_dsl.rules.run_checks import mesh_batch_diagnostics
 from tunix_dsl.schemas.sources import JsonlSource, SyntheticSource
 from tunix_dsl.spans import Span
 
@@ -109,7 +109,7 @@ def jsonl_files(p: Pipeline) -> Iterator[Diagnostic]:
                              label="columns not checked",
                              help="paths are relative to the .tnx file's directory")
             continue
-        keys = peek_jsonl_columns(path)
+        keys = peek_jsonl_columns(path, mapping=decl.spec.mapping())
         if not isinstance(keys, set):
             yield diagnostic("TNX308", f"cannot read dataset `{decl.name}`: {keys.message}"
                              + (f" (line {keys.line})" if keys.line else ""),
@@ -183,24 +183,15 @@ def batch_vs_generations(p: Pipeline) -> Iterator[Diagnostic]:
 
 
 @rule("TNX305", "batch-vs-mesh", E,
-      "A micro-batch (batch_size / grad_accum) that does not split evenly over data × fsdp.",
+      "A micro-batch (batch_size / grad_accum) that does not split evenly over data × fsdp "
+      "(with a -1 axis: over the fixed axes, which every device count multiplies).",
       bad="pipeline demo {\n  mesh = { data = 4, fsdp = 1 }\n}\n\n"
       + _with_stage("model = tiny\ndata = sums\nsteps = 10\nbatch_size = 6"),
       good="pipeline demo {\n  mesh = { data = 4, fsdp = 1 }\n}\n\n"
       + _with_stage("model = tiny\ndata = sums\nsteps = 10\nbatch_size = 8"))
 def batch_vs_mesh(p: Pipeline) -> Iterator[Diagnostic]:
-    shards = p.settings.mesh.batch_shards()
-    if not shards or shards == 1:
-        return
-    for stage in p.stages:
-        micro = stage.config.batch_size // stage.config.grad_accum
-        if micro % shards:
-            yield diagnostic(
-                "TNX305", f"micro-batch {micro} does not split over {shards} batch shards",
-                stage.span_of("batch_size"),
-                label=f"batch_size / grad_accum = {micro}",
-                help=f"mesh data × fsdp = {shards}: make batch_size / grad_accum a multiple "
-                     f"of {shards}")
+    # with a -1 axis, the fixed axes alone already bound what any device count can split
+    yield from mesh_batch_diagnostics(p)
 
 
 @rule("TNX306", "lora-rank", E,
@@ -210,28 +201,52 @@ def batch_vs_mesh(p: Pipeline) -> Iterator[Diagnostic]:
       good=_with_stage("model = tiny\ndata = sums\nsteps = 10\nlora = lora(rank = 8)")
       .replace("tune.model to", "tune.adapter to"))
 def lora_rank(p: Pipeline) -> Iterator[Diagnostic]:
-    for stage in p.stages:
+    for stage, shapes in _lora_stages(p):
         adapter = stage.adapter
-        cfg = p.model_config(stage.trained) if adapter is not None else None
-        if cfg is None:
-            continue
-        shapes = projection_shapes(cfg)
-        hit = {path: shape for path, shape in shapes.items()
-               if any(re.search(t, path) for t in adapter.targets)}
-        if not hit:
-            yield diagnostic(
-                "TNX404", f"LoRA targets of stage `{stage.name}` match no projection",
-                stage.span_of("lora"), label="nothing would be adapted",
-                help="paths look like " + ", ".join(f"`{p}`" for p in list(shapes)[:3]))
-            continue
-        path, (n_in, n_out) = min(hit.items(), key=lambda kv: min(kv[1]))
+        hit, unmatched = match_lora_targets(adapter.targets, shapes)
+        if unmatched or not hit:
+            continue  # TNX309
+        path = min(hit, key=lambda name: min(shapes[name]))
+        n_in, n_out = shapes[path]
         if adapter.rank > min(n_in, n_out):
             yield diagnostic(
-                "TNX306", f"LoRA rank {adapter.rank} exceeds the width of `{path}` "
+                "TNX306", f"LoRA rank {adapter.rank} exceeds the width of "
+                f"`{path.removesuffix('.kernel')}` "
                 f"({n_in} → {n_out})", stage.span_of("lora"),
                 label=f"rank must be ≤ {min(n_in, n_out)}",
                 help="a rank at or above the layer width is a full-rank update; use a "
                      "smaller rank")
+
+
+def _lora_stages(p: Pipeline) -> Iterator[tuple[Stage, dict[str, tuple[int, int]]]]:
+    """Stages with an adapter whose trained model's sizes are known, with its kernel shapes."""
+    for stage in p.stages:
+        cfg = p.model_config(stage.trained) if stage.adapter is not None else None
+        if cfg is not None:
+            yield stage, dense_kernel_shapes(cfg)
+
+
+@rule("TNX309", "lora-target-unmatched", E,
+      "A LoRA target regex that matches no layer of the model (`apply_lora` refuses it).",
+      bad=_with_stage("model = tiny\ndata = sums\nsteps = 10\n"
+                      "lora = lora(rank = 4, targets = [\"q_proj$\"])")
+      .replace("tune.model to", "tune.adapter to"),
+      good=_with_stage("model = tiny\ndata = sums\nsteps = 10\n"
+                       "lora = lora(rank = 4, targets = [\"q_proj.kernel$\"])")
+      .replace("tune.model to", "tune.adapter to"))
+def lora_target_unmatched(p: Pipeline) -> Iterator[Diagnostic]:
+    for stage, shapes in _lora_stages(p):
+        targets = list(stage.adapter.targets)
+        _, unmatched = match_lora_targets(targets, shapes)
+        for target in unmatched:
+            index = targets.index(target)
+            yield diagnostic(
+                "TNX309", f"LoRA target \"{target}\" of stage `{stage.name}` matches no layer "
+                f"of `{stage.trained}`", stage.span_of("lora", "targets", index),
+                label="matches no parameter path",
+                help="targets are regexes searched in paths such as "
+                     + ", ".join(f"`{name}`" for name in list(shapes)[:2]) + " and "
+                     + f"`{list(shapes)[6]}`")
 
 
 @rule("TNX307", "context-length", E,

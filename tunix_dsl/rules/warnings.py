@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from tunix_dsl.diagnostics import Diagnostic, Label, Severity
 from tunix_dsl.ir import Pipeline
 from tunix_dsl.rules.codes import _PRELUDE, _with_stage, without_sums
-from tunix_dsl.rules.registry import declare, diagnostic, rule
+from tunix_dsl.rules.registry import diagnostic, rule
 from tunix_dsl.schemas.sources import HFTokenizerSource, PythonReward
 
 W = Severity.WARNING
@@ -90,13 +90,3 @@ def paths_exist(p: Pipeline) -> Iterator[Diagnostic]:
                                  decl.field_spans.get(("path",), decl.name_span),
                                  label="vocabulary checks skipped",
                                  help="paths are relative to the .tnx file's directory")
-
-
-declare("TNX404", "lora-targets-nothing", W,
-        "LoRA `targets` that match none of the model's projections.",
-        bad=_with_stage("model = tiny\ndata = sums\nsteps = 10\n"
-                        "lora = lora(rank = 4, targets = [\"attention\"])")
-        .replace("tune.model to", "tune.adapter to"),
-        good=_with_stage("model = tiny\ndata = sums\nsteps = 10\n"
-                         "lora = lora(rank = 4, targets = [\"attn.*\"])")
-        .replace("tune.model to", "tune.adapter to"), owner="lint")

@@ -35,6 +35,8 @@ class Schema(BaseModel):
         extra="forbid",
         strict=True,
         frozen=True,
+        # `lr = 1e999` is infinity: no float field accepts inf or nan (TNX223).
+        allow_inf_nan=False,
         validate_by_name=True,
         validate_by_alias=True,
         # Validators are built on first use: `tnx lint` pays only for the kinds a file uses.
@@ -109,3 +111,6 @@ TokenizerInput = Annotated[str, RefKind("tokenizer")]
 RewardInput = Annotated[str, RefKind("reward")]
 
 PositiveInt = Annotated[int, Field(gt=0)]
+
+# A stage seed becomes a jax PRNG key, whose seed is an unsigned 32-bit integer.
+SEED_MAX = 2**32 - 1

@@ -46,6 +46,18 @@ class PipelineSettings(Schema):
     mesh: Mesh = Field(default_factory=Mesh, description="{ data = .., fsdp = .., tensor = .. }")
     run_dir: str = Field("runs", min_length=1, description="where run directories are created")
 
+    def problems(self) -> list[Problem]:
+        found = super().problems()
+        if self.precision == "float16":
+            # float16's range (max 65504) overflows activations and gradients without loss
+            # scaling, which this tool does not do: training turns NaN within a few steps.
+            found.append(Problem(
+                "precision", "float16 training is not supported: without loss scaling it "
+                "overflows to NaN within a few steps", "TNX224", "use \"bfloat16\"",
+                "use precision = \"bfloat16\" (the same memory as float16 with float32's range), "
+                "or \"float32\""))
+        return found
+
 
 class EvalConfig(Schema):
     """`eval NAME { ... }`: score models on a dataset with a reward as the metric."""

@@ -125,6 +125,17 @@ class SyntheticSource(Schema):
                 found.append(Problem(
                     f"params.{key}", f"`{key}` expects {_TYPE_NAMES.get(info.type, 'a value')}, "
                     f"found `{value!r}`", "TNX201", "wrong type"))
+        if not found:  # the generator's own range check, so that what lints clean builds
+            from tunix_dsl.synthetic_tasks import default_values, range_problem
+
+            values = {**default_values(self.task, self.params), "count": self.count,
+                      "seed": self.seed}
+            problem = range_problem(self.task, values)
+            if problem is not None:
+                key, why = problem
+                path = key if key in ("count", "seed") else f"params.{key}.value"
+                found.append(Problem(path, f"synthetic(\"{self.task}\"): {why}", "TNX202",
+                                     "out of range", "`tnx explain synthetic` lists the ranges"))
         return found
 
 

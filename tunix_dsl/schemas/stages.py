@@ -17,7 +17,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from tunix_dsl.schemas.base import DatasetInput, ModelInput, Problem, RewardInput, Schema
+from tunix_dsl.schemas.base import (
+    SEED_MAX,
+    DatasetInput,
+    ModelInput,
+    Problem,
+    RewardInput,
+    Schema,
+)
 from tunix_dsl.schemas.training import (
     AdamW,
     Adapter,
@@ -47,7 +54,9 @@ class TrainingConfig(Schema):
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop", description="a NaN/Inf loss or gradient: stop the stage, or skip that update"
     )
-    seed: int | None = Field(None, ge=0, description="stage seed (unset: derived from the pipeline seed)")
+    seed: int | None = Field(None, ge=0, le=SEED_MAX,
+                             description="stage seed, a 32-bit PRNG seed (unset: derived from the "
+                                         "pipeline seed)")
 
     def problems(self) -> list[Problem]:
         found = super().problems()
@@ -57,6 +66,22 @@ class TrainingConfig(Schema):
         if self.batch_size % self.grad_accum:
             found.append(Problem("grad_accum", f"`batch_size` ({self.batch_size}) is not divisible "
                                                f"by `grad_accum` ({self.grad_accum})"))
+        if self.steps % self.steps_per_call:
+            # the step program always runs `steps_per_call` updates per dispatch
+            fewer = self.steps - self.steps % self.steps_per_call
+            options = " or ".join(str(n) for n in (fewer, fewer + self.steps_per_call) if n)
+            found.append(Problem(
+                "steps", f"`steps` ({self.steps}) is not a multiple of `steps_per_call` "
+                f"({self.steps_per_call})", "TNX220",
+                f"not a multiple of steps_per_call = {self.steps_per_call}",
+                f"use steps = {options}, or a `steps_per_call` that divides {self.steps}"))
+        warmup = self.optimizer.warmup
+        if warmup and warmup >= self.steps:
+            found.append(Problem(
+                "optimizer.warmup", f"warm-up of {warmup} steps is not shorter than the stage's "
+                f"{self.steps} steps", "TNX221", f"`steps` = {self.steps}",
+                f"lower `warmup` below {self.steps} (e.g. {max(self.steps // 10, 0)}), or raise "
+                "`steps`"))
         return found
 
 

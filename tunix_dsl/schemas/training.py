@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from tunix_dsl.schemas.base import Schema
+from tunix_dsl.schemas.base import Problem, Schema
 
 # --------------------------------------------------------------------------- optimizers
 
@@ -58,7 +58,14 @@ class SGD(OptimizerBase):
 
     call_name = "sgd"
     momentum: float = Field(0.0, ge=0, lt=1, description="momentum coefficient (0: plain SGD)")
-    nesterov: bool = Field(False, description="Nesterov momentum")
+    nesterov: bool = Field(False, description="Nesterov momentum (needs momentum > 0)")
+
+    def problems(self) -> list[Problem]:
+        found = super().problems()
+        if self.nesterov and self.momentum == 0:
+            found.append(Problem("nesterov", "Nesterov momentum needs `momentum` > 0", "TNX222",
+                                 "momentum is 0", "set `momentum = 0.9` (or drop `nesterov`)"))
+        return found
 
 
 class Lion(OptimizerBase):
@@ -89,7 +96,8 @@ class Lora(Schema):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter input")
     targets: list[str] = Field(
         default_factory=lambda: list(DEFAULT_TARGETS), min_length=1,
-        description="regexes over parameter paths such as `layers.0.attn.q_proj`",
+        description="regexes searched (`re.search`) in kernel paths such as "
+                    "`layers.0.attn.q_proj.kernel` or `lm_head.kernel`; each must match one",
     )
 
     @field_validator("targets")

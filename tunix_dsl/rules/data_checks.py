@@ -1,0 +1,102 @@
+"""TNX3xx: sequence lengths against the data a stage reads (mirrors runtime/data.py).
+
+A stage whose `max_seq_len` (or its model's context) cannot hold a sequence
+at all, or drops every row of its dataset because the completions alone do
+not fit, would fail when its data is built, after earlier stages trained.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+
+from tunix_dsl.datasets import KEPT_WHOLE, MIN_SEQUENCE_TOKENS, tokens_needed
+from tunix_dsl.diagnostics import Diagnostic, Label, Severity
+from tunix_dsl.ir import Pipeline, Stage
+from tunix_dsl.rules.codes import _with_stage
+from tunix_dsl.rules.registry import diagnostic, rule
+from tunix_dsl.schemas.sources import SyntheticSource
+
+E = Severity.ERROR
+# Up to this many rows, lint generates them and measures the shortest exactly (a few ms).
+_EXACT_ROWS = 256
+
+
+def _max_len(p: Pipeline, stage: Stage) -> int | None:
+    """The sequence length the runtime tokenizes a stage's data at, when known."""
+    limit = getattr(stage.config, "max_seq_len", None)
+    cfg = p.model_config(stage.trained)
+    if limit is None or cfg is None:
+        return None
+    return min(limit, cfg.max_seq_len)
+
+
+@rule("TNX312", "sequence-too-short", E,
+      f"A stage sequence length (max_seq_len, or the model's context) below "
+      f"{MIN_SEQUENCE_TOKENS} tokens: bos, a prompt token and one more.",
+      bad=_with_stage("model = tiny\ndata = sums\nsteps = 10\nmax_seq_len = 2"),
+      good=_with_stage("model = tiny\ndata = sums\nsteps = 10\nmax_seq_len = 16"))
+def sequence_too_short(p: Pipeline) -> Iterator[Diagnostic]:
+    for stage in p.stages:
+        length = _max_len(p, stage)
+        if length is not None and length < MIN_SEQUENCE_TOKENS:
+            yield diagnostic(
+                "TNX312", f"stage `{stage.name}` builds sequences of at most {length} tokens",
+                stage.span_of("max_seq_len"), label=f"at least {MIN_SEQUENCE_TOKENS}",
+                help=f"raise max_seq_len to at least {MIN_SEQUENCE_TOKENS} (and the model's "
+                     "context with it)")
+
+
+@rule("TNX313", "rows-dropped", E,
+      "A max_seq_len at which every row of a synthetic dataset would be dropped (its completion "
+      "alone does not fit).",
+      bad=_with_stage("model = tiny\ndata = sums\nsteps = 10\nmax_seq_len = 4").replace(
+          "count = 100", "digits = 3, count = 100"),
+      good=_with_stage("model = tiny\ndata = sums\nsteps = 10\nmax_seq_len = 16").replace(
+          "count = 100", "digits = 3, count = 100"))
+def rows_dropped(p: Pipeline) -> Iterator[Diagnostic]:
+    for stage in p.stages:
+        length = _max_len(p, stage)
+        if length is None or length < MIN_SEQUENCE_TOKENS:
+            continue  # TNX312
+        for role, name in stage.datasets.items():
+            shortest = _shortest_row(p, stage, name)
+            if shortest is not None and shortest > length:
+                decl = p.datasets[name]
+                yield diagnostic(
+                    "TNX313", f"the rows of dataset `{name}` need more than the {length} tokens "
+                    f"stage `{stage.name}` allows (the shortest needs {shortest})",
+                    stage.span_of("max_seq_len"), label=f"{length} tokens",
+                    secondary=[Label(stage.span_of(role), f"`{name}` is read here"),
+                               Label(decl.name_span, "declared here")],
+                    help=f"raise max_seq_len to at least {shortest}: completions are never cut, "
+                         "so a row whose completion does not fit is dropped")
+
+
+def _shortest_row(p: Pipeline, stage: Stage, name: str) -> int | None:
+    """Tokens the shortest row of a synthetic dataset needs, with a byte tokenizer (whose
+    token count is known without loading anything); None when unknown or never dropped."""
+    decl = p.datasets.get(name)
+    tokenizer = p.tokenizer_of(stage.trained)
+    consumer = stage.info.consumer
+    if (decl is None or not isinstance(decl.spec, SyntheticSource) or tokenizer is None
+            or tokenizer[0] != "bytes" or not KEPT_WHOLE[consumer]):
+        return None
+    spec = decl.spec
+    return _shortest(spec.task, spec.count, spec.seed,
+                     tuple(sorted(spec.params.items())), consumer)
+
+
+@functools.lru_cache(maxsize=64)
+def _shortest(task: str, count: int, seed: int, params: tuple[tuple[str, object], ...],
+              consumer: str) -> int:
+    """Exact over the rows for small datasets (the ones a task's bound may not reach); the
+    task's own bound over all possible rows for larger ones."""
+    from tunix_dsl.synthetic_tasks import SYNTHETIC_TASKS, default_values, synthetic_rows
+
+    if count > _EXACT_ROWS:
+        bound = SYNTHETIC_TASKS[task].shortest(default_values(task, dict(params)))
+        return tokens_needed(consumer, bound)
+    rows = synthetic_rows(task, count=count, seed=seed, **dict(params))
+    return min(tokens_needed(consumer, {k: len(v.encode()) for k, v in row.items()
+                                        if isinstance(v, str)}) for row in rows)
