@@ -78,17 +78,37 @@ def test_lint_set_overrides(workdir: Path, capsys) -> None:
 
 def test_missing_file_is_an_io_problem_not_a_traceback(workdir: Path, capsys) -> None:
     assert main(["lint", str(workdir / "nope.tnx")]) == 2
-    err = capsys.readouterr().err
-    assert "cannot read" in err and "nope.tnx" in err and "Traceback" not in err
+    out = capsys.readouterr().out
+    assert f"error[TNX009]: cannot read `{workdir / 'nope.tnx'}`: no such file" in out
+    assert "no problems found" not in out and "found 1 error" in out
     assert main(["lint", str(workdir)]) == 2
-    assert "is a directory" in capsys.readouterr().err
+    assert "is a directory" in capsys.readouterr().out
     # the readable files are still linted
     assert main(["lint", str(workdir / "nope.tnx"), str(workdir / "syntax.tnx")]) == 2
-    captured = capsys.readouterr()
-    assert "nope.tnx" in captured.err and "error[TNX001]" in captured.out
-    (workdir / "binary.tnx").write_bytes(b"\xff\xfe\x00")
+    out = capsys.readouterr().out
+    assert "error[TNX009]" in out and "nope.tnx" in out and "error[TNX001]" in out
+    (workdir / "binary.tnx").write_bytes(b"param p = 1\n\xff\xfe\x00")
     assert main(["fmt", str(workdir / "binary.tnx")]) == 2
-    assert "not UTF-8" in capsys.readouterr().err
+    assert "error[TNX009]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "sarif"])
+def test_non_utf8_file_is_tnx009_in_every_format(workdir: Path, capsys, fmt: str) -> None:
+    (workdir / "binary.tnx").write_bytes(b"param p = 1\n\xff\n")
+    assert main(["lint", str(workdir / "binary.tnx"), "--format", fmt]) == 2
+    out = capsys.readouterr().out
+    assert "TNX009" in out and "byte 0xff on line 2" in out
+    assert "no problems found" not in out
+
+
+def test_unreadable_names_get_one_message_in_every_verb(workdir: Path, capsys) -> None:
+    long_name = str(workdir / ("a" * 300 + ".tnx"))
+    expected = f"cannot read `{long_name}`: file name too long"
+    for argv in (["lint", long_name], ["fmt", long_name], ["graph", long_name]):
+        assert main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert expected in captured.out + captured.err, argv
+        assert "Traceback" not in captured.out + captured.err
 
 
 def test_usage_errors_exit_2(capsys) -> None:

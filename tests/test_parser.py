@@ -215,9 +215,11 @@ def test_several_bad_literals_are_all_reported() -> None:
     assert diags[1].span.column == len('param x = [1__0, "') + 1
 
 
-def test_deep_nesting_is_a_diagnostic_not_a_crash() -> None:
-    diags = errors_of("param x = " + "[" * 5000 + "]" * 5000)
-    assert diags[0].code == "TNX001"
+def test_deep_nesting_is_a_diagnostic_at_the_level_past_the_limit() -> None:
+    (diag,) = errors_of("param x = " + "[" * 5000 + "]" * 5000)
+    # level 1 is the `[` at column 11; level 101 is the first one past the limit
+    assert (diag.code, diag.span.line, diag.span.column) == ("TNX004", 1, 111)
+    assert diag.message == "expression nested more than 100 levels deep"
 
 
 def test_errors_in_several_declarations_are_all_reported() -> None:
