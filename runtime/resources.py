@@ -10,6 +10,7 @@ from typing import Any
 
 from tunix_dsl.datasets import CANONICAL_COLUMNS, Row, read_jsonl, synthetic_rows
 from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.model_info import resolve_path
 from tunix_dsl.schemas.base import ModelRef
 from tunix_dsl.schemas.sources import (
     BytesTokenizer,
@@ -20,11 +21,6 @@ from tunix_dsl.schemas.sources import (
     TransformerSource,
 )
 from tunix_dsl.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer
-
-
-def resolve_path(path: str, base_dir: Path) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else base_dir / p
 
 
 def make_tokenizer(spec: Any, base_dir: Path) -> Tokenizer:

@@ -238,9 +238,10 @@ class Checker:
         for decl in pipeline.models.values():
             info = pipeline.size_info(ModelRef(kind="decl", name=decl.name))
             if info.invalid:
+                # hf(path): the fault is in the checkpoint's config.json, so point at the path
                 self.diags.append(diagnostic(
                     "TNX208", f"model `{decl.name}` has an invalid configuration",
-                    decl.span, label=info.invalid))
+                    decl.field_spans.get(("path",), decl.span), label=info.invalid))
             elif info.missing and not info.missing.startswith(("its tokenizer", "no tokenizer")):
                 # (a tokenizer directory without tokenizer.json is reported at the tokenizer)
                 self.diags.append(diagnostic(

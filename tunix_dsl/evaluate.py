@@ -246,6 +246,10 @@ class Evaluator:
         from tunix_dsl.parser import parse_module
 
         module, parse_diags = parse_module("param" + text[len("--set"):], file)
+        too_large = [d for d in parse_diags if d.code == "TNX210"]
+        if too_large:  # `param` and `--set` have one length: the spans fit the shown text
+            self.diags.extend(too_large)
+            return
         value_expr = None
         if module is not None and not parse_diags and len(module.decls) == 1:
             decl = module.decls[0]

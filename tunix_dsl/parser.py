@@ -53,7 +53,7 @@ _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "0": "\0"}
 _COMMENT_OR_STRING = re.compile(r'"(?:[^"\\\r\n]|\\.)*"?|#[^\r\n]*')
 # Deeper expressions are refused (TNX004); see the module docstring.
 MAX_NESTING = 100
-_NESTING = frozenset({"binop", "unop", "call", "list", "map", "paren"})
+_NESTING = frozenset({"binop", "unop", "call", "list", "map"})  # not parentheses: see _paren
 # Larger literals cannot become a float (about 1.8e308): TNX210.
 _MAX_DIGITS = 308
 
@@ -252,7 +252,7 @@ class _AstBuilder:
     def _too_deep(self, decl: Tree) -> bool:
         """TNX004 at the first expression deeper than MAX_NESTING (an iterative walk).
 
-        Each call, list, map, parenthesis, unary or binary operator is a level,
+        Each call, list, map, unary or binary operator is a level,
         except that a chain of binary operators (`a + b - c`) is one level however
         long it is: every phase walks such a chain in a loop.
         """
@@ -432,8 +432,11 @@ class _AstBuilder:
         return ast.UnaryOp(str(op), self.expr(operand), self.span(tree))
 
     def _paren(self, tree: Tree) -> ast.Expr:
-        # The AST has no parenthesis node: the tree's shape already says it.
-        return self.expr(tree.children[1])
+        # The AST has no parenthesis node: the tree's shape already says it. Parentheses
+        # are no nesting level (fmt adds some: `-(-1)`), so any number of them is a loop.
+        while tree.data == "paren":
+            tree = tree.children[1]
+        return self.expr(tree)
 
 
 def _shorten(text: str) -> str:

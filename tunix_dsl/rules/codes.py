@@ -48,10 +48,11 @@ declare("TNX003", "invalid-literal", E,
         bad=_with_stage("model = tiny\ndata = sums\nsteps = 1__0"),
         good=_with_stage("model = tiny\ndata = sums\nsteps = 1_000"), owner="parser")
 declare("TNX004", "nested-too-deeply", E,
-        "An expression nested more than 100 levels deep (calls, lists, maps, parentheses, "
-        "unary signs); a chain like `1 + 2 + ... + n` is one level however long.",
-        bad="param p = " + "-" * 101 + "1\n", good="param q = " + "-" * 50 + "1\n"
-        "param p = " + "-" * 51 + "q\n", owner="parser")
+        "An expression nested more than 100 levels deep (calls, lists, maps, unary signs, "
+        "operators); a chain like `1 + 2 + ... + n` is one level however long.",
+        bad="param p = " + "-" * 102 + "10\n" + _with_stage("model = tiny\ndata = sums\nsteps = p"),
+        good="param q = " + "-" * 50 + "10\nparam p = " + "-" * 52 + "q\n"
+        + _with_stage("model = tiny\ndata = sums\nsteps = p"), owner="parser")
 declare("TNX009", "unreadable-file", E,
         "The .tnx file cannot be read (missing, a directory, not UTF-8). Exit code 2.",
         bad="", good="", owner="api")
