@@ -155,6 +155,30 @@ def test_fmt_stdin_to_stdout(monkeypatch, capsys) -> None:
     assert main(["fmt", "--check", "-"]) == 1
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_fmt_stdin_and_file_agree_for_every_line_break(workdir: Path, monkeypatch, capsys,
+                                                       newline: str) -> None:
+    """stdin is read as bytes (no newline translation happens on the way in), so a CR-only
+    file keeps every line after its first comment, and the file is rewritten to LF."""
+    data = (UNFORMATTED + "param q = [1,  # three\n2]\n").replace("\n", newline).encode()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+    assert main(["fmt", "-"]) == 0
+    printed = capsys.readouterr().out
+    path = workdir / "endings.tnx"
+    path.write_bytes(data)
+    assert main(["fmt", str(path)]) == 0
+    assert path.read_bytes().decode() == printed
+    assert printed == ("param scale = 1.0\nparam lr    = 2  # two\n"
+                       "param q     = [\n  1,  # three\n  2,\n]\n")
+    assert main(["fmt", "--check", str(path)]) == 0
+
+
+def test_fmt_of_non_utf8_stdin_is_tnx009(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"param p = 1 # \xe9\n")))
+    assert main(["fmt", "-"]) == 2
+    assert "error[TNX009]: cannot read `<stdin>`: not UTF-8 text (byte 0xe9 on line 1" in capsys.readouterr().err
+
+
 def test_fmt_refuses_broken_files(workdir: Path, capsys) -> None:
     assert main(["fmt", str(workdir / "syntax.tnx")]) == 1
     assert workdir.joinpath("syntax.tnx").read_text() == SYNTAX_ERROR
