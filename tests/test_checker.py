@@ -421,3 +421,16 @@ def test_broken_hf_config_is_a_located_diagnostic(tmp_path: Path, config, label)
               str(tmp_path / "p.tnx"))
     (diag,) = [d for d in p.diagnostics if d.code == "TNX208"]
     assert (diag.span.line, diag.span.column, diag.label) == (2, 14, label)
+
+
+@pytest.mark.parametrize("text, column", [
+    ('tokenizer t = hf_tokenizer("{long}")\nmodel m = transformer(preset = "pico", '
+     'tokenizer = t)\n', 28),
+    ('dataset d = jsonl("{long}")\n', 19),
+    ('reward r = python("{long}.py:fn")\n', 19),
+    ('tokenizer t = bytes()\nmodel m = hf("{long}", tokenizer = t)\n', 14),
+])
+def test_paths_longer_than_the_os_allows_are_warnings_not_crashes(tmp_path: Path, text, column):
+    p = parse(text.replace("{long}", "x" * 300), str(tmp_path / "p.tnx"))
+    found = [(d.code, d.span.column) for d in p.diagnostics if d.code != "TNX402"]
+    assert found == [("TNX403", column)]

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from tunix_dsl.datasets import CONSUMERS, peek_jsonl_columns
 from tunix_dsl.diagnostics import Diagnostic, Label, Severity
 from tunix_dsl.ir import Pipeline, Stage
-from tunix_dsl.model_info import projection_shapes
+from tunix_dsl.model_info import exists, projection_shapes
 from tunix_dsl.rules.codes import _PRELUDE, _with_stage
 from tunix_dsl.rules.registry import diagnostic, rule
 from tunix_dsl.schemas.sources import JsonlSource, SyntheticSource
@@ -103,7 +103,7 @@ def jsonl_files(p: Pipeline) -> Iterator[Diagnostic]:
         if not isinstance(decl.spec, JsonlSource):
             continue
         path = p.resolve_path(decl.spec.path)
-        if not path.exists():
+        if not exists(path):
             yield diagnostic("TNX403", f"data file \"{decl.spec.path}\" not found",
                              decl.field_spans.get(("path",), decl.name_span),
                              label="columns not checked",
