@@ -10,16 +10,28 @@ for LF, CRLF and CR line breaks, from a file or from stdin.
 
 from __future__ import annotations
 
+import functools
 import random
 
 import pytest
 
+import tunix_dsl.formatter
+import tunix_dsl.parser
 from bench.fuzz import check, inputs, mutate, seed_texts
 
-MUTANTS = 1000
+MUTANTS = 1500
 DEEP_EVERY = 100  # also both line-break variants and the `tnx fmt` CLI, in process
 
 
+@pytest.fixture
+def shared_parses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One parse per distinct text, as bench/fuzz.py does (the AST is immutable)."""
+    shared = functools.lru_cache(maxsize=8)(tunix_dsl.parser.parse_module)
+    monkeypatch.setattr(tunix_dsl.parser, "parse_module", shared)
+    monkeypatch.setattr(tunix_dsl.formatter, "parse_module", shared)
+
+
+@pytest.mark.usefixtures("shared_parses")
 def test_mutants_of_the_examples_pass_every_lint_and_fmt_property() -> None:
     failures = []
     for n, text in inputs(MUTANTS, seed=20240605):
