@@ -242,3 +242,15 @@ def test_run_without_runtime_module_is_a_clear_message(monkeypatch, capsys) -> N
     monkeypatch.delattr(runtime, "cli_commands", raising=False)
     assert main(["run", "x.tnx"]) == 2
     assert "not available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", ["lint", "run", "plan"])
+def test_one_set_parser_for_every_verb(verb: str, workdir: Path, capsys) -> None:
+    """`--set` is split by `evaluate.split_override` for lint and for the runtime's verbs."""
+    code = None
+    try:
+        code = main([verb, str(workdir / "quickstart.tnx"), "--set", "novalue"])
+    except SystemExit as exit_:  # argparse (lint) exits on a bad option value
+        code = exit_.code
+    assert code == 2
+    assert "expected NAME=VALUE, got `novalue`" in capsys.readouterr().err
