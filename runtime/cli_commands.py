@@ -65,14 +65,13 @@ def _device_count(text: str) -> int:
 
 
 def _overrides(pairs: list[str]) -> dict[str, str] | None:
-    out = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            print(f"--set expects NAME=VALUE, got {pair!r}", file=sys.stderr)
-            return None
-        out[name.strip()] = value
-    return out
+    from tunix_dsl.evaluate import split_override  # the one `--set` parser of every verb
+
+    try:
+        return dict(split_override(pair) for pair in pairs)
+    except ValueError as err:
+        print(f"--set: {err}", file=sys.stderr)
+        return None
 
 
 def _load_checked(args: argparse.Namespace) -> tuple[Any | None, int]:

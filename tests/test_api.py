@@ -77,3 +77,22 @@ def test_api_and_checker_import_no_jax():
             "('jax', 'flax', 'optax', 'orbax', 'torch', 'transformers')]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_every_line_break_gives_the_same_positions(newline: str):
+    p = parse(newline.join(["param p = 1  # one", "", "param q = max(p)", ""]), "t.tnx")
+    (diag,) = p.errors
+    assert (diag.span.line, diag.span.column) == (3, 11)
+    assert p.sources["t.tnx"] == "param p = 1  # one\n\nparam q = max(p)\n"  # what spans index
+
+
+def test_load_reports_unreadable_files_as_tnx009(tmp_path: Path):
+    (tmp_path / "latin1.tnx").write_bytes(b"param p = 1 # caf\xe9\n")
+    for path, reason in ((tmp_path / "latin1.tnx", "not UTF-8 text (byte 0xe9 on line 1, offset 17)"),
+                         (tmp_path / "nope.tnx", "no such file"),
+                         (tmp_path, "is a directory, not a .tnx file")):
+        p = load(path)
+        assert p.io_error and not p.ok
+        (diag,) = p.diagnostics
+        assert (diag.code, diag.message) == ("TNX009", f"cannot read `{path}`: {reason}")

@@ -312,3 +312,125 @@ def test_list_params_flow_into_list_fields():
     """, overrides={"targets": '["mlp.up_proj", "mlp.down_proj"]'})
     assert p.ok, p.diagnostics
     assert p.stage("a").adapter.targets == ["mlp.up_proj", "mlp.down_proj"]
+
+
+# ------------------------------------------------------------------ inputs that once crashed
+
+
+def located(pipeline, code: str) -> list[tuple[int, int, str]]:
+    return [(d.span.line, d.span.column, d.message) for d in pipeline.diagnostics if d.code == code]
+
+
+@pytest.mark.parametrize("text, line, column, message", [
+    ("param p = max(10)\n", 1, 11, "`max` takes 2 to 8 positional argument(s)"),
+    ("param x = 1\nparam p = min(x)\n", 2, 11, "`min` takes 2 to 8 positional argument(s)"),
+])
+def test_builtin_arity_is_checked(text, line, column, message):
+    assert located(parse(text), "TNX201") == [(line, column, message)]
+
+
+@pytest.mark.parametrize("text, column, message", [
+    ("param p = 1e300 * 1e300\n", 11, "number too large"),
+    ("param p = " + "1" + "0" * 400 + "\n", 11, "number `1000000000...0000000000` is too large"),
+    ("param p = 1e999\n", 11, "number `1e999` is too large"),
+    ("param q = 7\nparam p = q * " + "9" * 308 + " * 1.5\n", 11, "number too large"),
+    ("param p = " + "9" * 308 + " * 10 / 3\n", 11, "number too large"),
+    ("param p = round(1e308 + 1e308)\n", 17, "number too large"),
+])
+def test_numbers_too_large_for_a_float_are_tnx210(text, column, message):
+    p = parse(text)
+    (found,) = located(p, "TNX210")
+    assert found[1:] == (column, message) and found[0] == text.count("\n")
+
+
+def test_set_value_too_large_is_tnx210_in_the_set_text():
+    p = parse("param p = 1.0\n", overrides={"p": "1" + "0" * 400})
+    (diag,) = [d for d in p.diagnostics if d.code == "TNX210"]
+    assert (diag.span.file, diag.span.line, diag.span.column) == ("--set p", 1, 9)
+    p = parse("param p = 1.0\nparam q = p * 1e300\n", overrides={"p": "1e10"})
+    assert located(p, "TNX210") == [(2, 11, "number too large")]
+
+
+def test_long_param_chain_in_reverse_order_evaluates_without_recursion():
+    text = "".join(f"param p{i} = p{i + 1} + 1\n" for i in range(3000)) + "param p3000 = 0\n"
+    p = parse(text)
+    assert p.params["p0"] == 3000
+    assert not p.errors
+
+
+def test_long_param_cycle_is_reported_once_with_its_start():
+    text = "".join(f"param p{i} = p{(i + 1) % 2000}\n" for i in range(2000))
+    (cycle,) = [d for d in parse(text).diagnostics if d.code == "TNX301"]
+    assert cycle.message.startswith("params form a cycle: p0 → p1 → p2")
+    assert (cycle.span.line, cycle.span.column) == (2000, 15)  # `p0` read by p1999
+
+
+def test_long_flat_sum_is_not_too_deep():
+    p = parse("param p = " + " + ".join(["1"] * 5000) + "\n")
+    assert p.params["p"] == 5000 and not p.errors
+
+
+@pytest.mark.parametrize("opener, closer", [("-", ""), ("round(", ")"), ("[", "]"),
+                                            ("max(1, ", ")"), ("{ a = ", " }")])
+def test_nesting_limit_points_at_the_level_past_it(opener, closer):
+    text = "param ok = 1\nparam p = " + opener * 101 + "1" + closer * 101 + "\n"
+    (diag,) = parse(text).diagnostics
+    assert (diag.code, diag.span.line) == ("TNX004", 2)
+    assert diag.span.column == len("param p = ") + 100 * len(opener) + 1
+    at_limit = parse("param p = " + opener * 100 + "1" + closer * 100 + "\n")
+    assert [d for d in at_limit.diagnostics if d.code == "TNX004"] == []
+
+
+def test_byte_order_mark_does_not_shift_columns():
+    (diag,) = parse("\ufeffparam p = max(1)\n").errors
+    assert (diag.span.line, diag.span.column) == (1, 11)
+
+
+def test_one_field_error_does_not_hide_another_in_the_same_map():
+    p = parse('pipeline x { mesh = { data = "a", fsdp = -1, tensor = 0 }, seed = "s" }\n')
+    found = [(d.code, d.span.column) for d in p.diagnostics]
+    assert found == [("TNX201", 30), ("TNX206", 55), ("TNX201", 67)]
+
+
+def test_stage_kind_in_the_wrong_case_gets_did_you_mean():
+    (diag,) = [d for d in parse(PRELUDE + "stage tune: SFT { model = tiny, data = sums, "
+                                "steps = 1 }\n").diagnostics if d.code == "TNX105"]
+    assert (diag.span.line, diag.span.column, diag.help) == (8, 13, "did you mean `sft`?")
+
+
+@pytest.mark.parametrize("config, label", [
+    ([], "config.json must hold a JSON object, found a list"),
+    (None, "config.json must hold a JSON object, found null"),
+    ({"num_attention_heads": 0}, "config.json: `num_attention_heads` must be a positive integer, found 0"),
+    ({"num_attention_heads": -4}, "config.json: `num_attention_heads` must be a positive integer, found -4"),
+    ({"hidden_size": "32"}, "config.json: `hidden_size` must be a positive integer, found '32'"),
+    ({"num_key_value_heads": 3}, "model config: n_heads (4) must be a multiple of n_kv_heads (3) "
+                                 "for grouped-query attention"),
+    ({"architectures": "LlamaForCausalLM"}, "config.json: `architectures` must be a list of names, "
+                                            "found a string"),
+    ({"rope_scaling": [2]}, "config.json: `rope_scaling` must be an object, found a list"),
+])
+def test_broken_hf_config_is_a_located_diagnostic(tmp_path: Path, config, label):
+    good = {"architectures": ["LlamaForCausalLM"], "vocab_size": 259, "hidden_size": 32,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "intermediate_size": 64, "max_position_embeddings": 64}
+    (tmp_path / "ckpt").mkdir()
+    data = {**good, **config} if isinstance(config, dict) else config
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(data))
+    p = parse('tokenizer chars = bytes()\nmodel m = hf("ckpt", tokenizer = chars)\n',
+              str(tmp_path / "p.tnx"))
+    (diag,) = [d for d in p.diagnostics if d.code == "TNX208"]
+    assert (diag.span.line, diag.span.column, diag.label) == (2, 14, label)
+
+
+@pytest.mark.parametrize("text, column", [
+    ('tokenizer t = hf_tokenizer("{long}")\nmodel m = transformer(preset = "pico", '
+     'tokenizer = t)\n', 28),
+    ('dataset d = jsonl("{long}")\n', 19),
+    ('reward r = python("{long}.py:fn")\n', 19),
+    ('tokenizer t = bytes()\nmodel m = hf("{long}", tokenizer = t)\n', 14),
+])
+def test_paths_longer_than_the_os_allows_are_warnings_not_crashes(tmp_path: Path, text, column):
+    p = parse(text.replace("{long}", "x" * 300), str(tmp_path / "p.tnx"))
+    found = [(d.code, d.span.column) for d in p.diagnostics if d.code != "TNX402"]
+    assert found == [("TNX403", column)]

@@ -78,17 +78,37 @@ def test_lint_set_overrides(workdir: Path, capsys) -> None:
 
 def test_missing_file_is_an_io_problem_not_a_traceback(workdir: Path, capsys) -> None:
     assert main(["lint", str(workdir / "nope.tnx")]) == 2
-    err = capsys.readouterr().err
-    assert "cannot read" in err and "nope.tnx" in err and "Traceback" not in err
+    out = capsys.readouterr().out
+    assert f"error[TNX009]: cannot read `{workdir / 'nope.tnx'}`: no such file" in out
+    assert "no problems found" not in out and "found 1 error" in out
     assert main(["lint", str(workdir)]) == 2
-    assert "is a directory" in capsys.readouterr().err
+    assert "is a directory" in capsys.readouterr().out
     # the readable files are still linted
     assert main(["lint", str(workdir / "nope.tnx"), str(workdir / "syntax.tnx")]) == 2
-    captured = capsys.readouterr()
-    assert "nope.tnx" in captured.err and "error[TNX001]" in captured.out
-    (workdir / "binary.tnx").write_bytes(b"\xff\xfe\x00")
+    out = capsys.readouterr().out
+    assert "error[TNX009]" in out and "nope.tnx" in out and "error[TNX001]" in out
+    (workdir / "binary.tnx").write_bytes(b"param p = 1\n\xff\xfe\x00")
     assert main(["fmt", str(workdir / "binary.tnx")]) == 2
-    assert "not UTF-8" in capsys.readouterr().err
+    assert "error[TNX009]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "sarif"])
+def test_non_utf8_file_is_tnx009_in_every_format(workdir: Path, capsys, fmt: str) -> None:
+    (workdir / "binary.tnx").write_bytes(b"param p = 1\n\xff\n")
+    assert main(["lint", str(workdir / "binary.tnx"), "--format", fmt]) == 2
+    out = capsys.readouterr().out
+    assert "TNX009" in out and "byte 0xff on line 2" in out
+    assert "no problems found" not in out
+
+
+def test_unreadable_names_get_one_message_in_every_verb(workdir: Path, capsys) -> None:
+    long_name = str(workdir / ("a" * 300 + ".tnx"))
+    expected = f"cannot read `{long_name}`: file name too long"
+    for argv in (["lint", long_name], ["fmt", long_name], ["graph", long_name]):
+        assert main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert expected in captured.out + captured.err, argv
+        assert "Traceback" not in captured.out + captured.err
 
 
 def test_usage_errors_exit_2(capsys) -> None:
@@ -133,6 +153,30 @@ def test_fmt_stdin_to_stdout(monkeypatch, capsys) -> None:
     assert capsys.readouterr().out == FORMATTED
     monkeypatch.setattr(sys, "stdin", io.StringIO(UNFORMATTED))
     assert main(["fmt", "--check", "-"]) == 1
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_fmt_stdin_and_file_agree_for_every_line_break(workdir: Path, monkeypatch, capsys,
+                                                       newline: str) -> None:
+    """stdin is read as bytes (no newline translation happens on the way in), so a CR-only
+    file keeps every line after its first comment, and the file is rewritten to LF."""
+    data = (UNFORMATTED + "param q = [1,  # three\n2]\n").replace("\n", newline).encode()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+    assert main(["fmt", "-"]) == 0
+    printed = capsys.readouterr().out
+    path = workdir / "endings.tnx"
+    path.write_bytes(data)
+    assert main(["fmt", str(path)]) == 0
+    assert path.read_bytes().decode() == printed
+    assert printed == ("param scale = 1.0\nparam lr    = 2  # two\n"
+                       "param q     = [\n  1,  # three\n  2,\n]\n")
+    assert main(["fmt", "--check", str(path)]) == 0
+
+
+def test_fmt_of_non_utf8_stdin_is_tnx009(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"param p = 1 # \xe9\n")))
+    assert main(["fmt", "-"]) == 2
+    assert "error[TNX009]: cannot read `<stdin>`: not UTF-8 text (byte 0xe9 on line 1" in capsys.readouterr().err
 
 
 def test_fmt_refuses_broken_files(workdir: Path, capsys) -> None:
@@ -198,3 +242,15 @@ def test_run_without_runtime_module_is_a_clear_message(monkeypatch, capsys) -> N
     monkeypatch.delattr(runtime, "cli_commands", raising=False)
     assert main(["run", "x.tnx"]) == 2
     assert "not available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", ["lint", "run", "plan"])
+def test_one_set_parser_for_every_verb(verb: str, workdir: Path, capsys) -> None:
+    """`--set` is split by `evaluate.split_override` for lint and for the runtime's verbs."""
+    code = None
+    try:
+        code = main([verb, str(workdir / "quickstart.tnx"), "--set", "novalue"])
+    except SystemExit as exit_:  # argparse (lint) exits on a bad option value
+        code = exit_.code
+    assert code == 2
+    assert "expected NAME=VALUE, got `novalue`" in capsys.readouterr().err

@@ -8,10 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tunix_dsl.api import parse
 from tunix_dsl.ast import strip_spans
 from tunix_dsl.diagnostics import TnxError
 from tunix_dsl.formatter import format_source
-from tunix_dsl.parser import parse_module
+from tunix_dsl.parser import MAX_NESTING, parse_module
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "fmt"
@@ -187,3 +188,49 @@ def pipelines(draw) -> str:
 @given(pipelines())
 def test_fmt_is_idempotent_and_preserves_meaning(source: str) -> None:
     assert_round_trip(source)
+
+
+# ----------------------------------------------------------------------------- inputs that once broke fmt
+
+
+@pytest.mark.parametrize(("opener", "closer"), [
+    ("-", ""), ("round(", ")"), ("[", "]"), ("{ a = ", " }"), ("-(", ")"), ("f(x = ", ")"),
+])
+def test_nesting_up_to_the_parser_limit_formats(opener: str, closer: str) -> None:
+    """fmt recurses once per level: every depth the parser accepts (100) formats, stably."""
+    depth = MAX_NESTING if opener != "-(" else MAX_NESTING // 2  # `-(` is two levels
+    text = "param p = " + opener * depth + "1" + closer * depth + "\n"
+    formatted = assert_round_trip(text)
+    assert parse_module(formatted, "t.tnx")[0] is not None
+
+
+def test_nested_unary_minus_gets_parentheses_that_are_no_level() -> None:
+    """`--1` formats as `-(-1)`: parentheses must not push it past the nesting limit."""
+    formatted = assert_round_trip("param p = " + "-" * MAX_NESTING + "1\n")
+    assert formatted.count("(") == MAX_NESTING - 1
+
+
+def test_comments_deep_inside_nested_collections_are_kept() -> None:
+    text = "param p = " + "[  # open\n" * 60 + "1" + "]" * 60 + "  # end\n"
+    formatted = assert_round_trip(text)
+    assert formatted.count("# open") == 60 and formatted.count("# end") == 1
+
+
+def test_long_operator_chains_format_in_a_loop() -> None:
+    text = "param p = " + " + ".join(["1"] * 5000) + " * 2 - (3 - 4)\n"
+    formatted = format_source(text)
+    assert format_source(formatted) == formatted
+    assert parse(formatted).params == parse(text).params == {"p": 5002}
+    assert formatted.startswith("param p = 1 + 1 + 1") and formatted.endswith(" + 1 * 2 - (3 - 4)\n")
+    items = ", ".join(f"x{i}" for i in range(40))
+    broken = assert_round_trip(f"param p = 1 + [{items}] + [{items}]  # c\n")
+    assert broken.count("\n") > 40  # the lists broke one item per line, the chain held
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_line_breaks_do_not_change_the_output(newline: str) -> None:
+    text = "# head\nparam  a=1 # one\nparam b = [1, # two\n2]\n\n\nstage s: sft { steps = a }\n"
+    expected = format_source(text)
+    assert format_source(text.replace("\n", newline)) == expected
+    assert format_source("\ufeff" + text.replace("\n", newline)) == expected
+    assert expected.count("#") == 3

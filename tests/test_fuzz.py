@@ -1,75 +1,71 @@
-"""Bounded fuzzing: random edits of the examples never make the front end raise.
+"""Bounded fuzzing: random edits of the examples never make lint or fmt misbehave.
 
-Every mutant goes through the lint entry point (`tunix_dsl.api.parse`, the
-whole parse + check + rules) and must come back as a `Pipeline` whose
-problems are diagnostics. Mutants that still parse must also format
-idempotently. The edit count is fixed and seeded, so the test is
-deterministic and takes a few seconds.
+The mutations and the oracle are `bench/fuzz.py`'s (that script runs the same
+check on 200,000+ inputs); here a fixed, seeded sample runs in a few seconds.
+For every mutant: lint never raises and never reports an internal error; fmt
+refuses exactly what the parser refuses, is idempotent, keeps every comment,
+keeps the diagnostics and the resolved configuration, and gives the same text
+for LF, CRLF and CR line breaks, from a file or from stdin.
 """
 
 from __future__ import annotations
 
+import functools
 import random
-import re
-from pathlib import Path
 
-from tunix_dsl.api import parse
-from tunix_dsl.diagnostics import Diagnostic, TnxError
-from tunix_dsl.formatter import format_source
+import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SEEDS = sorted((ROOT / "examples").rglob("*.tnx"))
-MUTANTS = 1000
-TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|\w+|\S')
-ALPHABET = list('{}[]()=,.:#"\\\n -+*/%_@$') + ["a", "Z", "0", "9", "é", "\t", "\x00"]
-WORDS = ["stage", "model", "pipeline", "export", "to", "as", "true", "1e-4", "10_000", ".5",
-         "-1", "base.model", '"x"', "sft", "dpo", "lora()", "[", "{", "}", "=", "1__0", '"\\q"']
+import tunix_dsl.formatter
+import tunix_dsl.parser
+from bench.fuzz import check, inputs, mutate, seed_texts
+
+MUTANTS = 1500
+DEEP_EVERY = 100  # also both line-break variants and the `tnx fmt` CLI, in process
 
 
-def mutate(text: str, rng: random.Random) -> str:
-    """One to three random character or token edits."""
-    for _ in range(rng.randint(1, 3)):
-        tokens = [m.span() for m in TOKEN.finditer(text)] or [(0, 0)]
-        start, end = rng.choice(tokens)
-        edit = rng.randrange(7)
-        if edit == 0:  # delete a character
-            i = rng.randrange(max(1, len(text)))
-            text = text[:i] + text[i + 1:]
-        elif edit == 1:  # insert a character
-            i = rng.randrange(len(text) + 1)
-            text = text[:i] + rng.choice(ALPHABET) + text[i:]
-        elif edit == 2:  # delete a token
-            text = text[:start] + text[end:]
-        elif edit == 3:  # duplicate a token
-            text = text[:end] + " " + text[start:end] + text[end:]
-        elif edit == 4:  # replace a token by a word of the language
-            text = text[:start] + rng.choice(WORDS) + text[end:]
-        elif edit == 5:  # swap with another token
-            other_start, other_end = rng.choice(tokens)
-            if other_start > end:
-                text = (text[:start] + text[other_start:other_end] + text[end:other_start]
-                        + text[start:end] + text[other_end:])
-        else:  # truncate
-            text = text[:rng.randrange(len(text) + 1)]
-    return text
+@pytest.fixture
+def shared_parses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One parse per distinct text, as bench/fuzz.py does (the AST is immutable)."""
+    shared = functools.lru_cache(maxsize=8)(tunix_dsl.parser.parse_module)
+    monkeypatch.setattr(tunix_dsl.parser, "parse_module", shared)
+    monkeypatch.setattr(tunix_dsl.formatter, "parse_module", shared)
 
 
-def test_mutated_examples_give_diagnostics_never_exceptions() -> None:
-    rng = random.Random(20240605)
-    texts = [p.read_text() for p in SEEDS]
-    assert texts, "no examples to fuzz"
-    outcomes = {"clean": 0, "diagnosed": 0}
-    for n in range(MUTANTS):
-        source = mutate(texts[n % len(texts)], rng)
-        try:
-            pipeline = parse(source)
-        except Exception as err:  # noqa: BLE001 - the point of the test
-            raise AssertionError(f"parse raised {err!r} on:\n{source}") from err
-        assert all(isinstance(d, Diagnostic) for d in pipeline.diagnostics)
-        outcomes["diagnosed" if pipeline.diagnostics else "clean"] += 1
-        try:
-            formatted = format_source(source, "fuzz.tnx")
-        except TnxError:
-            continue
-        assert format_source(formatted, "fuzz.tnx") == formatted, source
-    assert outcomes["diagnosed"] > MUTANTS // 4, outcomes  # the edits really break things
+@pytest.mark.usefixtures("shared_parses")
+def test_mutants_of_the_examples_pass_every_lint_and_fmt_property() -> None:
+    failures = []
+    for n, text in inputs(MUTANTS, seed=20240605):
+        problem = check(text, deep=n % DEEP_EVERY == 0, rotate=("CR", "CRLF")[n % 2])
+        if problem is not None:
+            failures.append(f"input #{n}: {problem}\n{text!r}")
+    assert not failures, f"{len(failures)} failing mutants; first:\n{failures[0]}"
+
+
+def test_the_mutations_really_break_things() -> None:
+    """The sample is worth running: most mutants differ and many get diagnostics."""
+    from tunix_dsl.api import parse
+
+    seeds = seed_texts()
+    assert len(seeds) >= 20
+    rng = random.Random(7)
+    mutants = [mutate(seeds[i % len(seeds)], rng, seeds) for i in range(200)]
+    assert sum(m not in seeds for m in mutants) > 180
+    diagnosed = sum(bool(parse(m).errors) for m in mutants)
+    assert diagnosed > 100, diagnosed
+
+
+EDGES = {
+    "long flat chain": "param p = " + "+".join(["1"] * 5000) + "\n",  # one level, any length
+    "param chain in reverse": "".join(f"param p{i} = p{i + 1} + 1\n" for i in range(1000))
+    + "param p1000 = 1\n",
+    "unary at the limit": "param p = " + "-" * 100 + "1\n",
+    "calls at the limit": "param p = " + "round(" * 100 + "1" + ")" * 100 + "\n",
+    "parentheses": "param p = " + "(" * 3000 + "1" + ")" * 3000 + "\n",  # no level
+    "CR line breaks": "# a\rparam p = 1 # b\rparam q = [1, # c\r2]\r",
+    "byte-order mark": "\ufeffparam p = 1  # bom\r\n",
+}
+
+
+@pytest.mark.parametrize("name", EDGES)
+def test_edge_inputs_pass_every_property(name: str) -> None:
+    assert check(EDGES[name], deep=True) is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tunix_dsl import ast
-from tunix_dsl.parser import parse_module
+from tunix_dsl.parser import SourceError, clean_source, parse_module, read_source
 from tunix_dsl.spans import Span
 
 
@@ -215,9 +215,11 @@ def test_several_bad_literals_are_all_reported() -> None:
     assert diags[1].span.column == len('param x = [1__0, "') + 1
 
 
-def test_deep_nesting_is_a_diagnostic_not_a_crash() -> None:
-    diags = errors_of("param x = " + "[" * 5000 + "]" * 5000)
-    assert diags[0].code == "TNX001"
+def test_deep_nesting_is_a_diagnostic_at_the_level_past_the_limit() -> None:
+    (diag,) = errors_of("param x = " + "[" * 5000 + "]" * 5000)
+    # level 1 is the `[` at column 11; level 101 is the first one past the limit
+    assert (diag.code, diag.span.line, diag.span.column) == ("TNX004", 1, 111)
+    assert diag.message == "expression nested more than 100 levels deep"
 
 
 def test_errors_in_several_declarations_are_all_reported() -> None:
@@ -243,3 +245,73 @@ def test_byte_order_mark_and_crlf_line_endings() -> None:
     assert module.decls[1].span.line == 2
     (comment,) = module.comments
     assert (comment.text, comment.span.column, comment.span.end_column) == ("# c", 14, 17)
+
+
+# ----------------------------------------------------------------------------- one mistake, one error
+
+
+@pytest.mark.parametrize(("text", "line", "column", "message"), [
+    # keywords are not reserved: `stage tune sft {` parses like an export until `{`
+    ("stage tune sft {\n  steps = 1\n}\n", 1, 11, "expected `:` after `tune`, found `sft`"),
+    ("param p 1\nparam q = 2\n", 1, 8, "expected `=` after `p`, found `1`"),
+    ("pipeline q seed = 1 }\n", 1, 11, "expected `{` after `q`, found `seed`"),
+    ("stage a: sft steps = 1 }\n", 1, 13, "expected `{` after `sft`, found `steps`"),
+    ("export a.model to out as \"hf\"\n", 1, 19, "expected a string, found `out`"),
+])
+def test_declaration_heads_are_checked_against_their_keyword(text, line, column, message):
+    (diag,) = errors_of(text)
+    assert (diag.code, diag.span.line, diag.span.column, diag.message) == \
+        ("TNX001", line, column, message)
+
+
+@pytest.mark.parametrize(("text", "line", "column"), [
+    ("stage a: sft {\n  steps = 1\n\nstage b: sft {\n  steps = 2\n}\n", 4, 1),  # missing `}`
+    ("stage a: sft {\n  steps = [1, 2\n}\nparam z = 1\n", 3, 1),  # missing `]`
+    ("model m = f(a = 1\nmodel n = g()\nparam z = 1\n", 2, 1),  # missing `)`
+    ('param p = "abc\nparam q = 1\n', 1, 11),  # unterminated string
+    ("stage x: sft { steps = 1 } }\nparam z = 1\n", 1, 28),  # one `}` too many
+])
+def test_one_mistake_gives_one_error(text, line, column):
+    (diag,) = errors_of(text)
+    assert (diag.span.line, diag.span.column) == (line, column)
+
+
+def test_cr_only_line_breaks_count_as_lines_after_clean_source() -> None:
+    text = clean_source("# a\rparam x = 1  # b\rparam y = @\r")
+    (diag,) = errors_of(text)
+    assert (diag.code, diag.span.line, diag.span.column) == ("TNX002", 3, 11)
+    module = parse_ok(clean_source("# a\rparam x = 1  # b\r"))
+    assert [(c.text, c.span.line) for c in module.comments] == [("# a", 1), ("# b", 2)]
+
+
+def test_byte_order_mark_is_not_a_column_on_line_one() -> None:
+    (diag,) = errors_of("\ufeffparam x = @\n")
+    assert (diag.span.line, diag.span.column) == (1, 11)
+    module = parse_ok("\ufeffparam x = 1  # c\n")
+    assert module.decls[0].span.column == 1
+    assert (module.comments[0].span.column, module.comments[0].span.end_column) == (14, 17)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("1" + "0" * 400, "number `1000000000...0000000000` is too large"),
+    ("1e999", "number `1e999` is too large"),
+    ("9" * 5000, "number `9999999999...9999999999` is too large"),
+])
+def test_number_literals_too_large_for_a_float(text: str, message: str) -> None:
+    (diag,) = errors_of(f"param x = {text}\n")
+    assert (diag.code, diag.message, diag.span.column) == ("TNX210", message, 11)
+
+
+def test_source_errors_name_the_reason(tmp_path) -> None:
+    (tmp_path / "latin1.tnx").write_bytes(b"param p = 1\n# caf\xe9\n")
+    with pytest.raises(SourceError) as err:
+        read_source(str(tmp_path / "latin1.tnx"))
+    assert err.value.reason == "not UTF-8 text (byte 0xe9 on line 2, offset 17)"
+    for path, reason in ((tmp_path / "nope.tnx", "no such file"),
+                         (tmp_path, "is a directory, not a .tnx file"),
+                         (tmp_path / ("x" * 300), "file name too long")):
+        with pytest.raises(SourceError) as err:
+            read_source(str(path))
+        assert err.value.reason == reason
+    (tmp_path / "crlf.tnx").write_bytes(b"param p = 1\r\n")
+    assert read_source(str(tmp_path / "crlf.tnx")) == "param p = 1\r\n"  # as written

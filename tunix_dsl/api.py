@@ -29,34 +29,31 @@ def parse(text: str, file: str = "<string>", overrides: Overrides = None,
     in the text resolve against `base_dir` (default: the file's directory, or
     the current directory for `<string>`).
     """
-    from tunix_dsl.parser import parse_module
+    from tunix_dsl.parser import clean_source, parse_module
 
     if base_dir is None:
         base_dir = Path(file).resolve().parent if not file.startswith("<") else Path.cwd()
+    text = clean_source(text)  # positions count `\n` line breaks; sources hold this text
     module, syntax = parse_module(text, file)
     return check_module(module, file, {file: text}, overrides, Path(base_dir), syntax)
 
 
 def load(path: str | Path, overrides: Overrides = None) -> Pipeline:
     """Read, parse and check a `.tnx` file."""
+    from tunix_dsl.parser import SourceError, read_source
+
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return _io_failure(file, "no such file")
-    except IsADirectoryError:
-        return _io_failure(file, "is a directory, not a .tnx file")
-    except UnicodeDecodeError as e:
-        return _io_failure(file, f"not UTF-8 text ({e.reason} at byte {e.start})")
-    except OSError as e:
-        return _io_failure(file, e.strerror or str(e))
+        text = read_source(file)
+    except SourceError as err:
+        return _io_failure(file, err.reason)
     return parse(text, file, overrides)
 
 
 def _io_failure(file: str, reason: str) -> Pipeline:
     diags: list[Diagnostic] = [diagnostic(
         "TNX009", f"cannot read `{file}`: {reason}", Span.unknown(file),
-        help="check the path; `tnx lint` takes .tnx files")]
+        help="pass an existing, readable .tnx file saved as UTF-8")]
     return _empty(file, Path.cwd(), {}, diags, io_error=True)
 
 

@@ -9,6 +9,7 @@ strip_spans(b)`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,3 +212,31 @@ def strip_spans(node: Any) -> Any:
     if isinstance(node, tuple | list):
         return tuple(strip_spans(x) for x in node)
     return node
+
+
+def children(expr: Expr) -> tuple[Expr, ...]:
+    """The expressions directly inside `expr`, in source order."""
+    if isinstance(expr, ListExpr):
+        return expr.items
+    if isinstance(expr, MapExpr):
+        return tuple(e.value for e in expr.entries)
+    if isinstance(expr, Call):
+        return tuple(a.value for a in expr.args)
+    if isinstance(expr, BinOp):
+        return (expr.left, expr.right)
+    if isinstance(expr, UnaryOp):
+        return (expr.operand,)
+    return ()
+
+
+def walk(expr: Expr) -> Iterator[Expr]:
+    """`expr` and every expression inside it, in source order.
+
+    A loop, not recursion: a chain `1 + 1 + ... + 1` nests one `BinOp` per
+    term, thousands deep.
+    """
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(children(node)))

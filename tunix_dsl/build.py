@@ -315,6 +315,7 @@ class Builder:
     def _map_errors(self, schema: type[Schema], exc: ValidationError, values: dict[str, Any],
                     spans: dict[Loc, Span], owner: Span, what: str) -> None:
         sources = {field: source for source, field in schema.source_names().items()}
+        bad: set[str] = set()
         for err in exc.errors(include_url=False):
             loc: Loc = tuple(err["loc"])
             if not loc:  # a cross-field problem: point each at its own field
@@ -327,10 +328,14 @@ class Builder:
             info = schema.model_fields.get(str(loc[0]))
             expected = type_name(info.annotation, info.metadata) if info else "a value"
             self.diags.append(_pydantic_diagnostic(err, name, expected, span))
+            bad.add(str(loc[0]))
+        if bad:  # field errors stop pydantic before the cross-field checks
+            self._problems_among_valid(schema, values, bad, spans, owner, what)
 
     def _partial_errors(self, schema: type[Schema], values: dict[str, Any],
                         spans: dict[Loc, Span], owner: Span, what: str) -> None:
         """Report range/type errors of the fields that did convert, so one run shows them all."""
+        bad: set[str] = set()
         try:
             schema.model_validate(values)
         except ValidationError as exc:
@@ -339,11 +344,36 @@ class Builder:
                 loc: Loc = tuple(err["loc"])
                 if not loc or err["type"] == "missing" or loc[0] not in values:
                     continue
+                bad.add(str(loc[0]))
                 info = schema.model_fields[str(loc[0])]
                 span = spans.get(loc[:2]) or spans.get(loc[:1]) or owner
                 self.diags.append(_pydantic_diagnostic(
                     err, sources.get(str(loc[0]), str(loc[0])),
                     type_name(info.annotation, info.metadata), span))
+        self._problems_among_valid(schema, values, bad, spans, owner, what)
+
+    def _problems_among_valid(self, schema: type[Schema], values: dict[str, Any],
+                              bad: set[str], spans: dict[Loc, Span], owner: Span,
+                              what: str) -> None:
+        """Cross-field problems between the fields that are fine, when others are not.
+
+        Pydantic runs `problems()` only on a fully valid object, so a wrong type in
+        one field would hide `tensor = 0` in the same map. Here it runs on the valid
+        fields plus defaults; a problem that involves a broken field (its path, or
+        its name in backticks in the message, as every problem names its fields)
+        is left for the next run, as the default stood in for that field's value.
+        """
+        valid = {k: v for k, v in values.items() if k not in bad}
+        sources = {field: source for source, field in schema.source_names().items()}
+        broken = [f"`{sources.get(field, field)}`" for field in bad]
+        try:
+            problems = schema.model_construct(**valid).problems()
+        except Exception:  # noqa: BLE001 - the check needs a field that failed: skip it
+            return
+        for problem in problems:
+            if problem.path.split(".")[0] in valid and not any(
+                    name in problem.message for name in broken):
+                self._report_problem(problem, spans, owner, what)
 
     def _report_problem(self, problem: Problem, spans: dict[Loc, Span], owner: Span,
                         what: str) -> None:

@@ -33,22 +33,7 @@ from tunix_dsl.spans import Span
 
 def _refs(expr: ast.Expr) -> Iterator[ast.Ref]:
     """Every reference inside an expression (syntactically)."""
-    if isinstance(expr, ast.Ref):
-        yield expr
-    elif isinstance(expr, ast.ListExpr):
-        for item in expr.items:
-            yield from _refs(item)
-    elif isinstance(expr, ast.MapExpr):
-        for entry in expr.entries:
-            yield from _refs(entry.value)
-    elif isinstance(expr, ast.Call):
-        for arg in expr.args:
-            yield from _refs(arg.value)
-    elif isinstance(expr, ast.BinOp):
-        yield from _refs(expr.left)
-        yield from _refs(expr.right)
-    elif isinstance(expr, ast.UnaryOp):
-        yield from _refs(expr.operand)
+    return (node for node in ast.walk(expr) if isinstance(node, ast.Ref))
 
 
 def _decl_exprs(decl: ast.Decl) -> list[tuple[str, ast.Expr]]:
@@ -253,9 +238,10 @@ class Checker:
         for decl in pipeline.models.values():
             info = pipeline.size_info(ModelRef(kind="decl", name=decl.name))
             if info.invalid:
+                # hf(path): the fault is in the checkpoint's config.json, so point at the path
                 self.diags.append(diagnostic(
                     "TNX208", f"model `{decl.name}` has an invalid configuration",
-                    decl.span, label=info.invalid))
+                    decl.field_spans.get(("path",), decl.span), label=info.invalid))
             elif info.missing and not info.missing.startswith(("its tokenizer", "no tokenizer")):
                 # (a tokenizer directory without tokenizer.json is reported at the tokenizer)
                 self.diags.append(diagnostic(

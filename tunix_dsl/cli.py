@@ -23,10 +23,12 @@ class _UsageError(Exception):
 
 
 def _override(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got `{text}`")
-    return name.strip(), value
+    from tunix_dsl.evaluate import split_override
+
+    try:
+        return split_override(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,29 +108,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             gc.enable()
 
 
-def _read(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
-    file = Path(path)
-    if file.is_dir():
-        raise _UsageError(f"`{path}` is a directory, not a .tnx file")
-    try:
-        return file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise _UsageError(f"cannot read `{path}`: no such file") from None
-    except UnicodeDecodeError as err:
-        raise _UsageError(f"cannot read `{path}`: not UTF-8 text ({err.reason})") from None
-    except OSError as err:
-        raise _UsageError(f"cannot read `{path}`: {err.strerror or err}") from None
+class _Unreadable(Exception):
+    """A source that cannot be read: reported as TNX009 (exit 2)."""
+
+    def __init__(self, pipeline):
+        super().__init__(pipeline.diagnostics[0].message)
+        self.pipeline = pipeline
 
 
 def _load(path: str, overrides: dict[str, str]):
-    """The checked pipeline; an unreadable file is a usage problem (exit 2)."""
+    """The checked pipeline; raises `_Unreadable` (TNX009, exit 2) for a file it cannot read."""
     from tunix_dsl.api import load
 
     pipeline = load(path, overrides)
-    if getattr(pipeline, "io_error", False):
-        raise _UsageError("; ".join(d.message for d in pipeline.diagnostics))
+    if pipeline.io_error:
+        raise _Unreadable(pipeline)
     return pipeline
 
 
@@ -143,10 +137,9 @@ def _lint(args: argparse.Namespace) -> int:
     for path in dict.fromkeys(args.files):
         try:
             pipeline = _load(path, overrides)
-        except _UsageError as err:  # report it, lint the other files, exit 2 at the end
-            print(f"tnx lint: error: {err}", file=sys.stderr)
+        except _Unreadable as err:  # report it with the others, exit 2 at the end
+            pipeline = err.pipeline
             unreadable = True
-            continue
         diagnostics += pipeline.diagnostics
         sources.update(pipeline.sources)
     if args.format == "json":
@@ -166,17 +159,23 @@ def _lint(args: argparse.Namespace) -> int:
 def _fmt(args: argparse.Namespace) -> int:
     from tunix_dsl.diagnostics import TnxError
     from tunix_dsl.formatter import format_source
+    from tunix_dsl.parser import SourceError, read_source
     from tunix_dsl.render import render_text
 
-    sources = {path: _read(path) for path in dict.fromkeys(args.files)}
-    changed, broken = [], False
-    for path, text in sources.items():
+    color = _use_color(args.color, sys.stderr)
+    changed, broken, unreadable = [], False, False
+    for path in dict.fromkeys(args.files):
         name = "<stdin>" if path == "-" else path
+        try:
+            text = read_source(path)
+        except SourceError as err:
+            sys.stderr.write(render_text([_unreadable(name, err.reason)], {}, color))
+            unreadable = True
+            continue
         try:
             formatted = format_source(text, name)
         except TnxError as err:
-            color = _use_color(args.color, sys.stderr)
-            sys.stderr.write(render_text(err.diagnostics, {name: text}, color))
+            sys.stderr.write(render_text(err.diagnostics, {name: _cleaned(text)}, color))
             broken = True
             continue
         if formatted == text:
@@ -195,9 +194,24 @@ def _fmt(args: argparse.Namespace) -> int:
         else:
             _write(path, formatted)
             print(f"reformatted {name}", file=sys.stderr)
+    if unreadable:
+        return EXIT_USAGE
     if broken:
         return EXIT_ERRORS
     return EXIT_ERRORS if changed and (args.check or args.diff) else EXIT_OK
+
+
+def _cleaned(text: str) -> str:
+    from tunix_dsl.parser import clean_source
+
+    return clean_source(text)
+
+
+def _unreadable(file: str, reason: str):
+    """TNX009 for a file no verb could read (the API reports it the same way)."""
+    from tunix_dsl.api import _io_failure
+
+    return _io_failure(file, reason).diagnostics[0]
 
 
 def _write(path: str, text: str) -> None:
@@ -219,10 +233,14 @@ def _graph(args: argparse.Namespace) -> int:
     from tunix_dsl.graph_render import GRAPH_FORMATS
     from tunix_dsl.render import render_text
 
-    pipeline = _load(args.file, dict(args.overrides))
+    color = _use_color(args.color, sys.stderr)
+    try:
+        pipeline = _load(args.file, dict(args.overrides))
+    except _Unreadable as err:
+        sys.stderr.write(render_text(err.pipeline.diagnostics, {}, color))
+        return EXIT_USAGE
     errors = [d for d in pipeline.diagnostics if d.is_error]
     if errors:
-        color = _use_color(args.color, sys.stderr)
         sys.stderr.write(render_text(pipeline.diagnostics, pipeline.sources, color))
         return EXIT_ERRORS
     sys.stdout.write(GRAPH_FORMATS[args.format](pipeline.dataflow))

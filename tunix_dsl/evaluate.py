@@ -5,6 +5,12 @@ params are replaced by the param's value (params may use other params, in any
 order; a cycle is reported with its path). References to other declarations
 are not values: the builder (`tunix_dsl.build`) turns them into typed
 references where a field expects one.
+
+Nothing here can exhaust the stack: params are evaluated in dependency order
+found by a loop (a chain of thousands of params declared in reverse is fine),
+chains of binary operators are folded in a loop, and every other expression
+is at most `parser.MAX_NESTING` levels deep. Every number stays a finite
+float-sized value (TNX210 otherwise), so later float() calls cannot overflow.
 """
 
 from __future__ import annotations
@@ -49,9 +55,28 @@ BUILTINS: dict[str, tuple[Callable[..., Any], int, int]] = {
     "round": (_round, 1, 1),
     "int": (lambda x: int(x), 1, 1),
     "float": (lambda x: float(x), 1, 1),
-    "min": (min, 1, 8),
-    "max": (max, 1, 8),
+    "min": (min, 2, 8),
+    "max": (max, 2, 8),
 }
+_FLOAT_MAX = 1.7976931348623157e308
+
+
+def split_override(text: str) -> tuple[str, str]:
+    """`NAME=VALUE` from the command line → (name, raw value); ValueError if malformed.
+
+    The one parser of `--set` for every verb (`lint`, `graph`, `run`, `plan`).
+    """
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise ValueError(f"expected NAME=VALUE, got `{text}`")
+    return name.strip(), value
+
+
+def _too_large(value: Any) -> bool:
+    """Not a finite number that fits a float (ints beyond ~1.8e308 cannot become floats)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return isinstance(value, int) and abs(value) > _FLOAT_MAX
 
 
 def describe(value: Any) -> str:
@@ -99,8 +124,6 @@ class Evaluator:
         self._override_raw: dict[str, tuple[str, Span]] = {}
         self._in_progress: list[tuple[str, Span]] = []
         self.extra_sources: dict[str, str] = {}
-        # Param names read while evaluating the current declaration (graph edges).
-        self.used_params: list[tuple[str, Span]] = []
 
     # ------------------------------------------------------------------ params
     def param(self, name: str, use_span: Span) -> Any:
@@ -137,8 +160,68 @@ class Evaluator:
 
     def evaluate_params(self) -> dict[str, Any]:
         for symbol in self.table.of_keyword("param"):
-            self.param(symbol.name, symbol.name_span)
+            for name, span in self._dependency_order(symbol.name, symbol.name_span):
+                self.param(name, span)
         return self.params
+
+    def _param_uses(self, name: str) -> list[tuple[str, Span]]:
+        """The params that param `name` (and its `--set` value) refers to, with the use spans."""
+        decl = self.table.symbols[name].decl
+        assert isinstance(decl, ast.ParamDecl)
+        exprs = [decl.value] + ([self._overrides[name]] if name in self._overrides else [])
+        uses = []
+        for expr in exprs:
+            for node in ast.walk(expr):
+                if isinstance(node, ast.Ref):
+                    symbol = self.table.get(node.parts[0])
+                    if symbol is not None and symbol.keyword == "param":
+                        uses.append((symbol.name, node.span))
+        return uses
+
+    def _dependency_order(self, root: str, root_span: Span) -> list[tuple[str, Span]]:
+        """Params `root` needs, dependencies first (a depth-first walk kept on a list).
+
+        A cycle is reported here, and its params fail, so evaluating in this
+        order recurses at most one level per expression.
+        """
+        if root in self.params:
+            return []
+        order: list[tuple[str, Span]] = []
+        path: list[tuple[str, Span]] = [(root, root_span)]
+        pending = [iter(self._param_uses(root))]
+        on_path = {root}
+        done: set[str] = set()
+        while pending:
+            use = next(pending[-1], None)
+            if use is None:
+                pending.pop()
+                name, span = path.pop()
+                on_path.discard(name)
+                done.add(name)
+                order.append((name, span))
+                continue
+            name, span = use
+            if name in self.params or name in done:
+                continue
+            if name in on_path:
+                self._cycle(path, name, span)
+                continue
+            path.append(use)
+            on_path.add(name)
+            pending.append(iter(self._param_uses(name)))
+        return order
+
+    def _cycle(self, path: list[tuple[str, Span]], name: str, use_span: Span) -> None:
+        names = [n for n, _ in path]
+        start = names.index(name)
+        first = path[start]
+        self.diags.append(diagnostic(
+            "TNX301", "params form a cycle: " + " → ".join(names[start:] + [name]), use_span,
+            label=f"`{name}` is used while computing itself",
+            secondary=[Label(first[1], f"`{first[0]}` starts the cycle")],
+            help="give one of these params a literal value"))
+        for member in names[start:]:
+            self.params[member] = FAIL
 
     # --------------------------------------------------------------- overrides
     def add_override(self, name: str, raw: str) -> None:
@@ -163,6 +246,10 @@ class Evaluator:
         from tunix_dsl.parser import parse_module
 
         module, parse_diags = parse_module("param" + text[len("--set"):], file)
+        too_large = [d for d in parse_diags if d.code == "TNX210"]
+        if too_large:  # `param` and `--set` have one length: the spans fit the shown text
+            self.diags.extend(too_large)
+            return
         value_expr = None
         if module is not None and not parse_diags and len(module.decls) == 1:
             decl = module.decls[0]
@@ -248,14 +335,22 @@ class Evaluator:
         if len(expr.parts) > 1:
             return self._fail("TNX109", f"param `{head}` has no field `{expr.parts[1]}`",
                               expr.span, label="params are plain values")
-        self.used_params.append((head, expr.span))
         return self.param(head, expr.span)
 
     def _binop(self, expr: ast.BinOp) -> Any:
-        left = self.value(expr.left, "a number")
-        right = self.value(expr.right, "a number")
-        if left is FAIL or right is FAIL:
-            return FAIL
+        # `a + b - c ...` nests to the left: fold the chain in a loop, any length.
+        chain = []
+        node: ast.Expr = expr
+        while isinstance(node, ast.BinOp):
+            chain.append(node)
+            node = node.left
+        result = self.value(node, "a number")
+        for link in reversed(chain):
+            right = self.value(link.right, "a number")
+            result = FAIL if result is FAIL or right is FAIL else self._apply(link, result, right)
+        return result
+
+    def _apply(self, expr: ast.BinOp, left: Any, right: Any) -> Any:
         if expr.op == "+" and isinstance(left, str) and isinstance(right, str):
             return left + right
         if not (_is_number(left) and _is_number(right)):
@@ -266,10 +361,14 @@ class Evaluator:
                 help="only `+` joins two strings" if isinstance(bad, str) else None)
         if expr.op in ("/", "//", "%") and right == 0:
             return self._fail("TNX204", "division by zero", expr.right.span, label="this is 0")
-        result = _BINARY[expr.op](left, right)
-        if isinstance(result, float) and not math.isfinite(result):
-            return self._fail("TNX204", "arithmetic overflow", expr.span,
-                              label=f"evaluates to {result}")
+        try:
+            result = _BINARY[expr.op](left, right)
+        except OverflowError:  # an int too large to mix with a float
+            result = math.inf
+        if _too_large(result):
+            return self._fail("TNX210", "number too large", expr.span,
+                              label="the result does not fit a 64-bit float",
+                              help="numbers must stay within about ±1.8e308")
         return result
 
     def _call(self, expr: ast.Call, expected: str) -> Any:
@@ -292,6 +391,10 @@ class Evaluator:
                 return self._fail("TNX204", f"`{expr.func}` needs numbers, found "
                                   f"{describe(value)}", arg.span, label="not a number")
         try:
-            return fn(*args)
+            result = fn(*args)
         except (OverflowError, ValueError) as e:
             return self._fail("TNX204", f"`{expr.func}`: {e}", expr.span)
+        if _too_large(result):
+            return self._fail("TNX210", "number too large", expr.span,
+                              label="the result does not fit a 64-bit float")
+        return result

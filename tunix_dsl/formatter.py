@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from tunix_dsl import ast
 from tunix_dsl.diagnostics import TnxError
-from tunix_dsl.parser import parse_module
+from tunix_dsl.parser import clean_source, parse_module
 
 WIDTH = 100
 INDENT = "  "
@@ -30,7 +30,13 @@ _ATOM = 3
 
 
 def format_source(text: str, file: str = "<stdin>") -> str:
-    """The canonical layout of `text`. Raises `TnxError` if it does not parse."""
+    """The canonical layout of `text`. Raises `TnxError` if it does not parse.
+
+    The output is UTF-8 text with `\n` line breaks and no byte-order mark, whatever
+    the input used (CRLF, CR, a BOM), so a file and the same text on stdin format
+    alike.
+    """
+    text = clean_source(text)
     module, diagnostics = parse_module(text, file)
     if module is None:
         raise TnxError(diagnostics)
@@ -67,20 +73,6 @@ def _distribute(comments: list[ast.Comment], items: list, open_line: int) -> _Sl
     return slots
 
 
-def _children(expr: ast.Expr) -> tuple[ast.Expr, ...]:
-    if isinstance(expr, ast.ListExpr):
-        return expr.items
-    if isinstance(expr, ast.MapExpr):
-        return tuple(e.value for e in expr.entries)
-    if isinstance(expr, ast.Call):
-        return tuple(a.value for a in expr.args)
-    if isinstance(expr, ast.BinOp):
-        return (expr.left, expr.right)
-    if isinstance(expr, ast.UnaryOp):
-        return (expr.operand,)
-    return ()
-
-
 def _items(expr: ast.ListExpr | ast.MapExpr | ast.Call) -> tuple:
     if isinstance(expr, ast.ListExpr):
         return expr.items
@@ -92,6 +84,21 @@ def _items(expr: ast.ListExpr | ast.MapExpr | ast.Call) -> tuple:
 _COLLECTIONS = (ast.ListExpr, ast.MapExpr, ast.Call)
 
 
+def _prec(expr: ast.Expr) -> int:
+    return _PRECEDENCE[expr.op] if isinstance(expr, ast.BinOp) else _ATOM
+
+
+def _chain(expr: ast.BinOp) -> tuple[ast.Expr, list[ast.BinOp]]:
+    """(first operand, links innermost first) of a left-nested chain `a + b - c ...`."""
+    links = []
+    node: ast.Expr = expr
+    while isinstance(node, ast.BinOp):
+        links.append(node)
+        node = node.left
+    links.reverse()
+    return node, links
+
+
 class _Formatter:
     def __init__(self, text: str):
         self.text = text
@@ -100,25 +107,34 @@ class _Formatter:
     # ---------------------------------------------------------------- comments
 
     def claim(self, expr: ast.Expr, comments: list[ast.Comment]) -> list[ast.Comment]:
-        """Give comments inside collections of `expr` to them; return the others."""
+        """Give each comment inside a collection of `expr` to the innermost one; return the others.
+
+        A loop over `ast.walk`, which visits a collection before the ones inside
+        it, so a later (inner) owner replaces an earlier (outer) one.
+        """
         if not comments:
             return comments
-        if isinstance(expr, _COLLECTIONS):
-            inside = [c for c in comments if expr.span.start < c.span.start < expr.span.end]
-            outside = [c for c in comments if c not in inside]
-            for child in _children(expr):
-                inside = self.claim(child, inside)
-            if inside:
-                open_line = expr.func_span.end_line if isinstance(expr, ast.Call) else expr.span.line
-                self.collection_slots[id(expr)] = _distribute(inside, list(_items(expr)), open_line)
-            return outside
-        for child in _children(expr):
-            comments = self.claim(child, comments)
-        return comments
+        owner: dict[int, ast.ListExpr | ast.MapExpr | ast.Call] = {}
+        for node in ast.walk(expr):
+            if isinstance(node, _COLLECTIONS):
+                for comment in comments:
+                    if node.span.start < comment.span.start < node.span.end:
+                        owner[id(comment)] = node
+        claimed: dict[int, list[ast.Comment]] = {}
+        collections: dict[int, ast.ListExpr | ast.MapExpr | ast.Call] = {}
+        for comment in comments:
+            node = owner.get(id(comment))
+            if node is not None:
+                claimed.setdefault(id(node), []).append(comment)
+                collections[id(node)] = node
+        for key, inside in claimed.items():
+            node = collections[key]
+            open_line = node.func_span.end_line if isinstance(node, ast.Call) else node.span.line
+            self.collection_slots[key] = _distribute(inside, list(_items(node)), open_line)
+        return [c for c in comments if id(c) not in owner]
 
     def has_comments(self, expr: ast.Expr) -> bool:
-        return id(expr) in self.collection_slots or any(
-            self.has_comments(c) for c in _children(expr))
+        return any(id(node) in self.collection_slots for node in ast.walk(expr))
 
     # ---------------------------------------------------------------- module and blocks
 
@@ -240,8 +256,12 @@ class _Formatter:
             nested = isinstance(expr.operand, ast.BinOp | ast.UnaryOp)
             return expr.op + (f"({inner})" if nested else inner)
         assert isinstance(expr, ast.BinOp)
-        left, right = self.operands(expr, self.flat(expr.left), self.flat(expr.right))
-        return f"{left} {expr.op} {right}"
+        leftmost, links = _chain(expr)
+        text = self.flat(leftmost)
+        for link in links:
+            left, right = self.operands(link, text, self.flat(link.right))
+            text = f"{left} {link.op} {right}"
+        return text
 
     @staticmethod
     def arg(arg: ast.Arg, value: str) -> str:
@@ -250,12 +270,9 @@ class _Formatter:
     @staticmethod
     def operands(expr: ast.BinOp, left: str, right: str) -> tuple[str, str]:
         """Parenthesise operands only where precedence (left associativity) needs it."""
-        def prec(e: ast.Expr) -> int:
-            return _PRECEDENCE[e.op] if isinstance(e, ast.BinOp) else _ATOM
-
-        if prec(expr.left) < _PRECEDENCE[expr.op]:
+        if _prec(expr.left) < _PRECEDENCE[expr.op]:
             left = f"({left})"
-        if prec(expr.right) <= _PRECEDENCE[expr.op]:
+        if _prec(expr.right) <= _PRECEDENCE[expr.op]:
             right = f"({right})"
         return left, right
 
@@ -268,15 +285,43 @@ class _Formatter:
         if isinstance(expr, _COLLECTIONS):
             return self.broken(expr, indent)
         if isinstance(expr, ast.BinOp):
-            left = self.expr(expr.left, indent, used)
-            used_after = len(left.rsplit("\n", 1)[-1]) + len(expr.op) + 2
-            right = self.expr(expr.right, indent, used_after, suffix)
-            left, right = self.operands(expr, left, right)
-            return f"{left} {expr.op} {right}"
+            return self.chain(expr, indent, used, suffix)
         assert isinstance(expr, ast.UnaryOp)  # only a collection inside can carry comments
         inner = self.expr(expr.operand, indent, used + 2, suffix)
         nested = isinstance(expr.operand, ast.BinOp | ast.UnaryOp)
         return expr.op + (f"({inner})" if nested else inner)
+
+    def chain(self, expr: ast.BinOp, indent: str, used: int, suffix: int) -> str:
+        """A chain of binary operators that does not fit flat, in a loop (any length).
+
+        Each operand after the first starts where the text before it ends. The
+        longest inner part of the chain that fits flat (and holds no comments)
+        is written flat; its width is known from the operands' widths alone.
+        """
+        leftmost, links = _chain(expr)
+        width = len(self.flat(leftmost))
+        commented = self.has_comments(leftmost)
+        fitting = -1  # links[:fitting + 1] fit flat after `used`
+        for i, link in enumerate(links):
+            right = len(self.flat(link.right))
+            width += len(link.op) + 2 + right + 2 * (_prec(link.right) <= _PRECEDENCE[link.op])
+            width += 2 * (_prec(link.left) < _PRECEDENCE[link.op])
+            commented = commented or self.has_comments(link.right)
+            last = i == len(links) - 1
+            if commented or used + width + (suffix if last else 0) > WIDTH:
+                break
+            fitting = i
+        if fitting >= 0:
+            text = self.flat(links[fitting])
+        else:
+            text = self.expr(leftmost, indent, used)
+        for i in range(fitting + 1, len(links)):
+            link = links[i]
+            after = len(text) - text.rfind("\n") - 1 + len(link.op) + 2
+            right = self.expr(link.right, indent, after, suffix if i == len(links) - 1 else 0)
+            left, right = self.operands(link, text, right)
+            text = f"{left} {link.op} {right}"
+        return text
 
     def broken(self, expr: ast.ListExpr | ast.MapExpr | ast.Call, indent: str) -> str:
         """One item per line, trailing commas, comments in their slots."""

@@ -131,6 +131,7 @@ class ModelConfig:
         published checkpoints) and transformers 5's `rope_parameters` dict that
         carries `rope_theta` and `rope_type` together.
         """
+        _check_hf_config(hf)
         archs = hf.get("architectures") or []
         known = [a for a in archs if a in ARCHITECTURES]
         if not known:
@@ -217,6 +218,46 @@ class ModelConfig:
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
+
+
+_HF_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+             "intermediate_size")
+_HF_OPTIONAL_SIZES = ("num_key_value_heads", "head_dim", "max_position_embeddings")
+_HF_NUMBERS = ("rope_theta", "rms_norm_eps")
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             type(None): "null", int: "an integer", float: "a number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _check_hf_config(hf: Any) -> None:
+    """The shape `from_hf_config` relies on, each problem named (never a KeyError or a
+    ZeroDivisionError from a hand-edited or truncated config.json)."""
+    if not isinstance(hf, dict):
+        raise ModelConfigError(f"config.json must hold a JSON object, found {_json_type(hf)}")
+    for key in _HF_SIZES + _HF_OPTIONAL_SIZES:
+        value = hf.get(key)
+        if value is None and key in _HF_OPTIONAL_SIZES:
+            continue
+        if value is None:
+            raise ModelConfigError(f"config.json lacks `{key}`")
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ModelConfigError(
+                f"config.json: `{key}` must be a positive integer, found {value!r}")
+    for key in _HF_NUMBERS:
+        value = hf.get(key)
+        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+            raise ModelConfigError(f"config.json: `{key}` must be a number, found {value!r}")
+    archs = hf.get("architectures")
+    if archs is not None and not (isinstance(archs, list) and all(isinstance(a, str) for a in archs)):
+        raise ModelConfigError(
+            f"config.json: `architectures` must be a list of names, found {_json_type(archs)}")
+    for key in ("rope_parameters", "rope_scaling"):
+        if hf.get(key) is not None and not isinstance(hf[key], dict):
+            raise ModelConfigError(f"config.json: `{key}` must be an object, found "
+                                   f"{_json_type(hf[key])}")
 
 
 def _reject_unsupported_hf_options(hf: dict[str, Any], family: str) -> None:

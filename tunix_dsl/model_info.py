@@ -41,6 +41,23 @@ def resolve_path(path: str, base_dir: Path) -> Path:
     return p if p.is_absolute() else base_dir / p
 
 
+def is_file(path: Path) -> bool:
+    """`path.is_file()` that says False instead of raising (a name longer than the OS
+    allows, a directory that cannot be searched): the checker must not crash on a path."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def exists(path: Path) -> bool:
+    """`path.exists()` that says False instead of raising (see `is_file`)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def tokenizer_identity(spec: Any, base_dir: Path) -> tuple[str, str]:
     """(key, description): two tokenizers with the same key produce the same ids."""
     if isinstance(spec, BytesTokenizer):
@@ -55,7 +72,7 @@ def tokenizer_vocab_size(spec: Any, base_dir: Path) -> int | str:
     if isinstance(spec, BytesTokenizer):
         return BYTE_VOCAB_SIZE
     path = resolve_path(spec.path, base_dir)
-    if not (path / "tokenizer.json").is_file():
+    if not is_file(path / "tokenizer.json"):
         return f"no tokenizer.json in {spec.path}"
     try:
         from tunix_dsl.tokenizers import HFTokenizer

@@ -5,14 +5,27 @@ diagnostics with exact spans —
 
 - TNX001 unexpected token (the message names what was expected),
 - TNX002 unexpected character or unterminated string,
-- TNX003 invalid number literal or string escape.
+- TNX003 invalid number literal or string escape,
+- TNX004 an expression nested more than `MAX_NESTING` levels deep,
+- TNX210 a number literal too large for a float.
+
+The nesting limit is what keeps every later phase (evaluator, checker,
+formatter) within Python's recursion limit: they recurse once per level and
+walk a chain of binary operators (`1 + 1 + ... + 1`, any length) in a loop.
+
+Callers hand in text as read; `clean_source` gives the form every position
+refers to (line breaks as `\n`). A leading byte-order mark is kept in the
+text (offsets stay valid) but does not count as a column.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
+import sys
+from pathlib import Path
 
 from lark import Token, Tree
 from lark.exceptions import UnexpectedInput
@@ -24,9 +37,10 @@ from tunix_dsl.spans import Span
 from tunix_dsl.syntax_errors import (
     DECL_FORMS,
     DECL_SHAPES,
+    bom_shift,
+    head_mismatch,
     span_at,
     syntax_diagnostic,
-    too_deep,
     whole_file_span,
 )
 
@@ -36,27 +50,127 @@ _FLOAT_RE = re.compile(
     rf"(?:{_DIGITS}\.(?:{_DIGITS})?|\.{_DIGITS}|{_DIGITS})(?:[eE][+-]?{_DIGITS})?"
 )
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "0": "\0"}
-_COMMENT_OR_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"?|#[^\r\n]*')
+_COMMENT_OR_STRING = re.compile(r'"(?:[^"\\\r\n]|\\.)*"?|#[^\r\n]*')
+# Deeper expressions are refused (TNX004); see the module docstring.
+MAX_NESTING = 100
+_NESTING = frozenset({"binop", "unop", "call", "list", "map"})  # not parentheses: see _paren
+# Larger literals cannot become a float (about 1.8e308): TNX210.
+_MAX_DIGITS = 308
+
+
+def clean_source(text: str) -> str:
+    """`text` with CRLF and CR-only line breaks as LF, as the parser's positions count them."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+class SourceError(Exception):
+    """A `.tnx` source that cannot be read; `reason` says why, in words."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"cannot read `{path}`: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def read_source(path: str) -> str:
+    """The text of a `.tnx` file (`-`: standard input), as written: no newline translation.
+
+    The one reader for every verb, so an unreadable file gets the same message
+    everywhere. Raises `SourceError` for a missing file, a directory, a name the
+    OS refuses, a permission problem, or bytes that are not UTF-8.
+    """
+    if path == "-" and not hasattr(sys.stdin, "buffer"):  # a text stream put in place of stdin
+        return sys.stdin.read()
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except FileNotFoundError:
+        raise SourceError(path, "no such file") from None
+    except IsADirectoryError:
+        raise SourceError(path, "is a directory, not a .tnx file") from None
+    except PermissionError:
+        raise SourceError(path, "permission denied") from None
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise SourceError(path, reason[:1].lower() + reason[1:]) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise SourceError(path, f"not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}, "
+                                f"offset {err.start})") from None
 
 
 def parse_module(text: str, file: str) -> tuple[ast.Module | None, list[Diagnostic]]:
-    """Parse one `.tnx` source. Returns (module, diagnostics); module is None on errors."""
+    """Parse one `.tnx` source. Returns (module, diagnostics); module is None on errors.
+
+    Positions count lines by `\n` only: pass text through `clean_source` first.
+    """
     try:
         tree = get_parser().parse(text)
     except UnexpectedInput as err:
-        first = syntax_diagnostic(err, text, file)
-        return None, [first, *_errors_in_other_declarations(text, file, first.span.start)]
-    except RecursionError:
-        return None, [too_deep(text, file)]
+        return None, _syntax_errors(err, text, file)
     builder = _AstBuilder(text, file)
-    try:
-        decls = tuple(builder.decl(child) for child in tree.children)
-    except RecursionError:
-        return None, [too_deep(text, file)]
+    decls = tuple(builder.decl(child) for child in tree.children)
     if builder.diagnostics:
         return None, builder.diagnostics
     module = ast.Module(decls, scan_comments(text, file), whole_file_span(text, file))
     return module, []
+
+
+# A line that starts a declaration: a keyword at column 1 in a declaration's shape
+# (`model = tiny` at column 1 is a field, not a declaration).
+_DECLARATION_START = re.compile(
+    r"^(?:(?:pipeline|eval)\s+\w+\s*\{|stage\s+\w+\s*:?"
+    r"|(?:param|tokenizer|model|dataset|reward)\s+\w+\s*=|export\s+\w)",
+    re.MULTILINE,
+)
+_MAX_ERRORS = 20
+
+
+def _syntax_errors(err: UnexpectedInput, text: str, file: str) -> list[Diagnostic]:
+    """One diagnostic per broken declaration, each at its first mistake.
+
+    After an error the LALR parser cannot go on, so the text is cut where lines
+    start declarations and each piece is parsed alone (the rest blanked out,
+    newlines kept, so positions stay exact). A mistake that runs on into the next
+    declaration (an unclosed `{`) is reported once, in its own piece, at the point
+    where the next declaration starts; the next one is then fine on its own.
+    """
+    whole = _first_error(err, text, file)
+    starts = [m.start() for m in _DECLARATION_START.finditer(text)]
+    bounds = ([0] if not starts or starts[0] > 0 else []) + starts + [len(text)]
+    blank = re.sub(r"[^\n]", " ", text)
+    found: list[Diagnostic] = []
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        if not text[start:end].strip():
+            continue
+        alone = blank[:start] + text[start:end] + blank[end:]
+        try:
+            tree = get_parser().parse(alone)
+        except UnexpectedInput as piece_err:
+            found.append(_at_next_declaration(_first_error(piece_err, alone, file), text, end))
+        else:
+            builder = _AstBuilder(alone, file)
+            for child in tree.children:
+                builder.decl(child)
+            found += builder.diagnostics
+        if len(found) >= _MAX_ERRORS:
+            break
+    return found or [whole]
+
+
+def _first_error(err: UnexpectedInput, text: str, file: str) -> Diagnostic:
+    """The parser's error, or an earlier mistake in the declaration's head that caused it.
+
+    Keywords are not reserved, so `stage tune sft {` parses as far as an
+    `export` would and fails at `{`; checked against the `stage` shape, the
+    mistake is the missing `:` after `tune`.
+    """
+    diag = syntax_diagnostic(err, text, file)
+    head = head_mismatch(err, text, file)
+    if head is not None and head.span.start <= diag.span.start:
+        return head
+    return diag
 
 
 def _at_next_declaration(diag: Diagnostic, text: str, end: int) -> Diagnostic:
@@ -67,51 +181,6 @@ def _at_next_declaration(diag: Diagnostic, text: str, end: int) -> Diagnostic:
     span = span_at(text, diag.span.file, end, end + len(word))
     message = diag.message.removesuffix("end of file") + f"`{word}`"
     return dataclasses.replace(diag, message=message, span=span)
-
-
-# A line that starts a declaration: a keyword at column 1 in a declaration's shape
-# (`model = tiny` at column 1 is a field, not a declaration).
-_DECLARATION_START = re.compile(
-    r"^(?:(?:pipeline|eval)\s+\w+\s*\{|stage\s+\w+\s*:"
-    r"|(?:param|tokenizer|model|dataset|reward)\s+\w+\s*=|export\s+\w)",
-    re.MULTILINE,
-)
-_MAX_ERRORS = 20
-
-
-def _errors_in_other_declarations(text: str, file: str, first_error: int) -> list[Diagnostic]:
-    """Syntax errors of the declarations other than the one holding the first error.
-
-    After an error the LALR parser cannot go on, so each declaration (from a
-    line that starts one to the next) is parsed alone, with the rest of the
-    text blanked out (newlines kept, so positions stay exact).
-    """
-    starts = [m.start() for m in _DECLARATION_START.finditer(text)]
-    if not starts:
-        return []
-    blank = re.sub(r"[^\n]", " ", text)
-    found: list[Diagnostic] = []
-    for start, end in zip(starts, starts[1:] + [len(text)], strict=True):
-        if start <= first_error < end or (first_error >= len(text) and end == len(text)):
-            continue
-        alone = blank[:start] + text[start:end]
-        try:
-            tree = get_parser().parse(alone)
-        except UnexpectedInput as err:
-            found.append(_at_next_declaration(syntax_diagnostic(err, alone, file), text, end))
-        except RecursionError:
-            continue
-        else:
-            builder = _AstBuilder(alone, file)
-            try:
-                for child in tree.children:
-                    builder.decl(child)
-            except RecursionError:
-                continue
-            found += builder.diagnostics
-        if len(found) >= _MAX_ERRORS:
-            break
-    return found
 
 
 def scan_comments(text: str, file: str) -> tuple[ast.Comment, ...]:
@@ -141,8 +210,13 @@ class _AstBuilder:
             first = next(c for c in first.children if c is not None)
         while isinstance(last, Tree):
             last = next(c for c in reversed(last.children) if c is not None)
+        return self._between(first, last)
+
+    def _between(self, first: Token, last: Token) -> Span:
+        shift = bom_shift(self.text)
         return Span(
-            self.file, first.line, first.column, last.end_line, last.end_column,
+            self.file, first.line, first.column - (shift if first.line == 1 else 0),
+            last.end_line, last.end_column - (shift if last.end_line == 1 else 0),
             first.start_pos, last.end_pos,
         )
 
@@ -151,7 +225,10 @@ class _AstBuilder:
 
     # ---------------------------------------------------------------- declarations
 
-    def decl(self, tree: Tree) -> ast.Decl:
+    def decl(self, tree: Tree) -> ast.Decl | None:
+        """The declaration's AST, or None when it is nested too deeply to build."""
+        if self._too_deep(tree):
+            return None
         kids = tree.children
         span = self.span(tree)
         keyword = self.keyword(tree.data, kids[0])
@@ -171,6 +248,30 @@ class _AstBuilder:
         if keyword == "param":
             return ast.ParamDecl(name, name_span, value, span)
         return ast.ValueDecl(keyword, name, name_span, value, span)
+
+    def _too_deep(self, decl: Tree) -> bool:
+        """TNX004 at the first expression deeper than MAX_NESTING (an iterative walk).
+
+        Each call, list, map, unary or binary operator is a level,
+        except that a chain of binary operators (`a + b - c`) is one level however
+        long it is: every phase walks such a chain in a loop.
+        """
+        stack: list[tuple[Tree, int]] = [(decl, 0)]
+        while stack:
+            node, depth = stack.pop()
+            if depth > MAX_NESTING:
+                first = self.span(node)
+                self.diagnostics.append(Diagnostic(
+                    "TNX004", Severity.ERROR,
+                    f"expression nested more than {MAX_NESTING} levels deep", first,
+                    label=f"level {depth} starts here",
+                    help="give the inner part its own `param` and use its name here"))
+                return True
+            children = [c for c in node.children if isinstance(c, Tree)]
+            for i, child in reversed(list(enumerate(children))):
+                chained = node.data == "binop" and i == 0 and child.data == "binop"
+                stack.append((child, depth + (child.data in _NESTING and not chained)))
+        return False
 
     def keyword(self, shape: str, token: Token) -> str:
         """The declaration keyword, checked against the shape it was written in."""
@@ -216,15 +317,28 @@ class _AstBuilder:
         text = str(token)
         span = self.span(token)
         if _INT_RE.fullmatch(text):
-            return ast.Number(int(text.replace("_", "")), text, span)
+            digits = text.replace("_", "").lstrip("0")
+            if len(digits) > _MAX_DIGITS:  # int() of a long digit string is slow, then refused
+                return self._too_large(text, span)
+            return ast.Number(int(digits or "0"), text, span)
         if _FLOAT_RE.fullmatch(text):
-            return ast.Number(float(text.replace("_", "")), text, span)
+            value = float(text.replace("_", ""))
+            if math.isinf(value):
+                return self._too_large(text, span)
+            return ast.Number(value, text, span)
         self.diagnostics.append(Diagnostic(
-            "TNX003", Severity.ERROR, f"invalid number `{text}`", span,
+            "TNX003", Severity.ERROR, f"invalid number `{_shorten(text)}`", span,
             label="not a number",
             help="write integers like `10_000`, decimals like `0.5` or `.5`, "
                  "exponents like `1e-4` (`_` only between digits)",
         ))
+        return ast.Number(0, text, span)
+
+    def _too_large(self, text: str, span: Span) -> ast.Number:
+        self.diagnostics.append(Diagnostic(
+            "TNX210", Severity.ERROR, f"number `{_shorten(text)}` is too large", span,
+            label="larger than any float (about 1.8e308)",
+            help="numbers must fit a 64-bit float"))
         return ast.Number(0, text, span)
 
     def _string(self, tree: Tree) -> ast.String:
@@ -296,16 +410,37 @@ class _AstBuilder:
         return ast.MapExpr(tuple(entries), self.span(tree))
 
     def _binop(self, tree: Tree) -> ast.BinOp:
-        left, op, right = tree.children
-        return ast.BinOp(str(op), self.expr(left), self.expr(right), self.span(tree))
+        # A chain `a + b - c ...` nests to the left: build it in a loop, any length.
+        chain = []
+        node = tree
+        while isinstance(node, Tree) and node.data == "binop":
+            chain.append(node)
+            node = node.children[0]
+        expr = self.expr(node)
+        first = self.span(node)
+        for link in reversed(chain):
+            _, op, right = link.children
+            right_expr = self.expr(right)
+            end = self.span(right)
+            span = Span(self.file, first.line, first.column, end.end_line, end.end_column,
+                        first.start, end.end)
+            expr = ast.BinOp(str(op), expr, right_expr, span)
+        return expr  # type: ignore[return-value]
 
     def _unop(self, tree: Tree) -> ast.UnaryOp:
         op, operand = tree.children
         return ast.UnaryOp(str(op), self.expr(operand), self.span(tree))
 
     def _paren(self, tree: Tree) -> ast.Expr:
-        # The AST has no parenthesis node: the tree's shape already says it.
-        return self.expr(tree.children[1])
+        # The AST has no parenthesis node: the tree's shape already says it. Parentheses
+        # are no nesting level (fmt adds some: `-(-1)`), so any number of them is a loop.
+        while tree.data == "paren":
+            tree = tree.children[1]
+        return self.expr(tree)
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= 24 else f"{text[:10]}...{text[-10:]}"
 
 
 def _subtrees(tree: Tree) -> list[Tree]:

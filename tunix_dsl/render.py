@@ -98,6 +98,8 @@ def _excerpt(text: str, marks: list[tuple[Span, str, bool]], width: int, paint: 
             out.append(paint("gutter", "...".rjust(width)))
         previous = line_no
         raw = source_lines[line_no - 1]
+        if line_no == 1:  # a byte-order mark is not a column (see syntax_errors.bom_shift)
+            raw = raw.removeprefix("\ufeff")
         shown = raw.expandtabs(_TAB).rstrip("\r")
         out.append(f"{paint('gutter', str(line_no).rjust(width))} {bar} {shown}")
         line_marks = sorted((m for m in marks if m[0].line == line_no), key=lambda m: m[0].column)

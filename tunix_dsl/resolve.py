@@ -49,7 +49,15 @@ class SymbolTable:
 
 def suggest(name: str, candidates: Iterable[str]) -> str | None:
     """The closest candidate to `name`, if any is close enough to be a typo."""
-    matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    candidates = list(candidates)
+    same_but_case = [c for c in candidates if c.lower() == name.lower()]
+    if same_but_case:  # `SFT` for `sft`: difflib alone scores case differences as misses
+        return same_but_case[0]
+    matches = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    if not matches:
+        lowered = {c.lower(): c for c in candidates}
+        matches = [lowered[m] for m in difflib.get_close_matches(name.lower(), lowered, n=1,
+                                                                 cutoff=0.6)]
     return matches[0] if matches else None
 
 

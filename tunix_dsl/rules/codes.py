@@ -47,6 +47,12 @@ declare("TNX003", "invalid-literal", E,
         "A malformed number (`1__0`, `0x1F`) or an unknown escape in a string.",
         bad=_with_stage("model = tiny\ndata = sums\nsteps = 1__0"),
         good=_with_stage("model = tiny\ndata = sums\nsteps = 1_000"), owner="parser")
+declare("TNX004", "nested-too-deeply", E,
+        "An expression nested more than 100 levels deep (calls, lists, maps, unary signs, "
+        "operators); a chain like `1 + 2 + ... + n` is one level however long.",
+        bad="param p = " + "-" * 102 + "10\n" + _with_stage("model = tiny\ndata = sums\nsteps = p"),
+        good="param q = " + "-" * 50 + "10\nparam p = " + "-" * 52 + "q\n"
+        + _with_stage("model = tiny\ndata = sums\nsteps = p"), owner="parser")
 declare("TNX009", "unreadable-file", E,
         "The .tnx file cannot be read (missing, a directory, not UTF-8). Exit code 2.",
         bad="", good="", owner="api")
@@ -131,6 +137,13 @@ declare("TNX207", "non-positive-count", E,
         "`steps` or `batch_size` that is zero or negative.",
         bad=_with_stage("model = tiny\ndata = sums\nsteps = 0"),
         good=_with_stage("model = tiny\ndata = sums\nsteps = 10"))
+declare("TNX210", "number-too-large", E,
+        "A number that does not fit a 64-bit float (about 1.8e308): a literal, a `--set` "
+        "value or the result of arithmetic.",
+        bad="param scale = 1e300\n" + _with_stage("model = tiny\ndata = sums\n"
+                                                "steps = round(scale * 1e300)"),
+        good="param scale = 1e-300\n" + _with_stage("model = tiny\ndata = sums\n"
+                                                  "steps = round(scale * 1e302)"))
 declare("TNX208", "invalid-model-config", E,
         "Model sizes that cannot work together (heads not a multiple of kv heads, odd head_dim).",
         bad=_with_stage("model = tiny\ndata = sums\nsteps = 10").replace(

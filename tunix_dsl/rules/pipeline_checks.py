@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from tunix_dsl.datasets import CONSUMERS, peek_jsonl_columns
 from tunix_dsl.diagnostics import Diagnostic, Label, Severity
 from tunix_dsl.ir import Pipeline, Stage
-from tunix_dsl.model_info import dense_kernel_shapes, match_lora_targets
+from tunix_dsl.model_info import dense_kernel_shapes, exists, match_lora_targets
 from tunix_dsl.rules.codes import _PRELUDE, _with_stage
 from tunix_dsl.rules.registry import diagnostic, rule
 from tunix_dsl.rules.run_checks import mesh_batch_diagnostics
@@ -103,7 +103,7 @@ def jsonl_files(p: Pipeline) -> Iterator[Diagnostic]:
         if not isinstance(decl.spec, JsonlSource):
             continue
         path = p.resolve_path(decl.spec.path)
-        if not path.exists():
+        if not exists(path):
             yield diagnostic("TNX403", f"data file \"{decl.spec.path}\" not found",
                              decl.field_spans.get(("path",), decl.name_span),
                              label="columns not checked",

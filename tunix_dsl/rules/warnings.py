@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from tunix_dsl.diagnostics import Diagnostic, Label, Severity
 from tunix_dsl.ir import Pipeline
+from tunix_dsl.model_info import is_file
 from tunix_dsl.rules.codes import _PRELUDE, _with_stage, without_sums
 from tunix_dsl.rules.registry import diagnostic, rule
 from tunix_dsl.schemas.sources import HFTokenizerSource, PythonReward
@@ -77,7 +78,7 @@ def unused(p: Pipeline) -> Iterator[Diagnostic]:
                     "batch_size = 16", kind="grpo").replace(_PRELUDE, "\n"))
 def paths_exist(p: Pipeline) -> Iterator[Diagnostic]:
     for decl in p.rewards.values():
-        if isinstance(decl.spec, PythonReward) and not p.resolve_path(decl.spec.file).is_file():
+        if isinstance(decl.spec, PythonReward) and not is_file(p.resolve_path(decl.spec.file)):
             yield diagnostic("TNX403", f"reward file \"{decl.spec.file}\" not found",
                              decl.field_spans.get(("target",), decl.name_span),
                              label="loaded at run time",
@@ -85,7 +86,7 @@ def paths_exist(p: Pipeline) -> Iterator[Diagnostic]:
     for decl in p.tokenizers.values():
         if isinstance(decl.spec, HFTokenizerSource):
             path = p.resolve_path(decl.spec.path)
-            if not (path / "tokenizer.json").is_file():
+            if not is_file(path / "tokenizer.json"):
                 yield diagnostic("TNX403", f"no tokenizer.json in \"{decl.spec.path}\"",
                                  decl.field_spans.get(("path",), decl.name_span),
                                  label="vocabulary checks skipped",
