@@ -414,7 +414,8 @@ def _pydantic_diagnostic(err: Any, name: str, expected: str, span: Span) -> Diag
                           label="not an allowed value",
                           help=did_you_mean(str(value), choices, "choices"))
     if kind == "finite_number":
-        return diagnostic("TNX223", f"`{name}` must be a finite number, found {describe(value)}",
+        # Unreachable from source: the evaluator reports every overflow to inf as TNX210.
+        return diagnostic("TNX210", f"`{name}` must be a finite number, found {describe(value)}",
                           span, label="not finite", help="write a finite value such as `1e-3`")
     if kind in ("too_short", "string_too_short"):
         return diagnostic("TNX202", f"`{name}` must not be empty", span, label="empty")

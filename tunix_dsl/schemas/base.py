@@ -35,7 +35,7 @@ class Schema(BaseModel):
         extra="forbid",
         strict=True,
         frozen=True,
-        # `lr = 1e999` is infinity: no float field accepts inf or nan (TNX223).
+        # No float field accepts inf or nan (the evaluator already reports `1e999` as TNX210).
         allow_inf_nan=False,
         validate_by_name=True,
         validate_by_alias=True,
