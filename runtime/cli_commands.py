@@ -204,8 +204,9 @@ def plan(argv: list[str]) -> int:
         statuses = run_statuses(pipeline, run_dir, args.force)
         blocked = blocked_statuses(pipeline, run_dir, _export_root(args), statuses, color=sys.stderr.isatty())
         if blocked is not None:  # `tnx run` would stop before its first step: say why per stage
-            for name, status in blocked.items():
-                print(f"{name:<14}{status}")
+            rows = [{"name": name, "status": status} for name, status in blocked.items()]
+            print(json.dumps(rows, indent=2) if args.format == "json" else
+                  "\n".join(f"{r['name']:<14}{r['status']}" for r in rows))
             return EXIT_ERRORS
         plans = plan_pipeline(pipeline, devices=args.devices)
     except MeshDiagnostics as err:  # the lint message (TNX305) for the resolved mesh

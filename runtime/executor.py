@@ -11,6 +11,9 @@ trained model (LoRA merged into the base) is saved under
 marked finished with the stage's fingerprint. A stage whose finished output
 carries its current fingerprint is not run again (see `runtime/run_dir.py`
 for the directory layout and the caching rule).
+
+Before anything runs, `runtime/preflight.py` checks every location the run
+reads or writes; and a model leaves memory after its last reader (`release`).
 """
 
 from __future__ import annotations

@@ -75,6 +75,10 @@ def test_run_reports_every_problem_at_once_before_any_stage_trains(
         "second        will not run: TNX371 dataset `qa`: 4 bad rows in \"qa.jsonl\"",
         "third         will not run: TNX372 checkpoint \"ckpt/missing\" of model `big` does not exist",
     ]
+    assert tnx("plan", [str(tnx_file), "--run-dir", str(tmp_path / "run"), "--format", "json"]) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["first", "second", "third"]
+    assert rows[2]["status"].startswith("will not run: TNX372")
 
 
 def test_an_empty_pipeline_has_nothing_to_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
