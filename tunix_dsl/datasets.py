@@ -288,6 +288,24 @@ def tokens_needed(consumer: str, token_counts: Mapping[str, int]) -> int:
     return max(MIN_SEQUENCE_TOKENS, 2 + max(whole, default=0))
 
 
+def peek_jsonl_rows(path: str | Path, mapping: Mapping[str, str],
+                    n: int) -> tuple[list[Row], bool] | None:
+    """(the first ``n`` rows with canonical column names, whether that is the whole file), or
+    None when they cannot be read (``peek_jsonl_columns`` reports why). Never raises."""
+    sources = {key: col for col, key in mapping.items()}
+    rows: list[Row] = []
+    try:
+        for lineno, line in _open_lines(str(path)):
+            if len(rows) == n:
+                return rows, False
+            obj = _parse_line(str(path), lineno, line)
+            rows.append({sources.get(k, k): v for k, v in obj.items()
+                         if k not in mapping or k in sources})
+    except DataError:
+        return None
+    return rows, True
+
+
 def peek_jsonl_columns(path: str | Path, n: int = 5,
                        mapping: Mapping[str, str] | None = None) -> set[str] | DataError:
     """Keys present in every one of the first ``n`` rows, or the DataError (never raises).

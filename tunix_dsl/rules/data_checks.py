@@ -10,15 +10,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 
-from tunix_dsl.datasets import KEPT_WHOLE, MIN_SEQUENCE_TOKENS, tokens_needed
+from tunix_dsl.datasets import KEPT_WHOLE, MIN_SEQUENCE_TOKENS, peek_jsonl_rows, tokens_needed
 from tunix_dsl.diagnostics import Diagnostic, Label, Severity
 from tunix_dsl.ir import Pipeline, Stage
 from tunix_dsl.rules.codes import _with_stage
 from tunix_dsl.rules.registry import diagnostic, rule
-from tunix_dsl.schemas.sources import SyntheticSource
+from tunix_dsl.schemas.sources import JsonlSource, SyntheticSource
 
 E = Severity.ERROR
-# Up to this many rows, lint generates them and measures the shortest exactly (a few ms).
+# Up to this many rows, lint generates (or reads) them and measures the shortest exactly.
 _EXACT_ROWS = 256
 
 
@@ -48,8 +48,8 @@ def sequence_too_short(p: Pipeline) -> Iterator[Diagnostic]:
 
 
 @rule("TNX313", "rows-dropped", E,
-      "A max_seq_len at which every row of a synthetic dataset would be dropped (its completion "
-      "alone does not fit).",
+      "A max_seq_len at which every row of a dataset (synthetic, or the first rows of a jsonl "
+      "file) would be dropped: its completion alone does not fit.",
       bad=_with_stage("model = tiny\ndata = sums\nsteps = 10\nmax_seq_len = 4").replace(
           "count = 100", "digits = 3, count = 100"),
       good=_with_stage("model = tiny\ndata = sums\nsteps = 10\nmax_seq_len = 16").replace(
@@ -74,17 +74,29 @@ def rows_dropped(p: Pipeline) -> Iterator[Diagnostic]:
 
 
 def _shortest_row(p: Pipeline, stage: Stage, name: str) -> int | None:
-    """Tokens the shortest row of a synthetic dataset needs, with a byte tokenizer (whose
-    token count is known without loading anything); None when unknown or never dropped."""
+    """Tokens the shortest row of a dataset needs, with a byte tokenizer (whose token count
+    is known without loading anything); None when unknown or when no row is ever dropped.
+
+    A jsonl file is read up to its first rows: when all of those are dropped, the length
+    is wrong for this data even if a later row would fit."""
     decl = p.datasets.get(name)
     tokenizer = p.tokenizer_of(stage.trained)
     consumer = stage.info.consumer
-    if (decl is None or not isinstance(decl.spec, SyntheticSource) or tokenizer is None
-            or tokenizer[0] != "bytes" or not KEPT_WHOLE[consumer]):
+    if decl is None or tokenizer is None or tokenizer[0] != "bytes" or not KEPT_WHOLE[consumer]:
         return None
     spec = decl.spec
-    return _shortest(spec.task, spec.count, spec.seed,
-                     tuple(sorted(spec.params.items())), consumer)
+    if isinstance(spec, SyntheticSource):
+        return _shortest(spec.task, spec.count, spec.seed, tuple(sorted(spec.params.items())),
+                         consumer)
+    if isinstance(spec, JsonlSource):
+        peeked = peek_jsonl_rows(p.resolve_path(spec.path), spec.mapping(), _EXACT_ROWS)
+        return None if not peeked or not peeked[0] else _needed(consumer, peeked[0])
+    return None
+
+
+def _needed(consumer: str, rows: list[dict[str, object]]) -> int:
+    return min(tokens_needed(consumer, {k: len(v.encode()) for k, v in row.items()
+                                        if isinstance(v, str)}) for row in rows)
 
 
 @functools.lru_cache(maxsize=64)
@@ -97,6 +109,4 @@ def _shortest(task: str, count: int, seed: int, params: tuple[tuple[str, object]
     if count > _EXACT_ROWS:
         bound = SYNTHETIC_TASKS[task].shortest(default_values(task, dict(params)))
         return tokens_needed(consumer, bound)
-    rows = synthetic_rows(task, count=count, seed=seed, **dict(params))
-    return min(tokens_needed(consumer, {k: len(v.encode()) for k, v in row.items()
-                                        if isinstance(v, str)}) for row in rows)
+    return _needed(consumer, synthetic_rows(task, count=count, seed=seed, **dict(params)))
