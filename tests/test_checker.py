@@ -183,7 +183,7 @@ def test_jsonl_problems(tmp_path: Path):
     stage t: grpo { policy = tiny, data = absent, rewards = [ok], steps = 1, batch_size = 8 }
     """, str(tmp_path / "p.tnx"))
     found = {d.code: d.message for d in p.diagnostics}
-    assert "line 2" in found["TNX308"] and "expected a JSON object" in found["TNX308"]
+    assert "bad.jsonl:2: expected a JSON object" in found["TNX308"]
     assert "absent.jsonl" in found["TNX403"]
     assert p.dataset_columns("absent") is None
 

@@ -111,8 +111,8 @@ def jsonl_files(p: Pipeline) -> Iterator[Diagnostic]:
             continue
         keys = peek_jsonl_columns(path, mapping=decl.spec.mapping())
         if not isinstance(keys, set):
-            yield diagnostic("TNX308", f"cannot read dataset `{decl.name}`: {keys.message}"
-                             + (f" (line {keys.line})" if keys.line else ""),
+            where = f"{decl.spec.path}:{keys.line}" if keys.line else decl.spec.path
+            yield diagnostic("TNX308", f"cannot read dataset `{decl.name}`: {where}: {keys.message}",
                              decl.field_spans.get(("path",), decl.name_span),
                              label="unreadable data file")
             continue
