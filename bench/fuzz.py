@@ -214,8 +214,9 @@ def check(text: str, deep: bool = False, rotate: str = "CR") -> str | None:
     from tunix_dsl.api import parse
     from tunix_dsl.diagnostics import Diagnostic, TnxError
     from tunix_dsl.formatter import format_source
-    from tunix_dsl.parser import clean_source, scan_comments
+    from tunix_dsl.parser import scan_comments
     from tunix_dsl.render import render_json, render_sarif, render_text
+    from tunix_dsl.source import clean_source
 
     pipeline = parse(text, FILE)
     if not all(isinstance(d, Diagnostic) for d in pipeline.diagnostics):
