@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,12 +142,64 @@ def mutate(text: str, rng: random.Random, seeds: list[str]) -> str:
     return text
 
 
+ATOM = re.compile(r'"(?:[^"\\\r\n]|\\.)*"|#[^\r\n]*|(?<![\w.])(?:\d[\w.]*|\.\d\w*|true|false)\b')
+VALUES = ["0", "-1", "1e-4", "2.5", "10_000", '"x"', '""', "true", "false", "[]", "[1, 2]", "{}",
+          "{ data = -1 }", '"pico"', '"float16"', '"cosine"', "scale", "tiny", "sums", "1 / 0",
+          "max(1, 2)", "round(2.5)", "lora(rank = 4)", "adamw(lr = 1e-3)", *HUGE]
+
+
+def mutate_values(text: str, rng: random.Random) -> str:
+    """One to four edits that mostly keep the file parseable, so the checker and the
+    formatter (not only the parser) see them: other values, nesting and long chains
+    around values, duplicated or dropped lines, comments, line breaks."""
+    for _ in range(rng.randint(1, 4)):
+        atoms = [m.span() for m in ATOM.finditer(text) if not m.group().startswith("#")]
+        start, end = rng.choice(atoms) if atoms else (len(text), len(text))
+        lines = text.split("\n")
+        edit = rng.randrange(8)
+        if edit == 0:  # another value
+            text = text[:start] + rng.choice(VALUES) + text[end:]
+        elif edit == 1:  # nesting around a value, up to a little past the limit
+            opener = rng.choice(OPENERS)
+            depth = rng.choice([rng.randint(1, 5), rng.randint(95, 105)])
+            text = (text[:start] + opener * depth + text[start:end] + CLOSERS[opener] * depth
+                    + text[end:])
+        elif edit == 2:  # a chain of operators after a value
+            op = rng.choice(["+", "-", "*", "/", "//", "%"])
+            operand = rng.choice(["1", "2", "0.5", "0", "scale", '"s"'])
+            text = text[:end] + f" {op} {operand}" * rng.choice([1, 3, 500, 3000]) + text[end:]
+        elif edit == 3:  # duplicate a line
+            i = rng.randrange(len(lines))
+            lines.insert(rng.randrange(len(lines) + 1), lines[i])
+            text = "\n".join(lines)
+        elif edit == 4:  # drop a line
+            del lines[rng.randrange(len(lines))]
+            text = "\n".join(lines)
+        elif edit == 5:  # a comment at the end of a line or on its own line
+            i = rng.randrange(len(lines))
+            lines[i] += rng.choice(["  # note", " #", "  # é \"x\" }"])
+            text = "\n".join(lines)
+        elif edit == 6:  # swap two values
+            other_start, other_end = rng.choice(atoms) if atoms else (start, end)
+            if other_start > end:
+                text = (text[:start] + text[other_start:other_end] + text[end:other_start]
+                        + text[start:end] + text[other_end:])
+        else:  # line breaks and a byte-order mark
+            text = rng.choice(["", "\ufeff"]) + text.replace("\n", rng.choice(["\r\n", "\r"]))
+    return text
+
+
 def inputs(count: int, seed: int) -> Iterator[tuple[int, str]]:
-    """`count` mutants, deterministic for a given seed (input n is the same on any worker count)."""
+    """`count` mutants, deterministic for a given seed (input n is the same on any worker count).
+
+    Even inputs get free edits (mostly syntax errors), odd ones value edits (mostly
+    parseable), so every phase sees about half of them.
+    """
     seeds = seed_texts()
     for n in range(count):
         rng = random.Random(f"{seed}:{n}")
-        yield n, mutate(seeds[n % len(seeds)], rng, seeds)
+        seed_text = seeds[n % len(seeds)]
+        yield n, (mutate(seed_text, rng, seeds) if n % 2 == 0 else mutate_values(seed_text, rng))
 
 
 # --------------------------------------------------------------------------- the oracle
@@ -205,17 +258,22 @@ def _share_parses() -> None:
     tunix_dsl.formatter.parse_module = shared
 
 
-def check(text: str, deep: bool = False, rotate: str = "CR") -> str | None:
+def check(text: str, deep: bool = False, rotate: str = "CR",
+          outcomes: Counter[str] | None = None) -> str | None:
     """What is wrong with how the front end treats `text` (None: nothing).
 
     Line breaks: `rotate` names the variant compared (`CR` or `CRLF`); `deep`
     compares both and also runs `tnx fmt -` and `tnx fmt FILE` in process.
+    `outcomes` counts what became of the input (refused by the parser, checked
+    with errors, clean).
     """
+    outcomes = Counter() if outcomes is None else outcomes
     from tunix_dsl.api import parse
     from tunix_dsl.diagnostics import Diagnostic, TnxError
     from tunix_dsl.formatter import format_source
-    from tunix_dsl.parser import clean_source, scan_comments
+    from tunix_dsl.parser import scan_comments
     from tunix_dsl.render import render_json, render_sarif, render_text
+    from tunix_dsl.source import clean_source
 
     pipeline = parse(text, FILE)
     if not all(isinstance(d, Diagnostic) for d in pipeline.diagnostics):
@@ -231,7 +289,9 @@ def check(text: str, deep: bool = False, rotate: str = "CR") -> str | None:
     except TnxError as err:  # only a file the parser refuses, and for the reasons lint gives
         if sorted(err.diagnostics, key=str) != sorted(pipeline.diagnostics, key=str):
             return "fmt refused a file with other diagnostics than lint's"
+        outcomes["syntax error: lint reports it, fmt refuses"] += 1
         return None
+    outcomes["parsed, checked with errors" if pipeline.errors else "parsed, clean"] += 1
     if format_source(formatted, FILE) != formatted:
         return "fmt is not idempotent"
     before = sorted(c.text for c in scan_comments(clean_source(text), FILE))
@@ -267,21 +327,24 @@ def _alarm(signum: int, frame: Any) -> None:
     raise _Timeout
 
 
-def _run_one(job: tuple[int, str, int, float]) -> tuple[int, str | None, str]:
+def _run_one(job: tuple[int, str, int, float]) -> tuple[int, str | None, str, Counter[str]]:
     n, text, cli_every, limit = job
     _share_parses()
-    signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, limit)
+    outcomes: Counter[str] = Counter()
+    # CPU time, not wall time: on a shared machine a slow input and a busy neighbour
+    # would look alike.
+    signal.signal(signal.SIGVTALRM, _alarm)
+    signal.setitimer(signal.ITIMER_VIRTUAL, limit)
     try:
         problem = check(text, deep=cli_every > 0 and n % cli_every == 0,
-                        rotate=("CR", "CRLF")[n % 2])
+                        rotate=("CR", "CRLF")[n % 2], outcomes=outcomes)
     except _Timeout:
-        problem = f"took more than {limit:g} s"
+        problem = f"took more than {limit:g} s of CPU"
     except BaseException:  # noqa: BLE001 - a crash is what the fuzzer looks for
         problem = "raised:\n" + traceback.format_exc()
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-    return n, problem, text if problem else ""
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+    return n, problem, text if problem else "", outcomes
 
 
 def _save(out: Path, n: int, problem: str, text: str) -> Path:
@@ -301,13 +364,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="where failing inputs are saved")
     parser.add_argument("--cli-every", type=int, default=50,
                         help="compare `tnx fmt -` with `tnx fmt FILE` on every Nth input (0: never)")
-    parser.add_argument("--time-limit", type=float, default=20.0, help="seconds per input")
+    parser.add_argument("--time-limit", type=float, default=5.0,
+                        help="CPU seconds per input (the slowest inputs take about 1 s)")
     args = parser.parse_args(argv)
     jobs = ((n, text, args.cli_every, args.time_limit) for n, text in inputs(args.inputs, args.seed))
     failures: dict[str, int] = {}
+    outcomes: Counter[str] = Counter()
     started = time.perf_counter()
     with multiprocessing.get_context("fork").Pool(args.workers) as pool:
-        for done, (n, problem, text) in enumerate(pool.imap_unordered(_run_one, jobs, 64), 1):
+        for done, (n, problem, text, seen) in enumerate(pool.imap_unordered(_run_one, jobs, 64), 1):
+            outcomes.update(seen)
             if problem is not None:
                 kind = problem.strip().splitlines()[-1][:120]
                 failures[kind] = failures.get(kind, 0) + 1
@@ -324,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(failures)} distinct")
     for kind, count in sorted(failures.items(), key=lambda kv: -kv[1]):
         print(f"  {count:>6}  {kind}")
+    for kind, count in outcomes.most_common():
+        print(f"  {count:>7,}  {kind}")
     return 1 if failures else 0
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tunix_dsl import ast
-from tunix_dsl.parser import SourceError, clean_source, parse_module, read_source
+from tunix_dsl.parser import parse_module
+from tunix_dsl.source import SourceError, clean_source, read_source
 from tunix_dsl.spans import Span
 
 

@@ -29,7 +29,8 @@ def parse(text: str, file: str = "<string>", overrides: Overrides = None,
     in the text resolve against `base_dir` (default: the file's directory, or
     the current directory for `<string>`).
     """
-    from tunix_dsl.parser import clean_source, parse_module
+    from tunix_dsl.parser import parse_module
+    from tunix_dsl.source import clean_source
 
     if base_dir is None:
         base_dir = Path(file).resolve().parent if not file.startswith("<") else Path.cwd()
@@ -40,7 +41,7 @@ def parse(text: str, file: str = "<string>", overrides: Overrides = None,
 
 def load(path: str | Path, overrides: Overrides = None) -> Pipeline:
     """Read, parse and check a `.tnx` file."""
-    from tunix_dsl.parser import SourceError, read_source
+    from tunix_dsl.source import SourceError, read_source
 
     file = str(path)
     try:
@@ -50,11 +51,15 @@ def load(path: str | Path, overrides: Overrides = None) -> Pipeline:
     return parse(text, file, overrides)
 
 
-def _io_failure(file: str, reason: str) -> Pipeline:
-    diags: list[Diagnostic] = [diagnostic(
+def unreadable(file: str, reason: str) -> Diagnostic:
+    """TNX009 for a source that cannot be read (`tunix_dsl.source.SourceError`)."""
+    return diagnostic(
         "TNX009", f"cannot read `{file}`: {reason}", Span.unknown(file),
-        help="pass an existing, readable .tnx file saved as UTF-8")]
-    return _empty(file, Path.cwd(), {}, diags, io_error=True)
+        help="pass an existing, readable .tnx file saved as UTF-8")
+
+
+def _io_failure(file: str, reason: str) -> Pipeline:
+    return _empty(file, Path.cwd(), {}, [unreadable(file, reason)], io_error=True)
 
 
 __all__ = ["Pipeline", "load", "parse"]

@@ -157,25 +157,26 @@ def _lint(args: argparse.Namespace) -> int:
 
 
 def _fmt(args: argparse.Namespace) -> int:
+    from tunix_dsl.api import unreadable
     from tunix_dsl.diagnostics import TnxError
     from tunix_dsl.formatter import format_source
-    from tunix_dsl.parser import SourceError, read_source
     from tunix_dsl.render import render_text
+    from tunix_dsl.source import SourceError, clean_source, read_source
 
     color = _use_color(args.color, sys.stderr)
-    changed, broken, unreadable = [], False, False
+    changed, broken, unreadable_seen = [], False, False
     for path in dict.fromkeys(args.files):
         name = "<stdin>" if path == "-" else path
         try:
             text = read_source(path)
         except SourceError as err:
-            sys.stderr.write(render_text([_unreadable(name, err.reason)], {}, color))
-            unreadable = True
+            sys.stderr.write(render_text([unreadable(name, err.reason)], {}, color))
+            unreadable_seen = True
             continue
         try:
             formatted = format_source(text, name)
         except TnxError as err:
-            sys.stderr.write(render_text(err.diagnostics, {name: _cleaned(text)}, color))
+            sys.stderr.write(render_text(err.diagnostics, {name: clean_source(text)}, color))
             broken = True
             continue
         if formatted == text:
@@ -194,24 +195,11 @@ def _fmt(args: argparse.Namespace) -> int:
         else:
             _write(path, formatted)
             print(f"reformatted {name}", file=sys.stderr)
-    if unreadable:
+    if unreadable_seen:
         return EXIT_USAGE
     if broken:
         return EXIT_ERRORS
     return EXIT_ERRORS if changed and (args.check or args.diff) else EXIT_OK
-
-
-def _cleaned(text: str) -> str:
-    from tunix_dsl.parser import clean_source
-
-    return clean_source(text)
-
-
-def _unreadable(file: str, reason: str):
-    """TNX009 for a file no verb could read (the API reports it the same way)."""
-    from tunix_dsl.api import _io_failure
-
-    return _io_failure(file, reason).diagnostics[0]
 
 
 def _write(path: str, text: str) -> None:

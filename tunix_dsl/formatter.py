@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 from tunix_dsl import ast
 from tunix_dsl.diagnostics import TnxError
-from tunix_dsl.parser import clean_source, parse_module
+from tunix_dsl.parser import parse_module
+from tunix_dsl.source import clean_source
 
 WIDTH = 100
 INDENT = "  "

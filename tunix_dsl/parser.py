@@ -13,9 +13,9 @@ The nesting limit is what keeps every later phase (evaluator, checker,
 formatter) within Python's recursion limit: they recurse once per level and
 walk a chain of binary operators (`1 + 1 + ... + 1`, any length) in a loop.
 
-Callers hand in text as read; `clean_source` gives the form every position
-refers to (line breaks as `\n`). A leading byte-order mark is kept in the
-text (offsets stay valid) but does not count as a column.
+Callers hand in text through `tunix_dsl.source.clean_source`: positions count
+`\n` line breaks only. A leading byte-order mark is kept in the text (offsets
+stay valid) but does not count as a column.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ import dataclasses
 import difflib
 import math
 import re
-import sys
-from pathlib import Path
 
 from lark import Token, Tree
 from lark.exceptions import UnexpectedInput
@@ -58,52 +56,10 @@ _NESTING = frozenset({"binop", "unop", "call", "list", "map"})  # not parenthese
 _MAX_DIGITS = 308
 
 
-def clean_source(text: str) -> str:
-    """`text` with CRLF and CR-only line breaks as LF, as the parser's positions count them."""
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
-class SourceError(Exception):
-    """A `.tnx` source that cannot be read; `reason` says why, in words."""
-
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"cannot read `{path}`: {reason}")
-        self.path = path
-        self.reason = reason
-
-
-def read_source(path: str) -> str:
-    """The text of a `.tnx` file (`-`: standard input), as written: no newline translation.
-
-    The one reader for every verb, so an unreadable file gets the same message
-    everywhere. Raises `SourceError` for a missing file, a directory, a name the
-    OS refuses, a permission problem, or bytes that are not UTF-8.
-    """
-    if path == "-" and not hasattr(sys.stdin, "buffer"):  # a text stream put in place of stdin
-        return sys.stdin.read()
-    try:
-        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-    except FileNotFoundError:
-        raise SourceError(path, "no such file") from None
-    except IsADirectoryError:
-        raise SourceError(path, "is a directory, not a .tnx file") from None
-    except PermissionError:
-        raise SourceError(path, "permission denied") from None
-    except OSError as err:
-        reason = err.strerror or str(err)
-        raise SourceError(path, reason[:1].lower() + reason[1:]) from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise SourceError(path, f"not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}, "
-                                f"offset {err.start})") from None
-
-
 def parse_module(text: str, file: str) -> tuple[ast.Module | None, list[Diagnostic]]:
     """Parse one `.tnx` source. Returns (module, diagnostics); module is None on errors.
 
-    Positions count lines by `\n` only: pass text through `clean_source` first.
+    Positions count lines by `\n` only: pass text through `source.clean_source` first.
     """
     try:
         tree = get_parser().parse(text)

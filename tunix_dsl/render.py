@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from urllib.parse import quote
@@ -84,10 +85,17 @@ def _render_one(d: Diagnostic, sources: dict[str, str], paint: _Painter) -> str:
     return "\n".join(out) + "\n"
 
 
+@functools.lru_cache(maxsize=8)
+def _lines(text: str) -> tuple[str, ...]:
+    # Split once per source, not once per diagnostic: a file with thousands of
+    # diagnostics would otherwise render in quadratic time.
+    return tuple(text.split("\n"))
+
+
 def _excerpt(text: str, marks: list[tuple[Span, str, bool]], width: int, paint: _Painter,
              severity: Severity) -> list[str]:
     """Source lines with `^^^` under the primary span and `---` under secondary ones."""
-    source_lines = text.split("\n")
+    source_lines = _lines(text)
     bar = paint("gutter", "|")
     out = [f"{' ' * width} {bar}"]
     previous = None

@@ -8,6 +8,7 @@ the table is built before anything is evaluated.
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -49,7 +50,13 @@ class SymbolTable:
 
 def suggest(name: str, candidates: Iterable[str]) -> str | None:
     """The closest candidate to `name`, if any is close enough to be a typo."""
-    candidates = list(candidates)
+    return _suggest(name, tuple(candidates))
+
+
+@functools.lru_cache(maxsize=256)
+def _suggest(name: str, candidates: tuple[str, ...]) -> str | None:
+    # Cached: a name misspelt in many places (or used thousands of times in one
+    # expression) is compared with every candidate once, not once per use.
     same_but_case = [c for c in candidates if c.lower() == name.lower()]
     if same_but_case:  # `SFT` for `sft`: difflib alone scores case differences as misses
         return same_but_case[0]
