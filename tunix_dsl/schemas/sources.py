@@ -156,11 +156,15 @@ class JsonlSource(Schema):
     chosen: str | None = Field(None, description="file key holding the `chosen` column")
     rejected: str | None = Field(None, description="file key holding the `rejected` column")
     answer: str | None = Field(None, description="file key holding the `answer` column")
+    messages: str | None = Field(
+        None, description="file key holding the `messages` column (a list of {role, content})")
 
     def mapping(self) -> dict[str, str]:
         """Canonical column → file key, for the columns given explicitly."""
-        names = ("text", "prompt", "completion", "chosen", "rejected", "answer")
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        return {n: getattr(self, n) for n in _COLUMN_FIELDS if getattr(self, n) is not None}
+
+
+_COLUMN_FIELDS = ("text", "prompt", "completion", "chosen", "rejected", "answer", "messages")
 
 
 DatasetSource = SyntheticSource | JsonlSource
