@@ -243,22 +243,25 @@ def row_checker(path: str, mapping: Mapping[str, str] | None, required: Iterable
     needed = list(dict.fromkeys([*mapping, *required]))
     reader = CONSUMERS[consumer] if consumer is not None else None
 
-    def missing_key(n: int, column: str, why: str = "") -> DataError:
+    def missing_key(n: int, column: str, why: str = "",
+                    obj: Mapping[str, Any] | None = None) -> DataError:
         key = mapping.get(column, column)
         via = f"column {column!r}, mapping {_mapping_text(mapping)}" if column in mapping else ""
         notes = "; ".join(x for x in (via, why) if x)
-        return DataError(path, n, f"missing key {key!r}" + (f" ({notes})" if notes else ""),
-                         unit=unit)
+        what = f"key {key!r} is null" if key in (obj or {}) else f"missing key {key!r}"
+        return DataError(path, n, what + (f" ({notes})" if notes else ""), unit=unit)
 
     def checked(n: int, obj: Mapping[str, Any]) -> Row:
         row = {sources.get(k, k): v for k, v in obj.items() if k not in mapping or k in sources}
+        # A null (parquet's empty cell) is an absent value, unless the mapping names the column.
+        row = {k: v for k, v in row.items() if v is not None or k in needed}
         for column in needed:
             if mapping.get(column, column) not in obj:
                 raise missing_key(n, column)
         gap = reader.missing(row) if reader is not None else ()
         if reader is not None and gap:
             raise missing_key(n, gap[0], f"{reader.name} data needs "
-                              f"{', '.join(reader.required)}")
+                              f"{', '.join(reader.required)}", obj)
         problem = _bad_value(row, mapping)
         if problem:
             raise DataError(path, n, problem, unit=unit)

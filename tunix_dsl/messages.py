@@ -84,6 +84,8 @@ def value_problem(column: str, value: Any) -> str | None:
     if column in CONVERSATION_COLUMNS and is_conversation(value):
         problem = conversation_problem(value)
         return None if problem is None else f"must be a string or a conversation ({problem})"
+    if value is None:
+        return "must be a string, got null"
     if not isinstance(value, str):
         shown = json.dumps(value, default=str)[:40]
         return f"must be a string, got {_type_name(value)} {shown}"
