@@ -127,6 +127,7 @@ def run(argv: list[str]) -> int:
     finally:
         log.close()
     print(f"run directory: {run_dir}")
+    print(f"report: {run_dir / 'report.md'}")  # the summary's last line: where to look next
     return EXIT_OK
 
 

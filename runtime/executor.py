@@ -411,7 +411,8 @@ class Executor:
         print_summary(rows, self.log)
         from tunix_dsl.runtime.report import write_report  # matplotlib: only once a run ends
 
-        self.log(f"report: {write_report(self.layout.root)}")
+        # In run.log here; the terminal gets the path as the command's last line (cli_commands).
+        self.log.record(f"report: {write_report(self.layout.root)}")
 
     def export(self, export: Any) -> None:
         config = export.config

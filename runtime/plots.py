@@ -30,6 +30,7 @@ class Panel:
 # the per-step `reward` mean, `kl_ref` (KL to the reference; distill logs `kl`), `clip_fraction`.
 PANELS: tuple[Panel, ...] = (
     Panel("loss", ("loss",)),
+    Panel("token accuracy", ("accuracy",)),
     Panel("reward", ("reward",)),
     Panel("DPO reward margin", ("rewards/margin",)),
     Panel("KL", ("kl_ref", "kl")),

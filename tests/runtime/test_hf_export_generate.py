@@ -74,3 +74,12 @@ def test_tokenizer_and_generate_match_tnx_eval(exported: tuple[Path, list[dict]]
         out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
         completion = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         assert completion == example["completion"], example
+
+
+def test_run_ends_with_a_report_and_its_plots(exported: tuple[Path, list[dict]]) -> None:
+    run = exported[0].parents[2]
+    report = (run / "report.md").read_text()
+    assert "![base](plots/base.png)" in report and "![eval accuracy](plots/eval_accuracy.png)" in report
+    assert "| base | pretrain | 40 |" in report and "| base.model |" in report
+    for png in ("base.png", "eval_accuracy.png"):
+        assert (run / "plots" / png).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

@@ -70,7 +70,8 @@ def test_report_draws_every_stage_and_eval(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_rl_stage_gets_reward_kl_and_clip_panels() -> None:
-    rows = [{"step": 1, "loss": 0.1, "reward": 0.5, "kl": 0.1, "clip_fraction": 0.0, "lr": 1e-4}]
+    rows = [{"step": 1, "loss": 0.1, "reward": 0.5, "kl": 0.1, "clip_fraction": 0.0, "lr": 1e-4,
+             "grad_norm": 2.0}]
     titles = [panel.title for panel, _ in panels_for(rows)]
     assert titles == ["loss", "reward", "KL", "clip fraction", "learning rate"]
     assert [key for _, key in panels_for(rows)][2] == "kl"  # kl_ref absent: distill's `kl`
