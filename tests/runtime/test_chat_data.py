@@ -64,6 +64,12 @@ def test_chatml_template_multi_turn_masks_exactly_the_assistant_turns(tmp_path: 
         ([start] + b("user\nand 3+5?") + [end] + b("\n") + [start] + b("assistant\n"), False),
         (b("8, surely") + [end] + b("\n"), True),
     ])
+    # and transformers' own rendering + tokenization of the whole conversation agrees
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    rendered = hf.apply_chat_template(CHAT, tokenize=True, return_dict=True)["input_ids"]
+    assert data.examples[0].tokens.tolist() == list(rendered)
 
 
 def test_batch_loss_mask_follows_the_assistant_tokens() -> None:
