@@ -1,4 +1,4 @@
-"""`tnx run` and `tnx plan`: the commands that need jax.
+"""`tnx run` and `tnx plan`: the commands that need jax; and `tnx report` (matplotlib only).
 
 Both check the pipeline first, exactly like `tnx lint`: a pipeline with
 errors never starts (exit 1, diagnostics printed with file:line:column).
@@ -26,6 +26,10 @@ EXIT_CODES = {
                            "same command to resume"),
         (EXIT_SECOND_INTERRUPT, "a second Ctrl-C: left at once without saving (the last checkpoint "
                                 "stays valid)"),
+    ),
+    "report": (
+        (EXIT_OK, "report.md and plots written"),
+        (EXIT_USAGE, "not a run directory (no plan.json), or it cannot be written"),
     ),
     "plan": (
         (EXIT_OK, "planned"),
@@ -123,6 +127,7 @@ def run(argv: list[str]) -> int:
     finally:
         log.close()
     print(f"run directory: {run_dir}")
+    print(f"report: {run_dir / 'report.md'}")  # the summary's last line: where to look next
     return EXIT_OK
 
 
@@ -234,7 +239,26 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.1f}M"
 
 
-COMMANDS = {"run": run, "plan": plan}
+def report(argv: list[str]) -> int:
+    """`tnx report RUN_DIR`: report.md + plots from the files alone (a running stage too)."""
+    epilog = "exit status:\n" + "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES["report"])
+    parser = argparse.ArgumentParser(prog="tnx report", epilog=epilog,
+                                     description="Write report.md and plots/ into a run directory.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", help="the run directory (runs/<pipeline>/, or --run-dir of tnx run)")
+    args = parser.parse_args(argv)
+    from tunix_dsl.runtime.report import ReportError, write_report
+
+    try:
+        path = write_report(args.run_dir)
+    except (ReportError, OSError) as err:
+        print(f"tnx report: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"report: {path}")
+    return EXIT_OK
+
+
+COMMANDS = {"run": run, "plan": plan, "report": report}
 
 
 def main(command: str, argv: list[str]) -> int:

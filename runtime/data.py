@@ -8,10 +8,15 @@ out when the tokenizer has none, and the eos id always ends a completion:
 - ``lm``: ``bos + text + eos`` (``text`` or else ``prompt + completion``); loss
   on every token after bos. Too long: cut from the right (keep the beginning).
 - ``prompt_completion``: ``bos + prompt + completion + eos``; loss on
-  completion and eos only.
+  completion and eos only. A ``messages`` conversation instead: ``bos +`` the
+  chat template's rendering, loss on every assistant turn (``chat_data.py``);
+  too long: cut from the right, dropped when no assistant token is left.
 - ``preference``: ``bos + prompt + chosen + eos`` and ``bos + prompt + rejected
-  + eos``; loss on each completion and eos.
-- ``prompt``: ``bos + prompt``, left-padded, for generation; no loss.
+  + eos``; loss on each completion and eos. Conversations as chosen/rejected:
+  the shared turns rendered as the prompt, each last (assistant) message as
+  the completion.
+- ``prompt``: ``bos + prompt``, left-padded, for generation; no loss. A
+  conversation is rendered with the template's generation prompt.
 
 Truncation keeps the completion whole and cuts the prompt from the left (the
 end of a prompt is what the completion follows). A row whose completion(s)
@@ -47,7 +52,15 @@ from typing import Any
 import numpy as np
 
 from tunix_dsl.datasets import CONSUMERS, DataError
-from tunix_dsl.tokenizers import Tokenizer
+from tunix_dsl.messages import is_conversation
+from tunix_dsl.runtime.chat_data import (
+    ChatCodec,
+    ChatError,
+    preference_tokens,
+    prompt_tokens,
+    sft_tokens,
+)
+from tunix_dsl.tokenizers import Tokenizer, TokenizerError
 
 Batch = dict[str, np.ndarray]
 
@@ -83,6 +96,7 @@ class _Ids:
     bos: list[int]
     eos: int
     max_len: int
+    chat: ChatCodec  # conversations (`messages`, conversational prompt/chosen/rejected)
 
     def seq(self, prompt: list[int], completion: list[int]) -> TokenSeq:
         tokens = [*self.bos, *prompt, *completion]
@@ -109,7 +123,21 @@ def _tokenize_lm(row: Mapping[str, Any], ids: _Ids) -> tuple[Example | None, boo
     return TokenSeq(seq.tokens[: ids.max_len], seq.weights[: ids.max_len]), True
 
 
+def _tokenize_chat(row: Mapping[str, Any], ids: _Ids) -> tuple[Example | None, bool]:
+    """Every assistant turn trained; too long: cut from the right, dropped when no assistant
+    token is left."""
+    tokens, weights = sft_tokens(row["messages"], ids.chat)
+    seq = TokenSeq(np.asarray([*ids.bos, *tokens], np.int32),
+                   np.asarray([0.0] * len(ids.bos) + weights, np.float32))
+    if len(seq) <= ids.max_len:
+        return seq, False
+    cut = TokenSeq(seq.tokens[: ids.max_len], seq.weights[: ids.max_len])
+    return (cut, True) if cut.weights.any() else (None, False)
+
+
 def _tokenize_prompt_completion(row: Mapping[str, Any], ids: _Ids) -> tuple[Example | None, bool]:
+    if CONSUMERS["prompt_completion"].read_columns(row) == ("messages",):
+        return _tokenize_chat(row, ids)
     prompt, completion = ids.encode(row["prompt"]), [*ids.encode(row["completion"]), ids.eos]
     kept = ids.fit_prompt(prompt, len(completion))
     if kept is None:
@@ -118,9 +146,12 @@ def _tokenize_prompt_completion(row: Mapping[str, Any], ids: _Ids) -> tuple[Exam
 
 
 def _tokenize_preference(row: Mapping[str, Any], ids: _Ids) -> tuple[Example | None, bool]:
-    prompt = ids.encode(row["prompt"])
-    chosen = [*ids.encode(row["chosen"]), ids.eos]
-    rejected = [*ids.encode(row["rejected"]), ids.eos]
+    if is_conversation(row["chosen"]):
+        prompt, chosen, rejected = preference_tokens(row, ids.chat)
+    else:
+        prompt = ids.encode(row["prompt"])
+        chosen = [*ids.encode(row["chosen"]), ids.eos]
+        rejected = [*ids.encode(row["rejected"]), ids.eos]
     # One cut for both, so the pair shares exactly the same prompt tokens.
     kept = ids.fit_prompt(prompt, max(len(chosen), len(rejected)))
     if kept is None:
@@ -129,7 +160,8 @@ def _tokenize_preference(row: Mapping[str, Any], ids: _Ids) -> tuple[Example | N
 
 
 def _tokenize_prompt(row: Mapping[str, Any], ids: _Ids) -> tuple[Example | None, bool]:
-    prompt = ids.encode(row["prompt"])
+    conversation = is_conversation(row["prompt"])
+    prompt = prompt_tokens(row["prompt"], ids.chat) if conversation else ids.encode(row["prompt"])
     kept = ids.fit_prompt(prompt, 0)
     if kept is None:
         return None, False
@@ -235,7 +267,13 @@ def tokenize_rows(
     bos = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
     if max_len < len(bos) + 2:
         raise ValueError(f"max_len {max_len} is too short for a sequence")
-    ids = _Ids(lambda text: tokenizer.encode(text, add_bos=False), bos, tokenizer.eos_id, max_len)
+    def encode(text: str) -> list[int]:
+        return tokenizer.encode(text, add_bos=False)
+
+    chat = ChatCodec(encode, lambda messages, generation: tokenizer.apply_chat_template(
+        messages, add_generation_prompt=generation), tokenizer.bos_id, tokenizer.eos_id,
+        frozenset(tokenizer.stop_ids))
+    ids = _Ids(encode, bos, tokenizer.eos_id, max_len, chat)
     rules, info = CONSUMER_RULES[consumer], CONSUMERS[consumer]
     examples: list[Example] = []
     row_ids: list[int] = []
@@ -245,7 +283,10 @@ def tokenize_rows(
         if missing:
             raise DataError(source, None, f"row {i + 1} has no column {missing[0]!r}, which "
                             f"{consumer} data needs ({', '.join(info.required)})")
-        example, cut = rules.tokenize(row, ids)
+        try:
+            example, cut = rules.tokenize(row, ids)
+        except (ChatError, TokenizerError, ValueError) as err:  # a conversation the template refuses
+            raise DataError(source, None, f"row {i + 1}: {err}") from None
         if example is None:
             dropped += 1
             continue

@@ -52,7 +52,6 @@ from tunix_dsl.runtime.progress import (
     StageProgress,
     SummaryRow,
     print_summary,
-    summary_markdown,
 )
 from tunix_dsl.runtime.resources import Resources, resolve_path, stage_inputs, stage_seed
 from tunix_dsl.runtime.rewards import build_reward
@@ -405,18 +404,18 @@ class Executor:
         if evals:
             (self.layout.root / "evals.json").write_text(json.dumps(
                 {name: [asdict(r) for r in rs] for name, rs in evals.items()}, indent=2))
-        self.write_report(results, evals)
+        self.write_report(results)
         return results
 
-    def write_report(self, results: list[StageResult], evals: dict[str, list[EvalResult]]) -> None:
+    def write_report(self, results: list[StageResult]) -> None:
+        """The summary table in the terminal, then report.md + plots from the run directory."""
         rows = [SummaryRow(r.name, r.kind, r.steps, r.final_loss, r.wall_s, r.tokens_per_s, r.status)
                 for r in results]
-        report = summary_markdown(rows, f"run {self.pipeline.name}")
-        for name, scores in evals.items():
-            report += f"\n## eval {name}\n\n| model | score | rows |\n|---|---|---|\n"
-            report += "".join(f"| {r.model} | {r.score:.4f} | {r.rows} |\n" for r in scores)
-        (self.layout.root / "report.md").write_text(report)
         print_summary(rows, self.log)
+        from tunix_dsl.runtime.report import write_report  # matplotlib: only once a run ends
+
+        # In run.log here; the terminal gets the path as the command's last line (cli_commands).
+        self.log.record(f"report: {write_report(self.layout.root)}")
 
     def export(self, export: Any) -> None:
         config = export.config

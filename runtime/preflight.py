@@ -9,7 +9,7 @@ later stage's missing file is found before an earlier stage trains for hours.
 What is checked, for what the run reads or writes (unused declarations are
 lint's business):
 
-- jsonl data: the file reads, and every row suits each consumer that reads it
+- jsonl and parquet data: the file reads, and every row suits each consumer that reads it
   (TNX370, TNX371 with every bad row as `file:line: reason`, up to a cap);
 - `hf("dir")` models: config.json parses into an architecture, the safetensors
   weights (single file, or every shard an index names) have readable headers,
@@ -42,7 +42,13 @@ from tunix_dsl.ir import Decl, Pipeline
 from tunix_dsl.model_info import model_size_info
 from tunix_dsl.rules.registry import diagnostic
 from tunix_dsl.schemas.base import ModelRef
-from tunix_dsl.schemas.sources import HFModelSource, HFTokenizerSource, JsonlSource, PythonReward
+from tunix_dsl.schemas.sources import (
+    HFModelSource,
+    HFTokenizerSource,
+    JsonlSource,
+    ParquetSource,
+    PythonReward,
+)
 from tunix_dsl.spans import Span
 from tunix_dsl.tokenizers import TokenizerError
 
@@ -154,7 +160,7 @@ def _path_span(decl: Decl[Any], field: str = "path") -> Span:
 
 
 def _jsonl(p: Pipeline, decl: Decl[Any], users: dict[str, set[str]]) -> Iterator[Diagnostic]:
-    spec: JsonlSource = decl.spec
+    spec: JsonlSource | ParquetSource = decl.spec
     path = p.resolve_path(spec.path)
     ways = sorted({how for hows in users.values() for how in hows})
     seen: set[tuple[int | None, str]] = set()
@@ -163,8 +169,8 @@ def _jsonl(p: Pipeline, decl: Decl[Any], users: dict[str, set[str]]) -> Iterator
     for how in ways:
         consumer, _, required = how.partition(":")
         try:
-            read_jsonl(path, spec.mapping(), [c for c in required.split(",") if c],
-                       consumer=consumer if consumer in CONSUMERS else None)
+            _read_rows(spec, path, [c for c in required.split(",") if c],
+                       consumer if consumer in CONSUMERS else None)
         except DataError as err:
             if err.line is None and err.problems == (err,):  # the file as a whole
                 yield diagnostic("TNX370", f"dataset `{decl.name}`: {err.message}: \"{spec.path}\"",
@@ -182,6 +188,16 @@ def _jsonl(p: Pipeline, decl: Decl[Any], users: dict[str, set[str]]) -> Iterator
             "TNX371", f"dataset `{decl.name}`: {total} bad row{'s' if total > 1 else ''} in "
             f"\"{spec.path}\"", _path_span(decl), label="read by " + ", ".join(sorted(users)),
             help="fix or remove these rows", notes=[str(e) for e in shown] + more)
+
+
+def _read_rows(spec: Any, path: Path, required: list[str], consumer: str | None) -> None:
+    """Read every row as the run will (jsonl, or parquet batch by batch); DataError if bad."""
+    if isinstance(spec, ParquetSource):
+        from tunix_dsl.parquet import read_parquet
+
+        read_parquet(path, spec.mapping(), required, consumer=consumer, split=spec.split)
+    else:
+        read_jsonl(path, spec.mapping(), required, consumer=consumer)
 
 
 def _hf_model(p: Pipeline, decl: Decl[Any], users: dict[str, set[str]]) -> Iterator[Diagnostic]:
@@ -310,6 +326,7 @@ InputCheck = Callable[[Pipeline, Decl[Any], dict[str, set[str]]], Iterator[Diagn
 # rewards, transformer() models, bytes()) have nothing to check here.
 INPUT_CHECKS: dict[type, InputCheck] = {
     JsonlSource: _jsonl,
+    ParquetSource: _jsonl,  # the same row checks; `_read_rows` picks the reader
     HFModelSource: _hf_model,
     HFTokenizerSource: _hf_tokenizer,
     PythonReward: _python_reward,

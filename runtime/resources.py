@@ -19,6 +19,7 @@ from tunix_dsl.schemas.sources import (
     BytesTokenizer,
     HFTokenizerSource,
     JsonlSource,
+    ParquetSource,
     SyntheticSource,
 )
 from tunix_dsl.schemas.stages import STAGE_KINDS
@@ -40,6 +41,11 @@ def dataset_rows(spec: Any, base_dir: Path, consumer: str | None = None) -> list
     if isinstance(spec, JsonlSource):
         mapping = {col: getattr(spec, col) for col in CANONICAL_COLUMNS if getattr(spec, col, None)}
         return read_jsonl(resolve_path(spec.path, base_dir), mapping, consumer=consumer)
+    if isinstance(spec, ParquetSource):
+        from tunix_dsl.parquet import read_parquet
+
+        return read_parquet(resolve_path(spec.path, base_dir), spec.mapping(), consumer=consumer,
+                            split=spec.split)
     raise TypeError(f"unsupported dataset source {type(spec).__name__}")
 
 

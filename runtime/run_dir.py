@@ -4,7 +4,7 @@
       plan.json                 stages in order: kind, fingerprint, inputs, steps
       source.json               the .tnx file this directory belongs to (one per directory)
       run.log                   every log line of every invocation, timestamped
-      report.md                 the summary table of the last invocation (+ eval scores)
+      report.md, plots/         `tnx report` (runtime/report.py): summary, metric plots, evals
       evals.json                `eval` blocks: score per model, example completions
       stages/<name>/
         checkpoints/<step>/     orbax: `state` (TrainState) + `meta` (fingerprint, cursor)

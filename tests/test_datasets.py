@@ -192,10 +192,12 @@ def test_read_jsonl_mapping_passthrough_and_blank_lines(tmp_path: Path) -> None:
     (['{"prompt": "a", "completion": 46}'], None, (),
      "{path}:1: key 'completion' must be a string, got number 46"),
     (['{"q": ["a"]}'], {"prompt": "q"}, (),
-     "{path}:1: key 'q' must be a string, got array [\"a\"]"),
+     "{path}:1: key 'q' must be a string or a conversation (message 0 must be an object "
+     "with role and content, got string)"),
+    (['{"q": 3}'], {"prompt": "q"}, (), "{path}:1: key 'q' must be a string, got number 3"),
     (['', ''], None, (), "{path}: file has no rows"),
     (['{}'], {"question": "q"}, (), "{path}: mapping names unknown column 'question'; "
-     "columns are text, prompt, completion, chosen, rejected, answer"),
+     "columns are text, prompt, completion, chosen, rejected, answer, messages"),
 ])
 def test_read_jsonl_errors_name_file_and_line(
     tmp_path: Path, lines: list[str], mapping: dict | None, required: tuple, message: str

@@ -157,7 +157,8 @@ def test_union_annotations_are_described():
 
 def test_columns_each_kind_consumes():
     columns = {name: kind.columns for name, kind in STAGE_KINDS.items()}
-    assert columns["dpo"] == columns["orpo"] == (("prompt", "chosen", "rejected"),)
-    assert columns["sft"] == (("prompt", "completion"),)
+    assert columns["dpo"] == columns["orpo"] == (("prompt", "chosen", "rejected"),
+                                                 ("chosen", "rejected"))  # conversations
+    assert columns["sft"] == (("prompt", "completion"), ("messages",))
     assert columns["grpo"] == columns["ppo"] == (("prompt",),)
     assert columns["pretrain"] == columns["distill"] == (("text",), ("prompt", "completion"))

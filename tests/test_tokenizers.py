@@ -193,3 +193,23 @@ def test_hf_errors_name_the_file_and_fix(tmp_path: Path) -> None:
 def test_load_tokenizer_dispatch(tmp_path: Path) -> None:
     assert isinstance(load_tokenizer("bytes"), ByteTokenizer)
     assert isinstance(load_tokenizer(build_hf_dir(tmp_path)), HFTokenizer)
+
+
+def test_exported_tokenizers_add_the_bos_tnx_trains_with(tmp_path) -> None:
+    """transformers' plain `tok(text)` must start like a tnx training sequence: bos first when
+    the tokenizer has one (bytes()), nothing added when it has none (ChatML-style)."""
+    from transformers import AutoTokenizer
+
+    from tests.chat_tokenizer import write_chatml_tokenizer
+    from tunix_dsl.tokenizers import ByteTokenizer, HFTokenizer
+
+    ByteTokenizer().save(tmp_path / "bytes")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "bytes")
+    assert tok("59+78=")["input_ids"] == ByteTokenizer().encode("59+78=", add_bos=True)
+    reloaded = HFTokenizer.from_dir(tmp_path / "bytes")
+    assert reloaded.encode("ab", add_bos=True) == [257, 97, 98]  # our encode is unchanged
+    reloaded.save(tmp_path / "again")  # saving again keeps one bos, not two
+    assert AutoTokenizer.from_pretrained(tmp_path / "again")("ab")["input_ids"] == [257, 97, 98]
+    chat = HFTokenizer.from_dir(write_chatml_tokenizer(tmp_path / "chatml"))
+    chat.save(tmp_path / "chat_out")
+    assert AutoTokenizer.from_pretrained(tmp_path / "chat_out")("ab")["input_ids"] == [97, 98]

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     verbs.add_parser("lsp", help="start the language server (LSP over stdin/stdout)")
 
-    for verb, text in (("run", "run a pipeline"), ("plan", "show the compiled plan of a pipeline")):
+    for verb, text in (("run", "run a pipeline"), ("plan", "show the compiled plan of a pipeline"),
+                       ("report", "write report.md and plots of a run directory")):
         runner = verbs.add_parser(verb, help=text, add_help=False)
         runner.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -83,13 +84,13 @@ def _use_color(choice: str, stream) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("run", "plan"):
+    if argv and argv[0] in ("run", "plan", "report"):
         # The runtime parses its own options (`tnx run --help` included): argparse's
         # REMAINDER would reject a leading option here.
         return _delegate(argparse.Namespace(command=argv[0], args=argv[1:]))
     args = build_parser().parse_args(argv)  # exits 2 on usage errors, as argparse does
     command = {"lint": _lint, "fmt": _fmt, "graph": _graph, "explain": _explain,
-               "lsp": _lsp, "run": _delegate, "plan": _delegate}[args.command]
+               "lsp": _lsp, "run": _delegate, "plan": _delegate, "report": _delegate}[args.command]
     # These verbs are short and allocate mostly acyclic objects (refcounting frees
     # them); the cyclic collector would only rescan pydantic's and Lark's import-time
     # objects, ~10 ms of a ~200 ms start (bench/lint_startup.py).
@@ -265,7 +266,7 @@ def _lsp(args: argparse.Namespace) -> int:
 
 
 def _delegate(args: argparse.Namespace) -> int:
-    """`run` and `plan` live in the runtime (jax), imported only when asked for."""
+    """`run`, `plan` and `report` live in the runtime, imported only when asked for."""
     try:
         from tunix_dsl.runtime import cli_commands
     except ImportError as err:

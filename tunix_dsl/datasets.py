@@ -21,10 +21,12 @@ checker and the runtime agree on one table.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tunix_dsl.messages import row_problem, value_problem
 
 # The synthetic catalog lives in its own module; its public names are re-exported here.
 from tunix_dsl.synthetic_tasks import (
@@ -40,13 +42,15 @@ from tunix_dsl.synthetic_tasks import (
 
 __all__ = [
     "CANONICAL_COLUMNS", "CONSUMERS", "CONSUMER_COLUMNS", "SYNTHETIC_TASKS", "ConsumerInfo",
-    "DataError", "MAX_REPORTED_ROWS", "ParamInfo", "Row", "SyntheticTaskError", "TaskInfo", "check_mapping",
+    "DataError", "MAX_REPORTED_ROWS", "collect_rows", "row_checker", "ParamInfo", "Row", "SyntheticTaskError", "TaskInfo", "check_mapping",
     "check_synthetic_params", "mapped_columns", "peek_jsonl_columns", "read_jsonl",
     "synthetic_rows", "synthetic_task",
 ]
 
 # Columns with a fixed meaning. Text columns must hold strings in a jsonl file.
-CANONICAL_COLUMNS: tuple[str, ...] = ("text", "prompt", "completion", "chosen", "rejected", "answer")
+# `messages` holds a conversation, and prompt/chosen/rejected may (tunix_dsl/messages.py).
+CANONICAL_COLUMNS: tuple[str, ...] = ("text", "prompt", "completion", "chosen", "rejected", "answer",
+                                      "messages")
 MAX_REPORTED_ROWS = 20  # bad jsonl rows named one by one; the rest are counted
 
 
@@ -56,11 +60,13 @@ class DataError(Exception):
     ``line`` is 1-based, or None when the problem is the file as a whole.
     """
 
-    def __init__(self, path: str | Path, line: int | None, message: str):
+    def __init__(self, path: str | Path, line: int | None, message: str, *, unit: str = "line"):
         self.path = str(path)
         self.line = line
         self.message = message
-        where = f"{self.path}:{line}" if line is not None else self.path
+        # jsonl names a line (`path:7`); parquet a row, counted from 1 over the files (`path: row 7`)
+        where = self.path if line is None else (
+            f"{self.path}:{line}" if unit == "line" else f"{self.path}: {unit} {line}")
         super().__init__(f"{where}: {message}")
         self.problems: tuple[DataError, ...] = (self,)  # every bad row, up to the report cap
         self.total = 1  # bad rows in all, `problems` and the ones past the cap
@@ -121,10 +127,12 @@ CONSUMERS: dict[str, ConsumerInfo] = {
     for info in (
         ConsumerInfo("lm", (("text",), ("prompt", "completion")),
                      "next-token loss on the whole sequence (pretrain)"),
-        ConsumerInfo("prompt_completion", (("prompt", "completion"),),
-                     "loss on the completion only (sft, distill)"),
-        ConsumerInfo("preference", (("prompt", "chosen", "rejected"),),
-                     "prompt with a chosen and a rejected completion (dpo, orpo)"),
+        ConsumerInfo("prompt_completion", (("prompt", "completion"), ("messages",)),
+                     "loss on the completion only, or on every assistant turn of `messages` "
+                     "(sft, distill)"),
+        ConsumerInfo("preference", (("prompt", "chosen", "rejected"), ("chosen", "rejected")),
+                     "prompt with a chosen and a rejected completion, or chosen/rejected "
+                     "conversations (dpo, orpo)"),
         ConsumerInfo("prompt", (("prompt",),),
                      "prompts to generate from (grpo, ppo, eval)"),
     )
@@ -208,6 +216,25 @@ def read_jsonl(
     (the first ``max_problems``, then how many more).
     """
     path = str(path)
+    check = row_checker(path, mapping, required, consumer)
+    return collect_rows(path, _parsed_lines(path), check, max_problems)
+
+
+def _parsed_lines(path: str) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
+    for lineno, line in _open_lines(path):
+        try:
+            yield lineno, _parse_line(path, lineno, line)
+        except DataError as err:  # this line's problem; the next lines are still read
+            yield lineno, err
+
+
+RowCheck = Callable[[int, Mapping[str, Any]], Row]
+
+
+def row_checker(path: str, mapping: Mapping[str, str] | None, required: Iterable[str] = (),
+                consumer: str | None = None, unit: str = "line") -> RowCheck:
+    """The check every row of a file passes (jsonl and parquet alike): ``check(n, obj)`` renames
+    the keys of row ``n`` to canonical columns or raises :class:`DataError` naming it."""
     mapping = dict(mapping or {})
     problem = check_mapping(mapping)
     if problem:
@@ -216,39 +243,58 @@ def read_jsonl(
     needed = list(dict.fromkeys([*mapping, *required]))
     reader = CONSUMERS[consumer] if consumer is not None else None
 
-    def missing_key(lineno: int, column: str, why: str = "") -> DataError:
+    def missing_key(n: int, column: str, why: str = "",
+                    obj: Mapping[str, Any] | None = None) -> DataError:
         key = mapping.get(column, column)
         via = f"column {column!r}, mapping {_mapping_text(mapping)}" if column in mapping else ""
-        notes = "; ".join(n for n in (via, why) if n)
-        return DataError(path, lineno, f"missing key {key!r}" + (f" ({notes})" if notes else ""))
+        notes = "; ".join(x for x in (via, why) if x)
+        what = f"key {key!r} is null" if key in (obj or {}) else f"missing key {key!r}"
+        return DataError(path, n, what + (f" ({notes})" if notes else ""), unit=unit)
 
-    def checked(lineno: int, line: str) -> Row:
-        obj = _parse_line(path, lineno, line)
+    def checked(n: int, obj: Mapping[str, Any]) -> Row:
         row = {sources.get(k, k): v for k, v in obj.items() if k not in mapping or k in sources}
+        # A null (parquet's empty cell) is an absent value, unless the mapping names the column.
+        row = {k: v for k, v in row.items() if v is not None or k in needed}
         for column in needed:
             if mapping.get(column, column) not in obj:
-                raise missing_key(lineno, column)
+                raise missing_key(n, column)
         gap = reader.missing(row) if reader is not None else ()
         if reader is not None and gap:
-            raise missing_key(lineno, gap[0], f"{reader.name} data needs "
-                              f"{', '.join(reader.required)}")
-        problem = _non_string(row, mapping)
+            raise missing_key(n, gap[0], f"{reader.name} data needs "
+                              f"{', '.join(reader.required)}", obj)
+        problem = _bad_value(row, mapping)
         if problem:
-            raise DataError(path, lineno, problem)
-        for column in reader.read_columns(row) if reader is not None else ():
+            raise DataError(path, n, problem, unit=unit)
+        columns = reader.read_columns(row) if reader is not None else ()
+        for column in columns:
             if not row[column]:
-                raise DataError(path, lineno, f"key {mapping.get(column, column)!r} is empty "
-                                f"({reader.name} data reads its text)")
+                raise DataError(path, n, f"key {mapping.get(column, column)!r} is empty "
+                                f"({reader.name} data reads its text)", unit=unit)
+        problem = row_problem(row, reader.name, columns) if reader is not None else None
+        if problem:
+            raise DataError(path, n, problem, unit=unit)
         return row
 
-    # Every bad row is reported at once (up to `max_problems`), not one per run.
+    return checked
+
+
+def collect_rows(path: str, objects: Iterable[tuple[int, Mapping[str, Any] | DataError]],
+                 check: RowCheck,
+                 max_problems: int = MAX_REPORTED_ROWS) -> list[Row]:
+    """Checked rows of ``objects`` ((row number, object or the row's own DataError) pairs);
+    every bad row is reported at
+    once (up to ``max_problems``, then a count), not one per run."""
     rows: list[Row] = []
     problems: list[DataError] = []
     bad = 0
-    for lineno, line in _open_lines(path):
+    for n, obj in objects:
         try:
-            rows.append(checked(lineno, line))
+            if isinstance(obj, DataError):
+                raise obj
+            rows.append(check(n, obj))
         except DataError as err:
+            if err.line is None:  # the file as a whole
+                raise
             bad += 1
             if len(problems) < max_problems:
                 problems.append(err)
@@ -259,13 +305,13 @@ def read_jsonl(
     return rows
 
 
-def _non_string(row: Mapping[str, Any], mapping: Mapping[str, str]) -> str | None:
-    """Why a row (canonical column names) holds a non-string column value, or None."""
+def _bad_value(row: Mapping[str, Any], mapping: Mapping[str, str]) -> str | None:
+    """Why a row (canonical column names) holds a value of the wrong shape, or None."""
     for column in CANONICAL_COLUMNS:
-        if column in row and not isinstance(row[column], str):
-            key = mapping.get(column, column)
-            return (f"key {key!r} must be a string, got {_json_type(row[column])} "
-                    f"{json.dumps(row[column])[:40]}")
+        if column in row:
+            problem = value_problem(column, row[column])
+            if problem:
+                return f"key {mapping.get(column, column)!r} {problem}"
     return None
 
 
@@ -328,7 +374,7 @@ def peek_jsonl_columns(path: str | Path, n: int = 5,
             if mapping is not None:
                 row = {sources.get(k, k): v for k, v in obj.items()
                        if k not in mapping or k in sources}
-                problem = _non_string(row, mapping)
+                problem = _bad_value(row, mapping)
                 if problem:
                     return DataError(path, lineno, problem)
     except DataError as e:

@@ -277,8 +277,8 @@ class Pipeline:
 
 
 def _columns_of(decl: Decl[DatasetSource] | None, base_dir: Path) -> frozenset[str] | None:
-    from tunix_dsl.datasets import SYNTHETIC_TASKS, mapped_columns, peek_jsonl_columns
-    from tunix_dsl.schemas.sources import JsonlSource, SyntheticSource
+    from tunix_dsl.datasets import SYNTHETIC_TASKS, DataError, mapped_columns, peek_jsonl_columns
+    from tunix_dsl.schemas.sources import JsonlSource, ParquetSource, SyntheticSource
 
     if decl is None:
         return None
@@ -291,4 +291,12 @@ def _columns_of(decl: Decl[DatasetSource] | None, base_dir: Path) -> frozenset[s
         if not isinstance(keys, set):
             return None
         return frozenset(mapped_columns(keys, spec.mapping()))
+    if isinstance(spec, ParquetSource):  # the footer of the first file: no rows read
+        from tunix_dsl.parquet import file_columns
+
+        try:
+            names = file_columns(resolve_path(spec.path, base_dir), spec.split)
+        except DataError:
+            return None
+        return frozenset(mapped_columns(names, spec.mapping()))
     return None

@@ -64,6 +64,7 @@ class ByteTokenizer:
     """
 
     PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|eos|>"
+    BOS_ID = 257
 
     def __init__(self) -> None:
         self.pad_id = 256
@@ -132,12 +133,16 @@ class ByteTokenizer:
         core.add_special_tokens(
             [AddedToken(t, special=True) for t in (self.PAD, self.BOS, self.EOS)]
         )
+        _prepend_bos(core, self.BOS, self.BOS_ID)
         config = {
             "tokenizer_class": "PreTrainedTokenizerFast",
             "bos_token": self.BOS,
             "eos_token": self.EOS,
             "pad_token": self.PAD,
-            "add_bos_token": False,
+            # Training puts bos first (runtime/data.py): transformers must too, or a plain
+            # `tok(prompt)` + `generate` sees a sequence the model never saw. The
+            # post-processor adds it; the flag says so to code that reads it.
+            "add_bos_token": True,
             "clean_up_tokenization_spaces": False,
             "chat_template": _BYTE_CHAT_TEMPLATE,
         }
@@ -150,6 +155,23 @@ _BYTE_CHAT_TEMPLATE = (
     "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n"
     "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
 )
+
+
+def _prepend_bos(core: Any, bos_token: str, bos_id: int) -> None:
+    """Make `core.encode(text)` (special tokens on, as transformers calls it) start with bos.
+
+    tnx trains every sequence as bos + text (runtime/data.py); an exported tokenizer whose
+    post-processor does not add that bos makes transformers' `tok(prompt)` + `generate`
+    diverge from what tnx generates. A post-processor that already adds it is kept.
+    """
+    from tokenizers import processors
+
+    probe = core.encode("a", add_special_tokens=True).ids
+    if probe and probe[0] == bos_id:
+        return
+    core.post_processor = processors.TemplateProcessing(
+        single=f"{bos_token} $A", pair=f"{bos_token} $A $B:1",
+        special_tokens=[(bos_token, bos_id)])
 
 
 def _write_tokenizer_dir(directory: Path, core: Any, config: Mapping[str, Any]) -> None:
@@ -344,7 +366,14 @@ class HFTokenizer:
         for name, token_id in (("bos", self.bos_id), ("eos", self.eos_id)):
             if token_id is not None and _token_content(config.get(f"{name}_token")) is None:
                 config[f"{name}_token"] = self._core.id_to_token(token_id)
-        _write_tokenizer_dir(Path(directory), self._core, config)
+        core = self._core
+        if self.bos_id is not None:  # tnx trained with bos first: transformers must add it too
+            from tokenizers import Tokenizer as HFCore
+
+            core = HFCore.from_str(self._core.to_str())  # a copy: `self` keeps its own file
+            _prepend_bos(core, self._core.id_to_token(self.bos_id), self.bos_id)
+            config["add_bos_token"] = True
+        _write_tokenizer_dir(Path(directory), core, config)
 
 
 def load_tokenizer(spec: str | Path) -> Tokenizer:

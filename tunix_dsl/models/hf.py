@@ -162,8 +162,14 @@ def save_hf(model: Transformer, directory: str | Path, tokenizer: Any = None,
 
     hf_config = cfg.to_hf_config()
     if tokenizer is not None:
-        hf_config.update(bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id,
-                         pad_token_id=tokenizer.pad_id)
+        # Every id that ends a tnx generation ends a transformers `generate` too.
+        stops = list(getattr(tokenizer, "stop_ids", ())) or [tokenizer.eos_id]
+        special = {"bos_token_id": tokenizer.bos_id,
+                   "eos_token_id": stops[0] if len(stops) == 1 else stops,
+                   "pad_token_id": tokenizer.pad_id}
+        hf_config.update(special)
+        (directory / "generation_config.json").write_text(json.dumps(
+            {**special, "do_sample": False}, indent=2) + "\n")
         if hasattr(tokenizer, "save"):
             tokenizer.save(directory)
     (directory / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")

@@ -156,14 +156,45 @@ class JsonlSource(Schema):
     chosen: str | None = Field(None, description="file key holding the `chosen` column")
     rejected: str | None = Field(None, description="file key holding the `rejected` column")
     answer: str | None = Field(None, description="file key holding the `answer` column")
+    messages: str | None = Field(
+        None, description="file key holding the `messages` column (a list of {role, content})")
 
     def mapping(self) -> dict[str, str]:
         """Canonical column → file key, for the columns given explicitly."""
-        names = ("text", "prompt", "completion", "chosen", "rejected", "answer")
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        return {n: getattr(self, n) for n in _COLUMN_FIELDS if getattr(self, n) is not None}
 
 
-DatasetSource = SyntheticSource | JsonlSource
+_COLUMN_FIELDS = ("text", "prompt", "completion", "chosen", "rejected", "answer", "messages")
+
+
+class ParquetSource(Schema):
+    """A parquet file, or a directory of parquet files (a Hugging Face dataset's shards).
+
+    `parquet("data/", split = "train", prompt = "question")`: columns map as for `jsonl`;
+    a directory is read file by file in path order, a record batch at a time.
+    """
+
+    call_name = "parquet"
+    positional = ("path",)
+    path: str = Field(description="a .parquet file, or a directory searched for them", min_length=1)
+    split: str | None = Field(
+        None, description="keep the directory's files of this split (\"train\" matches "
+        "train-00000-of-00001.parquet and train/…)")
+    text: str | None = Field(None, description="column holding the `text` column")
+    prompt: str | None = Field(None, description="column holding the `prompt` column")
+    completion: str | None = Field(None, description="column holding the `completion` column")
+    chosen: str | None = Field(None, description="column holding the `chosen` column")
+    rejected: str | None = Field(None, description="column holding the `rejected` column")
+    answer: str | None = Field(None, description="column holding the `answer` column")
+    messages: str | None = Field(
+        None, description="column holding the `messages` column (a list of {role, content})")
+
+    def mapping(self) -> dict[str, str]:
+        """Canonical column → file column, for the columns given explicitly."""
+        return {n: getattr(self, n) for n in _COLUMN_FIELDS if getattr(self, n) is not None}
+
+
+DatasetSource = SyntheticSource | JsonlSource | ParquetSource
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "a bool"}
 
@@ -264,6 +295,6 @@ def _family(*schemas: type[Schema]) -> dict[str, type[Schema]]:
 SOURCES: dict[str, dict[str, type[Schema]]] = {
     "tokenizer": _family(BytesTokenizer, HFTokenizerSource),
     "model": _family(TransformerSource, HFModelSource),
-    "dataset": _family(SyntheticSource, JsonlSource),
+    "dataset": _family(SyntheticSource, JsonlSource, ParquetSource),
     "reward": _family(ExactMatchReward, RegexReward, LengthPenaltyReward, PythonReward),
 }
