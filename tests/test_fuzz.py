@@ -19,7 +19,7 @@ import tunix_dsl.formatter
 import tunix_dsl.parser
 from bench.fuzz import check, inputs, mutate, seed_texts
 
-MUTANTS = 1000
+MUTANTS = 600
 DEEP_EVERY = 100  # also both line-break variants and the `tnx fmt` CLI, in process
 
 
