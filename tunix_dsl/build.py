@@ -47,6 +47,11 @@ class Entry:
     value: ast.Expr
 
 
+def keyword_entries(call: ast.Call) -> list[Entry]:
+    """The keyword arguments of a call, as entries of the map its schema validates."""
+    return [Entry(a.name, a.name_span, a.value) for a in call.args if a.name is not None]
+
+
 @dataclass
 class Built:
     """A validated object with the span of each field's value (`spans[("lr",)]`)."""
@@ -248,7 +253,7 @@ class Builder:
                 return self._error(
                     "TNX105", f"unknown function `{expr.func}` for `{role}`", expr.func_span,
                     label="unknown function", help=did_you_mean(expr.func, family))
-            built = self.build(schema, [Entry(a.name, a.name_span, a.value) for a in expr.keywords],
+            built = self.build(schema, keyword_entries(expr),
                                expr.span, f"`{expr.func}(...)`", expr.positional)
             if built is not FAIL and spans is not None:  # `optimizer.warmup` for cross-field checks
                 spans.update({(*loc, *inner): span for inner, span in built.spans.items()})
@@ -296,7 +301,7 @@ class Builder:
                     "TNX109", f"stage `{head}` has no output `{'.'.join(rest)}`", expr.span,
                     label="unknown output",
                     help=did_you_mean(rest[0], ["model", "adapter"], "outputs"))
-            return ModelRef(kind="stage", name=head, output=rest[0])
+            return ModelRef(kind="stage", name=head, output="model" if rest[0] == "model" else "adapter")
         if symbol.keyword != kind:
             help_text = None
             if symbol.keyword == "stage":

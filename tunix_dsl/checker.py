@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tunix_dsl import ast
-from tunix_dsl.build import Builder, Entry, Use, entries_of
+from tunix_dsl.build import Builder, Entry, Use, entries_of, keyword_entries
 from tunix_dsl.dataflow import Dataflow
 from tunix_dsl.diagnostics import Diagnostic, Label
 from tunix_dsl.evaluate import FAIL, Evaluator
@@ -41,7 +41,7 @@ def _decl_exprs(decl: ast.Decl) -> list[tuple[str, ast.Expr]]:
         return [("value", decl.value)]
     if isinstance(decl, ast.ExportDecl):
         return [("source", decl.source)]
-    return [(f.name, f.value) for f in decl.fields]  # type: ignore[union-attr]
+    return [(f.name, f.value) for f in decl.fields]
 
 
 class Checker:
@@ -141,7 +141,7 @@ class Checker:
                 label=f"not a {decl.keyword} source", help=help_text))
             return
         built = self.builder.build(
-            schema, [Entry(a.name, a.name_span, a.value) for a in expr.keywords], expr.span,
+            schema, keyword_entries(expr), expr.span,
             f"`{expr.func}(...)`", expr.positional)
         if built is not FAIL:
             self.tables[decl.keyword][decl.name] = Decl(

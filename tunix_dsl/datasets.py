@@ -265,14 +265,15 @@ def row_checker(path: str, mapping: Mapping[str, str] | None, required: Iterable
         problem = _bad_value(row, mapping)
         if problem:
             raise DataError(path, n, problem, unit=unit)
-        columns = reader.read_columns(row) if reader is not None else ()
-        for column in columns:
-            if not row[column]:
-                raise DataError(path, n, f"key {mapping.get(column, column)!r} is empty "
-                                f"({reader.name} data reads its text)", unit=unit)
-        problem = row_problem(row, reader.name, columns) if reader is not None else None
-        if problem:
-            raise DataError(path, n, problem, unit=unit)
+        if reader is not None:
+            columns = reader.read_columns(row)
+            for column in columns:
+                if not row[column]:
+                    raise DataError(path, n, f"key {mapping.get(column, column)!r} is empty "
+                                    f"({reader.name} data reads its text)", unit=unit)
+            problem = row_problem(row, reader.name, columns)
+            if problem:
+                raise DataError(path, n, problem, unit=unit)
         return row
 
     return checked

@@ -124,14 +124,14 @@ class _Formatter:
         claimed: dict[int, list[ast.Comment]] = {}
         collections: dict[int, ast.ListExpr | ast.MapExpr | ast.Call] = {}
         for comment in comments:
-            node = owner.get(id(comment))
-            if node is not None:
-                claimed.setdefault(id(node), []).append(comment)
-                collections[id(node)] = node
+            holder = owner.get(id(comment))
+            if holder is not None:
+                claimed.setdefault(id(holder), []).append(comment)
+                collections[id(holder)] = holder
         for key, inside in claimed.items():
-            node = collections[key]
-            open_line = node.func_span.end_line if isinstance(node, ast.Call) else node.span.line
-            self.collection_slots[key] = _distribute(inside, list(_items(node)), open_line)
+            holder = collections[key]
+            open_line = holder.func_span.end_line if isinstance(holder, ast.Call) else holder.span.line
+            self.collection_slots[key] = _distribute(inside, list(_items(holder)), open_line)
         return [c for c in comments if id(c) not in owner]
 
     def has_comments(self, expr: ast.Expr) -> bool:
@@ -304,8 +304,8 @@ class _Formatter:
         commented = self.has_comments(leftmost)
         fitting = -1  # links[:fitting + 1] fit flat after `used`
         for i, link in enumerate(links):
-            right = len(self.flat(link.right))
-            width += len(link.op) + 2 + right + 2 * (_prec(link.right) <= _PRECEDENCE[link.op])
+            right_width = len(self.flat(link.right))
+            width += len(link.op) + 2 + right_width + 2 * (_prec(link.right) <= _PRECEDENCE[link.op])
             width += 2 * (_prec(link.left) < _PRECEDENCE[link.op])
             commented = commented or self.has_comments(link.right)
             last = i == len(links) - 1

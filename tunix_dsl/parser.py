@@ -66,9 +66,10 @@ def parse_module(text: str, file: str) -> tuple[ast.Module | None, list[Diagnost
     except UnexpectedInput as err:
         return None, _syntax_errors(err, text, file)
     builder = _AstBuilder(text, file)
-    decls = tuple(builder.decl(child) for child in tree.children)
-    if builder.diagnostics:
+    built = [builder.decl(_tree(child)) for child in tree.children]
+    if builder.diagnostics:  # a declaration too deep to build (None) left its diagnostic
         return None, builder.diagnostics
+    decls = tuple(d for d in built if d is not None)
     module = ast.Module(decls, scan_comments(text, file), whole_file_span(text, file))
     return module, []
 
@@ -108,7 +109,7 @@ def _syntax_errors(err: UnexpectedInput, text: str, file: str) -> list[Diagnosti
         else:
             builder = _AstBuilder(alone, file)
             for child in tree.children:
-                builder.decl(child)
+                builder.decl(_tree(child))
             found += builder.diagnostics
         if len(found) >= _MAX_ERRORS:
             break
@@ -133,7 +134,8 @@ def _at_next_declaration(diag: Diagnostic, text: str, end: int) -> Diagnostic:
     """A declaration parsed alone ends where the next one starts: say so, not "end of file"."""
     if end >= len(text) or not diag.message.endswith("found end of file"):
         return diag
-    word = re.match(r"\w+", text[end:]).group()
+    match = re.match(r"\w+", text[end:])
+    word = match.group() if match else text[end]
     span = span_at(text, diag.span.file, end, end + len(word))
     message = diag.message.removesuffix("end of file") + f"`{word}`"
     return dataclasses.replace(diag, message=message, span=span)
@@ -170,10 +172,12 @@ class _AstBuilder:
 
     def _between(self, first: Token, last: Token) -> Span:
         shift = bom_shift(self.text)
+        line, column = _known(first.line), _known(first.column)
+        end_line, end_column = _known(last.end_line), _known(last.end_column)
         return Span(
-            self.file, first.line, first.column - (shift if first.line == 1 else 0),
-            last.end_line, last.end_column - (shift if last.end_line == 1 else 0),
-            first.start_pos, last.end_pos,
+            self.file, line, column - (shift if line == 1 else 0),
+            end_line, end_column - (shift if end_line == 1 else 0),
+            _known(first.start_pos), _known(last.end_pos),
         )
 
     def name(self, token: Token) -> tuple[str, Span]:
@@ -187,15 +191,15 @@ class _AstBuilder:
             return None
         kids = tree.children
         span = self.span(tree)
-        keyword = self.keyword(tree.data, kids[0])
+        keyword = self.keyword(tree.data, _token(kids[0]))
         if tree.data == "export_decl":
-            self.expect_word(kids[2], "to")
-            self.expect_word(kids[4], "as")
+            self.expect_word(_token(kids[2]), "to")
+            self.expect_word(_token(kids[4]), "as")
             source = self._ref(kids[1])
             return ast.ExportDecl(source, self._string(kids[3]), self._string(kids[5]), span)
-        name, name_span = self.name(kids[1])
+        name, name_span = self.name(_token(kids[1]))
         if tree.data == "stage_decl":  # NAME NAME ":" NAME block
-            stage_kind, kind_span = self.name(kids[3])
+            stage_kind, kind_span = self.name(_token(kids[3]))
             return ast.StageDecl(name, name_span, stage_kind, kind_span, self.block(kids[4]), span)
         if tree.data == "block_decl":
             decl_type = ast.EvalDecl if keyword == "eval" else ast.PipelineDecl
@@ -259,7 +263,7 @@ class _AstBuilder:
     def block(self, tree: Tree) -> tuple[ast.Field, ...]:
         fields = []
         for item in _subtrees(tree):  # "{" (field ","?)* "}"
-            name, name_span = self.name(item.children[0])
+            name, name_span = self.name(_token(item.children[0]))
             fields.append(ast.Field(name, name_span, self.expr(item.children[2]), self.span(item)))
         return tuple(fields)
 
@@ -269,7 +273,7 @@ class _AstBuilder:
         return getattr(self, f"_{node.data}")(node)
 
     def _number(self, tree: Tree) -> ast.Number:
-        token = tree.children[0]
+        token = _token(tree.children[0])
         text = str(token)
         span = self.span(token)
         if _INT_RE.fullmatch(text):
@@ -298,7 +302,7 @@ class _AstBuilder:
         return ast.Number(0, text, span)
 
     def _string(self, tree: Tree) -> ast.String:
-        token = tree.children[0]
+        token = _token(tree.children[0])
         return ast.String(self._decode(token), self.span(token))
 
     def _decode(self, token: Token) -> str:
@@ -321,8 +325,9 @@ class _AstBuilder:
                 out.append(chr(int(hex_digits, 16)))
                 i += 6
                 continue
-            length = 2 if code != "u" else 2 + len(re.match(r"[0-9A-Fa-f]*", hex_digits).group())
-            start = token.start_pos + 1 + i
+            hex_run = len(hex_digits) - len(hex_digits.lstrip("0123456789abcdefABCDEF"))
+            length = 2 if code != "u" else 2 + hex_run
+            start = _known(token.start_pos) + 1 + i
             self.diagnostics.append(Diagnostic(
                 "TNX003", Severity.ERROR, f"invalid escape `{raw[i:i + length]}` in string",
                 span_at(self.text, self.file, start, start + length), label="unknown escape",
@@ -339,15 +344,15 @@ class _AstBuilder:
         return ast.Bool(False, self.span(tree))
 
     def _ref(self, tree: Tree) -> ast.Ref:
-        parts = tuple(str(t) for t in tree.children if t.type == "NAME")  # NAME ("." NAME)*
+        parts = tuple(str(t) for t in tree.children if isinstance(t, Token) and t.type == "NAME")  # NAME ("." NAME)*
         return ast.Ref(parts, self.span(tree))
 
     def _call(self, tree: Tree) -> ast.Call:
-        func, func_span = self.name(tree.children[0])
+        func, func_span = self.name(_token(tree.children[0]))
         args = []
         for arg in _subtrees(tree):  # NAME "(" [arg ("," arg)* ","?] ")"
             if arg.data == "kwarg":  # NAME "=" expr
-                name, name_span = self.name(arg.children[0])
+                name, name_span = self.name(_token(arg.children[0]))
                 args.append(ast.Arg(name, name_span, self.expr(arg.children[2]), self.span(arg)))
             else:
                 args.append(ast.Arg(None, None, self.expr(arg.children[0]), self.span(arg)))
@@ -360,7 +365,7 @@ class _AstBuilder:
     def _map(self, tree: Tree) -> ast.MapExpr:
         entries = []
         for entry in _subtrees(tree):  # NAME "=" expr
-            key, key_span = self.name(entry.children[0])
+            key, key_span = self.name(_token(entry.children[0]))
             value = self.expr(entry.children[2])
             entries.append(ast.MapEntry(key, key_span, value, self.span(entry)))
         return ast.MapExpr(tuple(entries), self.span(tree))
@@ -397,6 +402,24 @@ class _AstBuilder:
 
 def _shorten(text: str) -> str:
     return text if len(text) <= 24 else f"{text[:10]}...{text[-10:]}"
+
+
+def _token(node: Token | Tree) -> Token:
+    """A grammar position that holds a terminal (the grammar guarantees it)."""
+    assert isinstance(node, Token), node
+    return node
+
+
+def _tree(node: Token | Tree) -> Tree:
+    """A grammar position that holds a rule (the grammar guarantees it)."""
+    assert isinstance(node, Tree), node
+    return node
+
+
+def _known(position: int | None) -> int:
+    """A token position; lark fills every one of them with propagate_positions."""
+    assert position is not None
+    return position
 
 
 def _subtrees(tree: Tree) -> list[Tree]:

@@ -15,7 +15,7 @@ _SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://pypi.org/project/tunix-dsl/"
 _TAB = 4
 
-_COLORS = {
+_COLORS: dict[str, str] = {
     Severity.ERROR: "\x1b[1;31m", Severity.WARNING: "\x1b[1;33m", Severity.NOTE: "\x1b[1;36m",
     "gutter": "\x1b[1;34m", "bold": "\x1b[1m", "secondary": "\x1b[1;34m",
 }
@@ -26,7 +26,7 @@ class _Painter:
     def __init__(self, color: bool):
         self.color = color
 
-    def __call__(self, style: object, text: str) -> str:
+    def __call__(self, style: str, text: str) -> str:
         return f"{_COLORS[style]}{text}{_RESET}" if self.color and text else text
 
 

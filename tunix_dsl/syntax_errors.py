@@ -49,6 +49,7 @@ def syntax_diagnostic(err: UnexpectedInput, text: str, file: str) -> Diagnostic:
         return describe_unexpected_token(err, text, file)
     if isinstance(err, UnexpectedCharacters):
         pos = err.pos_in_stream
+        assert pos is not None  # lark sets it for every UnexpectedCharacters
         char = text[pos] if pos < len(text) else ""
         if char == '"':
             line_end = text.find("\n", pos)

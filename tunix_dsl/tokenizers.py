@@ -70,7 +70,7 @@ class ByteTokenizer:
         self.pad_id = 256
         self.bos_id: int | None = 257
         self.eos_id = 258
-        self.stop_ids = (258,)
+        self.stop_ids: tuple[int, ...] = (258,)
         self.vocab_size = 259
 
     def encode(self, text: str, add_bos: bool = False) -> list[int]:

@@ -160,7 +160,8 @@ def _in_string(ctx: Context, index: LineIndex) -> list[lsp.CompletionItem]:
 
 def _members(outline: Outline, ctx: Context) -> list[lsp.CompletionItem]:
     """After `tune.`: the outputs of stage `tune`."""
-    decl = outline.decl(ctx.member_of[0]) if len(ctx.member_of) == 1 else None
+    member_of = ctx.member_of or ()
+    decl = outline.decl(member_of[0]) if len(member_of) == 1 else None
     if decl is None or decl.keyword != "stage":
         return []
     kind = STAGE_KINDS.get(decl.kind)

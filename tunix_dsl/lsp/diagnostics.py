@@ -14,6 +14,7 @@ so a code-action request needs no state.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from lsprotocol import types as lsp
@@ -145,7 +146,7 @@ def _placeholder(decl, name: str, outline: Outline) -> str | None:
     return None
 
 
-def code_actions(uri: str, diagnostics: list[lsp.Diagnostic]) -> list[lsp.CodeAction]:
+def code_actions(uri: str, diagnostics: Sequence[lsp.Diagnostic]) -> list[lsp.CodeAction]:
     actions = []
     for diag in diagnostics:
         data = diag.data

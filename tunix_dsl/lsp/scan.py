@@ -111,16 +111,17 @@ class _Walker:
         expect = expect or frame.expect
         prefix, string = "", None
         touching = tok is not None and tok.start < self.cursor <= tok.end
-        if touching and tok.kind == "name":
+        kind = tok.kind if tok is not None and touching else None
+        if tok is not None and kind == "name":
             prefix = self.text[tok.start:self.cursor]
-        if touching and tok.kind == "string":
+        if kind == "string":
             string = tok
         if member is None:
             member = self._dotted_before(self.cursor - len(prefix))
             if member is not None:
                 expect = "operand"
         header = tuple(t.text for t in frame.header) if frame is self.module else ()
-        comment = touching and tok.kind == "comment"
+        comment = kind == "comment"
         self.context = Context(frame, expect, frame.field, header, member, prefix, string, comment)
 
     def _dotted_before(self, offset: int) -> tuple[str, ...] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from tunix_dsl.datasets import CONSUMERS, peek_jsonl_columns
 from tunix_dsl.diagnostics import Diagnostic, Label, Severity
@@ -255,7 +256,7 @@ def lora_target_unmatched(p: Pipeline) -> Iterator[Diagnostic]:
       good=_with_stage("model = tiny\ndata = sums\nsteps = 10\nmax_seq_len = 128"))
 def context_length(p: Pipeline) -> Iterator[Diagnostic]:
     for stage in p.stages:
-        config = stage.config
+        config: Any = stage.config  # a grpo/ppo config has max_prompt_len, others max_seq_len
         for role, ref in stage.models.items():
             cfg = p.model_config(ref)
             if cfg is None:

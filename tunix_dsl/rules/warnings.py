@@ -83,11 +83,11 @@ def paths_exist(p: Pipeline) -> Iterator[Diagnostic]:
                              decl.field_spans.get(("target",), decl.name_span),
                              label="loaded at run time",
                              help="paths are relative to the .tnx file's directory")
-    for decl in p.tokenizers.values():
-        if isinstance(decl.spec, HFTokenizerSource):
-            path = p.resolve_path(decl.spec.path)
+    for tokenizer in p.tokenizers.values():
+        if isinstance(tokenizer.spec, HFTokenizerSource):
+            path = p.resolve_path(tokenizer.spec.path)
             if not is_file(path / "tokenizer.json"):
-                yield diagnostic("TNX403", f"no tokenizer.json in \"{decl.spec.path}\"",
-                                 decl.field_spans.get(("path",), decl.name_span),
+                yield diagnostic("TNX403", f"no tokenizer.json in \"{tokenizer.spec.path}\"",
+                                 tokenizer.field_spans.get(("path",), tokenizer.name_span),
                                  label="vocabulary checks skipped",
                                  help="paths are relative to the .tnx file's directory")

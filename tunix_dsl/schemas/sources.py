@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -38,7 +38,10 @@ TokenizerSource = BytesTokenizer | HFTokenizerSource
 
 # --------------------------------------------------------------------------- models
 
-PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+if TYPE_CHECKING:
+    PresetName = str
+else:  # the choices come from the preset table, so pydantic lists them in its errors
+    PresetName = Literal[tuple(PRESETS)]
 Size = Annotated[int | None, Field(gt=0)]
 
 
