@@ -29,6 +29,7 @@ from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.fingerprint import stage_fingerprints
 from tunix_dsl.compiler.model_init import init_model, load_model, place
 from tunix_dsl.compiler.program import StageProgram, lower_stage
+from tunix_dsl.compiler.rl_step import RL_LOWERINGS
 from tunix_dsl.compiler.stages import LOWERINGS, StageModels, reference_sharing
 from tunix_dsl.models import Transformer
 from tunix_dsl.runtime.checkpoint import StageCheckpoints, state_nbytes
@@ -304,12 +305,14 @@ class Executor:
     # ------------------------------------------------------------------ pipeline
 
     def check_supported(self) -> None:
-        missing = [s for s in self.pipeline.stages if s.kind not in LOWERINGS]
+        from tunix_dsl.runtime.rl_run import is_rl
+
+        missing = [s for s in self.pipeline.stages if s.kind not in LOWERINGS and not is_rl(s.kind)]
         if missing:
             names = ", ".join(f"`{s.name}` ({s.kind})" for s in missing)
             raise RunError(
                 f"stage kinds not runnable yet in this build: {names}; "
-                f"runnable kinds: {', '.join(sorted(LOWERINGS))}"
+                f"runnable kinds: {', '.join(sorted(LOWERINGS) + sorted(RL_LOWERINGS))}"
             )
 
     def statuses(self) -> dict[str, StageStatus]:
@@ -346,7 +349,10 @@ class Executor:
                     results.append(self.cached_result(stage, finished))
                     continue
                 self.log(f"stage {stage.name} ({stage.kind}): {stage.config.steps} steps")
-                results.append(self.run_stage(stage, status, signals))
+                from tunix_dsl.runtime.rl_run import is_rl, run_rl_stage
+
+                run = run_rl_stage if is_rl(stage.kind) else Executor.run_stage
+                results.append(run(self, stage, status, signals))
                 if signals.requested is not None and stage is not self.pipeline.stages[-1]:
                     raise Preempted(f"stopped by {signals.requested} after stage `{stage.name}` "
                                     "finished; run the same command to resume")

@@ -72,15 +72,16 @@ class RunLog:
 class StageProgress:
     """One stage's progress: a rich bar on a terminal, plain lines per window otherwise."""
 
-    def __init__(self, log: RunLog, name: str, total: int, start_step: int):
-        self.log, self.name, self.total = log, name, total
+    def __init__(self, log: RunLog, name: str, total: int, start_step: int, headline: str = "loss"):
+        """`headline`: the metric the bar shows (RL stages: the mean reward)."""
+        self.log, self.name, self.total, self.headline = log, name, total, headline
         self.start_step, self.step = start_step, start_step
         self.started = time.perf_counter()
         self._bar: Progress | None = None
         if log.console is not None:
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
+                TextColumn(headline + " {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
                 TimeRemainingColumn(), console=log.console, transient=False,
             )
             self._task = self._bar.add_task(name, total=total, completed=start_step, loss="-", tps="-")
@@ -102,7 +103,7 @@ class StageProgress:
         if self._bar is None:
             self.log(line)
             return
-        self._bar.update(self._task, loss=f"{row.get('loss', float('nan')):.4g}",
+        self._bar.update(self._task, loss=f"{row.get(self.headline, float('nan')):.4g}",
                          tps=f"{tokens_per_s:,.0f}")
         self.log.record(line)  # the bar is for the eyes; run.log keeps the numbers
 
@@ -113,7 +114,7 @@ class StageProgress:
 
 
 def format_row(row: dict[str, float]) -> str:
-    keys = ("loss", "accuracy", "rewards/margin", "rewards/accuracy", "kl", "grad_norm")
+    keys = ("reward", "loss", "accuracy", "rewards/margin", "rewards/accuracy", "kl", "grad_norm")
     return " ".join(f"{k}={row[k]:.4g}" for k in keys if k in row)
 
 
