@@ -330,6 +330,18 @@ def masked_whiten(x: Array, mask: Array, *, shift_mean: bool = True, eps: float 
     return jnp.where(mask, whitened, 0.0)
 
 
+def value_loss_per_token(
+    values: Array, old_values: Array, returns: Array, *, clip: float = 0.2
+) -> tuple[Array, Array]:
+    """The unreduced clipped value loss of :func:`value_loss`:
+    ``(0.5·max((V − R)², (clip(V, V_old ± c) − R)²) [B, T], clipped term larger [B, T])``."""
+    values, returns, old_values = as_f32(values), as_f32(returns), as_f32(old_values)
+    clipped_values = jnp.clip(values, old_values - clip, old_values + clip)
+    unclipped_error = jnp.square(values - returns)
+    clipped_error = jnp.square(clipped_values - returns)
+    return 0.5 * jnp.maximum(unclipped_error, clipped_error), clipped_error > unclipped_error
+
+
 def value_loss(
     values: Array, old_values: Array, returns: Array, mask: Array, *, clip: float = 0.2
 ) -> tuple[Array, Metrics]:
@@ -338,15 +350,12 @@ def value_loss(
     Metrics: loss, clip_fraction (clipped term larger), values (mean V), returns (mean R)."""
     mask = mask.astype(bool)
     values, returns = as_f32(values), as_f32(returns)
-    old_values = as_f32(old_values)
-    clipped_values = jnp.clip(values, old_values - clip, old_values + clip)
-    unclipped_error = jnp.square(values - returns)
-    clipped_error = jnp.square(clipped_values - returns)
+    per_token, clipped_active = value_loss_per_token(values, old_values, returns, clip=clip)
     tokens = jnp.sum(mask, dtype=jnp.float32)
-    loss = 0.5 * safe_div(masked_sum(jnp.maximum(unclipped_error, clipped_error), mask), tokens)
+    loss = safe_div(masked_sum(per_token, mask), tokens)
     metrics = {
         "loss": loss,
-        "clip_fraction": safe_div(masked_sum(clipped_error > unclipped_error, mask), tokens),
+        "clip_fraction": safe_div(masked_sum(clipped_active, mask), tokens),
         "values": safe_div(masked_sum(values, mask), tokens),
         "returns": safe_div(masked_sum(returns, mask), tokens),
     }
