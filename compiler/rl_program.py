@@ -75,7 +75,7 @@ class RLProgram:
     frozen_shardings: nnx.State
     sampling: SamplingConfig
     prompts_per_step: int
-    rollout: Any  # jitted (state, frozen, prompt_tokens, prompt_mask, step) -> batch
+    rollout: Any  # jitted (state, frozen, prompt_tokens, prompt_mask, step, draw) -> batch
     score: Any  # jitted (state, frozen, batch) -> arrays (None when the kind needs no forward)
     update: Any  # jitted (state, frozen, batch) -> (state, metrics)
     fingerprint: str = ""
@@ -185,9 +185,10 @@ def lower_rl_stage(
     seed = models.seed
 
     def rollout(state: TrainState, frozen: nnx.State, prompt_tokens: jax.Array, prompt_mask: jax.Array,
-                step: jax.Array) -> dict[str, jax.Array]:
+                step: jax.Array, draw: jax.Array) -> dict[str, jax.Array]:
         modules = nnx.merge(graphdef, state.trainable, frozen, state.rest)
-        key = jax.random.fold_in(jax.random.key(seed), step)
+        # (stage seed, step, draw): a resumed run replays the same samples; never a constant key
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), step), draw)
         out = generate(modules.policy, prompt_tokens, prompt_mask, key, sampling)
         return assemble(prompt_tokens, prompt_mask, out.tokens, out.lengths, rl.generations)
 
@@ -204,7 +205,7 @@ def lower_rl_stage(
         name=name, kind=kind, rl=rl, split=split, optimizer=optimizer, mesh=mesh,
         state_shardings=state_sh, frozen_shardings=frozen_sh, sampling=sampling,
         prompts_per_step=prompts_per_step(config, rl),
-        rollout=jax.jit(rollout, in_shardings=(state_sh, frozen_sh, None, None, None)),
+        rollout=jax.jit(rollout, in_shardings=(state_sh, frozen_sh, None, None, None, None)),
         score=jax.jit(score, in_shardings=(state_sh, frozen_sh, None)) if probe else None,
         update=jax.jit(update_fn, in_shardings=(state_sh, frozen_sh, None),
                        out_shardings=(state_sh, replicated), donate_argnums=(0,)),

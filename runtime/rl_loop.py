@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from tunix_dsl.runtime import rl_dynamic
 from tunix_dsl.runtime.checkpoint import StageCheckpoints
 from tunix_dsl.runtime.data import BatchStream
 from tunix_dsl.runtime.evaluation import completions_text
@@ -90,33 +91,80 @@ class RLLoop:
         """One RL step: returns the new state, host metrics and (still on device) update metrics."""
         program = self.program
         frozen = program.split.frozen
-        batch = self.stream.next_batch()
-        row_ids = np.repeat(batch["example_ids"], program.rl.generations)
-        prompts = program.put({"tokens": batch["tokens"], "attention_mask": batch["attention_mask"]})
-        t0 = time.perf_counter()
-        rollout = program.rollout(state, frozen, prompts["tokens"], prompts["attention_mask"], np.int32(done))
-        scores = program.score(state, frozen, rollout) if program.score is not None else {}
-        tokens, lengths = jax.device_get((rollout["tokens"], rollout["lengths"]))
-        rollout_s = time.perf_counter() - t0
-        completion = np.asarray(tokens)[:, -program.sampling.max_new_tokens:]
-        lengths = np.asarray(lengths)
-        texts = completions_text(completion, lengths, self.tokenizer)
-        chosen = [self.rows[int(r)] for r in row_ids]
-        columns = {c: [row.get(c) for row in chosen] for c in chosen[0]}
-        reward, parts = self.rewards([row["prompt"] for row in chosen], texts, lengths, columns, row_ids)
-        state, metrics = program.update(state, frozen, {**rollout, **scores, **program.put({"rewards": reward})})
-        generated = int(lengths.sum())
-        self._tokens += generated
-        self._rollout_s += rollout_s
+        if getattr(self.config, "dynamic_sampling", False):
+            batch, reward, parts, lengths, extra = self.dynamic_batch(state, done)
+            scores = program.score(state, frozen, batch) if program.score is not None else {}
+            batch = {**batch, **scores}
+        else:
+            rollout, row_ids = self.sample(state, done, 0)
+            # dispatched before the host work below: the score program runs meanwhile
+            scores = program.score(state, frozen, rollout) if program.score is not None else {}
+            reward, parts, lengths = self.score_on_host(rollout, row_ids)
+            batch = {**rollout, **scores, **program.put({"rewards": reward})}
+            extra = {}
+        state, metrics = program.update(state, frozen, batch)
         host = {
             "reward": float(reward.mean()),
             "reward_std": float(reward.std()),
             **{f"reward/{name}": float(v.mean()) for name, v in parts.items()},
             "completion_length": float(lengths.mean()),
             "completion_length_max": float(lengths.max()),
-            "rollout_tokens_per_s": generated / max(rollout_s, 1e-9),
+            "rollout_tokens_per_s": self._step_tokens / max(self._step_s, 1e-9),
+            **extra,
         }
         return state, host, metrics
+
+    def sample(self, state: Any, done: int, draw: int) -> tuple[dict[str, jax.Array], np.ndarray]:
+        """Dispatch the rollout of the next prompts; (rollout batch on device, row id per row)."""
+        program = self.program
+        batch = self.stream.next_batch()
+        prompts = program.put({"tokens": batch["tokens"], "attention_mask": batch["attention_mask"]})
+        self._t0 = time.perf_counter()
+        rollout = program.rollout(state, program.split.frozen, prompts["tokens"], prompts["attention_mask"],
+                                  np.int32(done), np.int32(draw))
+        return rollout, np.repeat(batch["example_ids"], program.rl.generations)
+
+    def score_on_host(self, rollout: dict[str, jax.Array], row_ids: np.ndarray
+                      ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """Fetch and decode the completions, score them: (rewards, rewards by name, lengths)."""
+        tokens, lengths = jax.device_get((rollout["tokens"], rollout["lengths"]))
+        self._step_s = time.perf_counter() - self._t0
+        completion = np.asarray(tokens)[:, -self.program.sampling.max_new_tokens:]
+        lengths = np.asarray(lengths)
+        self._step_tokens = int(lengths.sum())
+        self._tokens += self._step_tokens
+        self._rollout_s += self._step_s
+        texts = completions_text(completion, lengths, self.tokenizer)
+        chosen = [self.rows[int(r)] for r in row_ids]
+        columns = {c: [row.get(c) for row in chosen] for c in chosen[0]}
+        reward, parts = self.rewards([row["prompt"] for row in chosen], texts, lengths, columns, row_ids)
+        return reward, parts, lengths
+
+    def dynamic_batch(self, state: Any, done: int) -> tuple[dict[str, jax.Array], np.ndarray,
+                                                            dict[str, np.ndarray], np.ndarray, dict[str, float]]:
+        """Draw rollout batches until B groups have differing rewards (or `max_draws`), keep those."""
+        group, wanted = self.program.rl.generations, self.program.prompts_per_step
+        draws: list[dict[str, np.ndarray]] = []
+        rewards, parts, lengths = [], [], []
+        tokens, seconds = 0, 0.0
+        for draw in range(int(self.config.max_draws)):
+            rollout, row_ids = self.sample(state, done, draw)
+            reward, named, length = self.score_on_host(rollout, row_ids)
+            tokens, seconds = tokens + self._step_tokens, seconds + self._step_s
+            draws.append({**jax.device_get(rollout), "rewards": reward})
+            rewards.append(reward)
+            parts.append(named)
+            lengths.append(length)
+            if rl_dynamic.enough(rewards, group, wanted):
+                break
+        self._step_tokens, self._step_s = tokens, seconds
+        chosen = rl_dynamic.select_groups(rewards, group, wanted)
+        varied = sum(bool(rl_dynamic.varied_groups(rewards[d], group)[g]) for d, g in chosen)
+        batch = self.program.put(rl_dynamic.gather_rows(draws, chosen, group))
+        drawn = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        extra = {"dynamic/draws": float(len(draws)), "dynamic/varied_groups": float(varied),
+                 "dynamic/equal_groups": float(wanted - varied)}
+        return batch, np.concatenate(rewards), drawn, np.concatenate(lengths), extra
 
     def save(self, state: Any, step: int) -> None:
         self._flush()  # raises on a non-finite loss: a bad state is never saved

@@ -52,7 +52,7 @@ def one_step(program, state, rewards: np.ndarray):
     mask = prompts != 256
     placed = program.put({"tokens": prompts, "attention_mask": mask})
     frozen = program.split.frozen
-    rollout = program.rollout(state, frozen, placed["tokens"], placed["attention_mask"], np.int32(0))
+    rollout = program.rollout(state, frozen, placed["tokens"], placed["attention_mask"], np.int32(0), np.int32(0))
     scores = program.score(state, frozen, rollout) if program.score is not None else {}
     batch = {**rollout, **scores, **program.put({"rewards": rewards.astype(np.float32)})}
     state, metrics = program.update(state, frozen, batch)
