@@ -11,6 +11,7 @@ import jax
 from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.fingerprint import stage_fingerprints
 from tunix_dsl.compiler.plan import StagePlan, abstract_stage_models, plan_stage
+from tunix_dsl.compiler.rl_step import RL_LOWERINGS
 from tunix_dsl.compiler.stages import LOWERINGS, reference_sharing
 from tunix_dsl.runtime.resources import Resources
 from tunix_dsl.runtime.run_dir import RunDir, derived_seed, stage_statuses, unknown_stages
@@ -26,6 +27,9 @@ def plan_pipeline(pipeline: Any, devices: int | None = None) -> list[StagePlan]:
     mesh = sharding.make_mesh(mesh_spec, present[: devices or len(present)])
     plans = []
     for stage in pipeline.stages:
+        if stage.kind in RL_LOWERINGS:  # one row per program: rollout, score, update
+            plans.extend(_plan_rl(pipeline, resources, stage, mesh))
+            continue
         if stage.kind not in LOWERINGS:
             raise ValueError(f"stage `{stage.name}`: kind {stage.kind} cannot be planned yet in this build")
         info = STAGE_KINDS[stage.kind]
@@ -47,6 +51,26 @@ def plan_pipeline(pipeline: Any, devices: int | None = None) -> list[StagePlan]:
         seq_len = min(config.max_seq_len, trained_cfg.max_seq_len)
         plans.append(plan_stage(stage.name, stage.kind, config, models, info.consumer, seq_len, mesh))
     return plans
+
+
+def _plan_rl(pipeline: Any, resources: Resources, stage: Any, mesh: Any) -> list[StagePlan]:
+    from tunix_dsl.compiler.rl_plan import plan_rl_stage
+
+    info, config = STAGE_KINDS[stage.kind], stage.config
+    same_start, shared = reference_sharing(config, info.trained, info.model_inputs)
+    cfgs = {}
+    for name in info.model_inputs:
+        ref = getattr(config, name, None)
+        if name == "reference" and same_start:
+            ref = None if shared else getattr(config, info.trained)
+        if ref is not None:
+            cfgs[name] = resources.config_for(ref)
+    seed = config.seed if config.seed is not None else derived_seed(pipeline.settings.seed, stage.name)
+    models = abstract_stage_models(cfgs, trained=info.trained, adapter=getattr(config, "lora", None),
+                                   shared_reference=shared, seed=seed)
+    tokenizer = resources.tokenizer_for(config.policy)
+    return plan_rl_stage(stage.name, stage.kind, config, models, mesh,
+                         stop_ids=tuple(tokenizer.stop_ids), pad_id=tokenizer.pad_id)
 
 
 def run_statuses(pipeline: Any, run_dir: Path, force: Iterable[str] = ()) -> dict[str, str]:

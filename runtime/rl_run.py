@@ -65,6 +65,8 @@ def run_rl_stage(executor: Any, stage: Any, status: StageStatus, signals: StopSi
     shutil.rmtree(directory.output, ignore_errors=True)
     executor._drop_stale_checkpoints(directory, fingerprint, discard_all=status.forced)
     models = executor.stage_models(stage, seed)
+    if config.beta == 0:  # no KL term: no reference pass, so no reference held either
+        models.models.pop("reference", None)
     program = lower(executor, stage, models)
     abstract = jax.eval_shape(program.init_state)
     trained = STAGE_KINDS[stage.kind].trained
