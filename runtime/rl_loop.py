@@ -49,6 +49,7 @@ class RLLoop:
     signals: StopSignals
     fingerprint: str
     on_dispatch: Callable[[str, int], None] | None = None
+    evaluate: Callable[[Any], dict[str, float]] | None = None  # held-out reward of a state
 
     def run(self, state: Any, start_step: int) -> tuple[Any, LoopResult]:
         total, every = self.config.steps, self.config.checkpoint_every
@@ -70,6 +71,10 @@ class RLLoop:
                 self.on_dispatch(self.name, done)
             if _crossed(log_every, done, 1) or done == start_step + 1 or done == total:
                 self._flush()
+            if self.evaluate is not None and (_crossed(self.config.eval_every, done, 1) or done == total):
+                row = {"step": done, **self.evaluate(state)}
+                self.sink.write_eval(row)
+                self.log(f"  {self.name} eval at step {done}: reward={row['reward']:.4g}")
             if _crossed(every, done, 1) or time.monotonic() >= next_save_time:
                 self.save(state, done)
                 next_save_time = time.monotonic() + 60 * minutes if minutes > 0 else math.inf

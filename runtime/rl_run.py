@@ -9,22 +9,25 @@ finished with the fingerprint last.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 from flax import nnx
 
 from tunix_dsl.compiler.rl_program import RLProgram, lower_rl_stage, prompts_per_step
 from tunix_dsl.compiler.rl_step import RL_LOWERINGS
 from tunix_dsl.runtime.checkpoint import StageCheckpoints, state_nbytes
 from tunix_dsl.runtime.data import BatchStream, tokenize_rows
+from tunix_dsl.runtime.evaluation import evaluate_model
 from tunix_dsl.runtime.metrics import MetricsSink
 from tunix_dsl.runtime.preemption import StopSignals
 from tunix_dsl.runtime.progress import StageProgress
 from tunix_dsl.runtime.rewards import build_reward
 from tunix_dsl.runtime.rl_loop import RLLoop
 from tunix_dsl.runtime.rl_rewards import StageRewards
-from tunix_dsl.runtime.run_dir import StageStatus
+from tunix_dsl.runtime.run_dir import StageStatus, derived_seed
 from tunix_dsl.schemas.stages import STAGE_KINDS
 
 
@@ -52,6 +55,31 @@ def lower(executor: Any, stage: Any, models: Any) -> RLProgram:
     return lower_rl_stage(stage.name, stage.kind, config, models, executor.mesh,
                           stop_ids=tuple(tokenizer.stop_ids), pad_id=tokenizer.pad_id,
                           fingerprint=executor.fingerprints[stage.name])
+
+
+def held_out(executor: Any, stage: Any, program: RLProgram, rewards: StageRewards
+             ) -> Callable[[Any], dict[str, float]] | None:
+    """`eval_every` + `eval_data`: the policy completes the held-out prompts (one sample each,
+    at the stage's temperature, a fixed seed); the score is the mean of the stage's reward."""
+    config = stage.config
+    if not config.eval_every or config.eval_data is None:
+        return None
+    rows = executor.resources.rows(config.eval_data, "prompt")
+    tokenizer = executor.tokenizer_for(config.policy)
+    seed = derived_seed(executor.stage_seed(stage), "eval")
+    executor.log(f"  eval data {config.eval_data}: {len(rows)} prompts every {config.eval_every} steps")
+
+    def metric(prompts: Any, completions: Any, lengths: Any, columns: Any) -> np.ndarray:
+        return rewards(prompts, completions, lengths, columns, np.arange(len(completions)))[0]
+
+    def evaluate(state: Any) -> dict[str, float]:
+        policy = program.merged_modules(state).policy
+        result = evaluate_model(stage.name, policy, tokenizer, rows, metric,
+                                max_new_tokens=int(config.max_new_tokens), temperature=float(config.temperature),
+                                batch_size=program.prompts_per_step, seed=seed)
+        return {"reward": result.score}
+
+    return evaluate
 
 
 def run_rl_stage(executor: Any, stage: Any, status: StageStatus, signals: StopSignals) -> Any:
@@ -88,9 +116,10 @@ def run_rl_stage(executor: Any, stage: Any, status: StageStatus, signals: StopSi
                          start_cursor=restored.meta["cursor"] if restored else 0)
     sink = MetricsSink(directory.metrics, directory.events, resume_step=start)
     progress = StageProgress(executor.log, stage.name, config.steps, start, headline="reward")
-    loop = RLLoop(stage.name, config, program, stream, rows, tokenizer, stage_rewards(executor, stage),
+    rewards = stage_rewards(executor, stage)
+    loop = RLLoop(stage.name, config, program, stream, rows, tokenizer, rewards,
                   checkpoints, sink, progress, executor.log, signals, fingerprint,
-                  on_dispatch=executor.on_dispatch)
+                  on_dispatch=executor.on_dispatch, evaluate=held_out(executor, stage, program, rewards))
     try:
         state, result = loop.run(state, start)
     finally:

@@ -1,7 +1,9 @@
-"""DAPO dynamic sampling: all-equal groups are dropped and the batch refilled from more prompts."""
+"""DAPO dynamic sampling: all-equal groups are dropped and the batch refilled from more prompts;
+held-out scoring by reward."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +41,10 @@ stage solve: grpo {
   dynamic_sampling = true
   max_draws        = 4
   steps            = 4
+  eval_every       = 2
+  eval_data        = held_out
 }
+dataset held_out = synthetic("addition", digits = 1, count = 6, seed = 2)
 """
 
 # One-digit sums: always 0 (an all-equal group). Two-digit sums: depends on the sampled text.
@@ -60,3 +65,6 @@ def test_dynamic_sampling_drops_all_equal_groups(tmp_path: Path) -> None:
         if row["dynamic/draws"] < 4:  # stopped early: enough varied groups, none equal kept
             assert row["dynamic/equal_groups"] == 0 and row["advantage_std"] > 0
     assert any(row["dynamic/draws"] > 1 for row in rows)  # ~half the prompts give equal groups
+    # eval_every: the held-out prompts scored by the stage's reward at steps 2 and 4
+    evals = [json.loads(line) for line in (tmp_path / "run" / "stages" / "solve" / "eval.jsonl").open()]
+    assert [e["step"] for e in evals] == [2, 4] and all(0.0 <= e["reward"] <= 1.0 for e in evals)
