@@ -1,5 +1,5 @@
 """DAPO dynamic sampling: all-equal groups are dropped and the batch refilled from more prompts;
-held-out scoring by reward."""
+held-out scoring by reward; a LoRA policy."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ stage solve: grpo {
   steps            = 4
   eval_every       = 2
   eval_data        = held_out
+  lora             = lora(rank = 2, alpha = 4)
 }
 dataset held_out = synthetic("addition", digits = 1, count = 6, seed = 2)
 """
@@ -68,3 +69,5 @@ def test_dynamic_sampling_drops_all_equal_groups(tmp_path: Path) -> None:
     # eval_every: the held-out prompts scored by the stage's reward at steps 2 and 4
     evals = [json.loads(line) for line in (tmp_path / "run" / "stages" / "solve" / "eval.jsonl").open()]
     assert [e["step"] for e in evals] == [2, 4] and all(0.0 <= e["reward"] <= 1.0 for e in evals)
+    output = tmp_path / "run" / "stages" / "solve" / "output"  # LoRA: merged model + adapter
+    assert (output / "model.safetensors").is_file() and (output / "adapter").is_dir()

@@ -4,6 +4,7 @@ and a broken reward stops the stage naming the reward and the row."""
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 from pathlib import Path
 
@@ -80,6 +81,14 @@ def test_sigkill_mid_grpo_then_rerun_is_bit_identical(
     assert_bit_identical(reference, work / "run", STAGES)
 
 
+def test_a_finished_rl_stage_is_cached(reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    shutil.copytree(reference, tmp_path / "run")
+    shutil.copy(reference.parent / "p.tnx", tmp_path / "p.tnx")
+    assert run(tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "stage solve (grpo): cached" in out and "stage base (pretrain): cached" in out
+
+
 BROKEN = """
 pipeline broken_reward {{ seed = 0 }}
 tokenizer chars = bytes()
@@ -94,7 +103,9 @@ stage solve: grpo {{
   batch_size = 4
   max_prompt_len = 8
   max_new_tokens = 2
-  steps = 1
+  steps = {steps}
+  optimizer = adamw(lr = {lr})
+  on_nonfinite = "{on_nonfinite}"
 }}
 """
 
@@ -118,9 +129,23 @@ def nan_on_third(prompts, completions, answer, **columns):
 def test_a_broken_reward_stops_the_stage_naming_reward_and_row(
     tmp_path: Path, capsys: pytest.CaptureFixture, fn: str, message: str
 ) -> None:
-    (tmp_path / "p.tnx").write_text(BROKEN.format(fn=fn))
+    (tmp_path / "p.tnx").write_text(BROKEN.format(fn=fn, steps=1, lr=1e-3, on_nonfinite="stop"))
     (tmp_path / "r.py").write_text(REWARDS)
     assert run(tmp_path) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert re.search(message, err), err
+
+
+REWARD_OK = "def ok(prompts, completions, **columns):\n    return [float(len(c) % 2) for c in completions]\n"
+
+
+def test_a_diverging_update_stops_the_stage_or_is_skipped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "r.py").write_text(REWARD_OK)
+    (tmp_path / "p.tnx").write_text(BROKEN.format(fn="ok", steps=3, lr=1e30, on_nonfinite="stop"))
+    assert run(tmp_path) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"stage `solve`: (loss|grad_norm) = (nan|inf|-inf) at step \d+; stopped", err), err
+    (tmp_path / "p.tnx").write_text(BROKEN.format(fn="ok", steps=3, lr=1e30, on_nonfinite="skip"))
+    assert run(tmp_path, "--force", "solve") == 0
+    assert "update(s) skipped" in capsys.readouterr().out
