@@ -305,9 +305,7 @@ class Executor:
     # ------------------------------------------------------------------ pipeline
 
     def check_supported(self) -> None:
-        from tunix_dsl.runtime.rl_run import is_rl
-
-        missing = [s for s in self.pipeline.stages if s.kind not in LOWERINGS and not is_rl(s.kind)]
+        missing = [s for s in self.pipeline.stages if s.kind not in LOWERINGS and s.kind not in RL_LOWERINGS]
         if missing:
             names = ", ".join(f"`{s.name}` ({s.kind})" for s in missing)
             raise RunError(
@@ -349,9 +347,9 @@ class Executor:
                     results.append(self.cached_result(stage, finished))
                     continue
                 self.log(f"stage {stage.name} ({stage.kind}): {stage.config.steps} steps")
-                from tunix_dsl.runtime.rl_run import is_rl, run_rl_stage
+                from tunix_dsl.runtime.rl_run import run_rl_stage  # RL: rollout/score/update loop
 
-                run = run_rl_stage if is_rl(stage.kind) else Executor.run_stage
+                run = run_rl_stage if stage.kind in RL_LOWERINGS else Executor.run_stage
                 results.append(run(self, stage, status, signals))
                 if signals.requested is not None and stage is not self.pipeline.stages[-1]:
                     raise Preempted(f"stopped by {signals.requested} after stage `{stage.name}` "

@@ -17,7 +17,6 @@ import numpy as np
 from flax import nnx
 
 from tunix_dsl.compiler.rl_program import RLProgram, lower_rl_stage, prompts_per_step
-from tunix_dsl.compiler.rl_step import RL_LOWERINGS
 from tunix_dsl.runtime.checkpoint import StageCheckpoints, state_nbytes
 from tunix_dsl.runtime.data import BatchStream, tokenize_rows
 from tunix_dsl.runtime.evaluation import evaluate_model
@@ -29,10 +28,6 @@ from tunix_dsl.runtime.rl_loop import RLLoop
 from tunix_dsl.runtime.rl_rewards import StageRewards
 from tunix_dsl.runtime.run_dir import StageStatus, derived_seed
 from tunix_dsl.schemas.stages import STAGE_KINDS
-
-
-def is_rl(kind: str) -> bool:
-    return kind in RL_LOWERINGS
 
 
 def stage_rewards(executor: Any, stage: Any) -> StageRewards:
