@@ -149,3 +149,34 @@ def test_lora_reference_is_the_base_with_adapters_off_no_second_copy(tmp_path: P
     assert score_argument_bytes(lora) < 1.2 * params
     _, metrics, _, _ = one_step(lora, lora.init_state(), REWARDS)
     assert metrics["kl_ref"] < 1e-6  # adapters start at zero: policy = reference
+
+
+def test_ppo_critic_from_a_named_model_trains_at_its_own_rate(tmp_path: Path) -> None:
+    (tmp_path / "p.tnx").write_text(PIPELINE.replace("stage solve: grpo", "stage solve: ppo").replace(
+        "  generations = 4\n", "").replace(
+        'model tiny = transformer(preset = "pico", tokenizer = chars, n_layers = 1)',
+        'model tiny = transformer(preset = "pico", tokenizer = chars, n_layers = 1)\n'
+        'model judge = transformer(preset = "pico", tokenizer = chars, n_layers = 2)').format(
+        fields="critic = judge\n critic_lr = 0.1\n beta = 0\n optimizer = sgd(lr = 1e-9)"))
+    pipeline = load(tmp_path / "p.tnx")
+    assert pipeline.ok, [d.message for d in pipeline.diagnostics]
+    executor = Executor(pipeline, tmp_path / "run", log=lambda _: None)
+    stage = pipeline.stages[0]
+    program = rl_run.lower(executor, stage, executor.stage_models(stage, 0))
+    critic = program.rl.modules.critic
+    assert len(critic.trunk.layers) == 2 and len(program.rl.modules.policy.layers) == 1  # the named model
+    state = program.init_state()
+    prompts = program.put({"tokens": np.full((8, 8), 257, np.int32), "attention_mask": np.ones((8, 8), bool)})
+    frozen = program.split.frozen
+    batch = program.rollout(state, frozen, prompts["tokens"], prompts["attention_mask"], np.int32(0), np.int32(0))
+    scores = program.score(state, frozen, batch)
+    new, _ = program.update(state.__class__(state.step, jax.tree.map(np.copy, state.trainable), state.opt_state,
+                                            state.rest), frozen,
+                            {**batch, **scores, **program.put({"rewards": np.arange(8, dtype=np.float32)})})
+    moved = lambda role: max(  # noqa: E731
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        for (path, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(new.trainable),
+                                     jax.tree_util.tree_leaves_with_path(state.trainable), strict=True)
+        if getattr(path[0], "key", None) == role)
+    # critic_lr = 0.1 moves the critic; the policy's lr of 1e-9 barely moves it
+    assert moved("critic") > 1e-3 > 1e-6 > moved("policy")
