@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from tests.runtime.durable_helpers import (
     fresh_workdir,
     interrupt,
     metric_rows,
+    subprocess_env,
 )
 from tunix_dsl.runtime.cli_commands import main as tnx
 
@@ -77,6 +80,29 @@ def test_sigkill_mid_grpo_then_rerun_is_bit_identical(
     out = capsys.readouterr().out
     assert "stage base (pretrain): cached" in out
     assert ("resuming at step 5 from" in out) == committed
+    assert rewards(work / "run") == rewards(reference)
+    assert_bit_identical(reference, work / "run", STAGES)
+
+
+def test_sigterm_mid_grpo_saves_and_the_rerun_resumes_bit_identically(
+    reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    work = fresh_workdir(tmp_path, "rl_small.tnx")
+    cmd = [sys.executable, "-m", "tunix_dsl", "run", str(work / "p.tnx"), "--run-dir", str(work / "run")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=subprocess_env())
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "solve step 4/" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    stopped = next(line for line in rest.splitlines() if line.startswith("stopped by SIGTERM"))
+    step = int(stopped.split(" at step ")[1].split("/")[0])
+    assert 4 <= step < 15
+    assert run(work) == 0
+    assert f"resuming at step {step} from" in capsys.readouterr().out
     assert rewards(work / "run") == rewards(reference)
     assert_bit_identical(reference, work / "run", STAGES)
 
