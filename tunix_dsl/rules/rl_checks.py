@@ -55,8 +55,9 @@ def rl_prompts_vs_mesh(p: Pipeline) -> Iterator[Diagnostic]:
 @rule("TNX352", "rl-steps-per-call", E,
       "`steps_per_call` above 1 on an RL stage: every step waits for its rewards on the host "
       "between rollout and update, so RL stages take one step per dispatch.",
-      bad=_with_stage(_GRPO + "batch_size = 16\ngenerations = 4\nsteps_per_call = 4", kind="grpo",
-                      extra=_REWARD),
+      # steps a multiple of steps_per_call, so TNX220 (the schema's check) does not fire first
+      bad=_with_stage(_GRPO.replace("steps = 10", "steps = 12") + "batch_size = 16\ngenerations = 4\n"
+                      "steps_per_call = 4", kind="grpo", extra=_REWARD),
       good=_with_stage(_GRPO + "batch_size = 16\ngenerations = 4\niterations = 4", kind="grpo",
                        extra=_REWARD))
 def rl_steps_per_call(p: Pipeline) -> Iterator[Diagnostic]:
