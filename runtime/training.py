@@ -1,5 +1,8 @@
 """The loop of one stage: dispatch steps, fetch metrics per window, checkpoint, stop cleanly.
 
+`DurableLoop` is that loop for every stage kind; `StageLoop` (here) and
+`RLLoop` (`runtime/rl_loop.py`) only say what one dispatch does.
+
 The loop starts from a fresh train state or the newest good checkpoint (the
 data stream then starts at the checkpoint's cursor), dispatches
 `steps_per_call` optimizer steps at a time and keeps each dispatch's metrics
