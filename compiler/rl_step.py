@@ -24,15 +24,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from tunix_dsl.compiler.stages.base import StageModels
 from tunix_dsl.models.transformer import gather_logps
+
+if TYPE_CHECKING:  # the stage modules import this one to register: no import back at run time
+    from tunix_dsl.compiler.stages.base import StageModels
 
 Array = jax.Array
 Batch = Mapping[str, Array]
@@ -56,7 +58,7 @@ class RLStep:
     optimizer: Callable[[optax.GradientTransformation, Any], optax.GradientTransformation] | None = None
 
 
-BuildRL = Callable[[Any, StageModels], RLStep]
+BuildRL = Callable[[Any, "StageModels"], RLStep]
 
 # stage kind -> build(config, models) -> RLStep (the math; schema and data live in the schema).
 RL_LOWERINGS: dict[str, BuildRL] = {}
