@@ -40,7 +40,7 @@ RUNNABLE = [p for p in sorted(EXAMPLES.glob("*.tnx")) if _runnable(p)]
 
 # Tiny sizes every example is shrunk to before the drawn values are applied.
 TINY = {"steps": 1, "warmup": 0, "batch_size": 4, "max_seq_len": 24, "count": 32, "digits": 1,
-        "max_new_tokens": 2, "generations": 2}
+        "max_new_tokens": 2, "generations": 2, "buffer": 1}
 
 
 def shrink(text: str, values: dict[str, int], out: Path) -> str:
