@@ -118,7 +118,7 @@ VARIANTS = st.fixed_dictionaries({
 
 @settings(max_examples=5, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
-@given(name=st.sampled_from(["sft_lora", "dpo", "distill", "orpo"]), values=VARIANTS)
+@given(name=st.sampled_from(["sft_lora", "dpo", "distill", "orpo", "grpo"]), values=VARIANTS)
 def test_variants_that_lint_clean_plan_and_run(name: str, values: dict[str, int],
                                                tmp_path_factory: pytest.TempPathFactory) -> None:
     tmp = tmp_path_factory.mktemp(name)
