@@ -109,7 +109,64 @@ def aggregate_token_loss(
     return reduce(per_token, mask.astype(bool), norm)
 
 
+def aggregation_weights(
+    mask: Array, aggregation: str = "token-mean", *, norm: float | None = None
+) -> Array:
+    """Per-token weights ``w [B, T]`` with ``Σ w·ℓ = aggregate_token_loss(ℓ, mask, aggregation)``.
+
+    The weights depend on the mask alone, so a loss over micro-batches of one batch is the
+    sum of each micro-batch's ``Σ w·ℓ`` with the weights computed once over the whole
+    batch — exact gradient accumulation for every aggregation:
+
+    - token-mean: ``m / Σ m``;
+    - sequence-mean-token-mean: ``m / (len_b · R)`` with ``R`` the rows holding a token;
+    - seq-mean-token-sum: ``m / R``;  sequence-mean-token-scale: ``m / (norm · R)``.
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(
+            f"unknown loss aggregation {aggregation!r}; expected one of {sorted(AGGREGATIONS)}"
+        )
+    mask = mask.astype(bool)
+    m = mask.astype(jnp.float32)
+    rows = jnp.sum(_real_rows(mask), dtype=jnp.float32)
+    if aggregation == "token-mean":
+        return safe_div(m, jnp.sum(m))
+    if aggregation == "sequence-mean-token-mean":
+        lengths = jnp.sum(m, axis=-1, keepdims=True)
+        return safe_div(m, lengths * rows)
+    scale = 1.0 if aggregation == "seq-mean-token-sum" else (
+        float(norm) if norm is not None else float(mask.shape[-1]))
+    return safe_div(m, scale * rows)
+
+
 # --------------------------------------------------------------------------- policy gradient
+
+
+def clipped_surrogate_per_token(
+    ratio: Array,
+    advantages: Array,
+    *,
+    eps_low: float = 0.2,
+    eps_high: float | None = None,
+    dual_clip: float | None = None,
+) -> tuple[Array, Array, Array]:
+    """The unreduced clipped surrogate of :func:`clipped_surrogate_loss`:
+    ``(ℓ [B, T], clipped term active [B, T], dual clip active [B, T])``."""
+    eps_high = eps_low if eps_high is None else eps_high
+    if dual_clip is not None and dual_clip <= 1.0:
+        raise ValueError(f"dual_clip must be > 1 (got {dual_clip}); it caps −c·A for A < 0")
+    ratio = as_f32(ratio)
+    adv = as_f32(advantages)
+    adv = adv[:, None] if adv.ndim == 1 else adv
+    unclipped = -adv * ratio
+    clipped = -adv * jnp.clip(ratio, 1.0 - eps_low, 1.0 + eps_high)
+    per_token = jnp.maximum(unclipped, clipped)
+    dual_active = jnp.zeros_like(per_token, dtype=bool)
+    if dual_clip is not None:
+        cap = -dual_clip * adv
+        dual_active = (adv < 0) & (per_token > cap)
+        per_token = jnp.where(dual_active, cap, per_token)
+    return per_token, clipped > unclipped, dual_active
 
 
 def clipped_surrogate_loss(
@@ -132,26 +189,15 @@ def clipped_surrogate_loss(
     :func:`aggregate_token_loss`. Metrics (token means): loss, clip_fraction (clipped term
     active), dual_clip_fraction, ratio.
     """
-    eps_high = eps_low if eps_high is None else eps_high
-    if dual_clip is not None and dual_clip <= 1.0:
-        raise ValueError(f"dual_clip must be > 1 (got {dual_clip}); it caps −c·A for A < 0")
     mask = mask.astype(bool)
-    ratio = as_f32(ratio)
-    adv = as_f32(advantages)
-    adv = adv[:, None] if adv.ndim == 1 else adv
-    unclipped = -adv * ratio
-    clipped = -adv * jnp.clip(ratio, 1.0 - eps_low, 1.0 + eps_high)
-    per_token = jnp.maximum(unclipped, clipped)
-    dual_active = jnp.zeros_like(per_token, dtype=bool)
-    if dual_clip is not None:
-        cap = -dual_clip * adv
-        dual_active = (adv < 0) & (per_token > cap)
-        per_token = jnp.where(dual_active, cap, per_token)
+    per_token, clipped_active, dual_active = clipped_surrogate_per_token(
+        ratio, advantages, eps_low=eps_low, eps_high=eps_high, dual_clip=dual_clip
+    )
     loss = aggregate_token_loss(per_token, mask, aggregation, norm=norm)
     tokens = jnp.sum(mask, dtype=jnp.float32)
     metrics = {
         "loss": loss,
-        "clip_fraction": safe_div(masked_sum(clipped > unclipped, mask), tokens),
+        "clip_fraction": safe_div(masked_sum(clipped_active, mask), tokens),
         "dual_clip_fraction": safe_div(masked_sum(dual_active, mask), tokens),
         "ratio": safe_div(masked_sum(ratio, mask), tokens),
     }
@@ -284,6 +330,18 @@ def masked_whiten(x: Array, mask: Array, *, shift_mean: bool = True, eps: float 
     return jnp.where(mask, whitened, 0.0)
 
 
+def value_loss_per_token(
+    values: Array, old_values: Array, returns: Array, *, clip: float = 0.2
+) -> tuple[Array, Array]:
+    """The unreduced clipped value loss of :func:`value_loss`:
+    ``(0.5·max((V − R)², (clip(V, V_old ± c) − R)²) [B, T], clipped term larger [B, T])``."""
+    values, returns, old_values = as_f32(values), as_f32(returns), as_f32(old_values)
+    clipped_values = jnp.clip(values, old_values - clip, old_values + clip)
+    unclipped_error = jnp.square(values - returns)
+    clipped_error = jnp.square(clipped_values - returns)
+    return 0.5 * jnp.maximum(unclipped_error, clipped_error), clipped_error > unclipped_error
+
+
 def value_loss(
     values: Array, old_values: Array, returns: Array, mask: Array, *, clip: float = 0.2
 ) -> tuple[Array, Metrics]:
@@ -292,15 +350,12 @@ def value_loss(
     Metrics: loss, clip_fraction (clipped term larger), values (mean V), returns (mean R)."""
     mask = mask.astype(bool)
     values, returns = as_f32(values), as_f32(returns)
-    old_values = as_f32(old_values)
-    clipped_values = jnp.clip(values, old_values - clip, old_values + clip)
-    unclipped_error = jnp.square(values - returns)
-    clipped_error = jnp.square(clipped_values - returns)
+    per_token, clipped_active = value_loss_per_token(values, old_values, returns, clip=clip)
     tokens = jnp.sum(mask, dtype=jnp.float32)
-    loss = 0.5 * safe_div(masked_sum(jnp.maximum(unclipped_error, clipped_error), mask), tokens)
+    loss = safe_div(masked_sum(per_token, mask), tokens)
     metrics = {
         "loss": loss,
-        "clip_fraction": safe_div(masked_sum(clipped_error > unclipped_error, mask), tokens),
+        "clip_fraction": safe_div(masked_sum(clipped_active, mask), tokens),
         "values": safe_div(masked_sum(values, mask), tokens),
         "returns": safe_div(masked_sum(returns, mask), tokens),
     }

@@ -224,10 +224,10 @@ def plan(argv: list[str]) -> int:
     if args.format == "json":
         print(json.dumps([{**p.as_dict(), "status": statuses[p.name]} for p in plans], indent=2))
         return EXIT_OK
-    print(f"{'#':<3}{'stage':<14}{'kind':<9}{'trainable':>12}{'total':>12}{'tok/step':>10}"
+    print(f"{'#':<3}{'stage':<14}{'kind':<15}{'trainable':>12}{'total':>12}{'tok/step':>10}"
           f"{'args':>10}{'temp':>10}{'peak/dev':>10}{'GFLOP/step':>12}  status")
     for i, p in enumerate(plans, 1):
-        print(f"{i:<3}{p.name:<14}{p.kind:<9}{p.trainable_params:>12,}{p.total_params:>12,}"
+        print(f"{i:<3}{p.name:<14}{p.kind:<15}{p.trainable_params:>12,}{p.total_params:>12,}"
               f"{p.tokens_per_step:>10,}{_mib(p.argument_bytes):>10}{_mib(p.temp_bytes):>10}"
               f"{_mib(p.peak_bytes):>10}{p.flops_per_step / 1e9:>12.2f}  {statuses[p.name]}")
     print(f"\nper-device bytes from XLA's memory analysis on {plans[0].devices if plans else 0} "

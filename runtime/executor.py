@@ -33,6 +33,7 @@ from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.fingerprint import stage_fingerprints
 from tunix_dsl.compiler.model_init import init_model, load_model, place
 from tunix_dsl.compiler.program import StageProgram, lower_stage
+from tunix_dsl.compiler.rl_step import RL_LOWERINGS
 from tunix_dsl.compiler.stages import LOWERINGS, StageModels
 from tunix_dsl.models import Transformer
 from tunix_dsl.runtime.checkpoint import StageCheckpoints, state_nbytes
@@ -58,6 +59,7 @@ from tunix_dsl.runtime.rewards import build_reward
 from tunix_dsl.runtime.run_dir import (
     RunDir,
     RunDirError,
+    StageDir,
     StageStatus,
     claim_source,
     derived_seed,
@@ -66,7 +68,7 @@ from tunix_dsl.runtime.run_dir import (
     unknown_stages,
 )
 from tunix_dsl.runtime.superseded import adopt, finish_work, start_work
-from tunix_dsl.runtime.training import DispatchHook, StageLoop
+from tunix_dsl.runtime.training import DispatchHook, DurableLoop, LoopResult, StageLoop
 from tunix_dsl.schemas.base import ModelRef
 from tunix_dsl.schemas.sources import HFModelSource
 from tunix_dsl.schemas.stages import STAGE_KINDS
@@ -88,6 +90,19 @@ class StageResult:
     tokens_per_s: float
     status: str  # "ran", "resumed at N", "cached"
     metrics: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class StageHead:
+    """Where a stage starts: its directory, open checkpoints and metrics, the state to start from."""
+
+    directory: StageDir
+    fingerprint: str
+    checkpoints: StageCheckpoints
+    sink: MetricsSink
+    state: Any
+    start: int  # the step the state is at
+    cursor: int  # the data cursor saved with it
 
 
 class Executor:
@@ -234,10 +249,25 @@ class Executor:
     def run_stage(self, stage: Any, status: StageStatus, signals: StopSignals) -> StageResult:
         config = stage.config
         seed = self.stage_seed(stage)
-        directory = self.layout.stage(stage.name)
-        fingerprint = self.fingerprints[stage.name]
         models = self.stage_models(stage, seed)
         program = self.lower(stage, models)
+        head = self.begin_stage(stage, status, program, models)
+        stream = self.stage_data(stage, seed, start_cursor=head.cursor)
+        progress = StageProgress(self.log, stage.name, config.steps, head.start)
+        loop = StageLoop(stage.name, config, program, stream, head.checkpoints, head.sink, progress, self.log,
+                         signals, head.fingerprint, on_dispatch=self.on_dispatch,
+                         evaluate=self.held_out(stage, program))
+        state, result = self.drive(loop, head, progress)
+        return self.finish_stage(stage, program, models, head, state, result)
+
+    # The head and tail every stage kind shares (supervised here, RL in rl_run.py), so the
+    # durability rules cannot drift apart between them.
+
+    def begin_stage(self, stage: Any, status: StageStatus, program: Any, models: StageModels) -> StageHead:
+        """Free space checked, earlier work moved aside, the newest good checkpoint restored."""
+        config = stage.config
+        directory = self.layout.stage(stage.name)
+        fingerprint = self.fingerprints[stage.name]
         abstract = jax.eval_shape(program.init_state)
         output_bytes = state_nbytes(nnx.state(models.models[STAGE_KINDS[stage.kind].trained], nnx.Param))
         self.layout.check_free_space(
@@ -251,19 +281,24 @@ class Executor:
         if restored:
             self.log(f"  resuming at step {start} from {directory.checkpoints / str(start)}")
         state = restored.state if restored else program.init_state()
-        stream = self.stage_data(stage, seed, start_cursor=restored.meta["cursor"] if restored else 0)
         sink = MetricsSink(directory.metrics, directory.events, resume_step=start)
-        progress = StageProgress(self.log, stage.name, config.steps, start)
-        loop = StageLoop(stage.name, config, program, stream, checkpoints, sink, progress, self.log,
-                         signals, fingerprint, on_dispatch=self.on_dispatch,
-                         evaluate=self.held_out(stage, program))
+        return StageHead(directory, fingerprint, checkpoints, sink, state, start,
+                         restored.meta["cursor"] if restored else 0)
+
+    def drive(self, loop: DurableLoop, head: StageHead, progress: StageProgress) -> tuple[Any, LoopResult]:
+        """Run the stage's loop from the head's state; its files are closed however it ends."""
         try:
-            state, result = loop.run(state, start)
+            return loop.run(head.state, head.start)
         finally:
             progress.close()
-            sink.close()
-            checkpoints.close()
+            head.sink.close()
+            head.checkpoints.close()
 
+    def finish_stage(self, stage: Any, program: Any, models: StageModels, head: StageHead, state: Any,
+                     result: LoopResult, info: dict[str, Any] | None = None) -> StageResult:
+        """The trained model (and adapter) saved, kept in memory only when read later, the stage
+        marked finished with its files, superseded work dropped."""
+        config, directory = stage.config, head.directory
         trained = STAGE_KINDS[stage.kind].trained
         model = getattr(program.merged_modules(state), trained)  # containers use the field names
         if models.lora:
@@ -276,19 +311,18 @@ class Executor:
             self.outputs[stage.name] = model  # a later stage, eval or export reads it
         self.save_model(model, self.tokenizer_for(getattr(config, trained)), directory.output)
         losses = [h["loss"] for h in result.history if "loss" in h]
-        tokens_per_s = result.tokens_per_s
-        status_text = f"resumed at {start}" if start else "ran"
+        first, final = (losses[0], losses[-1]) if losses else (float("nan"), float("nan"))
+        status_text = f"resumed at {head.start}" if head.start else "ran"
         if result.skipped:
-            status_text += f", {result.skipped}/{config.steps} updates skipped"
+            status_text += f", {result.skipped}/{result.updates} updates skipped"
         directory.mark_finished({
-            "fingerprint": fingerprint, "stage": stage.name, "kind": stage.kind,
-            "steps": config.steps, "final_loss": losses[-1] if losses else float("nan"),
-            "wall_s": result.wall_s, "tokens_per_s": tokens_per_s, "skipped": result.skipped,
+            "fingerprint": head.fingerprint, "stage": stage.name, "kind": stage.kind,
+            "steps": config.steps, "final_loss": final, "wall_s": result.wall_s,
+            "tokens_per_s": result.tokens_per_s, "skipped": result.skipped, **(info or {}),
         })
-        finish_work(directory, fingerprint, self.log)
-        return StageResult(stage.name, stage.kind, config.steps, losses[0] if losses else float("nan"),
-                           losses[-1] if losses else float("nan"), result.wall_s, tokens_per_s,
-                           status_text, result.history)
+        finish_work(directory, head.fingerprint, self.log)
+        return StageResult(stage.name, stage.kind, config.steps, first, final, result.wall_s,
+                           result.tokens_per_s, status_text, result.history)
 
     def cached_result(self, stage: Any, info: dict[str, Any]) -> StageResult:
         history = read_metrics(self.layout.stage(stage.name).metrics)
@@ -332,12 +366,12 @@ class Executor:
     # ------------------------------------------------------------------ pipeline
 
     def check_supported(self) -> None:
-        missing = [s for s in self.pipeline.stages if s.kind not in LOWERINGS]
+        missing = [s for s in self.pipeline.stages if s.kind not in LOWERINGS and s.kind not in RL_LOWERINGS]
         if missing:
             names = ", ".join(f"`{s.name}` ({s.kind})" for s in missing)
             raise RunError(
                 f"stage kinds not runnable yet in this build: {names}; "
-                f"runnable kinds: {', '.join(sorted(LOWERINGS))}"
+                f"runnable kinds: {', '.join(sorted(LOWERINGS) + sorted(RL_LOWERINGS))}"
             )
 
     def statuses(self) -> dict[str, StageStatus]:
@@ -388,7 +422,10 @@ class Executor:
                 if status.broken:
                     self.log(f"  warning: the finished output of stage `{stage.name}` is damaged "
                              f"({status.broken}); making it again")
-                results.append(self.run_stage(stage, status, signals))
+                from tunix_dsl.runtime.rl_run import run_rl_stage  # RL: rollout/score/update loop
+
+                run = run_rl_stage if stage.kind in RL_LOWERINGS else Executor.run_stage
+                results.append(run(self, stage, status, signals))
                 if signals.requested is not None:  # the exports and evals are still to do
                     raise Preempted(f"stopped by {signals.requested} after stage `{stage.name}` "
                                     "finished; run the same command to resume")

@@ -12,8 +12,10 @@ import jax
 from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.fingerprint import stage_fingerprints
 from tunix_dsl.compiler.plan import StagePlan, abstract_stage_models, plan_stage
-from tunix_dsl.compiler.stages import LOWERINGS
+from tunix_dsl.compiler.rl_step import RL_LOWERINGS
+from tunix_dsl.compiler.stages import LOWERINGS, StageModels
 from tunix_dsl.diagnostics import Diagnostic
+from tunix_dsl.model_config import ModelConfig
 from tunix_dsl.rules.run_checks import mesh_batch_diagnostics, mesh_layout_problem
 from tunix_dsl.runtime.preflight import PreflightError, preflight, stage_blockers
 from tunix_dsl.runtime.resources import Resources, stage_inputs, stage_seed
@@ -66,22 +68,39 @@ def plan_pipeline(pipeline: Any, devices: int | None = None) -> list[StagePlan]:
     mesh = sharding.make_mesh(mesh_spec, present[:count])
     plans = []
     for stage in pipeline.stages:
+        if stage.kind in RL_LOWERINGS:  # one row per program: rollout, score, update
+            plans.extend(_plan_rl(pipeline, resources, stage, mesh))
+            continue
         if stage.kind not in LOWERINGS:
             raise ValueError(f"stage `{stage.name}`: kind {stage.kind} cannot be planned yet in this build")
         info = STAGE_KINDS[stage.kind]
         config = stage.config
-        inputs = stage_inputs(stage)
-        cfgs = {role: resources.config_for(ref) for role, ref in inputs.refs.items()}
-        if inputs.same_start and not inputs.shared_reference:
-            cfgs["reference"] = cfgs[inputs.trained]  # a frozen copy of the starting weights
-        trained_cfg = cfgs[info.trained]
-        models = abstract_stage_models(
-            cfgs, trained=info.trained, adapter=getattr(config, "lora", None),
-            shared_reference=inputs.shared_reference, seed=stage_seed(pipeline, stage),
-        )
+        models, trained_cfg = _abstract_models(pipeline, resources, stage)
         seq_len = min(config.max_seq_len, trained_cfg.max_seq_len)
         plans.append(plan_stage(stage.name, stage.kind, config, models, info.consumer, seq_len, mesh))
     return plans
+
+
+def _abstract_models(pipeline: Any, resources: Resources, stage: Any) -> tuple[StageModels, ModelConfig]:
+    """The stage's models as shapes (and the trained model's config), resolved through the
+    same `stage_inputs` / `stage_seed` helpers the executor uses."""
+    inputs = stage_inputs(stage)
+    cfgs = {role: resources.config_for(ref) for role, ref in inputs.refs.items()}
+    if inputs.same_start and not inputs.shared_reference:
+        cfgs["reference"] = cfgs[inputs.trained]  # a frozen copy of the starting weights
+    models = abstract_stage_models(cfgs, trained=inputs.trained, adapter=getattr(stage.config, "lora", None),
+                                   shared_reference=inputs.shared_reference, seed=stage_seed(pipeline, stage))
+    return models, cfgs[inputs.trained]
+
+
+def _plan_rl(pipeline: Any, resources: Resources, stage: Any, mesh: Any) -> list[StagePlan]:
+    from tunix_dsl.compiler.rl_plan import plan_rl_stage
+
+    config = stage.config
+    models, _ = _abstract_models(pipeline, resources, stage)
+    tokenizer = resources.tokenizer_for(config.policy)
+    return plan_rl_stage(stage.name, stage.kind, config, models, mesh,
+                         stop_ids=tuple(tokenizer.stop_ids), pad_id=tokenizer.pad_id)
 
 
 def run_statuses(pipeline: Any, run_dir: Path, force: Iterable[str] = ()) -> dict[str, str]:

@@ -133,9 +133,8 @@ def _readers(p: Pipeline) -> dict[str, dict[str, set[str]]]:
     for stage in p.stages:
         rewards = [p.rewards[r].spec for r in stage.rewards if r in p.rewards]
         required = sorted({c for spec in rewards for c in spec.columns()})
-        for role, name in stage.datasets.items():
-            add(f"dataset:{name}", stage.name,
-                f"{stage.info.consumer}:{','.join(required if role == 'data' else [])}")
+        for name in stage.datasets.values():  # an RL stage scores eval_data by its rewards too
+            add(f"dataset:{name}", stage.name, f"{stage.info.consumer}:{','.join(required)}")
         for ref in stage.models.values():
             model(ref, stage.name)
         for reward in stage.rewards:

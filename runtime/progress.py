@@ -72,9 +72,10 @@ class StageProgress:
     """One stage's progress: a rich bar on a terminal, plain lines per window otherwise."""
 
     def __init__(self, log: RunLog, name: str, total: int, start_step: int,
-                 clock: Callable[[], float] = time.perf_counter):
-        """`clock`: seconds, monotonic (a fake one in tests)."""
-        self.log, self.name, self.total = log, name, total
+                 clock: Callable[[], float] = time.perf_counter, headline: str = "loss"):
+        """`clock`: seconds, monotonic (a fake one in tests). `headline`: the metric the bar
+        shows (RL stages: the mean reward)."""
+        self.log, self.name, self.total, self.headline = log, name, total, headline
         self.start_step, self.step = start_step, start_step
         self.clock = clock
         self._origin: tuple[float, int] | None = None  # (time, step) of the first window
@@ -82,7 +83,7 @@ class StageProgress:
         if log.console is not None:
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
+                TextColumn(headline + " {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
                 TextColumn("eta {task.fields[eta]}"), console=log.console, transient=False,
             )
             self._task = self._bar.add_task(name, total=total, completed=start_step, loss="-", tps="-",
@@ -104,7 +105,7 @@ class StageProgress:
         if self._bar is None:
             self.log(line)
             return
-        self._bar.update(self._task, loss=f"{row.get('loss', float('nan')):.4g}",
+        self._bar.update(self._task, loss=f"{row.get(self.headline, float('nan')):.4g}",
                          tps=f"{tokens_per_s:,.0f}", eta=shown)
         self.log.record(line)  # the bar is for the eyes; run.log keeps the numbers
 
@@ -128,7 +129,7 @@ class StageProgress:
 
 
 def format_row(row: dict[str, float]) -> str:
-    keys = ("loss", "accuracy", "rewards/margin", "rewards/accuracy", "kl", "grad_norm")
+    keys = ("reward", "loss", "accuracy", "rewards/margin", "rewards/accuracy", "kl", "grad_norm")
     return " ".join(f"{k}={row[k]:.4g}" for k in keys if k in row)
 
 

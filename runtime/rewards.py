@@ -31,7 +31,14 @@ RewardFn = Callable[[Sequence[str], Sequence[str], np.ndarray, Mapping[str, Sequ
 
 
 class RewardError(Exception):
-    """A reward that cannot be loaded or returned something unusable; names the reward and the fix."""
+    """A reward that cannot be loaded or returned something unusable; names the reward and the fix.
+
+    `completion`: the index of the offending completion in the call, when one is to blame
+    (the RL loop maps it to its dataset row)."""
+
+    def __init__(self, message: str, completion: int | None = None):
+        super().__init__(message)
+        self.completion = completion
 
 
 BUILDERS: dict[type, Callable[[Any, Path, str], RewardFn]] = {}
@@ -109,8 +116,10 @@ def _python(spec: PythonReward, base: Path, name: str) -> RewardFn:
                 f"reward `{name}` ({spec.target}) returned {len(values)} scores for "
                 f"{len(completions)} completions"
             )
-        if not all(math.isfinite(v) for v in values):
-            raise RewardError(f"reward `{name}` ({spec.target}) returned a NaN or infinite score")
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        if bad is not None:
+            raise RewardError(f"reward `{name}` ({spec.target}) returned a NaN or infinite score "
+                              f"({values[bad]}) for completion {completions[bad]!r}", completion=bad)
         return np.asarray(values, np.float32)
 
     return score

@@ -1,5 +1,8 @@
 """The loop of one stage: dispatch steps, fetch metrics per window, checkpoint, stop cleanly.
 
+`DurableLoop` is that loop for every stage kind; `StageLoop` (here) and
+`RLLoop` (`runtime/rl_loop.py`) only say what one dispatch does.
+
 The loop starts from a fresh train state or the newest good checkpoint (the
 data stream then starts at the checkpoint's cursor), dispatches
 `steps_per_call` optimizer steps at a time and keeps each dispatch's metrics
@@ -16,7 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import numpy as np
@@ -44,15 +47,18 @@ class LoopResult:
     tokens_per_s: float  # steady throughput: after the first log window (compilation excluded)
     start_step: int
     skipped: int = 0  # updates dropped by on_nonfinite = "skip", over the whole stage
+    updates: int = 0  # optimizer updates the whole stage makes (steps × updates per step)
 
 
 @dataclass
-class StageLoop:
-    """One stage's training loop around a lowered program."""
+class DurableLoop:
+    """What every stage loop shares, supervised or RL: the dispatch loop with its log windows,
+    held-out evaluation, both checkpoint triggers, the stop on a signal, the finite check before a
+    save and the count of skipped updates. A subclass says how one dispatch runs (`dispatch`)."""
 
     name: str
     config: Any
-    program: Any  # StageProgram
+    program: Any  # StageProgram or RLProgram
     stream: BatchStream
     checkpoints: StageCheckpoints
     sink: MetricsSink
@@ -64,11 +70,31 @@ class StageLoop:
     evaluate: Callable[[Any], dict[str, float]] | None = None  # held-out metrics of a state
     clock: Callable[[], float] = time.monotonic  # seconds; tests inject a fake one
 
+    eval_keys: ClassVar[tuple[str, ...]] = ("loss", "accuracy")  # logged from a held-out row
+    blame: ClassVar[str] = "check the data"  # the fix a non-finite loss suggests
+
+    def dispatch(self, state: Any, done: int) -> tuple[Any, int]:
+        """Run the next steps from `done` on; queue their metrics in `_pending`: (new state, steps)."""
+        raise NotImplementedError
+
+    def updates_per_step(self) -> int:
+        """Optimizer updates one step makes (RL: μ passes), the unit `skipped` counts in."""
+        return 1
+
+    def throughput(self, started: float) -> float:
+        """Tokens/s since the first window (so the first dispatch's compile does not count)."""
+        now = time.perf_counter()
+        t0, n0 = self._rate_origin if self._rate_origin is not None else (started, 0)
+        if now - t0 < 1e-6 or self._tokens == n0:
+            t0, n0 = started, 0
+        return (self._tokens - n0) / max(now - t0, 1e-9)
+
     def run(self, state: Any, start_step: int) -> tuple[Any, LoopResult]:
-        config, program = self.config, self.program
+        config = self.config
         total, every = config.steps, config.checkpoint_every
         log_every = max(1, total // 10)
-        self._pending: list[tuple[int, int, dict[str, jax.Array]]] = []
+        # (first step, steps, host metrics, device metrics with one value per step or a scalar)
+        self._pending: list[tuple[int, int, dict[str, float], dict[str, Any]]] = []
         self._saved_step = start_step  # nothing new to save before the first dispatch
         self._last_good = start_step if start_step else None
         self._tokens = 0
@@ -77,12 +103,7 @@ class StageLoop:
         self._restart_timer()
         done = start_step
         while done < total and self.signals.requested is None:
-            k = min(config.steps_per_call, total - done)
-            batch = self.stream.next_batches(k)
-            batch.pop("example_ids", None)
-            self._tokens += int(sum(np.sum(v) for n, v in batch.items() if n.endswith("attention_mask")))
-            state, metrics = program.step(state, program.split.frozen, program.put_batch(batch))
-            self._pending.append((done + 1, k, metrics))
+            state, k = self.dispatch(state, done)
             done += k
             self.progress.advance(done)
             if self.on_dispatch is not None:
@@ -93,7 +114,7 @@ class StageLoop:
                 row = {"step": done, **self.evaluate(state)}
                 self.sink.write_eval(row)
                 self.log(f"  {self.name} eval at step {done}: "
-                         + " ".join(f"{n}={v:.4g}" for n, v in row.items() if n in ("loss", "accuracy")))
+                         + " ".join(f"{n}={v:.4g}" for n, v in row.items() if n in self.eval_keys))
             if _crossed(every, done, k) or self.clock() >= self._next_save_time:
                 self.save(state, done, started)
         if self.signals.requested is not None and done < total:
@@ -106,25 +127,18 @@ class StageLoop:
         if done != self._saved_step:
             self.save(state, done, started)  # the end: a kill while writing the output loses nothing
         self.checkpoints.wait()
-        skipped = sum(1 for row in self.sink.history if row.get("skipped"))
-        if skipped >= total:
+        updates = total * self.updates_per_step()
+        skipped = int(sum(row.get("skipped", 0) for row in self.sink.history))
+        if skipped >= updates:
             # Nothing was learned: handing the unchanged start model on as "trained" would hide it.
             raise NonFiniteLoss(
-                f"stage `{self.name}`: all {total} updates were skipped (non-finite loss or gradient "
+                f"stage `{self.name}`: all {updates} updates were skipped (non-finite loss or gradient "
                 "with on_nonfinite = \"skip\"), so its output would be the untrained starting model; "
-                "the stage is not marked finished; lower the learning rate or check the data"
+                f"the stage is not marked finished; lower the learning rate or {self.blame}"
             )
         wall = time.perf_counter() - started
-        return state, LoopResult(self.sink.history, self._tokens, wall, self._rate(started), start_step,
-                                 skipped)
-
-    def _rate(self, started: float) -> float:
-        """Tokens/s since the first window (so the first dispatch's compile does not count)."""
-        now = time.perf_counter()
-        t0, n0 = self._rate_origin if self._rate_origin is not None else (started, 0)
-        if now - t0 < 1e-6 or self._tokens == n0:
-            t0, n0 = started, 0
-        return (self._tokens - n0) / max(now - t0, 1e-9)
+        return state, LoopResult(self.sink.history, self._tokens, wall, self.throughput(started), start_step,
+                                 skipped, updates)
 
     def save(self, state: Any, step: int, started: float) -> None:
         self._flush(started)  # raises on a non-finite loss: a bad state is never saved
@@ -144,14 +158,16 @@ class StageLoop:
     def _flush(self, started: float) -> None:
         # Metrics stay on device until here, so dispatch runs ahead of the host.
         last = None
-        for first, k, device_metrics in self._pending:
-            host = jax.device_get(device_metrics)
+        per_step = self.updates_per_step()
+        for first, k, host, device_metrics in self._pending:
+            fetched = {n: np.asarray(v).reshape(-1) for n, v in jax.device_get(device_metrics).items()}
             for i in range(k):
-                row = {"step": first + i, **{n: float(v[i]) for n, v in host.items()}}
+                row = {"step": first + i, **host, **{n: float(v[i]) for n, v in fetched.items()}}
                 bad = {n: row[n] for n in ("loss", "grad_norm") if n in row and not math.isfinite(row[n])}
                 if row.get("skipped"):  # on_nonfinite = "skip": the update was dropped
                     why = ", ".join(f"{n} = {v}" for n, v in bad.items()) or "the update overflowed"
-                    self.log(f"warning: stage `{self.name}`: step {row['step']} skipped ({why})")
+                    what = "skipped" if per_step == 1 else f"{int(row['skipped'])} of {per_step} updates skipped"
+                    self.log(f"warning: stage `{self.name}`: step {row['step']} {what} ({why})")
                 elif bad:
                     self.sink.flush()
                     kept = (f"the last good checkpoint is step {self._last_good}"
@@ -159,16 +175,31 @@ class StageLoop:
                     values = ", ".join(f"{n} = {v}" for n, v in bad.items())
                     raise NonFiniteLoss(
                         f"stage `{self.name}`: {values} at step {row['step']}; stopped ({kept}); "
-                        "lower the learning rate or check the data"
+                        f"lower the learning rate or {self.blame}"
                     )
                 self.sink.write(row)
                 last = row
         self._pending.clear()
         self.sink.flush()
         if last is not None:
-            self.progress.window(last, self._rate(started))
+            self.progress.window(last, self.throughput(started))
             if self._rate_origin is None:
                 self._rate_origin = (time.perf_counter(), self._tokens)
+
+
+@dataclass
+class StageLoop(DurableLoop):
+    """A supervised stage: `steps_per_call` fused optimizer steps per dispatch."""
+
+    def dispatch(self, state: Any, done: int) -> tuple[Any, int]:
+        program = self.program
+        k = min(self.config.steps_per_call, self.config.steps - done)
+        batch = self.stream.next_batches(k)
+        batch.pop("example_ids", None)
+        self._tokens += int(sum(np.sum(v) for n, v in batch.items() if n.endswith("attention_mask")))
+        state, metrics = program.step(state, program.split.frozen, program.put_batch(batch))
+        self._pending.append((done + 1, k, {}, metrics))
+        return state, k
 
 
 def _crossed(interval: int, done: int, k: int) -> bool:

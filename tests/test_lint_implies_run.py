@@ -3,9 +3,9 @@
 Every runnable example, and hypothesis-drawn variants of its numeric fields
 shrunk to tiny sizes, is linted; whatever lints clean must also pass `tnx plan`
 (AOT lowering of every stage) and `tnx run` (every stage's steps, exports and
-evals), in-process. Stage kinds without a lowering (grpo, ppo) are left out:
-`tnx run` refuses them by design. When a variant lints clean and fails, the fix
-is a lint rule for the class, never a change here.
+evals), in-process — RL stages (grpo, ppo) included. A stage kind without a
+lowering would be left out (`tnx run` refuses it by design). When a variant
+lints clean and fails, the fix is a lint rule for the class, never a change here.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tunix_dsl.api import parse
+from tunix_dsl.compiler.rl_step import RL_LOWERINGS
 from tunix_dsl.compiler.stages import LOWERINGS
 from tunix_dsl.ir import Pipeline
 from tunix_dsl.render import render_text
@@ -32,14 +33,14 @@ _STAGE = re.compile(r"^(stage\s+\w+\s*:\s*\w+\s*\{\n)(.*?^\})", re.MULTILINE | r
 
 
 def _runnable(path: Path) -> bool:
-    return set(_KIND.findall(path.read_text(encoding="utf-8"))) <= set(LOWERINGS)
+    return set(_KIND.findall(path.read_text(encoding="utf-8"))) <= set(LOWERINGS) | set(RL_LOWERINGS)
 
 
 RUNNABLE = [p for p in sorted(EXAMPLES.glob("*.tnx")) if _runnable(p)]
 
 # Tiny sizes every example is shrunk to before the drawn values are applied.
 TINY = {"steps": 1, "warmup": 0, "batch_size": 4, "max_seq_len": 24, "count": 32, "digits": 1,
-        "max_new_tokens": 2}
+        "max_new_tokens": 2, "generations": 2, "buffer": 1}
 
 
 def shrink(text: str, values: dict[str, int], out: Path) -> str:
@@ -74,7 +75,8 @@ def plan_and_run(pipeline: Pipeline, tmp: Path) -> None:
     from tunix_dsl.runtime.planning import plan_pipeline
 
     plans = plan_pipeline(pipeline)
-    assert [p.name for p in plans] == [s.name for s in pipeline.stages]
+    planned = [p.name.split("/")[0] for p in plans]  # an RL stage: one row per program
+    assert list(dict.fromkeys(planned)) == [s.name for s in pipeline.stages]
     results = Executor(pipeline, tmp / "run", log=lambda line: None).run()
     assert [r.name for r in results] == [s.name for s in pipeline.stages]
     assert all(r.status == "ran" for r in results)
@@ -87,8 +89,7 @@ def _context(pipeline: Pipeline, values: dict[str, int]) -> str:
 
 def test_runnable_examples_are_found() -> None:
     names = {p.stem for p in RUNNABLE}
-    assert {"sft", "sft_lora", "dpo", "distill", "supervised"} <= names
-    assert not names & {"grpo", "ppo", "quickstart"}  # kinds without a lowering yet
+    assert {"sft", "sft_lora", "dpo", "distill", "supervised", "grpo", "ppo", "quickstart"} <= names
 
 
 @pytest.mark.parametrize("example", RUNNABLE, ids=lambda p: p.stem)
@@ -117,7 +118,7 @@ VARIANTS = st.fixed_dictionaries({
 
 @settings(max_examples=5, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
-@given(name=st.sampled_from(["sft_lora", "dpo", "distill", "orpo"]), values=VARIANTS)
+@given(name=st.sampled_from(["sft_lora", "dpo", "distill", "orpo", "grpo"]), values=VARIANTS)
 def test_variants_that_lint_clean_plan_and_run(name: str, values: dict[str, int],
                                                tmp_path_factory: pytest.TempPathFactory) -> None:
     tmp = tmp_path_factory.mktemp(name)

@@ -154,3 +154,18 @@ def test_value_loss(rollout):
     assert 0.0 < float(metrics["clip_fraction"]) <= 1.0
     grads = jax.grad(lambda v: losses.value_loss(v, old_values, returns, mask)[0])(values)
     assert np.isfinite(grads).all()
+
+
+@pytest.mark.parametrize("aggregation", sorted(losses.AGGREGATIONS))
+def test_aggregation_weights_reproduce_the_aggregation_over_any_split(rollout, aggregation):
+    from tunix_dsl.compiler.losses_rl import aggregation_weights
+
+    logps, _, _, mask = rollout
+    per_token = np.where(mask, logps, 0.0)
+    weights = aggregation_weights(mask, aggregation, norm=5.0)
+    whole = losses.aggregate_token_loss(per_token, mask, aggregation, norm=5.0)
+    _close(jnp.sum(weights * per_token), float(whole))
+    # micro-batches of two rows, weights from the whole batch: the sum of parts is the whole
+    parts = [jnp.sum(weights[i:i + 2] * per_token[i:i + 2]) for i in (0, 2)]
+    _close(sum(parts), float(whole))
+    assert float(jnp.sum(jnp.where(mask, 0.0, weights))) == 0.0

@@ -109,6 +109,22 @@ def test_reward_files_are_read_not_imported(tmp_path: Path) -> None:
     ]
 
 
+def test_rl_stages_have_their_data_rewards_and_critic_checked(tmp_path: Path) -> None:
+    # The held-out prompts are scored by the stage's rewards, so they need the rewards' columns too.
+    (tmp_path / "train.jsonl").write_text('{"prompt": "1+1=", "answer": "2"}\n')
+    (tmp_path / "held.jsonl").write_text('{"prompt": "1+2="}\n')
+    body = ('dataset train = jsonl("train.jsonl")\ndataset held = jsonl("held.jsonl")\n'
+            'model critic = hf("no_critic", tokenizer = t)\n'
+            'reward right = exact_match(field = "answer")\nreward mine = python("gone.py:score")\n'
+            'stage solve: ppo { policy = m\n critic = critic\n data = train\n eval_data = held\n'
+            ' eval_every = 1\n rewards = [right, mine]\n steps = 1\n batch_size = 4 }\n')
+    assert codes_at(tmp_path, body) == [
+        ("TNX371", 6, 'dataset `held`: 1 bad row in "held.jsonl"'),
+        ("TNX372", 7, 'checkpoint "no_critic" of model `critic` does not exist'),
+        ("TNX374", 9, 'reward `mine`: file "gone.py" does not exist'),
+    ]
+
+
 def _safetensors(path: Path, header: bytes) -> None:
     path.write_bytes(struct.pack("<Q", len(header)) + header)
 

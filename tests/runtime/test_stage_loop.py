@@ -1,6 +1,7 @@
-"""The stage loop around fake programs: the checkpoint triggers on a fake clock
+"""The stage loops around fake programs: the checkpoint triggers on a fake clock
 (`checkpoint_minutes` saves once per interval, not on every step after the first interval, and any
-save restarts the interval) and the count of updates skipped by `on_nonfinite = "skip"`."""
+save restarts the interval) and the count of updates skipped by `on_nonfinite = "skip"` — for the
+supervised `StageLoop` and the RL `RLLoop` alike (both run on `DurableLoop`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tunix_dsl.runtime.rl_loop import RLLoop
 from tunix_dsl.runtime.training import LoopResult, NonFiniteLoss, StageLoop
 
 
@@ -43,12 +45,61 @@ class FakeProgram:
 
 
 @dataclass
+class FakeRLProgram:
+    """One RL step: a rollout that takes `seconds_per_step` on the fake clock, no score program,
+    an update of `iterations` passes of which those of `skipped_steps` are all dropped."""
+
+    clock: FakeClock
+    seconds_per_step: float
+    skipped_steps: frozenset[int] = frozenset()
+    iterations: int = 1
+    split: Any = field(default_factory=lambda: SimpleNamespace(frozen=None))
+    score: None = None
+    prompts_per_step: int = 1
+
+    def __post_init__(self) -> None:
+        self.rl = SimpleNamespace(generations=2, iterations=self.iterations)
+        self.sampling = SimpleNamespace(max_new_tokens=2)
+
+    def put(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return batch
+
+    def rollout(self, state: int, _frozen: Any, tokens: np.ndarray, _mask: np.ndarray, step: np.int32,
+                draw: np.int32) -> dict[str, np.ndarray]:
+        assert int(step) == state and int(draw) == 0
+        self.clock.now += self.seconds_per_step
+        return {"tokens": np.full((2, 3), 65, np.int32), "lengths": np.asarray([2, 1], np.int32)}
+
+    def update(self, state: int, _frozen: Any, batch: dict[str, Any]) -> tuple[int, dict[str, np.ndarray]]:
+        assert batch["rewards"].shape == (2,)
+        dropped = state + 1 in self.skipped_steps
+        return state + 1, {"loss": np.float32(np.nan if dropped else 1.0),
+                           "skipped": np.float32(self.iterations if dropped else 0)}
+
+
+class FakeTokenizer:
+    def decode(self, ids: list[int], skip_special: bool = True) -> str:
+        return bytes(ids).decode()
+
+
+def fake_rewards(prompts: list[str], completions: list[str], lengths: np.ndarray, columns: dict[str, list[Any]],
+                 row_ids: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    reward = np.asarray([float(len(c)) for c in completions], np.float32)
+    return reward, {"length": reward}
+
+
+@dataclass
 class FakeStream:
     cursor: int = 0
 
     def next_batches(self, k: int) -> dict[str, np.ndarray]:
         self.cursor += k
         return {"attention_mask": np.ones((k, 2), np.int32)}
+
+    def next_batch(self) -> dict[str, np.ndarray]:  # an RL stage's prompts
+        self.cursor += 1
+        return {"tokens": np.ones((1, 2), np.int32), "attention_mask": np.ones((1, 2), np.int32),
+                "example_ids": np.zeros(1, np.int64)}
 
 
 @dataclass
@@ -87,15 +138,22 @@ class FakeProgress:
 
 def run_loop(*, steps: int, every: int = 0, minutes: float = 0, seconds_per_step: float = 1.0,
              steps_per_call: int = 1, skipped: frozenset[int] = frozenset(),
-             log: list[str] | None = None) -> tuple[LoopResult, list[int]]:
-    """Run a stage loop of `steps` fake steps; its result and the steps at which it checkpointed."""
+             log: list[str] | None = None, rl: bool = False, iterations: int = 1) -> tuple[LoopResult, list[int]]:
+    """Run a stage loop of `steps` fake steps (an RL loop when `rl`); its result and the steps at
+    which it checkpointed."""
     clock = FakeClock()
     config = SimpleNamespace(steps=steps, checkpoint_every=every, checkpoint_minutes=minutes,
                              steps_per_call=steps_per_call, eval_every=0)
     checkpoints = FakeCheckpoints()
-    loop = StageLoop("s", config, FakeProgram(clock, seconds_per_step, skipped), FakeStream(), checkpoints,
-                     FakeSink(), FakeProgress(), (log if log is not None else []).append,
-                     SimpleNamespace(requested=None), "fp", clock=clock)
+    common = (FakeStream(), checkpoints, FakeSink(), FakeProgress(), (log if log is not None else []).append,
+              SimpleNamespace(requested=None), "fp")
+    loop: StageLoop | RLLoop
+    if rl:
+        program = FakeRLProgram(clock, seconds_per_step, skipped, iterations)
+        loop = RLLoop("s", config, program, *common, clock=clock, rows=[{"prompt": "p", "answer": "A"}],
+                      tokenizer=FakeTokenizer(), rewards=fake_rewards)  # type: ignore[arg-type]
+    else:
+        loop = StageLoop("s", config, FakeProgram(clock, seconds_per_step, skipped), *common, clock=clock)
     state, result = loop.run(0, 0)
     assert state == steps and len(result.history) == steps
     return result, checkpoints.saved
@@ -105,9 +163,10 @@ def saves(**kwargs: Any) -> list[int]:
     return run_loop(**kwargs)[1]
 
 
-def test_time_trigger_saves_once_per_interval_not_every_step_after_it() -> None:
+@pytest.mark.parametrize("rl", [False, True], ids=["supervised", "rl"])
+def test_time_trigger_saves_once_per_interval_not_every_step_after_it(rl: bool) -> None:
     # 400 one-second steps, a checkpoint every minute: 6 timed saves and the final one.
-    assert saves(steps=400, every=0, minutes=1) == [60, 120, 180, 240, 300, 360, 400]
+    assert saves(steps=400, every=0, minutes=1, rl=rl) == [60, 120, 180, 240, 300, 360, 400]
 
 
 def test_tiny_interval_saves_each_dispatch_it_has_passed() -> None:
@@ -115,13 +174,15 @@ def test_tiny_interval_saves_each_dispatch_it_has_passed() -> None:
     assert saves(steps=12, every=0, minutes=0.01, steps_per_call=4) == [4, 8, 12]
 
 
-def test_step_trigger_saves_every_n_steps_and_restarts_the_timer() -> None:
+@pytest.mark.parametrize("rl", [False, True], ids=["supervised", "rl"])
+def test_step_trigger_saves_every_n_steps_and_restarts_the_timer(rl: bool) -> None:
     # Step saves every 50 s: the 60 s timer restarts at each of them and never fires.
-    assert saves(steps=400, every=50, minutes=1) == list(range(50, 401, 50))
+    assert saves(steps=400, every=50, minutes=1, rl=rl) == list(range(50, 401, 50))
 
 
-def test_both_triggers_together_each_save_restarts_the_minute() -> None:
-    assert saves(steps=400, every=100, minutes=1) == [60, 100, 160, 200, 260, 300, 360, 400]
+@pytest.mark.parametrize("rl", [False, True], ids=["supervised", "rl"])
+def test_both_triggers_together_each_save_restarts_the_minute(rl: bool) -> None:
+    assert saves(steps=400, every=100, minutes=1, rl=rl) == [60, 100, 160, 200, 260, 300, 360, 400]
 
 
 def test_timer_fires_at_the_first_dispatch_boundary_past_the_interval() -> None:
@@ -130,8 +191,9 @@ def test_timer_fires_at_the_first_dispatch_boundary_past_the_interval() -> None:
         range(8, 401, 8))
 
 
-def test_minutes_zero_turns_the_timer_off() -> None:
-    assert saves(steps=400, every=0, minutes=0, seconds_per_step=3600) == [400]
+@pytest.mark.parametrize("rl", [False, True], ids=["supervised", "rl"])
+def test_minutes_zero_turns_the_timer_off(rl: bool) -> None:
+    assert saves(steps=400, every=0, minutes=0, seconds_per_step=3600, rl=rl) == [400]
 
 
 def test_skipped_updates_are_counted_and_logged() -> None:
@@ -145,3 +207,21 @@ def test_a_stage_whose_every_update_was_skipped_fails() -> None:
     with pytest.raises(NonFiniteLoss, match=r"stage `s`: all 6 updates were skipped .* untrained "
                                             r"starting model; the stage is not marked finished"):
         run_loop(steps=6, steps_per_call=2, skipped=frozenset(range(1, 7)))
+
+
+def test_rl_loop_timer_is_not_every_step_after_the_first_interval() -> None:
+    # The RL loop reads the injected clock and the shared timer: 10 s rollouts, a checkpoint
+    # every minute, so one save per 6 steps (and the last).
+    assert saves(steps=30, every=0, minutes=1, seconds_per_step=10, rl=True) == [6, 12, 18, 24, 30]
+
+
+def test_rl_skipped_updates_count_passes_and_are_logged() -> None:
+    log: list[str] = []
+    result, _ = run_loop(steps=10, skipped=frozenset({2, 7}), log=log, rl=True, iterations=3)
+    assert (result.skipped, result.updates) == (6, 30)
+    assert sum("3 of 3 updates skipped" in line for line in log) == 2
+
+
+def test_an_rl_stage_whose_every_update_was_skipped_fails() -> None:
+    with pytest.raises(NonFiniteLoss, match=r"stage `s`: all 8 updates were skipped .* check the rewards"):
+        run_loop(steps=4, skipped=frozenset(range(1, 5)), rl=True, iterations=2)

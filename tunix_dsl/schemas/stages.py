@@ -167,8 +167,9 @@ class GRPOConfig(TrainingConfig, GenerationConfig, AdapterConfig, PolicyConfig, 
     )
     kl_estimator: Literal["k1", "k3"] = Field("k3", description="per-token KL estimator")
     loss: Literal["grpo", "dr-grpo", "dapo", "gspo-token"] = Field(
-        "grpo", description="objective: dr-grpo drops the std division, gspo-token uses a "
-        "sequence-level ratio",
+        "grpo", description="objective: dr-grpo drops the std division (default aggregation "
+        "sequence-mean-token-scale), dapo defaults to token-mean and epsilon_high 0.28, "
+        "gspo-token uses a sequence-level ratio",
     )
     aggregation: Literal[
         "token-mean", "sequence-mean-token-mean", "seq-mean-token-sum", "sequence-mean-token-scale"
@@ -176,6 +177,14 @@ class GRPOConfig(TrainingConfig, GenerationConfig, AdapterConfig, PolicyConfig, 
     iterations: int = Field(1, gt=0, description="μ: policy updates per generated batch")
     overlong: OverlongPenalty | None = Field(
         None, description="overlong(buffer = ..., penalty = ...): DAPO length penalty (tokens)"
+    )
+    dynamic_sampling: bool = Field(
+        False, description="DAPO dynamic sampling: drop groups whose rewards are all equal and "
+        "refill the batch from further prompts",
+    )
+    max_draws: int = Field(
+        3, gt=0, description="dynamic sampling: rollout batches drawn per step at most (the first "
+        "included); past it, all-equal groups fill the batch",
     )
 
     def problems(self) -> list[Problem]:

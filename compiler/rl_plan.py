@@ -1,0 +1,68 @@
+"""`tnx plan` for RL stages: one row per program (rollout, score, update), no weights allocated.
+
+Each program is lowered exactly as for a run (`compiler/rl_program.py`) on
+abstract inputs and compiled ahead of time: the rollout with its KV cache for
+B·G rows of P + N tokens, the score program's frozen forwards, the update's μ
+passes. XLA reports per-device bytes and FLOPs; the rollout's FLOPs count one
+trip of its decode loop body (XLA's cost analysis does not multiply by a
+while-loop's trip count), so they are a lower bound.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import Mesh
+
+from tunix_dsl.compiler import sharding
+from tunix_dsl.compiler.plan import StagePlan, _count
+from tunix_dsl.compiler.rl_program import _abstract_rollout, lower_rl_stage, prompts_per_step
+from tunix_dsl.compiler.stages import StageModels
+
+
+def plan_rl_stage(
+    name: str, kind: str, config: Any, models: StageModels, mesh: Mesh, *,
+    stop_ids: tuple[int, ...], pad_id: int,
+) -> list[StagePlan]:
+    program = lower_rl_stage(name, kind, config, models, mesh, stop_ids=stop_ids, pad_id=pad_id)
+    state, frozen = program.abstract_state(), program.split.frozen
+    prompts, group = prompts_per_step(config, program.rl), program.rl.generations
+    rows = prompts * group
+    prompt_len, new = int(config.max_prompt_len), int(config.max_new_tokens)
+    placed = sharding.batch_sharding(mesh, 2)
+    scalar = jax.ShapeDtypeStruct((), jnp.int32)
+    compiled = {
+        "rollout": program.rollout.lower(
+            state, frozen, jax.ShapeDtypeStruct((prompts, prompt_len), jnp.int32, sharding=placed),
+            jax.ShapeDtypeStruct((prompts, prompt_len), jnp.bool_, sharding=placed), scalar, scalar,
+        ).compile(),
+    }
+    batch = _abstract_rollout(config, group, prompts)
+    scores: dict[str, Any] = {}
+    if program.score is not None:
+        compiled["score"] = program.score.lower(state, frozen, batch).compile()
+        scores = jax.eval_shape(program.score, state, frozen, batch)
+    update_batch = {**batch, **scores, "rewards": jax.ShapeDtypeStruct((rows,), jnp.float32)}
+    compiled["update"] = program.update.lower(state, frozen, update_batch).compile()
+
+    # what the stage holds: models it does not use (a reference with β = 0) are not counted,
+    # a critic copied from the policy is
+    trainable, total = _count(program.split.trainable), _count(nnx.state(program.rl.modules, nnx.Param))
+    tokens = {"rollout": rows * new, "score": rows * (prompt_len + new), "update": rows * (prompt_len + new)}
+    plans = []
+    for label, executable in compiled.items():
+        memory = executable.memory_analysis()
+        cost = executable.cost_analysis()
+        if isinstance(cost, list):
+            cost = cost[0] if cost else {}
+        plans.append(StagePlan(
+            name=name, kind=f"{kind}/{label}", trainable_params=trainable, total_params=total,
+            tokens_per_step=tokens[label],
+            argument_bytes=int(memory.argument_size_in_bytes), output_bytes=int(memory.output_size_in_bytes),
+            temp_bytes=int(memory.temp_size_in_bytes), alias_bytes=int(memory.alias_size_in_bytes),
+            flops_per_step=float((cost or {}).get("flops", 0.0)), devices=mesh.devices.size,
+        ))
+    return plans

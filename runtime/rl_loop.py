@@ -1,0 +1,134 @@
+"""The loop of one RL stage: rollout → score → host rewards → update, durable like training.py.
+
+Per step the loop dispatches the rollout and the score programs, fetches the
+completions (the score program keeps running meanwhile), decodes them, scores
+them on the host (`runtime/rl_rewards.py`) and dispatches the update. The
+rollout's PRNG key is derived from (stage seed, step) inside the program and the
+data cursor is an integer, so a run resumed from a checkpoint (policy, critic,
+optimizer state, RNG state, cursor) replays exactly the steps an uninterrupted
+run takes. Device metrics stay on the device until a log window or a
+checkpoint, where they are checked finite before anything is saved.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import jax
+import numpy as np
+
+from tunix_dsl.runtime import rl_dynamic
+from tunix_dsl.runtime.evaluation import completions_text
+from tunix_dsl.runtime.rl_rewards import StageRewards
+from tunix_dsl.runtime.training import DurableLoop, LoopResult
+from tunix_dsl.tokenizers import Tokenizer
+
+
+@dataclass(kw_only=True)
+class RLLoop(DurableLoop):
+    """An RL stage: one rollout → score → rewards → update step per dispatch. The loop itself
+    (windows, checkpoint triggers, signals, finite checks) is `DurableLoop`'s."""
+
+    rows: list[dict[str, Any]]  # the dataset's rows (reward columns), by row id; `stream` yields prompts
+    tokenizer: Tokenizer
+    rewards: StageRewards
+
+    eval_keys: ClassVar[tuple[str, ...]] = ("reward",)
+    blame: ClassVar[str] = "check the rewards"
+
+    def run(self, state: Any, start_step: int) -> tuple[Any, LoopResult]:
+        self._rollout_s = 0.0
+        return super().run(state, start_step)
+
+    def dispatch(self, state: Any, done: int) -> tuple[Any, int]:
+        state, host, device = self.step(state, done)
+        self._pending.append((done + 1, 1, host, device))
+        return state, 1
+
+    def updates_per_step(self) -> int:
+        return int(self.program.rl.iterations)
+
+    def throughput(self, started: float) -> float:
+        """Rollout tokens per second of rollout (the update's time is not generation's)."""
+        return self._tokens / max(self._rollout_s, 1e-9)
+
+    def step(self, state: Any, done: int) -> tuple[Any, dict[str, float], dict[str, jax.Array]]:
+        """One RL step: returns the new state, host metrics and (still on device) update metrics."""
+        program = self.program
+        frozen = program.split.frozen
+        if getattr(self.config, "dynamic_sampling", False):
+            batch, reward, parts, lengths, extra = self.dynamic_batch(state, done)
+            scores = program.score(state, frozen, batch) if program.score is not None else {}
+            batch = {**batch, **scores}
+        else:
+            rollout, row_ids = self.sample(state, done, 0)
+            # dispatched before the host work below: the score program runs meanwhile
+            scores = program.score(state, frozen, rollout) if program.score is not None else {}
+            reward, parts, lengths = self.score_on_host(rollout, row_ids)
+            batch = {**rollout, **scores, **program.put({"rewards": reward})}
+            extra = {}
+        state, metrics = program.update(state, frozen, batch)
+        host = {
+            "reward": float(reward.mean()),
+            "reward_std": float(reward.std()),
+            **{f"reward/{name}": float(v.mean()) for name, v in parts.items()},
+            "completion_length": float(lengths.mean()),
+            "completion_length_max": float(lengths.max()),
+            "rollout_tokens_per_s": self._step_tokens / max(self._step_s, 1e-9),
+            **extra,
+        }
+        return state, host, metrics
+
+    def sample(self, state: Any, done: int, draw: int) -> tuple[dict[str, jax.Array], np.ndarray]:
+        """Dispatch the rollout of the next prompts; (rollout batch on device, row id per row)."""
+        program = self.program
+        batch = self.stream.next_batch()
+        prompts = program.put({"tokens": batch["tokens"], "attention_mask": batch["attention_mask"]})
+        self._t0 = time.perf_counter()
+        rollout = program.rollout(state, program.split.frozen, prompts["tokens"], prompts["attention_mask"],
+                                  np.int32(done), np.int32(draw))
+        return rollout, np.repeat(batch["example_ids"], program.rl.generations)
+
+    def score_on_host(self, rollout: dict[str, jax.Array], row_ids: np.ndarray
+                      ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """Fetch and decode the completions, score them: (rewards, rewards by name, lengths)."""
+        tokens, lengths = jax.device_get((rollout["tokens"], rollout["lengths"]))
+        self._step_s = time.perf_counter() - self._t0
+        completion = np.asarray(tokens)[:, -self.program.sampling.max_new_tokens:]
+        lengths = np.asarray(lengths)
+        self._step_tokens = int(lengths.sum())
+        self._tokens += self._step_tokens
+        self._rollout_s += self._step_s
+        texts = completions_text(completion, lengths, self.tokenizer)
+        chosen = [self.rows[int(r)] for r in row_ids]
+        columns = {c: [row.get(c) for row in chosen] for c in chosen[0]}
+        reward, parts = self.rewards([row["prompt"] for row in chosen], texts, lengths, columns, row_ids)
+        return reward, parts, lengths
+
+    def dynamic_batch(self, state: Any, done: int) -> tuple[dict[str, jax.Array], np.ndarray,
+                                                            dict[str, np.ndarray], np.ndarray, dict[str, float]]:
+        """Draw rollout batches until B groups have differing rewards (or `max_draws`), keep those."""
+        group, wanted = self.program.rl.generations, self.program.prompts_per_step
+        draws: list[dict[str, np.ndarray]] = []
+        rewards, parts, lengths = [], [], []
+        tokens, seconds = 0, 0.0
+        for draw in range(int(self.config.max_draws)):
+            rollout, row_ids = self.sample(state, done, draw)
+            reward, named, length = self.score_on_host(rollout, row_ids)
+            tokens, seconds = tokens + self._step_tokens, seconds + self._step_s
+            draws.append({**jax.device_get(rollout), "rewards": reward})
+            rewards.append(reward)
+            parts.append(named)
+            lengths.append(length)
+            if rl_dynamic.enough(rewards, group, wanted):
+                break
+        self._step_tokens, self._step_s = tokens, seconds
+        chosen = rl_dynamic.select_groups(rewards, group, wanted)
+        varied = sum(bool(rl_dynamic.varied_groups(rewards[d], group)[g]) for d, g in chosen)
+        batch = self.program.put(rl_dynamic.gather_rows(draws, chosen, group))
+        drawn = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        extra = {"dynamic/draws": float(len(draws)), "dynamic/varied_groups": float(varied),
+                 "dynamic/equal_groups": float(wanted - varied)}
+        return batch, np.concatenate(rewards), drawn, np.concatenate(lengths), extra
