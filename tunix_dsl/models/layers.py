@@ -9,6 +9,12 @@ construction); the compiler maps them to mesh axes with its logical rules:
     gate_proj/up_proj      (embed, mlp)        o_proj.kernel   (heads, embed)
     down_proj.kernel       (mlp, embed)        q_norm/k_norm   (head_dim,)
 
+Mixed precision: parameters are stored in their own dtype (`ModelConfig.param_dtype`,
+the float32 master weights of a bfloat16 run) and cast to the activation's dtype where
+they are used, as flax's `param_dtype`/`dtype` pair does. The embedding lookup sets the
+compute dtype (`ModelConfig.dtype`) for the whole forward; the gradient of a cast is the
+cast back, so gradients arrive in the parameters' dtype.
+
 Projection outputs keep heads and head_dim flattened into one axis
 (`heads` = n_heads * head_dim), so every projection is a 2-D `Dense` kernel
 (in, out) that LoRA can wrap by path regex.
@@ -64,24 +70,27 @@ class Dense(nnx.Module):
         # Multiply on 2-D [tokens, features]: with a 3-D activation the kernel gradient
         # contracts over (B, T) and XLA:CPU materialises a strided transpose of the
         # output gradient (a third of an SFT step at the bench sizes, bench/README.md).
-        y = x.reshape(-1, x.shape[-1]) @ self.kernel[...]
+        y = x.reshape(-1, x.shape[-1]) @ self.kernel[...].astype(x.dtype)
         if self.bias is not None:
-            y = y + self.bias[...]
+            y = y + self.bias[...].astype(y.dtype)
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
 class Embed(nnx.Module):
-    """Token embedding table (V, D); `attend` is the tied output head."""
+    """Token embedding table (V, D); `attend` is the tied output head. The lookup's output
+    is in `compute_dtype`, which every later layer follows."""
 
     def __init__(self, vocab_size: int, d_model: int, *, dtype: jnp.dtype = jnp.float32,
-                 rngs: nnx.Rngs):
+                 compute_dtype: jnp.dtype | None = None, rngs: nnx.Rngs):
         self.embedding = _param(_normal, rngs, (vocab_size, d_model), dtype, ("vocab", "embed"))
+        self.compute_dtype = jnp.dtype(compute_dtype or dtype)
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
-        return jnp.take(self.embedding[...], tokens, axis=0)  # [B,T] -> [B,T,D]
+        # gather first, then cast: only the looked-up rows are converted
+        return jnp.take(self.embedding[...], tokens, axis=0).astype(self.compute_dtype)  # [B,T,D]
 
     def attend(self, x: jax.Array) -> jax.Array:
-        flat = x.reshape(-1, x.shape[-1]) @ self.embedding[...].T  # 2-D, as in Dense
+        flat = x.reshape(-1, x.shape[-1]) @ self.embedding[...].astype(x.dtype).T  # 2-D, as in Dense
         return flat.reshape(*x.shape[:-1], flat.shape[-1])  # [B,T,D] -> [B,T,V]
 
 
@@ -96,7 +105,7 @@ class RMSNorm(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
         x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return self.scale[...] * x32.astype(x.dtype)
+        return self.scale[...].astype(x.dtype) * x32.astype(x.dtype)
 
 
 # ----------------------------------------------------------------------------- RoPE
@@ -166,7 +175,7 @@ class Attention(nnx.Module):
     per-head q/k RMSNorm (Qwen3)."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        dtype = jnp.dtype(cfg.dtype)
+        dtype = jnp.dtype(cfg.param_dtype)
         d, hd = cfg.d_model, cfg.head_dim
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, hd
         self.q_proj = Dense(d, cfg.n_heads * hd, axes=("embed", "heads"), use_bias=cfg.qkv_bias,
@@ -215,7 +224,8 @@ class Attention(nnx.Module):
         else:
             new_kv = None
             keys, values = "bskd", "bskd"
-        scores = jnp.einsum(f"btkgd,{keys}->bkgts", q, k).astype(jnp.float32) / math.sqrt(Dh)
+        scores = jnp.einsum(f"btkgd,{keys}->bkgts", q, k,
+                            preferred_element_type=jnp.float32) / math.sqrt(Dh)
         scores = jnp.where(mask[:, None, None, :, :], scores, MASK_VALUE)
         probs = jax.nn.softmax(scores, axis=-1)  # [B,K,G,T,S]
         out = jnp.einsum(f"bkgts,{values}->btkgd", probs.astype(v.dtype), v).reshape(B, T, H * Dh)
@@ -227,7 +237,7 @@ class SwiGLU(nnx.Module):
     """down(silu(gate(x)) * up(x)) — the Llama/Qwen MLP."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        dtype = jnp.dtype(cfg.dtype)
+        dtype = jnp.dtype(cfg.param_dtype)
         self.gate_proj = Dense(cfg.d_model, cfg.mlp_dim, axes=("embed", "mlp"), dtype=dtype,
                                rngs=rngs)
         self.up_proj = Dense(cfg.d_model, cfg.mlp_dim, axes=("embed", "mlp"), dtype=dtype,

@@ -53,7 +53,7 @@ class ModelOutput:
 
 class Block(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        dtype = jnp.dtype(cfg.dtype)
+        dtype = jnp.dtype(cfg.param_dtype)
         self.attn_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, dtype=dtype)
         self.attn = Attention(cfg, rngs=rngs)
         self.mlp_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, dtype=dtype)
@@ -87,8 +87,9 @@ _run_block_remat = nnx.remat(_run_block, static_argnums=(6,))
 class Transformer(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        dtype = jnp.dtype(cfg.dtype)
-        self.embed = Embed(cfg.vocab_size, cfg.d_model, dtype=dtype, rngs=rngs)
+        dtype = jnp.dtype(cfg.param_dtype)
+        self.embed = Embed(cfg.vocab_size, cfg.d_model, dtype=dtype,
+                           compute_dtype=jnp.dtype(cfg.dtype), rngs=rngs)
         self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
         self.final_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, dtype=dtype)
         self.lm_head = None if cfg.tie_embeddings else Dense(
