@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.models.chunked import chunked_logps, default_loss_chunk, gather_logps
 from tunix_dsl.models.kv_cache import KVCache
 from tunix_dsl.models.layers import (
     Attention,
@@ -38,6 +39,8 @@ from tunix_dsl.models.layers import (
     rope_inv_freq,
     rope_tables,
 )
+
+__all__ = ["Block", "ModelOutput", "Transformer", "gather_logps"]  # gather_logps: RL imports it here
 
 LayerKV = tuple[jax.Array, jax.Array]  # one layer's cached keys and values, [B,K,S,Dh] each
 
@@ -168,18 +171,14 @@ class Transformer(nnx.Module):
         """Output head: final hidden [.., D] -> logits [.., V]."""
         return self.lm_head(h) if self.lm_head is not None else self.embed.attend(h)
 
-    def logps(self, tokens: jax.Array, targets: jax.Array, **kwargs: Any) -> jax.Array:
+    def logps(self, tokens: jax.Array, targets: jax.Array, *, chunk: int | None = None,
+              **kwargs: Any) -> jax.Array:
         """Per-token log p(targets[b,t] | tokens[b,:t+1]) [B,T] float32.
 
         log p = logit[target] - logsumexp(logits): one reduction and one gather over the
-        vocabulary, never a full [B,T,V] log-softmax tensor. kwargs go to the forward
-        (`attention_mask`, `positions`)."""
+        vocabulary, never a full [B,T,V] log-softmax tensor; the output head runs over
+        sequence chunks of `chunk` tokens (default sized from the vocabulary,
+        `chunked.default_loss_chunk`), so [B,T,V] logits never exist at once either.
+        kwargs go to the forward (`attention_mask`, `positions`)."""
         h, _ = self.hidden(tokens, **kwargs)  # [B,T,D]
-        return gather_logps(self.unembed(h), targets)
-
-
-def gather_logps(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """log softmax(logits)[targets] = logits[targets] - logsumexp(logits), in float32."""
-    logits = logits.astype(jnp.float32)
-    picked = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    return picked - jax.nn.logsumexp(logits, axis=-1)
+        return chunked_logps(self.unembed, h, targets, chunk or default_loss_chunk(self.cfg.vocab_size))
