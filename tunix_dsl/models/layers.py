@@ -209,6 +209,11 @@ class Attention(nnx.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, rope), apply_rope(k, rope)
 
+        if kv is None and not return_probs:
+            # Training and scoring: one fused kernel per backend (no [B,H,T,S] probs kept).
+            out = fused_attention(q, k, v, mask).reshape(B, T, H * Dh)
+            return self.o_proj(out), None, None
+
         # Grouped-query attention: query head h uses kv head h // G (HF's repeat_kv order).
         q = q.reshape(B, T, K, H // K, Dh)
         if kv is not None:
@@ -231,6 +236,35 @@ class Attention(nnx.Module):
         out = jnp.einsum(f"bkgts,{values}->btkgd", probs.astype(v.dtype), v).reshape(B, T, H * Dh)
         maps = probs.reshape(B, H, T, -1) if return_probs else None
         return self.o_proj(out), new_kv, maps
+
+
+def _cudnn_fits(q: jax.Array) -> bool:
+    """cuDNN's fused attention takes half-precision inputs and head widths up to 128 in
+    multiples of 8; anything else runs on XLA's path."""
+    head_dim = q.shape[-1]
+    return q.dtype in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0 and head_dim <= 128
+
+
+# backend -> whether its fused kernel takes these inputs, and that kernel's name for
+# `jax.nn.dot_product_attention`; a backend not listed (cpu, tpu) uses "xla".
+FUSED_ATTENTION: dict[str, tuple[Callable[[jax.Array], bool], str]] = {
+    "gpu": (_cudnn_fits, "cudnn"),
+}
+
+
+def attention_implementation(q: jax.Array) -> str:
+    """The `jax.nn.dot_product_attention` implementation for this backend and these inputs."""
+    fits, name = FUSED_ATTENTION.get(jax.default_backend(), (None, "xla"))
+    return name if fits is not None and fits(q) else "xla"
+
+
+def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """softmax(q·kᵀ/√Dh + mask)·v with grouped-query heads: q [B,T,H,Dh], k/v [B,S,K,Dh],
+    mask [B,T,S] bool -> [B,T,H,Dh]. Query head h reads kv head h // (H/K), as the reference
+    path does. Every query row must allow at least one key (the transformer lets padding
+    queries see themselves): a fully masked row would be NaN in cuDNN's kernel."""
+    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], scale=1.0 / math.sqrt(q.shape[-1]),
+                                        implementation=attention_implementation(q))
 
 
 class SwiGLU(nnx.Module):

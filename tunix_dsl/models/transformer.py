@@ -11,7 +11,8 @@ Parameter paths (what LoRA regexes and the HF name map see):
 of blocks, unrolled at trace time (fast to compile for the small depths used on CPU).
 
 Padding: `attention_mask [B,T]` (True = real token) supports left-padded
-batches. Padding keys are never attended to, and by default a token's RoPE
+batches. Real tokens never attend to padding keys (a padding query attends only
+to itself, so no attention row is empty), and by default a token's RoPE
 position counts the real tokens before it, so a left-padded row yields the
 same logits at its real tokens as the unpadded sequence. Logits at padding
 positions are finite but meaningless. Decoding with a KV cache: see `kv_cache`.
@@ -134,7 +135,9 @@ class Transformer(nnx.Module):
                 else jnp.asarray(attention_mask).astype(bool))
         if cache is None:
             causal = jnp.tril(jnp.ones((T, T), bool))[None]  # [1,T,T]
-            mask = causal if attention_mask is None else causal & real[:, None, :]  # [B,T,T]
+            # a padding query sees itself: no row is fully masked (NaN in fused kernels)
+            mask = causal if attention_mask is None else (
+                causal & real[:, None, :] | jnp.eye(T, dtype=bool)[None])  # [B,T,T]
             before = jnp.zeros((B, 1), jnp.int32)
         else:
             mask, valid = cache.write_mask(real)  # [B,T,S]
