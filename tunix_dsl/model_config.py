@@ -18,6 +18,8 @@ from typing import Any
 
 ROPE_TYPES = ("default", "linear", "llama3")
 DTYPES = ("float32", "bfloat16", "float16")
+# the remat policies of `tunix_dsl.models.layer_stack` (named here: this module is jax-free)
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "offload")
 
 
 class ModelConfigError(ValueError):
@@ -71,7 +73,9 @@ class ModelConfig:
     qk_norm: bool = False
     tie_embeddings: bool = True
     family: str = "llama"
-    remat: bool = False
+    remat: bool | str = False  # a remat policy (models.layer_stack): none | full | dots |
+    # dots_no_batch | offload; True means "full", False "none"
+    scan_layers: bool | None = None  # run the blocks as one scan; None: from 8 layers deep
     dtype: str = "float32"  # compute (activation) dtype; norms, softmax and losses run in float32
     param_dtype: str = "float32"  # storage dtype of the parameters (the master weights);
     # each parameter is cast to `dtype` where it is used, so gradients arrive in `param_dtype`
@@ -91,6 +95,9 @@ class ModelConfig:
         if self.family not in FAMILIES:
             raise ModelConfigError(
                 f"model config: unknown family {self.family!r}; known: {', '.join(FAMILIES)}")
+        if not isinstance(self.remat, bool) and self.remat not in REMAT_POLICIES:
+            raise ModelConfigError(f"model config: remat {self.remat!r} is not one of "
+                                   f"{', '.join(REMAT_POLICIES)} (or true/false)")
         for name in ("dtype", "param_dtype"):
             if getattr(self, name) not in DTYPES:
                 raise ModelConfigError(f"model config: {name} {getattr(self, name)!r} is not "

@@ -8,7 +8,8 @@ Parameter paths (what LoRA regexes and the HF name map see):
 (+ `.bias` on q/k/v for Qwen2), `layers.{i}.attn.{q,k}_norm.scale` (Qwen3),
 `layers.{i}.mlp_norm.scale`, `layers.{i}.mlp.{gate,up,down}_proj.kernel`,
 `final_norm.scale`, `lm_head.kernel` (untied only). Layers are an `nnx.List`
-of blocks, unrolled at trace time (fast to compile for the small depths used on CPU).
+of blocks, run unrolled or as one scan over their stacked parameters, each
+under a remat policy (`layer_stack`).
 
 Padding: `attention_mask [B,T]` (True = real token) supports left-padded
 batches. Real tokens never attend to padding keys (a padding query attends only
@@ -30,6 +31,14 @@ from flax import nnx
 from tunix_dsl.model_config import ModelConfig
 from tunix_dsl.models.chunked import chunked_logps, default_loss_chunk, gather_logps
 from tunix_dsl.models.kv_cache import KVCache
+from tunix_dsl.models.layer_stack import (
+    REMAT_POLICIES,
+    SCAN_MIN_LAYERS,
+    checkpointed,
+    remat_policy,
+    scan_blocks,
+    scannable,
+)
 from tunix_dsl.models.layers import (
     Attention,
     Dense,
@@ -84,8 +93,9 @@ def _run_block(block: Block, x: jax.Array, rope: Rope, mask: jax.Array, kv: Laye
     return block(x, rope, mask, kv, cache_index, return_probs)
 
 
-# Activation checkpointing: only the block's inputs are kept for the backward pass.
-_run_block_remat = nnx.remat(_run_block, static_argnums=(6,))
+# Activation checkpointing of one unrolled block, per remat policy (`layer_stack`).
+_RUN_BLOCK = {policy: checkpointed(_run_block, policy, static_argnums=(6,))
+              for policy in REMAT_POLICIES}
 
 
 class Transformer(nnx.Module):
@@ -147,9 +157,14 @@ class Transformer(nnx.Module):
         elif positions is None:  # real tokens before this one; padding slots clamp to 0
             positions = before + jnp.maximum(jnp.cumsum(real, axis=1, dtype=jnp.int32) - 1, 0)
         rope = rope_tables(positions, jnp.asarray(rope_inv_freq(self.cfg)))
-        run = _run_block_remat if self.cfg.remat else _run_block
-
+        policy = remat_policy(self.cfg.remat)
         x = self.embed(tokens)  # [B,T,D]
+        if cache is None and not return_hidden and not return_attention and self._scan():
+            # training and scoring forwards: one traced block body for every layer
+            x = scan_blocks(list(self.layers), x, policy, lambda b, h: b(h, rope, mask)[0])
+            return self.final_norm(x), ModelOutput(logits=None)  # type: ignore[arg-type]
+
+        run = _RUN_BLOCK[policy]
         hiddens, maps, ks, vs = [], [], [], []
         for i, block in enumerate(self.layers):
             kv = (cache.k[i], cache.v[i]) if cache is not None else None
@@ -169,6 +184,14 @@ class Transformer(nnx.Module):
             cache=new_cache,
         )
         return self.final_norm(x), out
+
+    def _scan(self) -> bool:
+        """Scan the blocks: as configured (`scan_layers`), by default from `SCAN_MIN_LAYERS`
+        deep, and only when they can be (`layer_stack.scannable`)."""
+        wanted = self.cfg.scan_layers
+        if wanted is None:
+            wanted = self.cfg.n_layers >= SCAN_MIN_LAYERS
+        return wanted and self.cfg.n_layers > 1 and scannable(list(self.layers))
 
     def unembed(self, h: jax.Array) -> jax.Array:
         """Output head: final hidden [.., D] -> logits [.., V]."""
