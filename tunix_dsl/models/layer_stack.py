@@ -8,6 +8,11 @@ paths LoRA regexes, the HF name map and checkpoints see); the scan reads a
 stacked view `[L, ...]` of them built inside the step, and the gradient of
 that view flows back to each layer's own parameters.
 
+Scanning is off by default (`ModelConfig.scan_layers`): while parameters are
+stored per layer, the optimizer update and the stacking are still 9·L leaves
+and XLA:CPU compiles the scanned step no faster (bench/README.md, "Compile
+time vs depth"); stacked parameter storage is what makes it pay.
+
 A block can join the scan when every block has the same structure (LoRA on
 all layers or none) and none holds RNG state (LoRA dropout advances a
 per-layer counter that a scan body could not hand back); otherwise the blocks
@@ -36,9 +41,6 @@ REMAT_POLICIES: dict[str, Callable[[], Any] | None] = {  # keys: model_config.RE
     "dots_no_batch": lambda: jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
     "offload": lambda: jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host"),
 }
-# n_layers from which `scan_layers = None` (auto) scans: below it, unrolled blocks compile
-# fast and run without the loop's stacked-parameter copies (the CPU presets).
-SCAN_MIN_LAYERS = 8
 
 
 def remat_policy(remat: bool | str) -> str:

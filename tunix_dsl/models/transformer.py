@@ -33,7 +33,6 @@ from tunix_dsl.models.chunked import chunked_logps, default_loss_chunk, gather_l
 from tunix_dsl.models.kv_cache import KVCache
 from tunix_dsl.models.layer_stack import (
     REMAT_POLICIES,
-    SCAN_MIN_LAYERS,
     checkpointed,
     remat_policy,
     scan_blocks,
@@ -186,12 +185,9 @@ class Transformer(nnx.Module):
         return self.final_norm(x), out
 
     def _scan(self) -> bool:
-        """Scan the blocks: as configured (`scan_layers`), by default from `SCAN_MIN_LAYERS`
-        deep, and only when they can be (`layer_stack.scannable`)."""
-        wanted = self.cfg.scan_layers
-        if wanted is None:
-            wanted = self.cfg.n_layers >= SCAN_MIN_LAYERS
-        return wanted and self.cfg.n_layers > 1 and scannable(list(self.layers))
+        """Scan the blocks when configured (`scan_layers`) and they can be
+        (`layer_stack.scannable`)."""
+        return self.cfg.scan_layers and self.cfg.n_layers > 1 and scannable(list(self.layers))
 
     def unembed(self, h: jax.Array) -> jax.Array:
         """Output head: final hidden [.., D] -> logits [.., V]."""
