@@ -80,6 +80,8 @@ def stage_fingerprints(pipeline: Any) -> dict[str, str]:
     """Fingerprint of every stage of a checked pipeline, by stage name."""
     base_dir = Path(pipeline.base_dir)
     settings = {"seed": pipeline.settings.seed, "precision": pipeline.settings.precision}
+    if pipeline.settings.param_dtype != "float32":  # default left out: older fingerprints hold
+        settings["param_dtype"] = pipeline.settings.param_dtype
     out: dict[str, str] = {}
 
     def model_identity(ref: Any) -> Any:

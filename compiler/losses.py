@@ -27,7 +27,9 @@ import jax
 import jax.numpy as jnp
 
 from tunix_dsl.compiler.losses_common import (
+    Unembed,
     as_f32,
+    chunked_token_logps,
     log1mexp,
     mask_logits,
     masked_sum,
@@ -46,6 +48,7 @@ from tunix_dsl.compiler.losses_distill import (
     logit_distill_from_sums,
     logit_distill_loss,
     logit_distill_sums,
+    logit_distill_sums_chunked,
     pool_heads,
     uniform_layer_map,
 )
@@ -63,6 +66,7 @@ from tunix_dsl.compiler.losses_rl import (
     policy_gradient_loss,
     value_loss,
 )
+from tunix_dsl.models.chunked import over_chunks
 
 Array = jax.Array
 Metrics = dict[str, Array]
@@ -75,6 +79,7 @@ __all__ = [
     "attention_transfer_from_sums",
     "attention_transfer_loss",
     "attention_transfer_sums",
+    "chunked_token_logps",
     "clipped_surrogate_loss",
     "dpo_from_sums",
     "dpo_loss",
@@ -94,6 +99,7 @@ __all__ = [
     "logit_distill_from_sums",
     "logit_distill_loss",
     "logit_distill_sums",
+    "logit_distill_sums_chunked",
     "masked_sum",
     "masked_whiten",
     "pool_heads",
@@ -108,6 +114,7 @@ __all__ = [
     "sft_loss",
     "sft_loss_sum",
     "sft_sums",
+    "sft_sums_chunked",
     "token_logps",
     "uniform_layer_map",
     "value_loss",
@@ -126,9 +133,27 @@ def sft_sums(logits: Array, targets: Array, mask: Array) -> Metrics:
     caller's job).
     """
     mask = mask.astype(bool)
+    return _sft_totals(*_sft_token_terms(logits, targets, mask), mask)
+
+
+def sft_sums_chunked(hidden: Array, unembed: Unembed, targets: Array, mask: Array, *,
+                     chunk: int) -> Metrics:
+    """``sft_sums(unembed(hidden), targets, mask)`` with the output head, log-softmax and
+    argmax run over sequence chunks of ``chunk`` tokens: ``hidden`` ``[B, T, D]`` final
+    hidden states; the ``[B, T, V]`` logits never exist at once."""
+    mask = mask.astype(bool)
+    terms = over_chunks(lambda h, y, m: _sft_token_terms(unembed(h), y, m), chunk,
+                        hidden, targets, mask)
+    return _sft_totals(*terms, mask)
+
+
+def _sft_token_terms(logits: Array, targets: Array, mask: Array) -> tuple[Array, Array]:
+    """Per token: (−log p(y), argmax == y), both [B, T]."""
     logits = mask_logits(logits, mask)
-    nll = -token_logps(logits, targets)
-    correct = jnp.argmax(logits, axis=-1) == targets
+    return -token_logps(logits, targets), jnp.argmax(logits, axis=-1) == targets
+
+
+def _sft_totals(nll: Array, correct: Array, mask: Array) -> Metrics:
     return {
         "nll_sum": masked_sum(nll, mask),
         "tokens": jnp.sum(mask, dtype=jnp.float32),

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
+
+from tunix_dsl.models.chunked import over_chunks
+
+Unembed = Callable[[jax.Array], jax.Array]  # final hidden [B,c,D] -> logits [B,c,V]
 
 Array = jax.Array
 
@@ -53,6 +59,15 @@ def token_logps(logits: Array, targets: Array, mask: Array | None = None) -> Arr
         logits, targets.astype(jnp.int32)[..., None], axis=-1, mode="clip"
     )[..., 0]
     return picked - log_normalizer
+
+
+def chunked_token_logps(hidden: Array, unembed: Unembed, targets: Array, mask: Array, *,
+                        chunk: int) -> Array:
+    """``token_logps(unembed(hidden), targets, mask)`` ``[B, T]`` float32, with the output head
+    and the log-softmax run over sequence chunks of ``chunk`` tokens (``models.chunked``):
+    the ``[B, T, V]`` logits never exist at once, in the forward or the backward."""
+    return over_chunks(lambda h, y, m: token_logps(unembed(h), y, m), chunk, hidden, targets,
+                       mask.astype(bool))
 
 
 def mask_logits(logits: Array, mask: Array | None) -> Array:

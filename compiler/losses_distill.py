@@ -14,12 +14,14 @@ import jax
 import jax.numpy as jnp
 
 from tunix_dsl.compiler.losses_common import (
+    Unembed,
     as_f32,
     mask_logits,
     masked_sum,
     safe_div,
     token_logps,
 )
+from tunix_dsl.models.chunked import over_chunks
 
 Array = jax.Array
 Metrics = dict[str, Array]
@@ -52,6 +54,44 @@ def logit_distill_sums(
         "teacher and student must share one vocabulary (same tokenizer and vocab size)",
     )
     mask = mask.astype(bool)
+    kl_per_token, ce_per_token = _logit_distill_terms(
+        student_logits, teacher_logits, labels, mask, temperature)
+    return _logit_distill_totals(kl_per_token, ce_per_token, mask)
+
+
+def logit_distill_sums_chunked(
+    student_hidden: Array,
+    student_unembed: Unembed,
+    teacher_hidden: Array,
+    teacher_unembed: Unembed,
+    labels: Array,
+    mask: Array,
+    *,
+    temperature: float = 2.0,
+    chunk: int,
+) -> Metrics:
+    """``logit_distill_sums`` of ``student_unembed(student_hidden)`` and
+    ``teacher_unembed(teacher_hidden)`` (final hidden states ``[B, T, D_s]``, ``[B, T, D_t]``),
+    both output heads run over sequence chunks of ``chunk`` tokens: neither model's
+    ``[B, T, V]`` logits exist at once."""
+    mask = mask.astype(bool)
+
+    def terms(h_s: Array, h_t: Array, y: Array, m: Array) -> tuple[Array, Array]:
+        s_logits, t_logits = student_unembed(h_s), teacher_unembed(h_t)
+        _check_same_shape(
+            "logit_distill_loss", s_logits, t_logits,
+            "teacher and student must share one vocabulary (same tokenizer and vocab size)",
+        )
+        return _logit_distill_terms(s_logits, t_logits, y, m, temperature)
+
+    kl_per_token, ce_per_token = over_chunks(terms, chunk, student_hidden, teacher_hidden,
+                                             labels, mask)
+    return _logit_distill_totals(kl_per_token, ce_per_token, mask)
+
+
+def _logit_distill_terms(student_logits: Array, teacher_logits: Array, labels: Array,
+                         mask: Array, temperature: float) -> tuple[Array, Array]:
+    """Per token [B, T]: KL(p_t^T ‖ p_s^T) and the student's CE at temperature 1."""
     student_logits = mask_logits(student_logits, mask)
     teacher_logits = jax.lax.stop_gradient(mask_logits(teacher_logits, mask))
     log_student = jax.nn.log_softmax(student_logits / temperature, axis=-1)
@@ -59,8 +99,10 @@ def logit_distill_sums(
     teacher_probs = jnp.exp(log_teacher)
     # p·(log p − log q) with the 0·log 0 = 0 convention (a teacher may put exactly 0 mass).
     kl_terms = jnp.where(teacher_probs > 0, teacher_probs * (log_teacher - log_student), 0.0)
-    kl_per_token = jnp.sum(kl_terms, axis=-1)
-    ce_per_token = -token_logps(student_logits, labels)
+    return jnp.sum(kl_terms, axis=-1), -token_logps(student_logits, labels)
+
+
+def _logit_distill_totals(kl_per_token: Array, ce_per_token: Array, mask: Array) -> Metrics:
     return {
         "kl_sum": masked_sum(kl_per_token, mask),
         "ce_sum": masked_sum(ce_per_token, mask),

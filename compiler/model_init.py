@@ -38,11 +38,14 @@ def init_model(cfg: ModelConfig, mesh: Mesh, seed: int) -> Transformer:
     return nnx.merge(graphdef, state)
 
 
-def load_model(directory: str | Path, mesh: Mesh, *, dtype: str, remat: bool = False) -> Transformer:
-    """A Hugging Face checkpoint, each tensor read (memory-mapped) straight into its shard."""
+def load_model(directory: str | Path, mesh: Mesh, *, dtype: str, remat: bool = False,
+               param_dtype: str = "float32") -> Transformer:
+    """A Hugging Face checkpoint, each tensor read (memory-mapped) straight into its shard;
+    parameters stored in `param_dtype`, computed in `dtype`."""
     from tunix_dsl.models.hf import load_hf
 
-    return load_hf(directory, dtype=dtype, remat=remat, shardings=sharding.parameter_sharding_fn(mesh))
+    return load_hf(directory, dtype=dtype, remat=remat, param_dtype=param_dtype,
+                   shardings=sharding.parameter_sharding_fn(mesh))
 
 
 def place(module: nnx.Module, mesh: Mesh) -> nnx.Module:

@@ -20,6 +20,12 @@ optimizer update and the metrics — is one XLA program. Batches arrive as
 `[steps_per_call, grad_accum, micro_batch, ...]`; the program scans over the
 first two axes, so `steps_per_call = k` runs k optimizer steps per dispatch.
 The train state is donated.
+
+Mixed precision: the model casts each parameter to its compute dtype where it
+is used (`tunix_dsl.models.layers`), so gradients arrive in the parameters'
+own dtype — float32 master weights in a bfloat16 run. Micro-batch gradients
+are always summed in float32 (`accumulate`), also under bfloat16 storage,
+and cast to the parameters' dtype only for the optimizer update.
 """
 
 from __future__ import annotations
@@ -117,19 +123,21 @@ def build_step(
                     TrainState(state.step, state.trainable, state.opt_state, rest), frozen, micro, totals
                 )
                 add = lambda a, b: a + b  # noqa: E731
-                return (jax.tree.map(add, grads_total, grads), jax.tree.map(add, sums_total, sums), rest), None
+                return (accumulate(grads_total, grads), jax.tree.map(add, sums_total, sums), rest), None
 
             first = {k: v[0] for k, v in batch.items()}
-            zero_grads = jax.tree.map(jnp.zeros_like, state.trainable)
+            zero_grads = jax.tree.map(lambda p: jnp.zeros(p.shape, accum_dtype(p.dtype)), state.trainable)
             sum_shapes = jax.eval_shape(lambda: grads_of_micro_batch(state, frozen, first, totals)[1])
             zero_sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sum_shapes)
             (grads, sums, rest), _ = jax.lax.scan(body, (zero_grads, zero_sums, state.rest), batch)
 
+        grad_norm = optax.tree.norm(grads)  # of the float32 sum
+        grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.trainable)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
         loss, metrics = from_sums(sums)
         metrics = dict(metrics)
-        metrics["grad_norm"] = optax.tree.norm(grads)
+        metrics["grad_norm"] = grad_norm
         if schedule is not None:
             metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
         new = TrainState(state.step + 1, trainable, opt_state, rest)
@@ -154,6 +162,17 @@ def build_step(
         return jax.lax.scan(lambda s, b: one_step(s, frozen, b), state, batch)
 
     return step
+
+
+def accum_dtype(dtype: jnp.dtype) -> jnp.dtype:
+    """Gradients of floating parameters are summed in float32 (bfloat16's 8-bit mantissa
+    would drop small micro-batch gradients); anything else keeps its dtype."""
+    return jnp.dtype(jnp.float32) if jnp.issubdtype(dtype, jnp.floating) else jnp.dtype(dtype)
+
+
+def accumulate(total: nnx.State, grads: nnx.State) -> nnx.State:
+    """total + grads, in the (float32) dtype of the running total."""
+    return jax.tree.map(lambda t, g: t + g.astype(t.dtype), total, grads)
 
 
 def init_state(split: SplitModules, optimizer: optax.GradientTransformation) -> TrainState:

@@ -158,7 +158,7 @@ class Executor:
             if isinstance(spec, HFModelSource):
                 path = resolve_path(spec.path, self.base_dir)
                 self.log(f"loading {ref.name} from {path}")
-                model = load_model(path, self.mesh, dtype=cfg.dtype, remat=cfg.remat)
+                model = load_model(path, self.mesh, dtype=cfg.dtype, remat=cfg.remat, param_dtype=cfg.param_dtype)
             else:
                 model = init_model(cfg, self.mesh, derived_seed(self.settings.seed, "model:" + ref.name))
             self._decl_models[ref.name] = model
@@ -175,7 +175,7 @@ class Executor:
             raise RunError(f"stage `{ref.name}` has no finished output in {directory.output}")
         cfg = self.config_for(ref)
         self.log(f"  loading {ref.name}.model from {directory.output}")
-        return load_model(directory.output, self.mesh, dtype=cfg.dtype, remat=cfg.remat)
+        return load_model(directory.output, self.mesh, dtype=cfg.dtype, remat=cfg.remat, param_dtype=cfg.param_dtype)
 
     # ------------------------------------------------------------------ stages
 
@@ -331,10 +331,12 @@ class Executor:
                            losses[0] if losses else float("nan"), info.get("final_loss", float("nan")),
                            info.get("wall_s", 0.0), info.get("tokens_per_s", 0.0), "cached", history)
 
-    def save_model(self, model: Transformer, tokenizer: Tokenizer, directory: Path) -> None:
+    def save_model(self, model: Transformer, tokenizer: Tokenizer, directory: Path,
+                   dtype: str | None = None) -> None:
+        """`dtype` None: the parameters' own (master) dtype, which a stage output keeps."""
         from tunix_dsl.models.hf import save_hf
 
-        save_hf(model, directory, tokenizer=tokenizer)
+        save_hf(model, directory, tokenizer=tokenizer, dtype=dtype)
 
     # ------------------------------------------------------------------ memory
 
@@ -467,7 +469,8 @@ class Executor:
             shutil.rmtree(destination, ignore_errors=True)
             shutil.copytree(adapter, destination)
         elif config.format == "hf":
-            self.save_model(self.model(source), self.tokenizer_for(source), destination)
+            self.save_model(self.model(source), self.tokenizer_for(source), destination,
+                            dtype=self.settings.precision)  # bf16 runs export bf16
         else:  # orbax: the raw parameter tree
             save_params(nnx.state(self.model(source), nnx.Param), destination)
         self.log(f"exported {source} to {destination} ({config.format})")

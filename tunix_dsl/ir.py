@@ -244,7 +244,8 @@ class Pipeline:
                 self._sizes[decl.name] = SizeInfo(None, missing="its tokenizer did not validate")
             else:
                 self._sizes[decl.name] = model_size_info(
-                    decl.spec, tokenizer, self.settings.precision, self.base_dir)
+                    decl.spec, tokenizer, self.settings.precision, self.base_dir,
+                    self.settings.param_dtype)
         return self._sizes[decl.name]
 
     def model_config(self, ref: ModelRef) -> ModelConfig | None:

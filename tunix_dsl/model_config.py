@@ -18,6 +18,8 @@ from typing import Any
 
 ROPE_TYPES = ("default", "linear", "llama3")
 DTYPES = ("float32", "bfloat16", "float16")
+# the remat policies of `tunix_dsl.models.layer_stack` (named here: this module is jax-free)
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "offload")
 
 
 class ModelConfigError(ValueError):
@@ -71,8 +73,12 @@ class ModelConfig:
     qk_norm: bool = False
     tie_embeddings: bool = True
     family: str = "llama"
-    remat: bool = False
-    dtype: str = "float32"  # parameter and activation dtype; norms/softmax run in float32
+    remat: bool | str = False  # a remat policy (models.layer_stack): none | full | dots |
+    # dots_no_batch | offload; True means "full", False "none"
+    scan_layers: bool = False  # run the blocks as one lax.scan (models.layer_stack)
+    dtype: str = "float32"  # compute (activation) dtype; norms, softmax and losses run in float32
+    param_dtype: str = "float32"  # storage dtype of the parameters (the master weights);
+    # each parameter is cast to `dtype` where it is used, so gradients arrive in `param_dtype`
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim",
@@ -89,9 +95,13 @@ class ModelConfig:
         if self.family not in FAMILIES:
             raise ModelConfigError(
                 f"model config: unknown family {self.family!r}; known: {', '.join(FAMILIES)}")
-        if self.dtype not in DTYPES:
-            raise ModelConfigError(
-                f"model config: dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if not isinstance(self.remat, bool) and self.remat not in REMAT_POLICIES:
+            raise ModelConfigError(f"model config: remat {self.remat!r} is not one of "
+                                   f"{', '.join(REMAT_POLICIES)} (or true/false)")
+        for name in ("dtype", "param_dtype"):
+            if getattr(self, name) not in DTYPES:
+                raise ModelConfigError(f"model config: {name} {getattr(self, name)!r} is not "
+                                       f"one of {', '.join(DTYPES)}")
         rope_type = (self.rope_scaling or {}).get("rope_type", "default")
         if rope_type not in ROPE_TYPES:
             raise ModelConfigError(
@@ -190,8 +200,8 @@ class ModelConfig:
             "rope_scaling": dict(self.rope_scaling) if self.rope_scaling else None,
             "tie_word_embeddings": self.tie_embeddings,
             "attention_bias": False,
-            "torch_dtype": self.dtype,  # transformers 4.x reads this key,
-            "dtype": self.dtype,  # transformers 5.x this one
+            "torch_dtype": self.param_dtype,  # transformers 4.x reads this key,
+            "dtype": self.param_dtype,  # transformers 5.x this one
         }
         if self.family == "llama":
             hf["mlp_bias"] = False

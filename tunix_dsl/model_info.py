@@ -83,15 +83,17 @@ def tokenizer_vocab_size(spec: Any, base_dir: Path) -> int | str:
 
 
 def model_size_info(spec: Any, tokenizer_spec: Any | None, precision: str,
-                    base_dir: Path) -> SizeInfo:
-    """The ModelConfig a model declaration describes (same rules as the runtime)."""
+                    base_dir: Path, param_dtype: str = "float32") -> SizeInfo:
+    """The ModelConfig a model declaration describes (same rules as the runtime).
+    `precision` is the compute dtype, `param_dtype` the parameters' storage dtype."""
     try:
         if isinstance(spec, TransformerSource):
             vocab = tokenizer_vocab_size(tokenizer_spec, base_dir)
             if isinstance(vocab, str):
                 return SizeInfo(None, missing=vocab)
             return SizeInfo(ModelConfig.from_preset(spec.preset, vocab, remat=spec.remat,
-                                                    dtype=precision, **spec.size_overrides()))
+                                                    dtype=precision, param_dtype=param_dtype,
+                                                    **spec.size_overrides()))
         if isinstance(spec, HFModelSource):
             config_path = resolve_path(spec.path, base_dir) / "config.json"
             try:
@@ -100,7 +102,8 @@ def model_size_info(spec: Any, tokenizer_spec: Any | None, precision: str,
                 return SizeInfo(None, missing=f"no config.json in {spec.path}")
             except (OSError, ValueError) as e:
                 return SizeInfo(None, missing=f"cannot read {spec.path}/config.json: {e}")
-            return SizeInfo(ModelConfig.from_hf_config(hf, remat=spec.remat, dtype=precision))
+            return SizeInfo(ModelConfig.from_hf_config(hf, remat=spec.remat, dtype=precision,
+                                                         param_dtype=param_dtype))
     except ModelConfigError as e:
         return SizeInfo(None, invalid=str(e))
     except (KeyError, TypeError) as e:

@@ -18,6 +18,7 @@ import jax
 from flax import nnx
 
 from tunix_dsl.compiler.train_step import Counts, FromSums, MicroSums
+from tunix_dsl.models.chunked import default_loss_chunk
 
 
 @dataclass
@@ -105,3 +106,20 @@ def forward(model: nnx.Module, batch: Mapping[str, jax.Array], prefix: str = "",
         attention_mask=batch[prefix + "attention_mask"],
         **kwargs,
     )
+
+
+def forward_hidden(model: nnx.Module, batch: Mapping[str, jax.Array], prefix: str = "",
+                   **kwargs: Any) -> tuple[jax.Array, Any]:
+    """`model.hidden` on the (prefixed) token arrays of a batch: final hidden states
+    [B,T,D] (for a chunked loss over `model.unembed`) and the extra outputs."""
+    return model.hidden(
+        batch[prefix + "tokens"],
+        positions=batch[prefix + "positions"],
+        attention_mask=batch[prefix + "attention_mask"],
+        **kwargs,
+    )
+
+
+def loss_chunk(config: Any, model: nnx.Module) -> int:
+    """Tokens per chunk of the stage's loss: `loss_chunk`, or sized from the vocabulary."""
+    return getattr(config, "loss_chunk", None) or default_loss_chunk(model.cfg.vocab_size)

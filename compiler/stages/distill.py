@@ -27,7 +27,8 @@ from tunix_dsl.compiler.stages.base import (
     Container,
     StageLoss,
     StageModels,
-    forward,
+    forward_hidden,
+    loss_chunk,
     lowering,
     trainable_filter,
 )
@@ -41,9 +42,11 @@ def _strategy(config: Any) -> tuple[str, Any]:
     return type(strategy).call_name, strategy
 
 
-def _ce_sums(student_logits: jax.Array, mb: Mapping[str, jax.Array]) -> Sums:
-    nll_sum, _ = losses.sft_loss_sum(student_logits, mb["targets"], mb["loss_mask"])
-    return {"ce_sum": nll_sum}
+def _ce_sums(student: Any, hidden: jax.Array, mb: Mapping[str, jax.Array], chunk: int) -> Sums:
+    """The student's cross-entropy sum, its output head over `chunk`-token slices."""
+    sums = losses.sft_sums_chunked(hidden, student.unembed, mb["targets"], mb["loss_mask"],
+                                   chunk=chunk)
+    return {"ce_sum": sums["nll_sum"]}
 
 
 def _mixed(alpha: float, key: str, count_key: str) -> Callable[[Sums], tuple[jax.Array, dict]]:
@@ -74,6 +77,7 @@ def build(config: Any, models: StageModels) -> StageLoss:
     student, teacher = models.models["student"], models.models["teacher"]
     name, strategy = _strategy(config)
     alpha = float(strategy.alpha)
+    chunk = loss_chunk(config, student)
     modules = Container(student=student, teacher=teacher)
     extra: tuple[str, ...] = ()
 
@@ -81,11 +85,11 @@ def build(config: Any, models: StageModels) -> StageLoss:
         temperature = float(strategy.temperature)
 
         def micro_sums(m: Container, mb: Mapping[str, jax.Array]) -> Sums:
-            student_logits = forward(m.student, mb)
-            teacher_logits = jax.lax.stop_gradient(forward(m.teacher, mb))
-            return losses.logit_distill_sums(
-                student_logits, teacher_logits, mb["targets"], mb["loss_mask"],
-                temperature=temperature,
+            student_hidden, _ = forward_hidden(m.student, mb)
+            teacher_hidden = jax.lax.stop_gradient(forward_hidden(m.teacher, mb)[0])
+            return losses.logit_distill_sums_chunked(
+                student_hidden, m.student.unembed, teacher_hidden, m.teacher.unembed,
+                mb["targets"], mb["loss_mask"], temperature=temperature, chunk=chunk,
             )
 
         def from_sums(sums: Sums) -> tuple[jax.Array, dict]:
@@ -99,13 +103,14 @@ def build(config: Any, models: StageModels) -> StageLoss:
         student_heads = student.cfg.n_heads
 
         def micro_sums(m: Container, mb: Mapping[str, jax.Array]) -> Sums:
-            out_s = forward(m.student, mb, return_attention=True)
-            out_t = forward(m.teacher, mb, return_attention=True)
+            hidden_s, out_s = forward_hidden(m.student, mb, return_attention=True)
+            _, out_t = forward_hidden(m.teacher, mb, return_attention=True)
             attn = losses.attention_transfer_sums(
                 out_s.attentions, jax.lax.stop_gradient(out_t.attentions),
                 mb["attention_mask"], layer_map=layer_map,
             )
-            return {**attn, **_ce_sums(out_s.logits, mb), "tokens": jnp.sum(mb["loss_mask"], dtype=jnp.float32)}
+            return {**attn, **_ce_sums(m.student, hidden_s, mb, chunk),
+                    "tokens": jnp.sum(mb["loss_mask"], dtype=jnp.float32)}
 
         def counts(batch: Mapping[str, jax.Array]) -> Sums:
             real_queries = jnp.sum(batch["attention_mask"], dtype=jnp.float32)
@@ -121,15 +126,16 @@ def build(config: Any, models: StageModels) -> StageLoss:
         layer = int(strategy.layer)
 
         def micro_sums(m: Container, mb: Mapping[str, jax.Array]) -> Sums:
-            out_s = forward(m.student, mb, return_hidden=True)
-            out_t = forward(m.teacher, mb, return_hidden=True)
+            final_s, out_s = forward_hidden(m.student, mb, return_hidden=True)
+            _, out_t = forward_hidden(m.teacher, mb, return_hidden=True)
             feats = losses.feature_projection_sums(
                 out_s.hidden_states[layer], jax.lax.stop_gradient(out_t.hidden_states[layer]),
                 m.projection.kernel[...], mb["attention_mask"],
             )
             return {
                 "sq_err_sum": feats["sq_err_sum"], "feature_tokens": feats["tokens"],
-                **_ce_sums(out_s.logits, mb), "tokens": jnp.sum(mb["loss_mask"], dtype=jnp.float32),
+                **_ce_sums(m.student, final_s, mb, chunk),
+                "tokens": jnp.sum(mb["loss_mask"], dtype=jnp.float32),
             }
 
         def counts(batch: Mapping[str, jax.Array]) -> Sums:

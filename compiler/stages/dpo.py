@@ -24,7 +24,8 @@ from tunix_dsl.compiler.stages.base import (
     Container,
     StageLoss,
     StageModels,
-    forward,
+    forward_hidden,
+    loss_chunk,
     lowering,
     trainable_filter,
 )
@@ -36,24 +37,27 @@ def pair_batch(mb: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     return {n: jnp.concatenate([mb["chosen_" + n], mb["rejected_" + n]]) for n in names}
 
 
-def sequence_logps(model: Any, both: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-    """Summed completion log-probs of the chosen and rejected halves."""
-    logits = forward(model, both)
+def sequence_logps(model: Any, both: Mapping[str, jax.Array], chunk: int) -> tuple[jax.Array, jax.Array]:
+    """Summed completion log-probs of the chosen and rejected halves (the output head over
+    `chunk`-token slices of the sequence)."""
+    hidden, _ = forward_hidden(model, both)
     # The mask zeroes padded positions before the log-softmax: NaN-free gradients there.
-    token_logps = losses.token_logps(logits, both["targets"], both["loss_mask"])
+    token_logps = losses.chunked_token_logps(hidden, model.unembed, both["targets"],
+                                             both["loss_mask"], chunk=chunk)
     seq = losses.sequence_logps(token_logps, both["loss_mask"])
     half = seq.shape[0] // 2
     return seq[:half], seq[half:]
 
 
-def reference_logps(modules: Container, both: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+def reference_logps(modules: Container, both: Mapping[str, jax.Array],
+                    chunk: int) -> tuple[jax.Array, jax.Array]:
     if hasattr(modules, "reference"):
-        chosen, rejected = sequence_logps(modules.reference, both)
+        chosen, rejected = sequence_logps(modules.reference, both, chunk)
     else:  # shared reference: the policy's base weights, adapters off
         from tunix_dsl.models.lora import adapters_disabled
 
         with adapters_disabled(modules.policy):
-            chosen, rejected = sequence_logps(modules.policy, both)
+            chosen, rejected = sequence_logps(modules.policy, both, chunk)
     return jax.lax.stop_gradient(chosen), jax.lax.stop_gradient(rejected)
 
 
@@ -69,11 +73,12 @@ def pair_counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
 def build(config: Any, models: StageModels) -> StageLoss:
     beta = float(config.beta)
     label_smoothing = float(config.label_smoothing)
+    chunk = loss_chunk(config, models.models["policy"])
 
     def micro_sums(modules: Container, mb: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         both = pair_batch(mb)
-        chosen, rejected = sequence_logps(modules.policy, both)
-        ref_chosen, ref_rejected = reference_logps(modules, both)
+        chosen, rejected = sequence_logps(modules.policy, both, chunk)
+        ref_chosen, ref_rejected = reference_logps(modules, both, chunk)
         return losses.dpo_sums(
             chosen, rejected, ref_chosen, ref_rejected, beta=beta, label_smoothing=label_smoothing,
             pair_mask=real_pairs(mb),

@@ -22,7 +22,8 @@ from tunix_dsl.compiler.stages.base import (
     Container,
     StageLoss,
     StageModels,
-    forward,
+    forward_hidden,
+    loss_chunk,
     lowering,
     trainable_filter,
 )
@@ -36,14 +37,19 @@ def counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     }
 
 
-def micro_sums(modules: Container, mb: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    both = pair_batch(mb)
-    token_logps = losses.token_logps(forward(modules.policy, both), both["targets"], both["loss_mask"])
-    half = token_logps.shape[0] // 2
-    return losses.orpo_sums(
-        token_logps[:half], mb["chosen_loss_mask"], token_logps[half:], mb["rejected_loss_mask"],
-        pair_mask=real_pairs(mb),
-    )
+def micro_sums_fn(chunk: int):
+    def micro_sums(modules: Container, mb: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        both = pair_batch(mb)
+        hidden, _ = forward_hidden(modules.policy, both)
+        token_logps = losses.chunked_token_logps(hidden, modules.policy.unembed, both["targets"],
+                                                 both["loss_mask"], chunk=chunk)
+        half = token_logps.shape[0] // 2
+        return losses.orpo_sums(
+            token_logps[:half], mb["chosen_loss_mask"], token_logps[half:], mb["rejected_loss_mask"],
+            pair_mask=real_pairs(mb),
+        )
+
+    return micro_sums
 
 
 def build(config: Any, models: StageModels) -> StageLoss:
@@ -51,7 +57,7 @@ def build(config: Any, models: StageModels) -> StageLoss:
         modules=Container(policy=models.models["policy"]),
         trainable=trainable_filter("policy", models.lora),
         counts=counts,
-        micro_sums=micro_sums,
+        micro_sums=micro_sums_fn(loss_chunk(config, models.models["policy"])),
         from_sums=partial(losses.orpo_from_sums, lam=float(config.lambda_)),
     )
 

@@ -21,7 +21,8 @@ from tunix_dsl.compiler.stages.base import (
     Container,
     StageLoss,
     StageModels,
-    forward,
+    forward_hidden,
+    loss_chunk,
     lowering,
     trainable_filter,
 )
@@ -31,18 +32,25 @@ def token_counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     return {"tokens": jnp.sum(batch["loss_mask"], dtype=jnp.float32)}
 
 
-def lm_sums(modules: Container, mb: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    logits = forward(modules.model, mb)
-    return losses.sft_sums(logits, mb["targets"], mb["loss_mask"])
+def lm_sums_fn(chunk: int):
+    """Cross-entropy sums of one micro-batch, the output head run over `chunk`-token slices."""
+
+    def lm_sums(modules: Container, mb: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        hidden, _ = forward_hidden(modules.model, mb)
+        return losses.sft_sums_chunked(hidden, modules.model.unembed, mb["targets"],
+                                       mb["loss_mask"], chunk=chunk)
+
+    return lm_sums
 
 
 @lowering("pretrain")
 @lowering("sft")
 def build(config: Any, models: StageModels) -> StageLoss:
+    model = models.models["model"]
     return StageLoss(
-        modules=Container(model=models.models["model"]),
+        modules=Container(model=model),
         trainable=trainable_filter("model", models.lora),
         counts=token_counts,
-        micro_sums=lm_sums,
+        micro_sums=lm_sums_fn(loss_chunk(config, model)),
         from_sums=losses.sft_from_sums,
     )

@@ -114,7 +114,8 @@ def test_load_hf_places_parameters_with_given_shardings(tmp_path):
 
 
 def test_bfloat16_checkpoint(tmp_path):
-    """A bf16 checkpoint loads as float32 (exactly the rounded weights) or as bfloat16."""
+    """A bf16 checkpoint loads as float32 (exactly the rounded weights) or as bfloat16; bf16
+    compute keeps float32 parameters unless bf16 storage is asked for."""
     import copy
 
     import jax.numpy as jnp
@@ -130,7 +131,10 @@ def test_bfloat16_checkpoint(tmp_path):
     assert model.embed.embedding.get_value().dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(model(TOKENS)), hf_logits(hf_model, TOKENS), atol=TOL,
                                rtol=0)
-    model16 = load_hf(directory, dtype="bfloat16")
+    mixed = load_hf(directory, dtype="bfloat16")
+    assert mixed.layers[0].attn.q_proj.bias.get_value().dtype == jnp.float32
+    assert mixed(TOKENS).dtype == jnp.bfloat16
+    model16 = load_hf(directory, dtype="bfloat16", param_dtype="bfloat16")
     assert model16.layers[0].attn.q_proj.bias.get_value().dtype == jnp.bfloat16
 
 

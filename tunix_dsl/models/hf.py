@@ -75,15 +75,18 @@ def load_hf(
     dtype: str | None = None,
     shardings: ShardingFn | None = None,
     remat: bool = False,
+    param_dtype: str | None = None,
 ) -> Transformer:
     """A `Transformer` with the weights of a HF Llama / Qwen2 / Qwen3 checkpoint.
 
-    dtype: parameter dtype ("float32" default, "bfloat16"); checkpoint tensors are cast.
+    dtype: compute dtype ("float32" default, "bfloat16").
+    param_dtype: parameter (storage) dtype, default float32; checkpoint tensors are cast.
     shardings: `fn(path, shape, logical_axes) -> jax.sharding.Sharding` placing each parameter;
     without it parameters go to the default device.
     """
     directory = Path(directory)
-    cfg = read_hf_config(directory, dtype=dtype or "float32", remat=remat)
+    cfg = read_hf_config(directory, dtype=dtype or "float32", remat=remat,
+                         param_dtype=param_dtype or "float32")
     files = _tensor_files(directory)
     expected = tensor_names(cfg)
     missing = [t.hf for t in expected if t.hf not in files]
@@ -141,9 +144,13 @@ def _normalize(index: tuple[slice, ...], shape: tuple[int, ...]) -> tuple[slice,
 
 # ----------------------------------------------------------------------------- save
 def save_hf(model: Transformer, directory: str | Path, tokenizer: Any = None,
-            max_shard_bytes: int = 2 * 1024**3) -> Path:
+            max_shard_bytes: int = 2 * 1024**3, dtype: str | None = None) -> Path:
     """Write config.json + safetensors (+ tokenizer files) that
     `transformers.AutoModelForCausalLM.from_pretrained(directory)` loads.
+
+    dtype: the dtype of the written tensors ("float32" or "bfloat16"), also named by
+    `torch_dtype` in config.json; default: the parameters' own (storage) dtype, so a
+    stage's output reloads bit-identically.
 
     LoRA adapters must be merged first (`merge_lora`). Tensors are gathered one at a time and
     written in files of at most `max_shard_bytes`, with an index file when there are several.
@@ -160,7 +167,8 @@ def save_hf(model: Transformer, directory: str | Path, tokenizer: Any = None,
             f"save_hf: parameter {extra[0]!r} has no Hugging Face name; merge LoRA adapters "
             f"(merge_lora) before exporting")
 
-    hf_config = cfg.to_hf_config()
+    hf_config = cfg.replace(param_dtype=dtype or cfg.param_dtype).to_hf_config()
+    target = np.dtype(jnp.dtype(hf_config["torch_dtype"]))
     if tokenizer is not None:
         # Every id that ends a tnx generation ends a transformers `generate` too.
         stops = list(getattr(tokenizer, "stop_ids", ())) or [tokenizer.eos_id]
@@ -174,34 +182,32 @@ def save_hf(model: Transformer, directory: str | Path, tokenizer: Any = None,
             tokenizer.save(directory)
     (directory / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
 
-    shards = list(_shard_groups(names, params, max_shard_bytes))
+    shards = list(_shard_groups(names, params, max_shard_bytes, target.itemsize))
     weight_map: dict[str, str] = {}
     for i, group in enumerate(shards):
         file = SINGLE_FILE if len(shards) == 1 else \
             f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        tensors = {t.hf: _to_hf_array(params[t.ours].get_value(), t) for t in group}
+        tensors = {t.hf: _to_hf_array(params[t.ours].get_value(), t, target) for t in group}
         save_file(tensors, directory / file, metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(tensors, file))
     if len(shards) > 1:
-        total = sum(int(np.prod(v.get_value().shape)) * v.get_value().dtype.itemsize
-                    for v in params.values())
+        total = sum(int(np.prod(v.get_value().shape)) * target.itemsize for v in params.values())
         (directory / INDEX_FILE).write_text(json.dumps(
             {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
     return directory
 
 
-def _to_hf_array(value: jax.Array, name: TensorName) -> np.ndarray:
-    host = np.asarray(jax.device_get(value))
+def _to_hf_array(value: jax.Array, name: TensorName, dtype: np.dtype) -> np.ndarray:
+    host = np.asarray(jax.device_get(value.astype(dtype)))
     return np.ascontiguousarray(host.T if name.transpose else host)
 
 
 def _shard_groups(names: list[TensorName], params: dict[str, nnx.Variable],
-                  max_bytes: int) -> Iterator[list[TensorName]]:
+                  max_bytes: int, itemsize: int) -> Iterator[list[TensorName]]:
     group: list[TensorName] = []
     size = 0
     for t in names:
-        value = params[t.ours].get_value()
-        nbytes = int(np.prod(value.shape)) * value.dtype.itemsize
+        nbytes = int(np.prod(params[t.ours].get_value().shape)) * itemsize
         if group and size + nbytes > max_bytes:
             yield group
             group, size = [], 0

@@ -9,6 +9,12 @@ construction); the compiler maps them to mesh axes with its logical rules:
     gate_proj/up_proj      (embed, mlp)        o_proj.kernel   (heads, embed)
     down_proj.kernel       (mlp, embed)        q_norm/k_norm   (head_dim,)
 
+Mixed precision: parameters are stored in their own dtype (`ModelConfig.param_dtype`,
+the float32 master weights of a bfloat16 run) and cast to the activation's dtype where
+they are used, as flax's `param_dtype`/`dtype` pair does. The embedding lookup sets the
+compute dtype (`ModelConfig.dtype`) for the whole forward; the gradient of a cast is the
+cast back, so gradients arrive in the parameters' dtype.
+
 Projection outputs keep heads and head_dim flattened into one axis
 (`heads` = n_heads * head_dim), so every projection is a 2-D `Dense` kernel
 (in, out) that LoRA can wrap by path regex.
@@ -64,24 +70,27 @@ class Dense(nnx.Module):
         # Multiply on 2-D [tokens, features]: with a 3-D activation the kernel gradient
         # contracts over (B, T) and XLA:CPU materialises a strided transpose of the
         # output gradient (a third of an SFT step at the bench sizes, bench/README.md).
-        y = x.reshape(-1, x.shape[-1]) @ self.kernel[...]
+        y = x.reshape(-1, x.shape[-1]) @ self.kernel[...].astype(x.dtype)
         if self.bias is not None:
-            y = y + self.bias[...]
+            y = y + self.bias[...].astype(y.dtype)
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
 class Embed(nnx.Module):
-    """Token embedding table (V, D); `attend` is the tied output head."""
+    """Token embedding table (V, D); `attend` is the tied output head. The lookup's output
+    is in `compute_dtype`, which every later layer follows."""
 
     def __init__(self, vocab_size: int, d_model: int, *, dtype: jnp.dtype = jnp.float32,
-                 rngs: nnx.Rngs):
+                 compute_dtype: jnp.dtype | None = None, rngs: nnx.Rngs):
         self.embedding = _param(_normal, rngs, (vocab_size, d_model), dtype, ("vocab", "embed"))
+        self.compute_dtype = jnp.dtype(compute_dtype or dtype)
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
-        return jnp.take(self.embedding[...], tokens, axis=0)  # [B,T] -> [B,T,D]
+        # gather first, then cast: only the looked-up rows are converted
+        return jnp.take(self.embedding[...], tokens, axis=0).astype(self.compute_dtype)  # [B,T,D]
 
     def attend(self, x: jax.Array) -> jax.Array:
-        flat = x.reshape(-1, x.shape[-1]) @ self.embedding[...].T  # 2-D, as in Dense
+        flat = x.reshape(-1, x.shape[-1]) @ self.embedding[...].astype(x.dtype).T  # 2-D, as in Dense
         return flat.reshape(*x.shape[:-1], flat.shape[-1])  # [B,T,D] -> [B,T,V]
 
 
@@ -96,7 +105,7 @@ class RMSNorm(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
         x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return self.scale[...] * x32.astype(x.dtype)
+        return self.scale[...].astype(x.dtype) * x32.astype(x.dtype)
 
 
 # ----------------------------------------------------------------------------- RoPE
@@ -166,7 +175,7 @@ class Attention(nnx.Module):
     per-head q/k RMSNorm (Qwen3)."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        dtype = jnp.dtype(cfg.dtype)
+        dtype = jnp.dtype(cfg.param_dtype)
         d, hd = cfg.d_model, cfg.head_dim
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, hd
         self.q_proj = Dense(d, cfg.n_heads * hd, axes=("embed", "heads"), use_bias=cfg.qkv_bias,
@@ -200,6 +209,11 @@ class Attention(nnx.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, rope), apply_rope(k, rope)
 
+        if kv is None and not return_probs:
+            # Training and scoring: one fused kernel per backend (no [B,H,T,S] probs kept).
+            out = fused_attention(q, k, v, mask).reshape(B, T, H * Dh)
+            return self.o_proj(out), None, None
+
         # Grouped-query attention: query head h uses kv head h // G (HF's repeat_kv order).
         q = q.reshape(B, T, K, H // K, Dh)
         if kv is not None:
@@ -215,7 +229,8 @@ class Attention(nnx.Module):
         else:
             new_kv = None
             keys, values = "bskd", "bskd"
-        scores = jnp.einsum(f"btkgd,{keys}->bkgts", q, k).astype(jnp.float32) / math.sqrt(Dh)
+        scores = jnp.einsum(f"btkgd,{keys}->bkgts", q, k,
+                            preferred_element_type=jnp.float32) / math.sqrt(Dh)
         scores = jnp.where(mask[:, None, None, :, :], scores, MASK_VALUE)
         probs = jax.nn.softmax(scores, axis=-1)  # [B,K,G,T,S]
         out = jnp.einsum(f"bkgts,{values}->btkgd", probs.astype(v.dtype), v).reshape(B, T, H * Dh)
@@ -223,11 +238,40 @@ class Attention(nnx.Module):
         return self.o_proj(out), new_kv, maps
 
 
+def _cudnn_fits(q: jax.Array) -> bool:
+    """cuDNN's fused attention takes half-precision inputs and head widths up to 128 in
+    multiples of 8; anything else runs on XLA's path."""
+    head_dim = q.shape[-1]
+    return q.dtype in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0 and head_dim <= 128
+
+
+# backend -> whether its fused kernel takes these inputs, and that kernel's name for
+# `jax.nn.dot_product_attention`; a backend not listed (cpu, tpu) uses "xla".
+FUSED_ATTENTION: dict[str, tuple[Callable[[jax.Array], bool], str]] = {
+    "gpu": (_cudnn_fits, "cudnn"),
+}
+
+
+def attention_implementation(q: jax.Array) -> str:
+    """The `jax.nn.dot_product_attention` implementation for this backend and these inputs."""
+    fits, name = FUSED_ATTENTION.get(jax.default_backend(), (None, "xla"))
+    return name if fits is not None and fits(q) else "xla"
+
+
+def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """softmax(q·kᵀ/√Dh + mask)·v with grouped-query heads: q [B,T,H,Dh], k/v [B,S,K,Dh],
+    mask [B,T,S] bool -> [B,T,H,Dh]. Query head h reads kv head h // (H/K), as the reference
+    path does. Every query row must allow at least one key (the transformer lets padding
+    queries see themselves): a fully masked row would be NaN in cuDNN's kernel."""
+    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], scale=1.0 / math.sqrt(q.shape[-1]),
+                                        implementation=attention_implementation(q))
+
+
 class SwiGLU(nnx.Module):
     """down(silu(gate(x)) * up(x)) — the Llama/Qwen MLP."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        dtype = jnp.dtype(cfg.dtype)
+        dtype = jnp.dtype(cfg.param_dtype)
         self.gate_proj = Dense(cfg.d_model, cfg.mlp_dim, axes=("embed", "mlp"), dtype=dtype,
                                rngs=rngs)
         self.up_proj = Dense(cfg.d_model, cfg.mlp_dim, axes=("embed", "mlp"), dtype=dtype,

@@ -138,7 +138,7 @@ class LoRADense(nnx.Module):
         x = x.reshape(-1, x.shape[-1])
         y = x @ self.base_kernel().astype(x.dtype)
         if self.bias is not None:
-            y = y + self.bias[...]
+            y = y + self.bias[...].astype(y.dtype)
         if self.adapters_enabled:
             h = self.dropout(x) if self.dropout is not None else x
             # (x @ A) @ (scale * B): a rank-r intermediate, never the (in, out) product, and

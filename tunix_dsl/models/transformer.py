@@ -8,10 +8,12 @@ Parameter paths (what LoRA regexes and the HF name map see):
 (+ `.bias` on q/k/v for Qwen2), `layers.{i}.attn.{q,k}_norm.scale` (Qwen3),
 `layers.{i}.mlp_norm.scale`, `layers.{i}.mlp.{gate,up,down}_proj.kernel`,
 `final_norm.scale`, `lm_head.kernel` (untied only). Layers are an `nnx.List`
-of blocks, unrolled at trace time (fast to compile for the small depths used on CPU).
+of blocks, run unrolled or as one scan over their stacked parameters, each
+under a remat policy (`layer_stack`).
 
 Padding: `attention_mask [B,T]` (True = real token) supports left-padded
-batches. Padding keys are never attended to, and by default a token's RoPE
+batches. Real tokens never attend to padding keys (a padding query attends only
+to itself, so no attention row is empty), and by default a token's RoPE
 position counts the real tokens before it, so a left-padded row yields the
 same logits at its real tokens as the unpadded sequence. Logits at padding
 positions are finite but meaningless. Decoding with a KV cache: see `kv_cache`.
@@ -27,7 +29,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.models.chunked import chunked_logps, default_loss_chunk, gather_logps
 from tunix_dsl.models.kv_cache import KVCache
+from tunix_dsl.models.layer_stack import (
+    REMAT_POLICIES,
+    checkpointed,
+    remat_policy,
+    scan_blocks,
+    scannable,
+)
 from tunix_dsl.models.layers import (
     Attention,
     Dense,
@@ -38,6 +48,8 @@ from tunix_dsl.models.layers import (
     rope_inv_freq,
     rope_tables,
 )
+
+__all__ = ["Block", "ModelOutput", "Transformer", "gather_logps"]  # gather_logps: RL imports it here
 
 LayerKV = tuple[jax.Array, jax.Array]  # one layer's cached keys and values, [B,K,S,Dh] each
 
@@ -53,7 +65,7 @@ class ModelOutput:
 
 class Block(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        dtype = jnp.dtype(cfg.dtype)
+        dtype = jnp.dtype(cfg.param_dtype)
         self.attn_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, dtype=dtype)
         self.attn = Attention(cfg, rngs=rngs)
         self.mlp_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, dtype=dtype)
@@ -80,15 +92,17 @@ def _run_block(block: Block, x: jax.Array, rope: Rope, mask: jax.Array, kv: Laye
     return block(x, rope, mask, kv, cache_index, return_probs)
 
 
-# Activation checkpointing: only the block's inputs are kept for the backward pass.
-_run_block_remat = nnx.remat(_run_block, static_argnums=(6,))
+# Activation checkpointing of one unrolled block, per remat policy (`layer_stack`).
+_RUN_BLOCK = {policy: checkpointed(_run_block, policy, static_argnums=(6,))
+              for policy in REMAT_POLICIES}
 
 
 class Transformer(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        dtype = jnp.dtype(cfg.dtype)
-        self.embed = Embed(cfg.vocab_size, cfg.d_model, dtype=dtype, rngs=rngs)
+        dtype = jnp.dtype(cfg.param_dtype)
+        self.embed = Embed(cfg.vocab_size, cfg.d_model, dtype=dtype,
+                           compute_dtype=jnp.dtype(cfg.dtype), rngs=rngs)
         self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
         self.final_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, dtype=dtype)
         self.lm_head = None if cfg.tie_embeddings else Dense(
@@ -130,7 +144,9 @@ class Transformer(nnx.Module):
                 else jnp.asarray(attention_mask).astype(bool))
         if cache is None:
             causal = jnp.tril(jnp.ones((T, T), bool))[None]  # [1,T,T]
-            mask = causal if attention_mask is None else causal & real[:, None, :]  # [B,T,T]
+            # a padding query sees itself: no row is fully masked (NaN in fused kernels)
+            mask = causal if attention_mask is None else (
+                causal & real[:, None, :] | jnp.eye(T, dtype=bool)[None])  # [B,T,T]
             before = jnp.zeros((B, 1), jnp.int32)
         else:
             mask, valid = cache.write_mask(real)  # [B,T,S]
@@ -140,9 +156,14 @@ class Transformer(nnx.Module):
         elif positions is None:  # real tokens before this one; padding slots clamp to 0
             positions = before + jnp.maximum(jnp.cumsum(real, axis=1, dtype=jnp.int32) - 1, 0)
         rope = rope_tables(positions, jnp.asarray(rope_inv_freq(self.cfg)))
-        run = _run_block_remat if self.cfg.remat else _run_block
-
+        policy = remat_policy(self.cfg.remat)
         x = self.embed(tokens)  # [B,T,D]
+        if cache is None and not return_hidden and not return_attention and self._scan():
+            # training and scoring forwards: one traced block body for every layer
+            x = scan_blocks(list(self.layers), x, policy, lambda b, h: b(h, rope, mask)[0])
+            return self.final_norm(x), ModelOutput(logits=None)  # type: ignore[arg-type]
+
+        run = _RUN_BLOCK[policy]
         hiddens, maps, ks, vs = [], [], [], []
         for i, block in enumerate(self.layers):
             kv = (cache.k[i], cache.v[i]) if cache is not None else None
@@ -163,22 +184,23 @@ class Transformer(nnx.Module):
         )
         return self.final_norm(x), out
 
+    def _scan(self) -> bool:
+        """Scan the blocks when configured (`scan_layers`) and they can be
+        (`layer_stack.scannable`)."""
+        return self.cfg.scan_layers and self.cfg.n_layers > 1 and scannable(list(self.layers))
+
     def unembed(self, h: jax.Array) -> jax.Array:
         """Output head: final hidden [.., D] -> logits [.., V]."""
         return self.lm_head(h) if self.lm_head is not None else self.embed.attend(h)
 
-    def logps(self, tokens: jax.Array, targets: jax.Array, **kwargs: Any) -> jax.Array:
+    def logps(self, tokens: jax.Array, targets: jax.Array, *, chunk: int | None = None,
+              **kwargs: Any) -> jax.Array:
         """Per-token log p(targets[b,t] | tokens[b,:t+1]) [B,T] float32.
 
         log p = logit[target] - logsumexp(logits): one reduction and one gather over the
-        vocabulary, never a full [B,T,V] log-softmax tensor. kwargs go to the forward
-        (`attention_mask`, `positions`)."""
+        vocabulary, never a full [B,T,V] log-softmax tensor; the output head runs over
+        sequence chunks of `chunk` tokens (default sized from the vocabulary,
+        `chunked.default_loss_chunk`), so [B,T,V] logits never exist at once either.
+        kwargs go to the forward (`attention_mask`, `positions`)."""
         h, _ = self.hidden(tokens, **kwargs)  # [B,T,D]
-        return gather_logps(self.unembed(h), targets)
-
-
-def gather_logps(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """log softmax(logits)[targets] = logits[targets] - logsumexp(logits), in float32."""
-    logits = logits.astype(jnp.float32)
-    picked = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    return picked - jax.nn.logsumexp(logits, axis=-1)
+        return chunked_logps(self.unembed, h, targets, chunk or default_loss_chunk(self.cfg.vocab_size))

@@ -41,7 +41,12 @@ class PipelineSettings(Schema):
 
     seed: int = Field(0, ge=0, description="root seed; stage seeds derive from it")
     precision: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="parameter and activation dtype"
+        "float32", description="compute (activation) dtype; bfloat16 keeps float32 master "
+        "weights, optimizer state and gradient accumulation"
+    )
+    param_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="storage dtype of the trained parameters (and Adam's moments); "
+        "bfloat16 halves their memory at the cost of update precision"
     )
     mesh: Mesh = Field(default_factory=Mesh, description="{ data = .., fsdp = .., tensor = .. }")
     run_dir: str = Field("runs", min_length=1, description="where run directories are created")

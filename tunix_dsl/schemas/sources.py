@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from tunix_dsl.model_config import PRESETS
+from tunix_dsl.model_config import PRESETS, REMAT_POLICIES
 from tunix_dsl.schemas.base import Problem, Schema, TokenizerInput
 
 # --------------------------------------------------------------------------- tokenizers
@@ -40,8 +40,10 @@ TokenizerSource = BytesTokenizer | HFTokenizerSource
 
 if TYPE_CHECKING:
     PresetName = str
-else:  # the choices come from the preset table, so pydantic lists them in its errors
+    RematPolicy = str
+else:  # the choices come from the tables, so pydantic lists them in its errors
     PresetName = Literal[tuple(PRESETS)]
+    RematPolicy = Literal[REMAT_POLICIES]
 Size = Annotated[int | None, Field(gt=0)]
 
 
@@ -59,7 +61,9 @@ class TransformerSource(Schema):
     head_dim: Size = Field(None, description="override: width of one attention head")
     mlp_dim: Size = Field(None, description="override: hidden width of the MLP")
     max_seq_len: Size = Field(None, description="override: context length in tokens")
-    remat: bool = Field(False, description="recompute activations in the backward pass")
+    remat: bool | RematPolicy = Field(
+        False, description="recompute activations in the backward pass: a policy "
+        "(none | full | dots | dots_no_batch | offload), or true (full) / false (none)")
 
     def size_overrides(self) -> dict[str, int]:
         """The preset fields this declaration overrides."""
@@ -77,7 +81,9 @@ class HFModelSource(Schema):
     tokenizer: TokenizerInput | None = Field(
         None, description="tokenizer declaration; default: the tokenizer files in `path`"
     )
-    remat: bool = Field(False, description="recompute activations in the backward pass")
+    remat: bool | RematPolicy = Field(
+        False, description="recompute activations in the backward pass: a policy "
+        "(none | full | dots | dots_no_batch | offload), or true (full) / false (none)")
 
 
 ModelSource = TransformerSource | HFModelSource

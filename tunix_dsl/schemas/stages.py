@@ -54,6 +54,9 @@ class TrainingConfig(Schema):
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop", description="a NaN/Inf loss or gradient: stop the stage, or skip that update"
     )
+    loss_chunk: int | None = Field(
+        None, gt=0, description="tokens per sequence chunk of the loss and log-probs, so "
+        "[batch, seq, vocab] logits never exist at once (unset: sized from the vocabulary)")
     seed: int | None = Field(None, ge=0, le=SEED_MAX,
                              description="stage seed, a 32-bit PRNG seed (unset: derived from the "
                                          "pipeline seed)")
