@@ -21,6 +21,7 @@ The RL losses (GRPO, GSPO, PPO) live in ``compiler/losses_rl.py`` and are re-exp
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -142,9 +143,9 @@ def sft_sums_chunked(hidden: Array, unembed: Unembed, targets: Array, mask: Arra
     argmax run over sequence chunks of ``chunk`` tokens: ``hidden`` ``[B, T, D]`` final
     hidden states; the ``[B, T, V]`` logits never exist at once."""
     mask = mask.astype(bool)
-    terms = over_chunks(lambda h, y, m: _sft_token_terms(unembed(h), y, m), chunk,
-                        hidden, targets, mask)
-    return _sft_totals(*terms, mask)
+    token_loss, correct = over_chunks(lambda h, y, m: _sft_token_terms(unembed(h), y, m), chunk,
+                                      hidden, targets, mask)
+    return _sft_totals(token_loss, correct, mask)
 
 
 def _sft_token_terms(logits: Array, targets: Array, mask: Array) -> tuple[Array, Array]:
@@ -399,4 +400,4 @@ def orpo_loss(
 
 def add_sums(parts: Sequence[Mapping[str, Array]]) -> Metrics:
     """Element-wise total of several ``*_sums`` dicts (e.g. over micro-batches)."""
-    return {key: sum(part[key] for part in parts) for key in parts[0]}
+    return {key: functools.reduce(jnp.add, (part[key] for part in parts)) for key in parts[0]}

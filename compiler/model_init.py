@@ -10,6 +10,7 @@ uses: shapes and dtypes without a single weight allocated.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 import jax
 from flax import nnx
@@ -18,6 +19,8 @@ from jax.sharding import Mesh
 from tunix_dsl.compiler import sharding
 from tunix_dsl.model_config import ModelConfig
 from tunix_dsl.models import Transformer
+
+M = TypeVar("M", bound=nnx.Module)
 
 
 def abstract_model(cfg: ModelConfig) -> Transformer:
@@ -38,7 +41,7 @@ def init_model(cfg: ModelConfig, mesh: Mesh, seed: int) -> Transformer:
     return nnx.merge(graphdef, state)
 
 
-def load_model(directory: str | Path, mesh: Mesh, *, dtype: str, remat: bool = False,
+def load_model(directory: str | Path, mesh: Mesh, *, dtype: str, remat: bool | str = False,
                param_dtype: str = "float32") -> Transformer:
     """A Hugging Face checkpoint, each tensor read (memory-mapped) straight into its shard;
     parameters stored in `param_dtype`, computed in `dtype`."""
@@ -48,7 +51,7 @@ def load_model(directory: str | Path, mesh: Mesh, *, dtype: str, remat: bool = F
                    shardings=sharding.parameter_sharding_fn(mesh))
 
 
-def place(module: nnx.Module, mesh: Mesh) -> nnx.Module:
+def place(module: M, mesh: Mesh) -> M:
     """Put every array of `module` in the sharding its logical axes ask for."""
     graphdef, state = nnx.split(module)
     return nnx.merge(graphdef, jax.device_put(state, sharding.state_shardings(state, mesh)))

@@ -80,7 +80,7 @@ def abstract_stage_models(
 ) -> StageModels:
     """The stage's models, LoRA applied, with ShapeDtypeStruct leaves only."""
 
-    def build() -> dict[str, nnx.Module]:
+    def build() -> dict[str, Transformer]:
         models = {field: Transformer(cfg, rngs=nnx.Rngs(0)) for field, cfg in model_cfgs.items()}
         if adapter is not None:
             from tunix_dsl.models.lora import LoraSpec, apply_lora

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -132,7 +132,8 @@ def _state_shardings(
     ).compile().output_shardings
     on_mesh = lambda s: s if isinstance(s, NamedSharding) and s.mesh == mesh else sharding.replicated(mesh)  # noqa: E731
     opt = jax.tree.map(on_mesh, opt)
-    return TrainState(sharding.replicated(mesh), trainable, opt, rest)
+    # A TrainState-shaped tree of shardings (its step's sharding stands where an array would).
+    return TrainState(cast(Any, sharding.replicated(mesh)), trainable, opt, rest)
 
 
 def lower_stage(

@@ -37,7 +37,14 @@ from tunix_dsl.compiler.optim import build_optimizer, build_schedule
 from tunix_dsl.compiler.program import _state_shardings
 from tunix_dsl.compiler.rl_step import RL_LOWERINGS, Batch, Metrics, RLStep, Sums
 from tunix_dsl.compiler.stages import StageModels
-from tunix_dsl.compiler.train_step import SplitModules, TrainState, split_modules
+from tunix_dsl.compiler.stages.base import Container
+from tunix_dsl.compiler.train_step import (
+    SplitModules,
+    TrainState,
+    accum_dtype,
+    accumulate,
+    split_modules,
+)
 from tunix_dsl.models.sampler import SamplingConfig, generate
 
 
@@ -97,7 +104,7 @@ class RLProgram:
         )
         return init(self.split.trainable, self.split.rest)
 
-    def merged_modules(self, state: TrainState) -> nnx.Module:
+    def merged_modules(self, state: TrainState) -> Container:
         return nnx.merge(self.split.graphdef, state.trainable, self.split.frozen, state.rest)
 
     def put(self, arrays: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
@@ -130,15 +137,20 @@ def build_update(rl: RLStep, graphdef: nnx.GraphDef, optimizer: optax.GradientTr
         else:
             def body(carry, micro):
                 g, s = grads_of(state.trainable, frozen, state.rest, micro)
-                return jax.tree.map(jnp.add, carry, (g, s)), None
+                total_g, total_s = carry
+                return (accumulate(total_g, g), jax.tree.map(jnp.add, total_s, s)), None
 
             first = {k: v[0] for k, v in micros.items()}
-            shapes = jax.eval_shape(lambda: grads_of(state.trainable, frozen, state.rest, first))
-            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-            (grads, sums), _ = jax.lax.scan(body, zeros, micros)
+            sum_shapes = jax.eval_shape(lambda: grads_of(state.trainable, frozen, state.rest, first)[1])
+            # Gradients add up in float32 even under bf16 parameter storage (as in train_step).
+            zero_grads = jax.tree.map(lambda p: jnp.zeros(p.shape, accum_dtype(p.dtype)), state.trainable)
+            zero_sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sum_shapes)
+            (grads, sums), _ = jax.lax.scan(body, (zero_grads, zero_sums), micros)
+        grad_norm = optax.tree.norm(grads)  # of the (float32) sum
+        grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.trainable)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
-        metrics = {**rl.finish(sums), "loss": sums["loss"], "grad_norm": optax.tree.norm(grads)}
+        metrics = {**rl.finish(sums), "loss": sums["loss"], "grad_norm": grad_norm}
         if schedule is not None:
             metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
         new = TrainState(state.step + 1, trainable, opt_state, state.rest)
@@ -146,8 +158,9 @@ def build_update(rl: RLStep, graphdef: nnx.GraphDef, optimizer: optax.GradientTr
             finite = (jnp.isfinite(sums["loss"]) & jnp.isfinite(metrics["grad_norm"])
                       & jnp.isfinite(optax.tree.norm(updates)))
             keep = lambda n, o: jnp.where(finite, n, o)  # noqa: E731
-            new = TrainState(new.step, *jax.tree.map(keep, (trainable, opt_state), (state.trainable, state.opt_state)),
-                             state.rest)
+            kept_trainable, kept_opt = jax.tree.map(
+                keep, (trainable, opt_state), (state.trainable, state.opt_state))
+            new = TrainState(new.step, kept_trainable, kept_opt, state.rest)
             metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
         return new, metrics
 

@@ -50,9 +50,9 @@ class RLStep:
     trainable: Any  # nnx filter of the parameters that train
     generations: int  # completions per prompt (they share the prompt's prefill)
     iterations: int  # μ: optimizer updates per rollout
-    score: Callable[[nnx.Module, Batch], dict[str, Array]]
+    score: Callable[[Any, Batch], dict[str, Array]]  # (the stage's Container, batch)
     prepare: Callable[[Batch], tuple[dict[str, Array], Metrics]]
-    micro_loss: Callable[[nnx.Module, Batch], tuple[Array, Sums]]
+    micro_loss: Callable[[Any, Batch], tuple[Array, Sums]]
     finish: Callable[[Sums], Metrics]
     # Per-parameter optimizer (e.g. PPO's critic at its own learning rate); None: the stage's.
     optimizer: Callable[[optax.GradientTransformation, Any], optax.GradientTransformation] | None = None

@@ -43,7 +43,7 @@ Batch = Mapping[str, jax.Array]
 Metrics = dict[str, jax.Array]
 Sums = dict[str, jax.Array]
 Counts = Callable[[Batch], Sums]
-MicroSums = Callable[[nnx.Module, Batch], Sums]
+MicroSums = Callable[[Any, Batch], Sums]  # (the stage's Container, micro-batch)
 FromSums = Callable[[Sums], tuple[jax.Array, Metrics]]
 
 
@@ -71,7 +71,8 @@ class SplitModules:
 def split_modules(modules: nnx.Module, trainable: nnx.filterlib.Filter) -> SplitModules:
     """Trainable parameters; everything else that does not change (frozen weights, a
     QLoRA base's quantized codes and scales); and the RNG state that does."""
-    graphdef, train, frozen, rest = nnx.split(modules, trainable, nnx.Not(nnx.RngState), ...)
+    # flax types split's result as a variadic tuple; three filters give exactly three states
+    graphdef, train, frozen, rest = nnx.split(modules, trainable, nnx.Not(nnx.RngState), ...)  # type: ignore[misc]
     return SplitModules(graphdef, train, frozen, rest)
 
 
@@ -98,7 +99,7 @@ def build_step(
             modules = nnx.merge(graphdef, trainable, frozen, rest)
             sums = micro_sums(modules, micro)
             loss, _ = from_sums({**sums, **totals})
-            _, new_rest, _ = nnx.split(modules, nnx.RngState, ...)
+            _, new_rest, _ = nnx.split(modules, nnx.RngState, ...)  # type: ignore[misc]
             return loss, (sums, new_rest)
 
         # `rest` (RNG counters for dropout) is traced by the gradient transform too, so

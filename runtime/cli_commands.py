@@ -205,6 +205,7 @@ def plan(argv: list[str]) -> int:
     )
 
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(pipeline)
+    plan_errors: tuple[type[BaseException], ...] = (ValueError, *_user_errors())
     try:
         statuses = run_statuses(pipeline, run_dir, args.force)
         blocked = blocked_statuses(pipeline, run_dir, _export_root(args), statuses, color=sys.stderr.isatty())
@@ -218,7 +219,7 @@ def plan(argv: list[str]) -> int:
         print(render_text(err.diagnostics, pipeline.sources, color=sys.stderr.isatty()),
               file=sys.stderr)
         return EXIT_ERRORS
-    except (ValueError, *_user_errors()) as err:
+    except plan_errors as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERRORS
     if args.format == "json":

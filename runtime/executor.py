@@ -186,7 +186,7 @@ class Executor:
         """Clones of the stage's input models, with adapters applied to the trained one."""
         inputs = stage_inputs(stage)
         config = stage.config
-        models: dict[str, nnx.Module] = {}
+        models: dict[str, Transformer] = {}
         for name, ref in inputs.refs.items():
             models[name] = nnx.clone(self.model(ref))
             self.release(ref)  # the clone is the stage's; the original may go now

@@ -25,7 +25,8 @@ def varied_groups(rewards: np.ndarray, group: int) -> np.ndarray:
 def select_groups(draws: Sequence[np.ndarray], group: int, wanted: int) -> list[tuple[int, int]]:
     """(draw, group) pairs making up one batch of `wanted` groups from the reward arrays of
     the draws so far: varied groups first (in draw order), then all-equal ones to fill."""
-    varied, equal = [], []
+    varied: list[tuple[int, int]] = []
+    equal: list[tuple[int, int]] = []
     for d, rewards in enumerate(draws):
         for g, keep in enumerate(varied_groups(rewards, group)):
             (varied if keep else equal).append((d, g))

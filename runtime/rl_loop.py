@@ -104,7 +104,8 @@ class RLLoop(DurableLoop):
         texts = completions_text(completion, lengths, self.tokenizer)
         chosen = [self.rows[int(r)] for r in row_ids]
         columns = {c: [row.get(c) for row in chosen] for c in chosen[0]}
-        reward, parts = self.rewards([row["prompt"] for row in chosen], texts, lengths, columns, row_ids)
+        reward, parts = self.rewards([row["prompt"] for row in chosen], texts, lengths, columns,
+                                     [int(r) for r in row_ids])
         return reward, parts, lengths
 
     def dynamic_batch(self, state: Any, done: int) -> tuple[dict[str, jax.Array], np.ndarray,

@@ -62,7 +62,7 @@ def held_out(executor: Any, stage: Any, program: RLProgram, rewards: StageReward
     executor.log(f"  eval data {config.eval_data}: {len(rows)} prompts every {config.eval_every} steps")
 
     def metric(prompts: Any, completions: Any, lengths: Any, columns: Any) -> np.ndarray:
-        return rewards(prompts, completions, lengths, columns, np.arange(len(completions)))[0]
+        return rewards(prompts, completions, lengths, columns, list(range(len(completions))))[0]
 
     def evaluate(state: Any) -> dict[str, float]:
         policy = program.merged_modules(state).policy

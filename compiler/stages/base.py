@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 from flax import nnx
 
 from tunix_dsl.compiler.train_step import Counts, FromSums, MicroSums
 from tunix_dsl.models.chunked import default_loss_chunk
+
+if TYPE_CHECKING:
+    from tunix_dsl.models.transformer import Transformer
 
 
 @dataclass
@@ -29,7 +32,7 @@ class StageModels:
     weights with its adapters switched off (LoRA): no second copy exists.
     """
 
-    models: dict[str, nnx.Module]
+    models: dict[str, Transformer]
     lora: bool = False
     shared_reference: bool = False
     seed: int = 0  # the stage's effective seed (for parameters a stage kind creates itself)
@@ -84,6 +87,10 @@ class Container(nnx.Module):
         for role, module in modules.items():
             setattr(self, role, module)
 
+    if TYPE_CHECKING:  # the roles are set by name at run time (policy, reference, student, …)
+        def __getattr__(self, role: str) -> Any: ...
+        def __setattr__(self, role: str, value: Any) -> None: ...
+
 
 def trainable_filter(role: str, lora: bool, extra: tuple[str, ...] = ()) -> Any:
     """Parameters of `role` (only its adapters when LoRA) plus whole `extra` modules."""
@@ -108,7 +115,7 @@ def forward(model: nnx.Module, batch: Mapping[str, jax.Array], prefix: str = "",
     )
 
 
-def forward_hidden(model: nnx.Module, batch: Mapping[str, jax.Array], prefix: str = "",
+def forward_hidden(model: Transformer, batch: Mapping[str, jax.Array], prefix: str = "",
                    **kwargs: Any) -> tuple[jax.Array, Any]:
     """`model.hidden` on the (prefixed) token arrays of a batch: final hidden states
     [B,T,D] (for a chunked loss over `model.unembed`) and the extra outputs."""
@@ -120,6 +127,6 @@ def forward_hidden(model: nnx.Module, batch: Mapping[str, jax.Array], prefix: st
     )
 
 
-def loss_chunk(config: Any, model: nnx.Module) -> int:
+def loss_chunk(config: Any, model: Transformer) -> int:
     """Tokens per chunk of the stage's loss: `loss_chunk`, or sized from the vocabulary."""
     return getattr(config, "loss_chunk", None) or default_loss_chunk(model.cfg.vocab_size)

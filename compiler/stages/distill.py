@@ -33,6 +33,7 @@ from tunix_dsl.compiler.stages.base import (
     trainable_filter,
 )
 from tunix_dsl.compiler.stages.sft import token_counts
+from tunix_dsl.compiler.train_step import FromSums
 
 Sums = dict[str, jax.Array]
 
@@ -92,8 +93,10 @@ def build(config: Any, models: StageModels) -> StageLoss:
                 mb["targets"], mb["loss_mask"], temperature=temperature, chunk=chunk,
             )
 
-        def from_sums(sums: Sums) -> tuple[jax.Array, dict]:
+        def logit_from_sums(sums: Sums) -> tuple[jax.Array, dict]:
             return losses.logit_distill_from_sums(sums, temperature=temperature, alpha=alpha)
+
+        from_sums: FromSums = logit_from_sums
 
         counts = token_counts
 

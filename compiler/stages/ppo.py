@@ -48,7 +48,7 @@ from tunix_dsl.compiler.rl_step import (
 )
 from tunix_dsl.compiler.stages.base import Container, StageModels, trainable_filter
 from tunix_dsl.compiler.stages.grpo import reference_logps
-from tunix_dsl.models.transformer import gather_logps
+from tunix_dsl.models.transformer import Transformer, gather_logps
 
 METRICS = ("clip_fraction", "ratio", "approx_kl_old", "entropy", "policy_loss", "value_loss",
            "value_clip_fraction")
@@ -57,7 +57,7 @@ METRICS = ("clip_fraction", "ratio", "approx_kl_old", "entropy", "policy_loss", 
 class Critic(nnx.Module):
     """A transformer trunk with a scalar value head on its final hidden states."""
 
-    def __init__(self, trunk: nnx.Module):
+    def __init__(self, trunk: Transformer):
         self.trunk = trunk
         d_model = trunk.cfg.d_model
         # zero-initialised: V = 0 everywhere at first, so early advantages are the rewards

@@ -74,7 +74,7 @@ def load_hf(
     *,
     dtype: str | None = None,
     shardings: ShardingFn | None = None,
-    remat: bool = False,
+    remat: bool | str = False,
     param_dtype: str | None = None,
 ) -> Transformer:
     """A `Transformer` with the weights of a HF Llama / Qwen2 / Qwen3 checkpoint.
@@ -137,9 +137,11 @@ def _read_param(handle: Any, name: TensorName, target: jax.ShapeDtypeStruct,
                                         lambda index: read(_normalize(index, target.shape)))
 
 
-def _normalize(index: tuple[slice, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
-    """Index tuples from jax may be shorter than the rank; pad them with full slices."""
-    return tuple(index) + tuple(slice(None) for _ in range(len(shape) - len(index)))
+def _normalize(index: tuple[slice, ...] | None, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """Index tuples from jax may be shorter than the rank (or None: the whole array); pad
+    them with full slices."""
+    given = tuple(index or ())
+    return given + tuple(slice(None) for _ in range(len(shape) - len(given)))
 
 
 # ----------------------------------------------------------------------------- save

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -61,7 +62,7 @@ def _ones(_key: jax.Array | None, shape: tuple[int, ...], dtype: jnp.dtype) -> j
 class Dense(nnx.Module):
     """y = x @ kernel (+ bias); kernel (in, out). The unit LoRA wraps."""
 
-    def __init__(self, in_features: int, out_features: int, *, axes: tuple[str, str],
+    def __init__(self, in_features: int, out_features: int, *, axes: Axes,
                  use_bias: bool = False, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
         self.kernel = _param(_normal, rngs, (in_features, out_features), dtype, axes)
         self.bias = _param(_zeros, None, (out_features,), dtype, (axes[1],)) if use_bias else None
@@ -185,11 +186,11 @@ class Attention(nnx.Module):
         self.v_proj = Dense(d, cfg.n_kv_heads * hd, axes=("embed", "kv_heads"),
                             use_bias=cfg.qkv_bias, dtype=dtype, rngs=rngs)
         self.o_proj = Dense(cfg.n_heads * hd, d, axes=("heads", "embed"), dtype=dtype, rngs=rngs)
+        self.q_norm: RMSNorm | None = None
+        self.k_norm: RMSNorm | None = None
         if cfg.qk_norm:
             self.q_norm = RMSNorm(hd, eps=cfg.norm_eps, axis_name="head_dim", dtype=dtype)
             self.k_norm = RMSNorm(hd, eps=cfg.norm_eps, axis_name="head_dim", dtype=dtype)
-        else:
-            self.q_norm = self.k_norm = None
 
     def __call__(
         self,
@@ -205,7 +206,7 @@ class Attention(nnx.Module):
         q = self.q_proj(x).reshape(B, T, H, Dh)
         k = self.k_proj(x).reshape(B, T, K, Dh)
         v = self.v_proj(x).reshape(B, T, K, Dh)
-        if self.q_norm is not None:
+        if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, rope), apply_rope(k, rope)
 
@@ -220,6 +221,7 @@ class Attention(nnx.Module):
             # The cache is [B,K,S,Dh] (heads before slots), the layout the attention dots
             # read: a [B,S,K,Dh] cache would be transposed whole at every decode step.
             # This call's keys/values go to slots [cache_index, cache_index + T).
+            assert cache_index is not None, "a cache call passes its first slot"
             start = (0, 0, cache_index, 0)
             k_all = jax.lax.dynamic_update_slice(kv[0], k.swapaxes(1, 2).astype(kv[0].dtype), start)
             v_all = jax.lax.dynamic_update_slice(kv[1], v.swapaxes(1, 2).astype(kv[1].dtype), start)
@@ -247,15 +249,17 @@ def _cudnn_fits(q: jax.Array) -> bool:
 
 # backend -> whether its fused kernel takes these inputs, and that kernel's name for
 # `jax.nn.dot_product_attention`; a backend not listed (cpu, tpu) uses "xla".
-FUSED_ATTENTION: dict[str, tuple[Callable[[jax.Array], bool], str]] = {
+AttentionKernel = Literal["xla", "cudnn"]
+
+FUSED_ATTENTION: dict[str, tuple[Callable[[jax.Array], bool], AttentionKernel]] = {
     "gpu": (_cudnn_fits, "cudnn"),
 }
 
 
-def attention_implementation(q: jax.Array) -> str:
+def attention_implementation(q: jax.Array) -> AttentionKernel:
     """The `jax.nn.dot_product_attention` implementation for this backend and these inputs."""
-    fits, name = FUSED_ATTENTION.get(jax.default_backend(), (None, "xla"))
-    return name if fits is not None and fits(q) else "xla"
+    entry = FUSED_ATTENTION.get(jax.default_backend())
+    return entry[1] if entry is not None and entry[0](q) else "xla"
 
 
 def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:

@@ -25,6 +25,7 @@ import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +38,8 @@ from tunix_dsl.models.quant import QUANT_FORMATS, QuantizedKernel
 # flax's own LoRA variable type (a subclass of nnx.Param), so flax utilities and
 # other nnx libraries (qwix) recognise our adapters as adapters.
 LoRAParam = nnx.LoRAParam
+V = TypeVar("V", bound=nnx.Variable)
+M = TypeVar("M", bound=nnx.Module)
 
 
 class QuantizedWeight(nnx.Variable):
@@ -86,7 +89,7 @@ def _axes(variable: nnx.Variable) -> tuple[str | None, ...]:
     return tuple(axes) if axes else (None,) * variable[...].ndim
 
 
-def _variable(kind: type[nnx.Variable], value: jax.Array, axes: tuple) -> nnx.Variable:
+def _variable(kind: type[V], value: jax.Array, axes: tuple) -> V:
     return kind(value, out_sharding=axes, eager_sharding=False)
 
 
@@ -160,7 +163,7 @@ def _dotted(path: tuple) -> str:
 
 
 def _replace(model: nnx.Module, path: tuple, new: nnx.Module) -> None:
-    parent = model
+    parent: Any = model  # a module, or a list of blocks indexed by an int
     for key in path[:-1]:
         parent = parent[key] if isinstance(key, int) else getattr(parent, key)
     if isinstance(path[-1], int):
@@ -169,13 +172,14 @@ def _replace(model: nnx.Module, path: tuple, new: nnx.Module) -> None:
         setattr(parent, path[-1], new)
 
 
-def apply_lora(model: nnx.Module, spec: LoraSpec, rngs: nnx.Rngs) -> nnx.Module:
+def apply_lora(model: M, spec: LoraSpec, rngs: nnx.Rngs) -> M:
     """Wrap every `Dense` whose kernel path (e.g. "layers.0.attn.q_proj.kernel") any
     target regex matches (`re.search`) with a `LoRADense`, in place; returns `model`."""
     modules = list(_dense_paths(model))
     if any(isinstance(m, LoRADense) for _, m in modules):
         raise LoraError("the model already has LoRA adapters; merge_lora(model) first")
-    kernel_paths = {_dotted(path) + ".kernel": (path, module) for path, module in modules}
+    kernel_paths = {_dotted(path) + ".kernel": (path, module) for path, module in modules
+                    if isinstance(module, Dense)}  # (none is a LoRADense: checked above)
     # the same matching the linter does (TNX309), so what lints clean applies here
     matched, unmatched = match_lora_targets(spec.targets, kernel_paths)
     if unmatched:

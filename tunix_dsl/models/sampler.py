@@ -31,7 +31,7 @@ import numpy as np
 from flax import nnx
 
 from tunix_dsl.models.kv_cache import KVCache, init_cache
-from tunix_dsl.models.transformer import Transformer
+from tunix_dsl.models.transformer import ModelOutput, Transformer
 
 
 class SamplingError(ValueError):
@@ -113,6 +113,7 @@ def prefill(
     batch, length = tokens.shape
     cache = init_cache(model.cfg, batch=batch, max_len=length + max_new_tokens)
     out = _inference_view(model)(tokens, attention_mask=mask, cache=cache)
+    assert isinstance(out, ModelOutput) and out.cache is not None  # a cache call returns both
     logits = out.logits[:, -1].astype(jnp.float32)  # left padding: the last slot is real
     if num_samples == 1:
         return logits, out.cache
@@ -177,6 +178,7 @@ def decode(
     def step_fn(state):
         step, token, real, done, tokens, logps, lengths, cache = state
         out = model(token[:, None], attention_mask=real[:, None], cache=cache)
+        assert isinstance(out, ModelOutput)
         picked = pick(step + 1, out.logits[:, 0], done, tokens, logps, lengths)
         return (step + 1, *picked, out.cache)
 
