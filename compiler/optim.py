@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from tunix_dsl.compiler.tree_paths import key_name
 from tunix_dsl.schemas.training import OPTIMIZERS, OptimizerBase
 
 Schedule = Callable[[jax.Array | int], jax.Array]
@@ -112,15 +113,8 @@ def build_schedule(spec: Any, total_steps: int | None = None) -> Schedule:
 # --------------------------------------------------------------------------- weight-decay mask
 
 
-def _key_name(key: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
-
-
 def _decays(path: tuple[Any, ...], leaf: Any) -> bool:
-    names = [_key_name(k).lower() for k in path]
+    names = [key_name(k).lower() for k in path]
     exempt = any(n == "bias" or "norm" in n for n in names)
     return jnp.ndim(leaf) >= 2 and not exempt
 

@@ -37,6 +37,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 
+from tunix_dsl.compiler.tree_paths import key_name
 from tunix_dsl.runtime.run_dir import RunDirError
 
 META_ITEM, STATE_ITEM = "meta", "state"
@@ -49,13 +50,6 @@ class Restored:
     meta: dict[str, Any]
 
 
-def _key_name(entry: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(entry, attr):
-            return str(getattr(entry, attr))
-    return str(entry)
-
-
 def _is_prng_key(x: Any) -> bool:
     return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
@@ -65,7 +59,7 @@ def flatten_state(state: Any) -> tuple[dict[str, Any], Any]:
     with_paths, treedef = jax.tree_util.tree_flatten_with_path(state)
     nested: dict[str, Any] = {}
     for path, leaf in with_paths:
-        parts = [_key_name(e) for e in path] or ["value"]
+        parts = [key_name(e) for e in path] or ["value"]
         node = nested
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -80,7 +74,7 @@ def _leaves_in_order(nested: dict[str, Any], template: Any) -> list[Any]:
     out = []
     for path, _leaf in with_paths:
         node = nested
-        for part in [_key_name(e) for e in path] or ["value"]:
+        for part in [key_name(e) for e in path] or ["value"]:
             node = node[part]
         out.append(node)
     return out
@@ -332,7 +326,7 @@ def _is_read_error(err: BaseException) -> bool:
 def _layout(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
     """`path -> (shape, dtype)` of a nested dict of arrays or array metadata."""
     with_paths, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))
-    return {"/".join(_key_name(e) for e in path): (tuple(leaf.shape), str(np.dtype(leaf.dtype)))
+    return {"/".join(key_name(e) for e in path): (tuple(leaf.shape), str(np.dtype(leaf.dtype)))
             for path, leaf in with_paths}
 
 
