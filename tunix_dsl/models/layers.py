@@ -186,11 +186,14 @@ class Attention(nnx.Module):
         self.v_proj = Dense(d, cfg.n_kv_heads * hd, axes=("embed", "kv_heads"),
                             use_bias=cfg.qkv_bias, dtype=dtype, rngs=rngs)
         self.o_proj = Dense(cfg.n_heads * hd, d, axes=("heads", "embed"), dtype=dtype, rngs=rngs)
-        self.q_norm: RMSNorm | None = None
-        self.k_norm: RMSNorm | None = None
+        # Assigned once, each way: nnx takes an attribute first set to None as static.
+        self.q_norm: RMSNorm | None
+        self.k_norm: RMSNorm | None
         if cfg.qk_norm:
             self.q_norm = RMSNorm(hd, eps=cfg.norm_eps, axis_name="head_dim", dtype=dtype)
             self.k_norm = RMSNorm(hd, eps=cfg.norm_eps, axis_name="head_dim", dtype=dtype)
+        else:
+            self.q_norm = self.k_norm = None
 
     def __call__(
         self,
