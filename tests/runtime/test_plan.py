@@ -49,7 +49,8 @@ def test_plan_of_a_large_model_allocates_no_weights(tmp_path: Path) -> None:
     assert plan["total_params"] > 700_000_000
     assert plan["argument_bytes"] > plan["total_params"] * 4  # XLA sees the whole model as input
     assert plan["flops_per_step"] > 0 and plan["temp_bytes"] > 0
-    assert rss_mb < weight_mb / 4, (rss_mb, weight_mb)
+    # The process (jax, XLA's compile of the chunked-loss step) stays far below the weights.
+    assert rss_mb < weight_mb / 3, (rss_mb, weight_mb)
 
 
 SHARING = """
