@@ -50,9 +50,13 @@ def model_config(spec: Any, tokenizer: Tokenizer | None, precision: str, base_di
     if isinstance(spec, HFModelSource):
         import json
 
+        from tunix_dsl.model_info import checkpoint_config, preset_config
+
         config_path = resolve_path(spec.path, base_dir) / "config.json"
+        if spec.preset is not None and not config_path.exists():
+            return preset_config(spec.preset, remat=spec.remat, dtype=precision)  # plan before download
         hf = json.loads(config_path.read_text())
-        return ModelConfig.from_hf_config(hf, remat=spec.remat, dtype=precision)
+        return checkpoint_config(hf, spec.preset, remat=spec.remat, dtype=precision)
     raise TypeError(f"unsupported model source {type(spec).__name__}")
 
 
