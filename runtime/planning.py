@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import jax
-
-from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.fingerprint import stage_fingerprints
 from tunix_dsl.compiler.plan import StagePlan, abstract_stage_models, plan_stage
 from tunix_dsl.compiler.stages import LOWERINGS, reference_sharing
+from tunix_dsl.compiler.targets import hbm_per_device, target_devices, target_mesh
 from tunix_dsl.runtime.resources import Resources
 from tunix_dsl.runtime.run_dir import RunDir, derived_seed, stage_statuses, unknown_stages
 from tunix_dsl.schemas.stages import STAGE_KINDS
+from tunix_dsl.targets import TARGETS, Target
 
 
-def plan_pipeline(pipeline: Any, devices: int | None = None) -> list[StagePlan]:
+def plan_pipeline(pipeline: Any, devices: int | None = None, target: Target | None = None,
+                  mesh_spec: Mapping[str, int] | None = None) -> list[StagePlan]:
+    """Plan every stage for `target` (default: this host), on the pipeline's mesh or `mesh_spec`."""
+    target = target or TARGETS["cpu"]
     resources = Resources(pipeline)
-    present = jax.devices()
-    if devices is not None and devices > len(present):
-        raise ValueError(f"--devices {devices}: only {len(present)} device(s) are visible")
-    mesh_spec = pipeline.settings.mesh.model_dump(include={"data", "fsdp", "tensor"})
-    mesh = sharding.make_mesh(mesh_spec, present[: devices or len(present)])
+    placed = target_devices(target, devices)
+    if mesh_spec is None:
+        mesh_spec = pipeline.settings.mesh.model_dump(include={"data", "fsdp", "tensor"})
+    mesh = target_mesh(mesh_spec, placed, target)
+    hbm = hbm_per_device(target, len(placed)) if target.is_tpu else 0
     plans = []
     for stage in pipeline.stages:
         if stage.kind not in LOWERINGS:
@@ -45,7 +47,8 @@ def plan_pipeline(pipeline: Any, devices: int | None = None) -> list[StagePlan]:
             shared_reference=shared, seed=seed,
         )
         seq_len = min(config.max_seq_len, trained_cfg.max_seq_len)
-        plans.append(plan_stage(stage.name, stage.kind, config, models, info.consumer, seq_len, mesh))
+        plans.append(plan_stage(stage.name, stage.kind, config, models, info.consumer, seq_len, mesh,
+                                hbm_bytes=hbm, target=target.name))
     return plans
 
 

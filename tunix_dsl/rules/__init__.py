@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from tunix_dsl.diagnostics import Diagnostic
 from tunix_dsl.rules import codes as _codes  # noqa: F401  (registers codes)
 from tunix_dsl.rules import pipeline_checks as _pipeline_checks  # noqa: F401
+from tunix_dsl.rules import target_checks as _target_checks  # noqa: F401
 from tunix_dsl.rules import warnings as _warnings  # noqa: F401
 from tunix_dsl.rules.registry import RULES, Rule, diagnostic
 from tunix_dsl.spans import Span

@@ -39,7 +39,7 @@ def _section(entry: Rule) -> list[str]:
     lines = [f'<a id="{entry.code.lower()}-{entry.name}"></a>', "",
              f"### {entry.code} `{entry.name}` ({entry.severity.value})", "", entry.summary, ""]
     emitted = {"parser": "the parser", "checker": "the checker", "api": "the API",
-               "lint": "a lint rule"}[entry.owner]
+               "lint": "a lint rule", "plan": "`tnx plan --target`"}[entry.owner]
     lines += [f"Reported by {emitted}.", ""]
     if entry.code in _SPECIAL:
         return lines + [_SPECIAL[entry.code], ""]
