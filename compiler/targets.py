@@ -47,6 +47,10 @@ def _native_stderr_captured() -> Iterator[list[str]]:
             captured.append(sink.read().decode(errors="replace"))
 
 
+def libtpu_installed() -> bool:
+    return importlib.util.find_spec("libtpu") is not None
+
+
 def target_devices(target: Target, devices: int | None = None) -> list[Any]:
     """The devices a plan for `target` compiles for (all of the slice, or this host's)."""
     if not target.is_tpu:
@@ -56,10 +60,13 @@ def target_devices(target: Target, devices: int | None = None) -> list[Any]:
         return present[: devices or len(present)]
     if devices is not None:
         raise ValueError(f"--devices applies to --target cpu; {target.name} has its own devices")
-    if importlib.util.find_spec("libtpu") is None:
+    if not libtpu_installed():
         raise TargetUnavailable(f"--target {target.name}: {INSTALL_HINT}")
     from jax.experimental import topologies
 
+    # libtpu takes a machine-wide lock meant for processes that drive the chips; a plan only
+    # compiles, so two plans (or a plan beside a TPU job) may share the library.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     with _native_stderr_captured() as log:
         try:
             topology = topologies.get_topology_desc(platform="tpu", topology_name=target.topology)

@@ -78,7 +78,7 @@ def get_target(name: str) -> Target:
     close = difflib.get_close_matches(name, list(TARGETS), n=3)
     hint = f"did you mean {', '.join(close)}?" if close else "targets: cpu, " + ", ".join(
         f"tpu-{g}-N" for g in GENERATIONS)
-    raise TargetError(f"unknown target {name!r}; {hint} (`tnx plan --list-targets` lists all)")
+    raise TargetError(f"unknown target {name!r}; {hint} (`tnx explain targets` lists all)")
 
 
 def targets_table() -> str:

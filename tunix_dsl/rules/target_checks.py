@@ -26,8 +26,15 @@ from tunix_dsl.targets import Target
 
 E, W = Severity.ERROR, Severity.WARNING
 MESH_AXES = ("data", "fsdp", "tensor")
-_BIG = _with_stage("model = big\ndata = sums\nsteps = 10\nbatch_size = 16",
-                   extra='model big = transformer(preset = "llama3.1-8b", tokenizer = chars)\n')
+_ON_V5E_8 = "# tnx plan example.tnx --target tpu-v5e-8\n"
+_BIG = _with_stage("model = big\ndata = sums\nsteps = 10\nbatch_size = 16\nmax_seq_len = 512",
+                   extra='model big = transformer(preset = "llama3.1-8b", tokenizer = chars)\n'
+                   ).replace('model tiny = transformer(preset = "pico", tokenizer = chars)\n', "")
+
+
+def _on_v5e_8(mesh: str, body: str = _BIG) -> str:
+    return f"{_ON_V5E_8}pipeline demo {{\n  precision = \"bfloat16\"\n  mesh = {{ {mesh} }}\n}}\n\n{body}"
+
 
 _QWEN = _with_stage("model = tiny\ndata = sums\nsteps = 10\nbatch_size = 8").replace(
     'preset = "pico"', 'preset = "qwen3-0.6b"')
@@ -35,17 +42,18 @@ _QWEN = _with_stage("model = tiny\ndata = sums\nsteps = 10\nbatch_size = 8").rep
 declare("TNX380", "stage-does-not-fit", E,
         "A stage whose step needs more memory per device than the target has "
         "(`tnx plan --target`).",
-        bad="pipeline demo {\n  mesh = { data = -1 }\n}\n\n" + _BIG,
-        good="pipeline demo {\n  mesh = { data = 1, fsdp = -1 }\n}\n\n" + _BIG, owner="plan")
+        bad=_on_v5e_8("data = -1"),
+        good=_on_v5e_8("data = 1, fsdp = -1",
+                       _BIG.replace("max_seq_len = 512", "max_seq_len = 512\n  lora = lora(rank = 16)")),
+        owner="plan")
 declare("TNX381", "mesh-vs-target", E,
         "A mesh block whose sizes do not use exactly the target's devices (`tnx plan --target`).",
-        bad="pipeline demo {\n  mesh = { data = 2, fsdp = 2 }\n}\n\n" + _BIG,
-        good="pipeline demo {\n  mesh = { data = 2, fsdp = -1 }\n}\n\n" + _BIG, owner="plan")
+        bad=_on_v5e_8("data = 2, fsdp = 2"), good=_on_v5e_8("data = 2, fsdp = -1"), owner="plan")
 declare("TNX382", "batch-vs-target-mesh", E,
         "A micro-batch that does not split over data × fsdp once the mesh is resolved on the "
         "target's devices (`tnx plan --target`).",
-        bad="pipeline demo {\n  mesh = { data = -1 }\n}\n\n" + _BIG.replace("= 16", "= 12"),
-        good="pipeline demo {\n  mesh = { data = -1 }\n}\n\n" + _BIG, owner="plan")
+        bad=_on_v5e_8("data = -1", _BIG.replace("= 16", "= 12")), good=_on_v5e_8("data = -1"),
+        owner="plan")
 
 
 def pipeline_span(p: Pipeline) -> Span:
