@@ -67,6 +67,14 @@ def _load_checked(args: argparse.Namespace) -> tuple[Any | None, int]:
 
 def run(argv: list[str]) -> int:
     args = _parser("run").parse_args(argv)
+    import os
+
+    from tunix_dsl.runtime.distributed import refusal
+
+    refused = refusal(os.environ)
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return EXIT_USAGE
     pipeline, code = _load_checked(args)
     if pipeline is None:
         return code
