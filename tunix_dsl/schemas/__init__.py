@@ -80,12 +80,16 @@ def explain_text(name: str) -> str | None:
             return f"{keyword} NAME = " + " | ".join(f"{f}(...)" for f in family) + "\n"
     if name in CALLS:
         return explain_schema(f"{name}(...)", CALLS[name])
+    if name == "targets":
+        from tunix_dsl.targets import targets_table
+
+        return "tnx plan --target NAME: cpu (this host) or a TPU slice\n\n" + targets_table() + "\n"
     return None
 
 
 def explainable_names() -> list[str]:
     """Every name `explain_text` knows, for did-you-mean suggestions."""
-    names = [*STAGE_KINDS, *BLOCKS, *SOURCES, *CALLS]
+    names = [*STAGE_KINDS, *BLOCKS, *SOURCES, *CALLS, "targets"]
     for family in SOURCES.values():
         names += list(family)
     return names
