@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import jax
 
-from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.fingerprint import stage_fingerprints
 from tunix_dsl.compiler.plan import StagePlan, abstract_stage_models, plan_stage
 from tunix_dsl.compiler.stages import LOWERINGS
+from tunix_dsl.compiler.targets import hbm_per_device, target_devices, target_mesh
 from tunix_dsl.diagnostics import Diagnostic
 from tunix_dsl.rules.run_checks import mesh_batch_diagnostics, mesh_layout_problem
 from tunix_dsl.runtime.preflight import PreflightError, preflight, stage_blockers
@@ -24,6 +24,7 @@ from tunix_dsl.runtime.run_dir import (
     unknown_stages,
 )
 from tunix_dsl.schemas.stages import STAGE_KINDS
+from tunix_dsl.targets import TARGETS, Target
 
 
 class MeshDiagnostics(ValueError):
@@ -57,13 +58,20 @@ def check_mesh(pipeline: Any, devices: int, flag: str = "") -> None:
         raise MeshDiagnostics(diagnostics)
 
 
-def plan_pipeline(pipeline: Any, devices: int | None = None) -> list[StagePlan]:
+def plan_pipeline(pipeline: Any, devices: int | None = None, target: Target | None = None,
+                  mesh_spec: Mapping[str, int] | None = None) -> list[StagePlan]:
+    """Plan every stage for `target` (default: this host), on the pipeline's mesh or `mesh_spec`."""
+    target = target or TARGETS["cpu"]
     resources = Resources(pipeline)
-    present = jax.devices()
-    count = device_count(devices, len(present))
-    check_mesh(pipeline, count, f"--devices {devices}: " if devices is not None else "")
-    mesh_spec = pipeline.settings.mesh.model_dump(include={"data", "fsdp", "tensor"})
-    mesh = sharding.make_mesh(mesh_spec, present[:count])
+    if not target.is_tpu:
+        device_count(devices, len(jax.devices()))  # the count's own message before any lowering
+    placed = target_devices(target, devices)
+    if mesh_spec is None:
+        if not target.is_tpu:  # a target's mesh is checked by target_diagnostics (TNX381/TNX305)
+            check_mesh(pipeline, len(placed), f"--devices {devices}: " if devices is not None else "")
+        mesh_spec = pipeline.settings.mesh.model_dump(include={"data", "fsdp", "tensor"})
+    mesh = target_mesh(mesh_spec, placed, target)
+    hbm = hbm_per_device(target, len(placed)) if target.is_tpu else 0
     plans = []
     for stage in pipeline.stages:
         if stage.kind not in LOWERINGS:
@@ -80,7 +88,8 @@ def plan_pipeline(pipeline: Any, devices: int | None = None) -> list[StagePlan]:
             shared_reference=inputs.shared_reference, seed=stage_seed(pipeline, stage),
         )
         seq_len = min(config.max_seq_len, trained_cfg.max_seq_len)
-        plans.append(plan_stage(stage.name, stage.kind, config, models, info.consumer, seq_len, mesh))
+        plans.append(plan_stage(stage.name, stage.kind, config, models, info.consumer, seq_len, mesh,
+                                hbm_bytes=hbm, target=target.name))
     return plans
 
 

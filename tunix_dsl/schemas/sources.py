@@ -14,7 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from tunix_dsl.model_config import PRESETS
+from tunix_dsl.model_config import PRESETS, SIZE_PRESETS
+from tunix_dsl.model_presets import ARCHITECTURE_PRESETS
 from tunix_dsl.schemas.base import Problem, Schema, TokenizerInput
 
 # --------------------------------------------------------------------------- tokenizers
@@ -39,15 +40,22 @@ TokenizerSource = BytesTokenizer | HFTokenizerSource
 # --------------------------------------------------------------------------- models
 
 PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+ArchitectureName = Literal[tuple(ARCHITECTURE_PRESETS)]  # type: ignore[valid-type]
 Size = Annotated[int | None, Field(gt=0)]
 
 
 class TransformerSource(Schema):
-    """A randomly initialised decoder from a size preset, optionally resized."""
+    """A randomly initialised decoder from a preset, optionally resized.
+
+    Size presets (pico, nano, micro) take the tokenizer's vocabulary;
+    architecture presets (llama3.x, qwen2.5, qwen3 sizes) are the published
+    configs of those checkpoints, vocabulary included.
+    """
 
     call_name = "transformer"
     positional = ("preset",)
-    preset: PresetName = Field(description="size preset: " + ", ".join(PRESETS))
+    preset: PresetName = Field(description="size preset: " + ", ".join(SIZE_PRESETS)
+                               + "; architecture preset: " + ", ".join(ARCHITECTURE_PRESETS))
     tokenizer: TokenizerInput = Field(description="tokenizer declaration; sets the vocab size")
     d_model: Size = Field(None, description="override: hidden width")
     n_layers: Size = Field(None, description="override: number of decoder blocks")
@@ -74,6 +82,9 @@ class HFModelSource(Schema):
     tokenizer: TokenizerInput | None = Field(
         None, description="tokenizer declaration; default: the tokenizer files in `path`"
     )
+    preset: ArchitectureName | None = Field(
+        None, description="expected architecture: config.json must match it; while config.json "
+        "is absent (not downloaded yet) the preset stands in for it in lint and plan")
     remat: bool = Field(False, description="recompute activations in the backward pass")
 
 
