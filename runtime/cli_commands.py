@@ -243,11 +243,13 @@ def plan(argv: list[str]) -> int:
     try:
         statuses = run_statuses(pipeline, run_dir, args.force)
         blocked = blocked_statuses(pipeline, run_dir, _export_root(args), statuses, color=sys.stderr.isatty())
-        if blocked is not None:  # `tnx run` would stop before its first step: say why per stage
-            rows = [{"name": name, "status": status} for name, status in blocked.items()]
+        if blocked is not None and not blocked.plannable:  # `tnx run` would stop: say why per stage
+            rows = [{"name": name, "status": status} for name, status in blocked.statuses.items()]
             print(json.dumps(rows, indent=2) if args.format == "json" else
                   "\n".join(f"{r['name']:<14}{r['status']}" for r in rows))
             return EXIT_ERRORS
+        if blocked is not None:  # only downloads missing: plan from the presets, say "will not run"
+            statuses = blocked.statuses
         plans = plan_pipeline(pipeline, devices=args.devices, target=target, mesh_spec=mesh)
     except MeshDiagnostics as err:  # the lint message (TNX305) for the resolved mesh
         print(render_text(err.diagnostics, pipeline.sources, color=sys.stderr.isatty()),
@@ -256,7 +258,8 @@ def plan(argv: list[str]) -> int:
     except (ValueError, *_user_errors()) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERRORS
-    too_big = _report(pipeline, _fit_diagnostics(pipeline, plans))
+    # a stage that does not fit, or a run that would stop at pre-flight: not a clean plan
+    too_big = _report(pipeline, _fit_diagnostics(pipeline, plans)) or blocked is not None
     if args.format == "json":
         print(json.dumps([{**p.as_dict(), "status": statuses[p.name]} for p in plans], indent=2))
         return EXIT_ERRORS if too_big else EXIT_OK

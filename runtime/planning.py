@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from tunix_dsl.compiler.stages import LOWERINGS
 from tunix_dsl.compiler.targets import hbm_per_device, target_devices, target_mesh
 from tunix_dsl.diagnostics import Diagnostic
 from tunix_dsl.rules.run_checks import mesh_batch_diagnostics, mesh_layout_problem
-from tunix_dsl.runtime.preflight import PreflightError, preflight, stage_blockers
+from tunix_dsl.runtime.preflight import PreflightError, Problem, preflight, stage_blockers
 from tunix_dsl.runtime.resources import Resources, stage_inputs, stage_seed
 from tunix_dsl.runtime.run_dir import (
     RunDir,
@@ -23,8 +24,11 @@ from tunix_dsl.runtime.run_dir import (
     stage_statuses,
     unknown_stages,
 )
+from tunix_dsl.schemas.sources import HFModelSource, HFTokenizerSource
 from tunix_dsl.schemas.stages import STAGE_KINDS
 from tunix_dsl.targets import TARGETS, Target
+
+_DOWNLOAD_CODES = ("TNX372", "TNX373")  # checkpoint / tokenizer directory problems
 
 
 class MeshDiagnostics(ValueError):
@@ -103,10 +107,19 @@ def run_statuses(pipeline: Any, run_dir: Path, force: Iterable[str] = ()) -> dic
     return {name: status.describe() for name, status in statuses.items()}
 
 
+@dataclass(frozen=True)
+class Blocked:
+    """`tnx run` would stop at its pre-flight check: per stage "will not run: ..." (cached
+    stages stay "cached"), and whether the plan can still be computed (`plannable`)."""
+
+    statuses: dict[str, str]
+    plannable: bool
+
+
 def blocked_statuses(pipeline: Any, run_dir: Path, export_root: Path | None,
-                     statuses: dict[str, str], color: bool = False) -> dict[str, str] | None:
-    """When `tnx run` would stop at its pre-flight check: the problems on stderr and, per
-    stage, "will not run: ..." (cached stages stay "cached"). None when the run may start."""
+                     statuses: dict[str, str], color: bool = False) -> Blocked | None:
+    """When `tnx run` would stop at its pre-flight check: the problems on stderr and the
+    stages' statuses. None when the run may start."""
     problems = preflight(pipeline, run_dir, export_root)
     conflict = source_conflict(run_dir, pipeline.file)
     if not problems and conflict is None:
@@ -116,6 +129,22 @@ def blocked_statuses(pipeline: Any, run_dir: Path, export_root: Path | None,
     if conflict is not None:
         print(f"error: {conflict}", file=sys.stderr)
     reasons = stage_blockers(problems, list(statuses)) if problems else {}
-    return {name: status if status == "cached" else
-            reasons.get(name, "will not run: the run directory belongs to another .tnx file")
-            for name, status in statuses.items()}
+    return Blocked({name: status if status == "cached" else
+                    reasons.get(name, "will not run: the run directory belongs to another .tnx file")
+                    for name, status in statuses.items()},
+                   plannable=conflict is None and only_not_downloaded(pipeline, problems))
+
+
+def only_not_downloaded(pipeline: Any, problems: list[Problem]) -> bool:
+    """Every problem is an `hf(...)` / `hf_tokenizer(...)` directory that does not exist yet,
+    and the checker knows every stage model's architecture (`hf(dir, preset = ...)`): the
+    plan reads nothing from those directories, so it can be made before the download."""
+    absent = {decl.field_spans.get(("path",), decl.name_span)
+              for table in (pipeline.models, pipeline.tokenizers) for decl in table.values()
+              if isinstance(decl.spec, HFModelSource | HFTokenizerSource)
+              and not pipeline.resolve_path(decl.spec.path).exists()}
+    if not problems or any(p.diagnostic.code not in _DOWNLOAD_CODES or p.diagnostic.span not in absent
+                           for p in problems):
+        return False
+    return all(pipeline.model_config(ref) is not None
+               for stage in pipeline.stages for ref in stage.models.values())
