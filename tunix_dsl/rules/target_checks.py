@@ -23,6 +23,7 @@ from tunix_dsl.ir import Pipeline
 from tunix_dsl.model_config import ModelConfig
 from tunix_dsl.rules.codes import _with_stage
 from tunix_dsl.rules.registry import declare, diagnostic, rule
+from tunix_dsl.rules.run_checks import batch_split_diagnostics
 from tunix_dsl.spans import Span
 from tunix_dsl.targets import Target
 
@@ -86,17 +87,10 @@ def target_diagnostics(p: Pipeline, target: Target, devices: int,
             pipeline_span(p), label=sizes,
             help=f"let one axis take the rest, e.g. `mesh = {{ data = -1 }}`, or sizes whose "
                  f"product is {devices}")]
-    found: list[Diagnostic] = []
     shards = sizes["data"] * sizes["fsdp"]
-    for stage in p.stages:
-        micro = stage.config.batch_size // stage.config.grad_accum
-        if micro % shards:
-            found.append(diagnostic(  # lint's TNX305, on the mesh the target resolves
-                "TNX305", f"micro-batch {micro} does not split over {shards} batch shards "
-                f"on {target.name}", stage.span_of("batch_size"),
-                label=f"batch_size / grad_accum = {micro}",
-                help=f"data × fsdp = {shards} there: make batch_size / grad_accum a multiple of "
-                     f"{shards}, or move devices to `tensor`"))
+    found = batch_split_diagnostics(  # lint's TNX305, on the mesh the target resolves
+        p, shards, f" on {target.name}",
+        f"on {target.name}, data × fsdp = {shards} (or move devices to `tensor`)")
     found += tensor_replication(p, sizes["tensor"])
     return found
 
