@@ -6,13 +6,20 @@ built under `nnx.eval_shape` (LoRA/QLoRA included), the optimizer state is
 `jax.ShapeDtypeStruct` of the largest bucket. XLA compiles the step ahead of
 time and reports per-device argument, output and temporary bytes
 (`memory_analysis()`) and FLOPs (`cost_analysis()`).
+
+On a TPU target (`compiler/targets.py`) the executable is the TPU one, so the
+bytes are what each chip would hold (rematerialisation included, which the
+CPU backend's analysis does not reflect). The analytic floor — parameters,
+gradients and optimizer state at the stage's sharding — is what no schedule
+can go below; the plan shows both.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import jax
@@ -48,14 +55,40 @@ class StagePlan:
     alias_bytes: int
     flops_per_step: float
     devices: int
+    generated_code_bytes: int = 0
+    floor_bytes: int = 0  # parameters + gradients + optimizer state per device, at this sharding
+    hbm_bytes: int = 0  # memory of one device of the target; 0: unknown (this host)
+    target: str = "cpu"
+    program: str = "step"
+    mesh: dict[str, int] | None = None
+    compiled: bool = True  # False: XLA's figures are absent (see `note`)
+    note: str = ""
 
     @property
     def peak_bytes(self) -> int:
         """Live bytes at the step's peak: inputs + outputs + scratch, minus donated reuse."""
         return self.argument_bytes + self.output_bytes + self.temp_bytes - self.alias_bytes
 
+    @property
+    def needed_bytes(self) -> int:
+        """What one device must hold: the peak plus the program's own code (not compiled:
+        at least the floor, or what XLA said it needed when it refused)."""
+        if not self.compiled:
+            return max(self.floor_bytes, self.temp_bytes)
+        return self.peak_bytes + self.generated_code_bytes
+
+    @property
+    def fits(self) -> bool | None:
+        """Whether the step fits one device's memory; None when the memory is unknown."""
+        return None if not self.hbm_bytes else self.needed_bytes <= self.hbm_bytes
+
+    @property
+    def margin_bytes(self) -> int | None:
+        return None if not self.hbm_bytes else self.hbm_bytes - self.needed_bytes
+
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "peak_bytes": self.peak_bytes}
+        return {**asdict(self), "peak_bytes": self.peak_bytes, "needed_bytes": self.needed_bytes,
+                "fits": self.fits, "margin_bytes": self.margin_bytes}
 
 
 def abstract_batch(consumer: str, layout: tuple[int, int, int], seq_len: int, mesh: Mesh) -> dict[str, Any]:
@@ -108,6 +141,15 @@ def total_parameters(models: StageModels, trainable: nnx.State) -> int:
     return own + added
 
 
+def per_device_bytes(tree: Any, shardings: Any) -> int:
+    """Bytes one device holds of `tree` (ShapeDtypeStructs) placed with `shardings`."""
+    leaves = jax.tree.leaves(tree)
+    placed = jax.tree.leaves(shardings)
+    assert len(leaves) == len(placed), "a sharding for every leaf"
+    return sum(math.prod(s.shard_shape(x.shape)) * jnp.dtype(x.dtype).itemsize
+               for x, s in zip(leaves, placed, strict=True))
+
+
 def plan_stage(
     name: str,
     kind: str,
@@ -116,6 +158,9 @@ def plan_stage(
     consumer: str,
     seq_len: int,
     mesh: Mesh,
+    *,
+    hbm_bytes: int = 0,
+    target: str = "cpu",
 ) -> StagePlan:
     program = lower_stage(
         name, kind, config, models, mesh,
@@ -125,23 +170,55 @@ def plan_stage(
     shape = (layout.steps_per_call, layout.grad_accum, layout.micro_batch)
     batch = abstract_batch(consumer, shape, seq_len, mesh)
     split = program.split
-    compiled = program.step.lower(program.abstract_state(), split.frozen, batch).compile()
+    state = program.abstract_state()
+    # floor: the state (parameters, optimizer), frozen inputs, and one gradient per trainable
+    floor = (per_device_bytes(state, program.state_shardings)
+             + per_device_bytes(split.frozen, program.frozen_shardings)
+             + per_device_bytes(state.trainable, program.state_shardings.trainable))
+    plan = StagePlan(
+        name=name, kind=kind, trainable_params=_count(split.trainable),
+        total_params=total_parameters(models, split.trainable),
+        tokens_per_step=config.batch_size * seq_len * (2 if consumer == "preference" else 1),
+        argument_bytes=0, output_bytes=0, temp_bytes=0, alias_bytes=0, flops_per_step=0.0,
+        devices=mesh.devices.size, floor_bytes=floor, hbm_bytes=hbm_bytes, target=target,
+        mesh=dict(mesh.shape),
+    )
+    if hbm_bytes and floor > hbm_bytes:
+        # No schedule fits below the floor: skip a compile that can only fail (minutes for 8B).
+        return replace(plan, compiled=False, note="the floor alone exceeds the device's memory")
+    try:
+        compiled = program.step.lower(state, split.frozen, batch).compile()
+    except jax.errors.JaxRuntimeError as err:
+        needed = _oom_bytes(str(err))
+        if not hbm_bytes or needed is None:
+            raise
+        # XLA:TPU refuses programs that do not fit; its message carries what it needed.
+        return replace(plan, compiled=False, temp_bytes=needed,
+                       note="XLA: " + str(err).split("\n")[0].split(": ", 2)[-1][:200])
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     if isinstance(cost, list):  # older jax returns one dict per device program
         cost = cost[0] if cost else {}
-    total = total_parameters(models, split.trainable)
-    tokens = config.batch_size * seq_len * (2 if consumer == "preference" else 1)
-    return StagePlan(
-        name=name,
-        kind=kind,
-        trainable_params=_count(split.trainable),
-        total_params=total,
-        tokens_per_step=tokens,
+    return replace(
+        plan,
         argument_bytes=int(memory.argument_size_in_bytes),
         output_bytes=int(memory.output_size_in_bytes),
         temp_bytes=int(memory.temp_size_in_bytes),
         alias_bytes=int(memory.alias_size_in_bytes),
+        generated_code_bytes=int(memory.generated_code_size_in_bytes),
         flops_per_step=float((cost or {}).get("flops", 0.0)) / max(layout.steps_per_call, 1),
-        devices=mesh.devices.size,
     )
+
+
+_OOM = re.compile(r"memory required for [^(]*\((?P<n>[0-9.]+)(?P<u>[KMGT]?)\)")
+
+
+def _oom_bytes(message: str) -> int | None:
+    """The bytes an XLA:TPU out-of-memory compile error says it needed ("... (60.94G) ...")."""
+    if "RESOURCE_EXHAUSTED" not in message:
+        return None
+    found = _OOM.search(message)
+    if found is None:
+        return 0
+    scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[found["u"]]
+    return int(float(found["n"]) * scale)

@@ -124,14 +124,13 @@ def _state_shardings(
 ) -> TrainState:
     trainable = sharding.state_shardings(split.trainable, mesh)
     rest = sharding.state_shardings(split.rest, mesh)
-    # The optimizer state mirrors the parameters; let XLA tell us its layout.
-    # Leaves that do not follow a parameter (step counts) come back on one
-    # device; they belong replicated over the mesh.
-    opt = jax.jit(optimizer.init, in_shardings=(trainable,)).lower(
-        jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), split.trainable)
-    ).compile().output_shardings
-    on_mesh = lambda s: s if isinstance(s, NamedSharding) and s.mesh == mesh else sharding.replicated(mesh)  # noqa: E731
-    opt = jax.tree.map(on_mesh, opt)
+    # The optimizer state mirrors the parameters: each params-shaped part of it takes the
+    # parameters' shardings, everything else (step counts) is replicated. (Asking XLA for
+    # the compiled init's output shardings does not work for compile-only TPU devices.)
+    abstract = jax.eval_shape(optimizer.init, jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), split.trainable))
+    opt = optax.tree_map_params(optimizer, lambda _leaf, placed: placed, abstract, trainable,
+                                transform_non_params=lambda _leaf: sharding.replicated(mesh))
     # A TrainState-shaped tree of shardings (its step's sharding stands where an array would).
     return TrainState(cast(Any, sharding.replicated(mesh)), trainable, opt, rest)
 

@@ -54,6 +54,12 @@ def _parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("--format", choices=("text", "json"), default="text")
         parser.add_argument("--devices", type=_device_count, default=None,
                             help="plan for this many devices (default: the devices present)")
+        parser.add_argument("--target", default="cpu", metavar="NAME",
+                            help="cpu (this host) or a TPU slice: tpu-v4-8 … tpu-v4-4096, "
+                                 "tpu-v5e-1 … tpu-v5e-256, tpu-v5p-8 … tpu-v5p-4096, "
+                                 "tpu-v6e-1 … tpu-v6e-256 (needs the `tpu` extra)")
+        parser.add_argument("--mesh", default=None, metavar="AXIS=SIZE,…",
+                            help="override the pipeline's mesh block, e.g. data=2,fsdp=8")
     return parser
 
 
@@ -97,6 +103,14 @@ def _load_checked(args: argparse.Namespace) -> tuple[Any | None, int]:
 
 def run(argv: list[str]) -> int:
     args = _parser("run").parse_args(argv)
+    import os
+
+    from tunix_dsl.runtime.distributed import refusal
+
+    refused = refusal(os.environ)
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return EXIT_USAGE
     pipeline, code = _load_checked(args)
     if pipeline is None:
         return code
@@ -187,15 +201,28 @@ def _default_run_dir(pipeline: Any) -> Path:
 
 def plan(argv: list[str]) -> int:
     args = _parser("plan").parse_args(argv)
-    if args.devices and "jax" not in sys.modules:
-        # On a CPU host, plan for N devices by letting XLA split the host into N.
+    from tunix_dsl.targets import TargetError, get_target
+
+    try:
+        target = get_target(args.target)
+    except TargetError as err:
+        print(f"error: --target: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if "jax" not in sys.modules:
         import os
 
-        flag = f"--xla_force_host_platform_device_count={args.devices}"
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
+        if args.devices:
+            # On a CPU host, plan for N devices by letting XLA split the host into N.
+            flag = f"--xla_force_host_platform_device_count={args.devices}"
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
+        if target.is_tpu:
+            # The TPU program is compiled for described devices; the host backend only
+            # traces. Without this, an installed libtpu probes for local chips first.
+            os.environ.setdefault("JAX_PLATFORMS", "cpu")
     pipeline, code = _load_checked(args)
     if pipeline is None:
         return code
+    from tunix_dsl.compiler.targets import TargetUnavailable, parse_mesh, target_devices
     from tunix_dsl.render import render_text
     from tunix_dsl.runtime.planning import (
         MeshDiagnostics,
@@ -207,14 +234,24 @@ def plan(argv: list[str]) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(pipeline)
     plan_errors: tuple[type[BaseException], ...] = (ValueError, *_user_errors())
     try:
+        mesh = parse_mesh(args.mesh) if args.mesh else None
+        devices = target_devices(target, args.devices)
+    except (ValueError, TargetUnavailable) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if _report(pipeline, _target_diagnostics(pipeline, target, len(devices), mesh)):
+        return EXIT_ERRORS
+    try:
         statuses = run_statuses(pipeline, run_dir, args.force)
         blocked = blocked_statuses(pipeline, run_dir, _export_root(args), statuses, color=sys.stderr.isatty())
-        if blocked is not None:  # `tnx run` would stop before its first step: say why per stage
-            rows = [{"name": name, "status": status} for name, status in blocked.items()]
+        if blocked is not None and not blocked.plannable:  # `tnx run` would stop: say why per stage
+            rows = [{"name": name, "status": status} for name, status in blocked.statuses.items()]
             print(json.dumps(rows, indent=2) if args.format == "json" else
                   "\n".join(f"{r['name']:<14}{r['status']}" for r in rows))
             return EXIT_ERRORS
-        plans = plan_pipeline(pipeline, devices=args.devices)
+        if blocked is not None:  # only downloads missing: plan from the presets, say "will not run"
+            statuses = blocked.statuses
+        plans = plan_pipeline(pipeline, devices=args.devices, target=target, mesh_spec=mesh)
     except MeshDiagnostics as err:  # the lint message (TNX305) for the resolved mesh
         print(render_text(err.diagnostics, pipeline.sources, color=sys.stderr.isatty()),
               file=sys.stderr)
@@ -222,18 +259,88 @@ def plan(argv: list[str]) -> int:
     except plan_errors as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERRORS
+    # a stage that does not fit, or a run that would stop at pre-flight: not a clean plan
+    too_big = _report(pipeline, _fit_diagnostics(pipeline, plans)) or blocked is not None
     if args.format == "json":
         print(json.dumps([{**p.as_dict(), "status": statuses[p.name]} for p in plans], indent=2))
-        return EXIT_OK
-    print(f"{'#':<3}{'stage':<14}{'kind':<15}{'trainable':>12}{'total':>12}{'tok/step':>10}"
+        return EXIT_ERRORS if too_big else EXIT_OK
+    print(f"{'#':<3}{'stage':<14}{'kind':<15}{'trainable':>15}{'total':>15}{'tok/step':>10}"
           f"{'args':>10}{'temp':>10}{'peak/dev':>10}{'GFLOP/step':>12}  status")
     for i, p in enumerate(plans, 1):
-        print(f"{i:<3}{p.name:<14}{p.kind:<15}{p.trainable_params:>12,}{p.total_params:>12,}"
+        print(f"{i:<3}{p.name:<14}{p.kind:<15}{p.trainable_params:>15,}{p.total_params:>15,}"
               f"{p.tokens_per_step:>10,}{_mib(p.argument_bytes):>10}{_mib(p.temp_bytes):>10}"
               f"{_mib(p.peak_bytes):>10}{p.flops_per_step / 1e9:>12.2f}  {statuses[p.name]}")
-    print(f"\nper-device bytes from XLA's memory analysis on {plans[0].devices if plans else 0} "
-          f"device(s); no weights were allocated; status against {run_dir}")
-    return EXIT_OK
+    if target.is_tpu and plans:
+        _print_fit(plans)
+    where = (f"{target.name} ({plans[0].devices if plans else len(devices)} devices, compiled "
+             f"by libtpu on this host)" if target.is_tpu
+             else f"{plans[0].devices if plans else 0} device(s)")
+    print(f"\nper-device bytes from XLA's memory analysis on {where}; no weights were allocated; "
+          f"status against {run_dir}")
+    return EXIT_ERRORS if too_big else EXIT_OK
+
+
+def _target_diagnostics(pipeline: Any, target: Any, devices: int, mesh: Any) -> list[Any]:
+    from tunix_dsl.rules.target_checks import target_diagnostics
+
+    return [d for d in target_diagnostics(pipeline, target, devices, mesh)
+            if d.code != "TNX450" or mesh is not None or pipeline.settings.mesh.tensor == -1]
+
+
+def _fit_diagnostics(pipeline: Any, plans: list[Any]) -> list[Any]:
+    """TNX380 at every stage whose step does not fit one device of the target."""
+    from tunix_dsl.rules.registry import diagnostic
+
+    found = []
+    for plan in plans:
+        if plan.fits is not False:
+            continue
+        stage = pipeline.stage(plan.name)
+        hints = ["more `fsdp` in the mesh (shards parameters and optimizer state)"]
+        if plan.trainable_params == plan.total_params:
+            hints.append("`lora = lora(rank = 16)` or QLoRA (`quantize`) instead of full tuning")
+        hints += ["`remat = true` on the model", "a smaller micro-batch through `grad_accum`"]
+        found.append(diagnostic(
+            "TNX380", f"stage `{plan.name}` needs {_gib(plan.needed_bytes)} per device; "
+            f"{plan.target} has {_gib(plan.hbm_bytes)}", stage.name_span,
+            label=f"analytic floor {_gib(plan.floor_bytes)}"
+                  + (f"; {plan.note}" if plan.note else ""),
+            help="try " + ", ".join(hints)))
+    return found
+
+
+def _report(pipeline: Any, diagnostics: list[Any]) -> bool:
+    """Print diagnostics like lint does; True when one of them is an error."""
+    if not diagnostics:
+        return False
+    from tunix_dsl.diagnostics import Severity
+    from tunix_dsl.render import render_text
+
+    print(render_text(diagnostics, pipeline.sources, color=sys.stderr.isatty()), file=sys.stderr)
+    return any(d.severity is Severity.ERROR for d in diagnostics)
+
+
+def _print_fit(plans: list[Any]) -> None:
+    hbm = plans[0].hbm_bytes
+    print(f"\nper device on {plans[0].target} ({_gib(hbm)} HBM each):")
+    print(f"{'#':<3}{'stage':<14}{'program':<9}{'mesh':<18}{'args':>10}{'out':>10}{'temp':>10}"
+          f"{'code':>9}{'needed':>10}{'floor':>10}{'ratio':>7}{'margin':>11}  fits")
+    for i, p in enumerate(plans, 1):
+        mesh = "×".join(f"{a[0]}{n}" for a, n in (p.mesh or {}).items() if n > 1) or "1"
+        def xla(n: int, compiled: bool = p.compiled) -> str:
+            return _gib(n) if compiled else "—"
+
+        ratio = p.needed_bytes / p.floor_bytes if p.floor_bytes else 0.0
+        print(f"{i:<3}{p.name:<14}{p.program:<9}{mesh:<18}{xla(p.argument_bytes):>10}"
+              f"{xla(p.output_bytes):>10}{xla(p.temp_bytes):>10}{xla(p.generated_code_bytes):>9}"
+              f"{_gib(p.needed_bytes):>10}{_gib(p.floor_bytes):>10}{ratio:>7.2f}"
+              f"{_gib(p.margin_bytes or 0):>11}  {'yes' if p.fits else 'NO'}"
+              + (f"  ({p.note})" if p.note else ""))
+
+
+def _gib(n: int) -> str:
+    """Bytes for a memory table: MiB below one GiB, else GiB."""
+    return f"{n / 2**20:.1f}M" if abs(n) < 2**30 else f"{n / 2**30:.2f}G"
 
 
 def _mib(n: int) -> str:

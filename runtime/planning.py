@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jax
 
-from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.fingerprint import stage_fingerprints
 from tunix_dsl.compiler.plan import StagePlan, abstract_stage_models, plan_stage
 from tunix_dsl.compiler.rl_step import RL_LOWERINGS
 from tunix_dsl.compiler.stages import LOWERINGS, StageModels
+from tunix_dsl.compiler.targets import hbm_per_device, target_devices, target_mesh
 from tunix_dsl.diagnostics import Diagnostic
 from tunix_dsl.model_config import ModelConfig
 from tunix_dsl.rules.run_checks import mesh_batch_diagnostics, mesh_layout_problem
-from tunix_dsl.runtime.preflight import PreflightError, preflight, stage_blockers
+from tunix_dsl.runtime.preflight import PreflightError, Problem, preflight, stage_blockers
 from tunix_dsl.runtime.resources import Resources, stage_inputs, stage_seed
 from tunix_dsl.runtime.run_dir import (
     RunDir,
@@ -25,7 +26,11 @@ from tunix_dsl.runtime.run_dir import (
     stage_statuses,
     unknown_stages,
 )
+from tunix_dsl.schemas.sources import HFModelSource, HFTokenizerSource
 from tunix_dsl.schemas.stages import STAGE_KINDS
+from tunix_dsl.targets import TARGETS, Target
+
+_DOWNLOAD_CODES = ("TNX372", "TNX373")  # checkpoint / tokenizer directory problems
 
 
 class MeshDiagnostics(ValueError):
@@ -59,13 +64,20 @@ def check_mesh(pipeline: Any, devices: int, flag: str = "") -> None:
         raise MeshDiagnostics(diagnostics)
 
 
-def plan_pipeline(pipeline: Any, devices: int | None = None) -> list[StagePlan]:
+def plan_pipeline(pipeline: Any, devices: int | None = None, target: Target | None = None,
+                  mesh_spec: Mapping[str, int] | None = None) -> list[StagePlan]:
+    """Plan every stage for `target` (default: this host), on the pipeline's mesh or `mesh_spec`."""
+    target = target or TARGETS["cpu"]
     resources = Resources(pipeline)
-    present = jax.devices()
-    count = device_count(devices, len(present))
-    check_mesh(pipeline, count, f"--devices {devices}: " if devices is not None else "")
-    mesh_spec = pipeline.settings.mesh.model_dump(include={"data", "fsdp", "tensor"})
-    mesh = sharding.make_mesh(mesh_spec, present[:count])
+    if not target.is_tpu:
+        device_count(devices, len(jax.devices()))  # the count's own message before any lowering
+    placed = target_devices(target, devices)
+    if mesh_spec is None:
+        if not target.is_tpu:  # a target's mesh is checked by target_diagnostics (TNX381/TNX305)
+            check_mesh(pipeline, len(placed), f"--devices {devices}: " if devices is not None else "")
+        mesh_spec = pipeline.settings.mesh.model_dump(include={"data", "fsdp", "tensor"})
+    mesh = target_mesh(mesh_spec, placed, target)
+    hbm = hbm_per_device(target, len(placed)) if target.is_tpu else 0
     plans = []
     for stage in pipeline.stages:
         if stage.kind in RL_LOWERINGS:  # one row per program: rollout, score, update
@@ -77,7 +89,8 @@ def plan_pipeline(pipeline: Any, devices: int | None = None) -> list[StagePlan]:
         config = stage.config
         models, trained_cfg = _abstract_models(pipeline, resources, stage)
         seq_len = min(config.max_seq_len, trained_cfg.max_seq_len)
-        plans.append(plan_stage(stage.name, stage.kind, config, models, info.consumer, seq_len, mesh))
+        plans.append(plan_stage(stage.name, stage.kind, config, models, info.consumer, seq_len, mesh,
+                                hbm_bytes=hbm, target=target.name))
     return plans
 
 
@@ -113,10 +126,19 @@ def run_statuses(pipeline: Any, run_dir: Path, force: Iterable[str] = ()) -> dic
     return {name: status.describe() for name, status in statuses.items()}
 
 
+@dataclass(frozen=True)
+class Blocked:
+    """`tnx run` would stop at its pre-flight check: per stage "will not run: ..." (cached
+    stages stay "cached"), and whether the plan can still be computed (`plannable`)."""
+
+    statuses: dict[str, str]
+    plannable: bool
+
+
 def blocked_statuses(pipeline: Any, run_dir: Path, export_root: Path | None,
-                     statuses: dict[str, str], color: bool = False) -> dict[str, str] | None:
-    """When `tnx run` would stop at its pre-flight check: the problems on stderr and, per
-    stage, "will not run: ..." (cached stages stay "cached"). None when the run may start."""
+                     statuses: dict[str, str], color: bool = False) -> Blocked | None:
+    """When `tnx run` would stop at its pre-flight check: the problems on stderr and the
+    stages' statuses. None when the run may start."""
     problems = preflight(pipeline, run_dir, export_root)
     conflict = source_conflict(run_dir, pipeline.file)
     if not problems and conflict is None:
@@ -126,6 +148,22 @@ def blocked_statuses(pipeline: Any, run_dir: Path, export_root: Path | None,
     if conflict is not None:
         print(f"error: {conflict}", file=sys.stderr)
     reasons = stage_blockers(problems, list(statuses)) if problems else {}
-    return {name: status if status == "cached" else
-            reasons.get(name, "will not run: the run directory belongs to another .tnx file")
-            for name, status in statuses.items()}
+    return Blocked({name: status if status == "cached" else
+                    reasons.get(name, "will not run: the run directory belongs to another .tnx file")
+                    for name, status in statuses.items()},
+                   plannable=conflict is None and only_not_downloaded(pipeline, problems))
+
+
+def only_not_downloaded(pipeline: Any, problems: list[Problem]) -> bool:
+    """Every problem is an `hf(...)` / `hf_tokenizer(...)` directory that does not exist yet,
+    and the checker knows every stage model's architecture (`hf(dir, preset = ...)`): the
+    plan reads nothing from those directories, so it can be made before the download."""
+    absent = {decl.field_spans.get(("path",), decl.name_span)
+              for table in (pipeline.models, pipeline.tokenizers) for decl in table.values()
+              if isinstance(decl.spec, HFModelSource | HFTokenizerSource)
+              and not pipeline.resolve_path(decl.spec.path).exists()}
+    if not problems or any(p.diagnostic.code not in _DOWNLOAD_CODES or p.diagnostic.span not in absent
+                           for p in problems):
+        return False
+    return all(pipeline.model_config(ref) is not None
+               for stage in pipeline.stages for ref in stage.models.values())

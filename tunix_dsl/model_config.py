@@ -13,8 +13,11 @@ RoPE scaling is kept in the Hugging Face shape, e.g.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from tunix_dsl.model_presets import ARCHITECTURE_FIELDS, ARCHITECTURE_PRESETS
 
 ROPE_TYPES = ("default", "linear", "llama3")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -46,7 +49,9 @@ FAMILIES: dict[str, FamilySpec] = {
 }
 ARCHITECTURES: dict[str, str] = {spec.architecture: name for name, spec in FAMILIES.items()}
 
-PRESETS: dict[str, dict[str, Any]] = {
+# Size presets for tests and examples (vocab from the tokenizer), then the real
+# architectures of tunix_dsl.model_presets (their own vocab).
+SIZE_PRESETS: dict[str, dict[str, Any]] = {
     "pico": dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, mlp_dim=192,
                  max_seq_len=128),
     "nano": dict(d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=32, mlp_dim=384,
@@ -54,6 +59,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "micro": dict(d_model=256, n_layers=6, n_heads=8, n_kv_heads=4, head_dim=32, mlp_dim=768,
                   max_seq_len=512),
 }
+PRESETS: dict[str, dict[str, Any]] = {**SIZE_PRESETS, **ARCHITECTURE_PRESETS}
 
 
 @dataclass(frozen=True)
@@ -127,11 +133,29 @@ class ModelConfig:
     # ------------------------------------------------------------------ building
     @classmethod
     def from_preset(cls, name: str, vocab_size: int, **overrides: Any) -> ModelConfig:
-        """A preset by name (`pico`, `nano`, `micro`) with the tokenizer's vocab size."""
+        """A preset by name with the tokenizer's vocab size.
+
+        Size presets (`pico`, `nano`, `micro`) take the tokenizer's vocabulary;
+        architecture presets keep the checkpoint's (a tokenizer with more ids
+        than that cannot be embedded).
+        """
         if name not in PRESETS:
             raise ModelConfigError(
                 f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}")
-        return cls(vocab_size=vocab_size, **{**PRESETS[name], **overrides})
+        fields_ = copy.deepcopy(PRESETS[name])  # callers may not share the RoPE dicts
+        embedded = fields_.pop("vocab_size", None)
+        if embedded is not None and vocab_size > embedded:
+            raise ModelConfigError(
+                f"preset {name!r} embeds {embedded} token ids but the tokenizer has {vocab_size}; "
+                f"use that model's tokenizer (or a size preset such as `nano`)")
+        return cls(vocab_size=embedded or vocab_size, **{**fields_, **overrides})
+
+    def architecture_mismatches(self, preset: str) -> list[str]:
+        """`field: ours vs preset's` for every architecture field that differs from `preset`."""
+        expected = type(self).from_preset(preset, vocab_size=1)
+        return [f"{name} is {getattr(self, name)!r}, preset {preset!r} has {getattr(expected, name)!r}"
+                for name in ARCHITECTURE_FIELDS
+                if not _same(getattr(self, name), getattr(expected, name))]
 
     @classmethod
     def from_hf_config(cls, hf: dict[str, Any], **overrides: Any) -> ModelConfig:
@@ -268,6 +292,13 @@ def _check_hf_config(hf: Any) -> None:
         if hf.get(key) is not None and not isinstance(hf[key], dict):
             raise ModelConfigError(f"config.json: `{key}` must be an object, found "
                                    f"{_json_type(hf[key])}")
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, with floats inside RoPE parameters compared as numbers (8 == 8.0)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
 
 
 def _reject_unsupported_hf_options(hf: dict[str, Any], family: str) -> None:

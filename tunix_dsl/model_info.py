@@ -99,16 +99,35 @@ def model_size_info(spec: Any, tokenizer_spec: Any | None, precision: str,
             try:
                 hf = json.loads(config_path.read_text(encoding="utf-8"))
             except FileNotFoundError:
+                if spec.preset is not None:  # not downloaded yet: the declared architecture
+                    return SizeInfo(preset_config(spec.preset, remat=spec.remat, dtype=precision))
                 return SizeInfo(None, missing=f"no config.json in {spec.path}")
             except (OSError, ValueError) as e:
                 return SizeInfo(None, missing=f"cannot read {spec.path}/config.json: {e}")
-            return SizeInfo(ModelConfig.from_hf_config(hf, remat=spec.remat, dtype=precision,
-                                                         param_dtype=param_dtype))
+            return SizeInfo(checkpoint_config(hf, spec.preset, remat=spec.remat, dtype=precision,
+                                              param_dtype=param_dtype))
     except ModelConfigError as e:
         return SizeInfo(None, invalid=str(e))
     except (KeyError, TypeError) as e:
         return SizeInfo(None, invalid=f"config.json lacks or mistypes {e}")
     raise TypeError(f"unknown model source {type(spec).__name__}")
+
+
+def preset_config(preset: str, **overrides: Any) -> ModelConfig:
+    """An architecture preset standing in for a checkpoint's config.json."""
+    return ModelConfig.from_preset(preset, vocab_size=1, **overrides)
+
+
+def checkpoint_config(hf: dict[str, Any], preset: str | None, **overrides: Any) -> ModelConfig:
+    """A checkpoint's config.json, checked against the preset it is declared as (if any)."""
+    cfg = ModelConfig.from_hf_config(hf, **overrides)
+    if preset is not None:
+        wrong = cfg.architecture_mismatches(preset)
+        if wrong:
+            raise ModelConfigError(
+                "config.json does not match `preset = \"" + preset + "\"`: " + "; ".join(wrong)
+                + " (remove `preset` or point `hf` at a checkpoint of that architecture)")
+    return cfg
 
 
 def dense_kernel_shapes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:

@@ -17,6 +17,7 @@ from tunix_dsl.rules import pipeline_checks as _pipeline_checks  # noqa: F401
 from tunix_dsl.rules import preflight_codes as _preflight_codes  # noqa: F401
 from tunix_dsl.rules import rl_checks as _rl_checks  # noqa: F401
 from tunix_dsl.rules import run_checks as _run_checks  # noqa: F401
+from tunix_dsl.rules import target_checks as _target_checks  # noqa: F401
 from tunix_dsl.rules import warnings as _warnings  # noqa: F401
 from tunix_dsl.rules.registry import RULES, Rule, diagnostic
 from tunix_dsl.spans import Span

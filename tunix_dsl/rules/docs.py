@@ -40,7 +40,8 @@ def _section(entry: Rule) -> list[str]:
              f"### {entry.code} `{entry.name}` ({entry.severity.value})", "", entry.summary, ""]
     emitted = {"parser": "the parser", "checker": "the checker", "api": "the API",
                "lint": "a lint rule",
-               "preflight": "the pre-flight check of `tnx run` and `tnx plan`"}[entry.owner]
+               "preflight": "the pre-flight check of `tnx run` and `tnx plan`",
+               "plan": "`tnx plan --target`"}[entry.owner]
     lines += [f"Reported by {emitted}.", ""]
     if entry.code in _SPECIAL:
         return lines + [_SPECIAL[entry.code], ""]

@@ -36,7 +36,7 @@ class Rule:
     bad: str  # a .tnx example that triggers the code
     good: str  # the same example, fixed
     check: Check | None = None  # None: emitted by the checker/parser itself
-    owner: str = "checker"  # "parser" | "checker" | "api" | "lint" | "preflight"
+    owner: str = "checker"  # parser|checker|api|lint|preflight|plan (needs a target)
     bad_set: tuple[tuple[str, str], ...] = ()  # `--set` overrides the bad example runs with
     good_set: tuple[tuple[str, str], ...] = ()
 

@@ -117,19 +117,21 @@ def mesh_batch_diagnostics(p: Pipeline, devices: int | None = None) -> list[Diag
     if found is None or found[0] == 1:
         return []
     shards, exact = found
-    out = []
-    for stage in p.stages:
-        micro = stage.config.batch_size // stage.config.grad_accum
-        if micro % shards == 0:
-            continue
-        axes = (f"mesh data × fsdp = {shards}" if exact else
-                f"with any device count, mesh data × fsdp is a multiple of {shards}")
-        where = f" on {devices} devices" if devices is not None and not _fixed(mesh) else ""
-        out.append(diagnostic(
-            "TNX305", f"micro-batch {micro} does not split over {shards} batch shards{where}",
-            stage.span_of("batch_size"), label=f"batch_size / grad_accum = {micro}",
-            help=f"{axes}: make batch_size / grad_accum a multiple of {shards}"))
-    return out
+    axes = (f"mesh data × fsdp = {shards}" if exact else
+            f"with any device count, mesh data × fsdp is a multiple of {shards}")
+    where = f" on {devices} devices" if devices is not None and not _fixed(mesh) else ""
+    return batch_split_diagnostics(p, shards, where, axes)
+
+
+def batch_split_diagnostics(p: Pipeline, shards: int, where: str, axes: str) -> list[Diagnostic]:
+    """TNX305 at every stage whose micro-batch does not split into `shards` batch shards
+    (lint's fixed mesh, `--devices`, or the mesh a `--target` resolves)."""
+    return [diagnostic(
+        "TNX305", f"micro-batch {micro} does not split over {shards} batch shards{where}",
+        stage.span_of("batch_size"), label=f"batch_size / grad_accum = {micro}",
+        help=f"{axes}: make batch_size / grad_accum a multiple of {shards}")
+        for stage in p.stages
+        if (micro := stage.config.batch_size // stage.config.grad_accum) % shards]
 
 
 def _fixed(mesh: Mesh) -> bool:

@@ -51,6 +51,12 @@ def _synthetic_tasks_text() -> str:
     return "\n".join(lines)
 
 
+def presets_table() -> str:
+    from tunix_dsl.model_presets import presets_table as table
+
+    return table()
+
+
 def explain_text(name: str) -> str | None:
     """Fields, types, defaults and docs of a stage kind, block or function; None if unknown."""
     if name in STAGE_KINDS:
@@ -67,18 +73,23 @@ def explain_text(name: str) -> str | None:
         return explain_schema(f"{name} ...", BLOCKS[name])
     for keyword, family in SOURCES.items():
         if name in family:
-            extra = _synthetic_tasks_text() if name == "synthetic" else ""
+            extra = {"synthetic": _synthetic_tasks_text, "transformer": presets_table,
+                     "hf": presets_table}.get(name, str)()
             return explain_schema(f"{keyword} NAME = {name}(...)", family[name], extra)
         if name == keyword:
             return f"{keyword} NAME = " + " | ".join(f"{f}(...)" for f in family) + "\n"
     if name in CALLS:
         return explain_schema(f"{name}(...)", CALLS[name])
+    if name == "targets":
+        from tunix_dsl.targets import targets_table
+
+        return "tnx plan --target NAME: cpu (this host) or a TPU slice\n\n" + targets_table() + "\n"
     return None
 
 
 def explainable_names() -> list[str]:
     """Every name `explain_text` knows, for did-you-mean suggestions."""
-    names = [*STAGE_KINDS, *BLOCKS, *SOURCES, *CALLS]
+    names = [*STAGE_KINDS, *BLOCKS, *SOURCES, *CALLS, "targets"]
     for family in SOURCES.values():
         names += list(family)
     return names

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from tunix_dsl.model_config import PRESETS, REMAT_POLICIES
+from tunix_dsl.model_config import PRESETS, REMAT_POLICIES, SIZE_PRESETS
+from tunix_dsl.model_presets import ARCHITECTURE_PRESETS
 from tunix_dsl.schemas.base import Problem, Schema, TokenizerInput
 
 # --------------------------------------------------------------------------- tokenizers
@@ -41,18 +42,26 @@ TokenizerSource = BytesTokenizer | HFTokenizerSource
 if TYPE_CHECKING:
     PresetName = str
     RematPolicy = str
+    ArchitectureName = str
 else:  # the choices come from the tables, so pydantic lists them in its errors
     PresetName = Literal[tuple(PRESETS)]
     RematPolicy = Literal[REMAT_POLICIES]
+    ArchitectureName = Literal[tuple(ARCHITECTURE_PRESETS)]
 Size = Annotated[int | None, Field(gt=0)]
 
 
 class TransformerSource(Schema):
-    """A randomly initialised decoder from a size preset, optionally resized."""
+    """A randomly initialised decoder from a preset, optionally resized.
+
+    Size presets (pico, nano, micro) take the tokenizer's vocabulary;
+    architecture presets (llama3.x, qwen2.5, qwen3 sizes) are the published
+    configs of those checkpoints, vocabulary included.
+    """
 
     call_name = "transformer"
     positional = ("preset",)
-    preset: PresetName = Field(description="size preset: " + ", ".join(PRESETS))
+    preset: PresetName = Field(description="size preset: " + ", ".join(SIZE_PRESETS)
+                               + "; architecture preset: " + ", ".join(ARCHITECTURE_PRESETS))
     tokenizer: TokenizerInput = Field(description="tokenizer declaration; sets the vocab size")
     d_model: Size = Field(None, description="override: hidden width")
     n_layers: Size = Field(None, description="override: number of decoder blocks")
@@ -81,6 +90,9 @@ class HFModelSource(Schema):
     tokenizer: TokenizerInput | None = Field(
         None, description="tokenizer declaration; default: the tokenizer files in `path`"
     )
+    preset: ArchitectureName | None = Field(
+        None, description="expected architecture: config.json must match it; while config.json "
+        "is absent (not downloaded yet) the preset stands in for it in lint and plan")
     remat: bool | RematPolicy = Field(
         False, description="recompute activations in the backward pass: a policy "
         "(none | full | dots | dots_no_batch | offload), or true (full) / false (none)")

@@ -1,0 +1,94 @@
+"""Planned memory on TPU slices vs the analytic floor, and plan time (`tnx plan --target`).
+
+For each architecture preset × {full SFT, LoRA SFT} × target, one pipeline
+(bf16, remat for full SFT, seq 2048, every device on `fsdp`, one sequence per device per
+micro-batch) is planned in this process: the TPU executable is compiled by
+libtpu on this CPU host. Printed per row: XLA's peak per device (arguments +
+outputs + temporaries − donated + code), the analytic floor (parameters +
+gradients + optimizer state at the stage's sharding), their ratio, whether it
+fits the chip's HBM, and the wall time of the plan (lowering + compile).
+
+    python bench/plan.py [--models qwen3-0.6b,llama3.2-1b,llama3.1-8b]
+                         [--targets tpu-v5p-8,tpu-v5e-16] [--seq 2048] [--modes full,lora]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the host only traces; libtpu compiles
+
+PIPELINE = """pipeline bench {{
+  precision = "bfloat16"
+  mesh = {{ data = 1, fsdp = -1 }}
+}}
+tokenizer t = bytes()
+model m = transformer(preset = "{model}", tokenizer = t, remat = {remat})
+dataset d = synthetic("addition", count = 100)
+stage tune: sft {{
+  model = m
+  data = d
+  steps = 10
+  batch_size = {batch}
+  max_seq_len = {seq}
+  {lora}
+}}
+export tune.model to "out" as "hf"
+"""
+
+
+def plan_one(model: str, lora: bool, target_name: str, seq: int, workdir: Path) -> dict:
+    from tunix_dsl.api import load
+    from tunix_dsl.compiler.targets import target_devices
+    from tunix_dsl.runtime.planning import plan_pipeline
+    from tunix_dsl.targets import get_target
+
+    target = get_target(target_name)
+    devices = len(target_devices(target))
+    path = workdir / f"{model}-{'lora' if lora else 'full'}.tnx"
+    # LoRA rows run without remat: `remat = true` with `lora` fails to trace in
+    # models/transformer.py (flax TraceContextError), on CPU as on TPU.
+    path.write_text(PIPELINE.format(model=model, batch=devices, seq=seq,
+                                    remat="false" if lora else "true",
+                                    lora="lora = lora(rank = 16)" if lora else ""))
+    pipeline = load(str(path))
+    assert pipeline.ok, [d.message for d in pipeline.errors]
+    start = time.perf_counter()
+    (plan,) = plan_pipeline(pipeline, target=target)
+    seconds = time.perf_counter() - start
+    return {"model": model, "mode": "LoRA" if lora else "full", "target": target_name,
+            "needed": plan.needed_bytes, "floor": plan.floor_bytes, "hbm": plan.hbm_bytes,
+            "fits": plan.fits, "compiled": plan.compiled, "seconds": seconds}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default="qwen3-0.6b,llama3.2-1b,llama3.1-8b")
+    parser.add_argument("--targets", default="tpu-v5p-8,tpu-v5e-16")
+    parser.add_argument("--seq", type=int, default=2048)
+    parser.add_argument("--modes", default="full,lora", help="full, lora or both")
+    args = parser.parse_args()
+    gib = 2**30
+    print("| model | SFT | target | planned peak / device | analytic floor | ratio | fits HBM "
+          "| plan time |")
+    print("|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in args.models.split(","):
+            for lora in [m == "lora" for m in args.modes.split(",")]:
+                for target in args.targets.split(","):
+                    r = plan_one(model, lora, target, args.seq, Path(tmp))
+                    peak = f"{r['needed'] / gib:.2f} GiB" + ("" if r["compiled"] else " (floor)")
+                    print(f"| {r['model']} | {r['mode']} | {r['target']} | {peak} | "
+                          f"{r['floor'] / gib:.2f} GiB | {r['needed'] / r['floor']:.2f} | "
+                          f"{'yes' if r['fits'] else 'no'} ({r['hbm'] / gib:.0f} GiB) | "
+                          f"{r['seconds']:.1f} s |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

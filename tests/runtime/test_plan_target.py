@@ -1,0 +1,145 @@
+"""`tnx plan --target tpu-…`: TPU executables compiled on this CPU host (libtpu), fit or not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tunix_dsl.api import parse
+from tunix_dsl.compiler import targets as compiler_targets
+from tunix_dsl.rules.registry import RULES
+from tunix_dsl.rules.target_checks import target_diagnostics
+from tunix_dsl.runtime.cli_commands import main
+from tunix_dsl.targets import GIB, TARGETS, TargetError, get_target
+
+ROOT = Path(__file__).resolve().parents[2]
+
+EIGHT_B = """pipeline big {{
+  precision = "bfloat16"
+  mesh = {{ {mesh} }}
+}}
+tokenizer t = bytes()
+model m = transformer(preset = "llama3.1-8b", tokenizer = t, remat = true)
+dataset d = synthetic("addition", count = 100)
+
+stage tune: sft {{
+  model = m
+  data = d
+  steps = 10
+  batch_size = 32
+  max_seq_len = 128
+}}
+export tune.model to "out" as "hf"
+"""
+
+
+def plan(tmp_path: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main("plan", [*argv, "--run-dir", str(tmp_path / "run")])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_target_table_names_chips_and_hbm() -> None:
+    assert (TARGETS["tpu-v5e-16"].topology, TARGETS["tpu-v5e-16"].chips) == ("v5e:4x4", 16)
+    assert (TARGETS["tpu-v5p-8"].topology, TARGETS["tpu-v5p-8"].chips) == ("v5p:2x2x1", 4)
+    assert TARGETS["tpu-v5p-64"].hbm_per_chip == 95 * GIB
+    assert TARGETS["tpu-v6e-256"].chips == 256 and TARGETS["tpu-v4-8"].hbm_per_chip == 32 * GIB
+    with pytest.raises(TargetError, match="did you mean .*tpu-v5e-16"):
+        get_target("tpu-v5e-61")
+
+
+def test_small_pipeline_plans_on_a_v5e_slice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = plan(tmp_path, capsys, str(ROOT / "examples" / "dpo.tnx"),
+                          "--target", "tpu-v5e-16", "--format", "json")
+    assert code == 0, err
+    (stage,) = json.loads(out)
+    assert stage["target"] == "tpu-v5e-16" and stage["devices"] == 16
+    assert stage["mesh"] == {"data": 16, "fsdp": 1, "tensor": 1}
+    assert stage["hbm_bytes"] == 16 * GIB and stage["fits"] is True
+    assert stage["compiled"] and stage["generated_code_bytes"] > 0 and stage["flops_per_step"] > 0
+    # the step holds at least its state; XLA's peak is above the analytic floor
+    assert 0 < stage["floor_bytes"] <= stage["needed_bytes"] < 16 * GIB
+
+
+def test_8b_full_sft_does_not_fit_v5e_8_at_the_stage_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "big.tnx").write_text(EIGHT_B.format(mesh="data = -1"))
+    code, out, err = plan(tmp_path, capsys, str(tmp_path / "big.tnx"), "--target", "tpu-v5e-8")
+    assert code == 1
+    assert "error[TNX380]: stage `tune` needs" in err and "big.tnx:9:7" in err
+    assert "fsdp" in err and "lora" in err  # the hint names the ways out
+    assert "NO" in out.splitlines()[-3]
+
+
+def test_8b_full_sft_with_fsdp_fits_v5p_64(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "big.tnx").write_text(EIGHT_B.format(mesh="data = 1, fsdp = -1"))
+    code, out, err = plan(tmp_path, capsys, str(tmp_path / "big.tnx"), "--target", "tpu-v5p-64",
+                          "--format", "json")
+    assert code == 0, err
+    (stage,) = json.loads(out)
+    assert stage["mesh"]["fsdp"] == 32 and stage["fits"] is True and stage["compiled"]
+    # parameters, gradients and both Adam moments (bf16) split 32 ways
+    assert stage["floor_bytes"] == pytest.approx(8.03e9 * 8 / 32, rel=0.02)
+
+
+def test_without_libtpu_the_message_says_what_to_install(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compiler_targets, "libtpu_installed", lambda: False)
+    code, _, err = plan(tmp_path, capsys, str(ROOT / "examples" / "dpo.tnx"), "--target", "tpu-v5e-16")
+    assert code == 2
+    assert 'pip install "tunix-dsl[tpu]"' in err
+
+
+def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dpo = str(ROOT / "examples" / "dpo.tnx")
+    assert plan(tmp_path, capsys, dpo, "--target", "tpu-v9-8")[0] == 2
+    code, _, err = plan(tmp_path, capsys, dpo, "--mesh", "data=2,model=4")
+    assert code == 2 and "expected AXIS=SIZE" in err
+
+
+def target_codes(text: str) -> list[str]:
+    pipeline = parse(text, "example.tnx", base_dir=ROOT)
+    assert pipeline.ok, pipeline.diagnostics
+    return [d.code for d in target_diagnostics(pipeline, TARGETS["tpu-v5e-8"], devices=8)]
+
+
+def test_mesh_vs_target_example() -> None:
+    entry = RULES["TNX381"]
+    assert "TNX381" in target_codes(entry.bad)
+    assert target_codes(entry.good) == []
+
+
+def test_batch_is_checked_on_the_mesh_the_target_resolves() -> None:
+    # data = -1 lints clean (lint cannot know the device count); on 8 devices 12 does not split
+    good = RULES["TNX381"].good.replace("data = 2, fsdp = -1", "data = -1")
+    assert target_codes(good) == []
+    assert target_codes(good.replace("batch_size = 16", "batch_size = 12")) == ["TNX305"]
+
+
+def test_mesh_override_is_checked_against_the_target(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = plan(tmp_path, capsys, str(ROOT / "examples" / "dpo.tnx"),
+                        "--target", "tpu-v5e-16", "--mesh", "data=4,fsdp=2")
+    assert code == 1 and "error[TNX381]" in err and "16 devices" in err
+
+
+@pytest.mark.parametrize("env", [{"TPU_WORKER_HOSTNAMES": "10.0.0.1,10.0.0.2"},
+                                 {"SLURM_NTASKS": "4"}, {"JAX_COORDINATOR_ADDRESS": "h:1234"}])
+def test_run_refuses_a_multi_process_job_at_start(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        env: dict[str, str]) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code = main("run", [str(ROOT / "examples" / "dpo.tnx"), "--run-dir", str(tmp_path / "run")])
+    assert code == 2
+    assert "one of several" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_single_process_environments_are_not_refused() -> None:
+    from tunix_dsl.runtime.distributed import multi_process_job
+
+    assert multi_process_job({"SLURM_NTASKS": "1", "TPU_WORKER_HOSTNAMES": "localhost",
+                              "WORLD_SIZE": "1"}) is None
