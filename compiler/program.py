@@ -129,7 +129,11 @@ def _state_shardings(
     # the compiled init's output shardings does not work for compile-only TPU devices.)
     abstract = jax.eval_shape(optimizer.init, jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), split.trainable))
-    opt = optax.tree_map_params(optimizer, lambda _leaf, placed: placed, abstract, trainable,
+    # A masked transform (PPO's separate critic learning rate) holds MaskedNode where its
+    # mask is off: that empty node stays as it is, beside the parameter's sharding.
+    masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731
+    opt = optax.tree_map_params(optimizer, lambda leaf, placed: leaf if masked(leaf) else placed,
+                                abstract, trainable, is_leaf=masked,
                                 transform_non_params=lambda _leaf: sharding.replicated(mesh))
     # A TrainState-shaped tree of shardings (its step's sharding stands where an array would).
     return TrainState(cast(Any, sharding.replicated(mesh)), trainable, opt, rest)
