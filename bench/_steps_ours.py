@@ -17,7 +17,7 @@ from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.model_init import init_model, place
 from tunix_dsl.compiler.program import StageProgram, lower_stage
 from tunix_dsl.compiler.stages import StageModels
-from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.models.lora import LoraSpec, apply_lora
 from tunix_dsl.schemas.base import ModelRef
 from tunix_dsl.schemas.stages import DistillConfig, DPOConfig, SFTConfig

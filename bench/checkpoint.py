@@ -34,7 +34,7 @@ import optax
 from flax import nnx
 
 from tunix_dsl.compiler.train_step import TrainState
-from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.models.transformer import Transformer
 from tunix_dsl.runtime.checkpoint import StageCheckpoints, state_nbytes
 

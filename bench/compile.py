@@ -24,11 +24,11 @@ from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.model_init import init_model
 from tunix_dsl.compiler.program import lower_stage
 from tunix_dsl.compiler.stages import StageModels
-from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.data.tokenizers import ByteTokenizer
+from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.schemas.base import ModelRef
 from tunix_dsl.schemas.stages import SFTConfig
 from tunix_dsl.schemas.training import AdamW
-from tunix_dsl.tokenizers import ByteTokenizer
 
 BATCH, SEQ = 8, 128
 

@@ -248,14 +248,14 @@ def _share_parses() -> None:
     times: lint, fmt, fmt again, lint again, the other line breaks, which clean to the same
     text). The AST is immutable, so sharing it changes nothing but the time; the first
     parse of every text is a real one."""
-    import tunix_dsl.formatter
-    import tunix_dsl.parser
+    import tunix_dsl.grammar.formatter
+    import tunix_dsl.grammar.parser
 
-    if hasattr(tunix_dsl.parser.parse_module, "cache_info"):
+    if hasattr(tunix_dsl.grammar.parser.parse_module, "cache_info"):
         return
-    shared = functools.lru_cache(maxsize=8)(tunix_dsl.parser.parse_module)
-    tunix_dsl.parser.parse_module = shared  # api.parse imports it from here at each call
-    tunix_dsl.formatter.parse_module = shared
+    shared = functools.lru_cache(maxsize=8)(tunix_dsl.grammar.parser.parse_module)
+    tunix_dsl.grammar.parser.parse_module = shared  # api.parse imports it from here at each call
+    tunix_dsl.grammar.formatter.parse_module = shared
 
 
 def check(text: str, deep: bool = False, rotate: str = "CR",
@@ -269,11 +269,11 @@ def check(text: str, deep: bool = False, rotate: str = "CR",
     """
     outcomes = Counter() if outcomes is None else outcomes
     from tunix_dsl.api import parse
-    from tunix_dsl.diagnostics import Diagnostic, TnxError
-    from tunix_dsl.formatter import format_source
-    from tunix_dsl.parser import scan_comments
-    from tunix_dsl.render import render_json, render_sarif, render_text
-    from tunix_dsl.source import clean_source
+    from tunix_dsl.cli.render import render_json, render_sarif, render_text
+    from tunix_dsl.grammar.diagnostics import Diagnostic, TnxError
+    from tunix_dsl.grammar.formatter import format_source
+    from tunix_dsl.grammar.parser import scan_comments
+    from tunix_dsl.grammar.source import clean_source
 
     pipeline = parse(text, FILE)
     if not all(isinstance(d, Diagnostic) for d in pipeline.diagnostics):

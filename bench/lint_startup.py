@@ -83,7 +83,7 @@ def generated_pipeline(stages: int) -> str:
 def check_time(text: str, runs: int) -> tuple[float, float, int, int]:
     """Median seconds for (parse only, parse + check), diagnostics and graph size."""
     from tunix_dsl.api import load
-    from tunix_dsl.parser import parse_module
+    from tunix_dsl.grammar.parser import parse_module
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "big.tnx"

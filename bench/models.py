@@ -34,7 +34,7 @@ import optax
 from _steps_common import table
 from flax import nnx
 
-from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.models.lora import LoraSpec, apply_lora
 from tunix_dsl.models.sampler import Sampler
 from tunix_dsl.models.transformer import Transformer

@@ -46,7 +46,7 @@ def plan_one(model: str, lora: bool, target_name: str, seq: int, workdir: Path) 
     from tunix_dsl.api import load
     from tunix_dsl.compiler.targets import target_devices
     from tunix_dsl.runtime.planning import plan_pipeline
-    from tunix_dsl.targets import get_target
+    from tunix_dsl.schemas.targets import get_target
 
     target = get_target(target_name)
     devices = len(target_devices(target))

@@ -201,7 +201,7 @@ def steps_per_call_table(steps: int, rounds: int, per_call: int) -> None:
     dispatched the way `tnx run` does (host batch → device, step, no per-step sync)."""
     from _steps_ours import ModelBank, OurStep
 
-    from tunix_dsl.model_config import ModelConfig
+    from tunix_dsl.models.config import ModelConfig
 
     bank = ModelBank(ModelConfig.from_preset("nano", vocab_size=256))
 

@@ -17,8 +17,8 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from tunix_dsl.compiler import sharding
-from tunix_dsl.model_config import ModelConfig
 from tunix_dsl.models import Transformer
+from tunix_dsl.models.config import ModelConfig
 
 M = TypeVar("M", bound=nnx.Module)
 

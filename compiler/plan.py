@@ -30,8 +30,8 @@ from jax.sharding import Mesh
 from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.program import lower_stage
 from tunix_dsl.compiler.stages import StageModels
-from tunix_dsl.model_config import ModelConfig
 from tunix_dsl.models import Transformer
+from tunix_dsl.models.config import ModelConfig
 
 SEQUENCE_ARRAYS = {
     "tokens": jnp.int32,

@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from tunix_dsl.compiler import sharding
-from tunix_dsl.targets import Target
+from tunix_dsl.schemas.targets import Target
 
 INSTALL_HINT = ('install the TPU compiler: pip install "tunix-dsl[tpu]" (or: pip install libtpu); '
                 "it compiles for TPU topologies on this machine, no TPU needed")

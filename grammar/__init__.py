@@ -1,9 +1,16 @@
-"""The `.tnx` grammar and the one Lark parser built from it.
+"""The text → AST phase: the `.tnx` grammar and everything that reads text.
 
-`tnx.lark` next to this file is the single source of truth for syntax. The
-LALR tables are built once per process, and cached on disk between processes
-(in `~/.cache/tunix-dsl/`, checked against a hash of the grammar), so
-`tnx lint` starts fast.
+    tnx.lark        the grammar, the single source of truth for syntax
+    spans, source   positions (file, line, column) and source files
+    diagnostics     the located messages every phase reports
+    parser          text → AST (`ast`), with `syntax_errors` explaining Lark's errors
+    formatter       AST + comments → canonical text (`tnx fmt`)
+
+Nothing here imports the later phases (`tunix_dsl.check`, compiler, runtime).
+
+This module builds the one Lark parser. The LALR tables are built once per
+process, and cached on disk between processes (in `~/.cache/tunix-dsl/`,
+checked against a hash of the grammar), so `tnx lint` starts fast.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ def get_parser() -> Lark:
     Every token is kept in the tree (brackets, commas, `=`), so each node's span
     is that of its first and last token. That is what Lark's
     `propagate_positions` computes too, but doing it on demand in
-    `tunix_dsl.parser` halves the time to parse a large file.
+    `tunix_dsl.grammar.parser` halves the time to parse a large file.
     """
     return Lark(
         grammar_text(),

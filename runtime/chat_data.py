@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tunix_dsl.messages import assistant_turns, preference_parts
+from tunix_dsl.data.messages import assistant_turns, preference_parts
 
 Render = Callable[[Sequence[Mapping[str, Any]], bool], str]
 

@@ -75,7 +75,7 @@ def _device_count(text: str) -> int:
 
 
 def _overrides(pairs: list[str]) -> dict[str, str] | None:
-    from tunix_dsl.evaluate import split_override  # the one `--set` parser of every verb
+    from tunix_dsl.check.evaluate import split_override  # the one `--set` parser of every verb
 
     try:
         return dict(split_override(pair) for pair in pairs)
@@ -86,7 +86,7 @@ def _overrides(pairs: list[str]) -> dict[str, str] | None:
 
 def _load_checked(args: argparse.Namespace) -> tuple[Any | None, int]:
     from tunix_dsl.api import load
-    from tunix_dsl.render import render_text
+    from tunix_dsl.cli.render import render_text
 
     overrides = _overrides(args.set)
     if overrides is None:
@@ -150,7 +150,7 @@ def _mesh_fits(pipeline: Any) -> bool:
     a batch that does not split is the lint diagnostic (TNX305), not an XLA error."""
     import jax
 
-    from tunix_dsl.render import render_text
+    from tunix_dsl.cli.render import render_text
     from tunix_dsl.runtime.planning import MeshDiagnostics, check_mesh
 
     try:
@@ -167,8 +167,9 @@ def _mesh_fits(pipeline: Any) -> bool:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the pipeline's inputs (data, files, configs): a message, not a traceback."""
-    from tunix_dsl.datasets import DataError
-    from tunix_dsl.model_config import ModelConfigError
+    from tunix_dsl.data.datasets import DataError
+    from tunix_dsl.data.tokenizers import TokenizerError
+    from tunix_dsl.models.config import ModelConfigError
     from tunix_dsl.models.lora import LoraError
     from tunix_dsl.models.sampler import SamplingError
     from tunix_dsl.runtime.checkpoint import CheckpointMismatch, CheckpointRestoreError
@@ -176,7 +177,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tunix_dsl.runtime.rewards import RewardError
     from tunix_dsl.runtime.run_dir import RunDirError
     from tunix_dsl.runtime.training import NonFiniteLoss
-    from tunix_dsl.tokenizers import TokenizerError
 
     found: list[type[BaseException]] = [
         DataError, ModelConfigError, LoraError, RunError, RunDirError, NonFiniteLoss, TokenizerError,
@@ -201,7 +201,7 @@ def _default_run_dir(pipeline: Any) -> Path:
 
 def plan(argv: list[str]) -> int:
     args = _parser("plan").parse_args(argv)
-    from tunix_dsl.targets import TargetError, get_target
+    from tunix_dsl.schemas.targets import TargetError, get_target
 
     try:
         target = get_target(args.target)
@@ -222,8 +222,8 @@ def plan(argv: list[str]) -> int:
     pipeline, code = _load_checked(args)
     if pipeline is None:
         return code
+    from tunix_dsl.cli.render import render_text
     from tunix_dsl.compiler.targets import TargetUnavailable, parse_mesh, target_devices
-    from tunix_dsl.render import render_text
     from tunix_dsl.runtime.planning import (
         MeshDiagnostics,
         blocked_statuses,
@@ -313,8 +313,8 @@ def _report(pipeline: Any, diagnostics: list[Any]) -> bool:
     """Print diagnostics like lint does; True when one of them is an error."""
     if not diagnostics:
         return False
-    from tunix_dsl.diagnostics import Severity
-    from tunix_dsl.render import render_text
+    from tunix_dsl.cli.render import render_text
+    from tunix_dsl.grammar.diagnostics import Severity
 
     print(render_text(diagnostics, pipeline.sources, color=sys.stderr.isatty()), file=sys.stderr)
     return any(d.severity is Severity.ERROR for d in diagnostics)

@@ -2,7 +2,7 @@
 
 Numpy only (no jax): the compiled step programs take these arrays as inputs.
 
-Tokenisation, per consumer (``tunix_dsl.datasets.CONSUMERS``); ``bos`` is left
+Tokenisation, per consumer (``tunix_dsl.data.datasets.CONSUMERS``); ``bos`` is left
 out when the tokenizer has none, and the eos id always ends a completion:
 
 - ``lm``: ``bos + text + eos`` (``text`` or else ``prompt + completion``); loss
@@ -51,8 +51,9 @@ from typing import Any
 
 import numpy as np
 
-from tunix_dsl.datasets import CONSUMERS, DataError
-from tunix_dsl.messages import is_conversation
+from tunix_dsl.data.datasets import CONSUMERS, DataError
+from tunix_dsl.data.messages import is_conversation
+from tunix_dsl.data.tokenizers import Tokenizer, TokenizerError
 from tunix_dsl.runtime.chat_data import (
     ChatCodec,
     ChatError,
@@ -60,7 +61,6 @@ from tunix_dsl.runtime.chat_data import (
     prompt_tokens,
     sft_tokens,
 )
-from tunix_dsl.tokenizers import Tokenizer, TokenizerError
 
 Batch = dict[str, np.ndarray]
 

@@ -16,11 +16,11 @@ from typing import Any
 import jax
 import numpy as np
 
+from tunix_dsl.data.tokenizers import Tokenizer
 from tunix_dsl.models import Transformer
 from tunix_dsl.models.sampler import Sampler
 from tunix_dsl.runtime.data import length_buckets, ordered_batches, tokenize_rows
 from tunix_dsl.runtime.rewards import RewardFn
-from tunix_dsl.tokenizers import Tokenizer
 
 
 @dataclass

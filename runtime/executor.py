@@ -35,6 +35,7 @@ from tunix_dsl.compiler.model_init import init_model, load_model, place
 from tunix_dsl.compiler.program import StageProgram, lower_stage
 from tunix_dsl.compiler.rl_step import RL_LOWERINGS
 from tunix_dsl.compiler.stages import LOWERINGS, StageModels
+from tunix_dsl.data.tokenizers import Tokenizer
 from tunix_dsl.models import Transformer
 from tunix_dsl.runtime.checkpoint import StageCheckpoints, state_nbytes
 from tunix_dsl.runtime.data import (
@@ -72,7 +73,6 @@ from tunix_dsl.runtime.training import DispatchHook, DurableLoop, LoopResult, St
 from tunix_dsl.schemas.base import ModelRef
 from tunix_dsl.schemas.sources import HFModelSource
 from tunix_dsl.schemas.stages import STAGE_KINDS
-from tunix_dsl.tokenizers import Tokenizer
 
 
 class RunError(Exception):

@@ -15,8 +15,8 @@ from tunix_dsl.compiler.plan import StagePlan, abstract_stage_models, plan_stage
 from tunix_dsl.compiler.rl_step import RL_LOWERINGS
 from tunix_dsl.compiler.stages import LOWERINGS, StageModels
 from tunix_dsl.compiler.targets import hbm_per_device, target_devices, target_mesh
-from tunix_dsl.diagnostics import Diagnostic
-from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.grammar.diagnostics import Diagnostic
+from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.rules.run_checks import mesh_batch_diagnostics, mesh_layout_problem
 from tunix_dsl.runtime.preflight import PreflightError, Problem, preflight, stage_blockers
 from tunix_dsl.runtime.resources import Resources, stage_inputs, stage_seed
@@ -28,7 +28,7 @@ from tunix_dsl.runtime.run_dir import (
 )
 from tunix_dsl.schemas.sources import HFModelSource, HFTokenizerSource
 from tunix_dsl.schemas.stages import STAGE_KINDS
-from tunix_dsl.targets import TARGETS, Target
+from tunix_dsl.schemas.targets import TARGETS, Target
 
 _DOWNLOAD_CODES = ("TNX372", "TNX373")  # checkpoint / tokenizer directory problems
 

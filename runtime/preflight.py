@@ -36,10 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunix_dsl.datasets import CONSUMERS, DataError, read_jsonl
-from tunix_dsl.diagnostics import Diagnostic
-from tunix_dsl.ir import Decl, Pipeline
-from tunix_dsl.model_info import model_size_info
+from tunix_dsl.check.ir import Decl, Pipeline
+from tunix_dsl.data.datasets import CONSUMERS, DataError, read_jsonl
+from tunix_dsl.data.tokenizers import TokenizerError
+from tunix_dsl.grammar.diagnostics import Diagnostic
+from tunix_dsl.grammar.spans import Span
+from tunix_dsl.models.info import model_size_info
 from tunix_dsl.rules.registry import diagnostic
 from tunix_dsl.schemas.base import ModelRef
 from tunix_dsl.schemas.sources import (
@@ -49,8 +51,6 @@ from tunix_dsl.schemas.sources import (
     ParquetSource,
     PythonReward,
 )
-from tunix_dsl.spans import Span
-from tunix_dsl.tokenizers import TokenizerError
 
 SINGLE_WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -74,7 +74,7 @@ class PreflightError(Exception):
         super().__init__(f"pre-flight check found {len(problems)} problem(s); nothing was trained")
 
     def render(self, color: bool = False) -> str:
-        from tunix_dsl.render import render_text
+        from tunix_dsl.cli.render import render_text
 
         return render_text([p.diagnostic for p in self.problems], self.sources, color=color)
 
@@ -192,7 +192,7 @@ def _jsonl(p: Pipeline, decl: Decl[Any], users: dict[str, set[str]]) -> Iterator
 def _read_rows(spec: Any, path: Path, required: list[str], consumer: str | None) -> None:
     """Read every row as the run will (jsonl, or parquet batch by batch); DataError if bad."""
     if isinstance(spec, ParquetSource):
-        from tunix_dsl.parquet import read_parquet
+        from tunix_dsl.data.parquet import read_parquet
 
         read_parquet(path, spec.mapping(), required, consumer=consumer, split=spec.split)
     else:
@@ -254,7 +254,7 @@ def _safetensors_header(path: Path) -> str | None:
 
 
 def _tokenizer_problems(directory: Path, fix: str) -> list[str]:
-    from tunix_dsl.tokenizers import HFTokenizer
+    from tunix_dsl.data.tokenizers import HFTokenizer
 
     try:
         HFTokenizer.from_dir(directory)

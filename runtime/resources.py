@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from tunix_dsl.compiler.stages import reference_sharing
-from tunix_dsl.datasets import CANONICAL_COLUMNS, Row, read_jsonl, synthetic_rows
-from tunix_dsl.model_config import ModelConfig, ModelConfigError
-from tunix_dsl.model_info import resolve_path
+from tunix_dsl.data.datasets import CANONICAL_COLUMNS, Row, read_jsonl, synthetic_rows
+from tunix_dsl.data.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer
+from tunix_dsl.models.config import ModelConfig, ModelConfigError
+from tunix_dsl.models.info import resolve_path
 from tunix_dsl.runtime.run_dir import derived_seed
 from tunix_dsl.schemas.base import ModelRef
 from tunix_dsl.schemas.sources import (
@@ -23,7 +24,6 @@ from tunix_dsl.schemas.sources import (
     SyntheticSource,
 )
 from tunix_dsl.schemas.stages import STAGE_KINDS
-from tunix_dsl.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer
 
 
 def make_tokenizer(spec: Any, base_dir: Path) -> Tokenizer:
@@ -42,7 +42,7 @@ def dataset_rows(spec: Any, base_dir: Path, consumer: str | None = None) -> list
         mapping = {col: getattr(spec, col) for col in CANONICAL_COLUMNS if getattr(spec, col, None)}
         return read_jsonl(resolve_path(spec.path, base_dir), mapping, consumer=consumer)
     if isinstance(spec, ParquetSource):
-        from tunix_dsl.parquet import read_parquet
+        from tunix_dsl.data.parquet import read_parquet
 
         return read_parquet(resolve_path(spec.path, base_dir), spec.mapping(), consumer=consumer,
                             split=spec.split)

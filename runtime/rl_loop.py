@@ -19,11 +19,11 @@ from typing import Any, ClassVar
 import jax
 import numpy as np
 
+from tunix_dsl.data.tokenizers import Tokenizer
 from tunix_dsl.runtime import rl_dynamic
 from tunix_dsl.runtime.evaluation import completions_text
 from tunix_dsl.runtime.rl_rewards import StageRewards
 from tunix_dsl.runtime.training import DurableLoop, LoopResult
-from tunix_dsl.tokenizers import Tokenizer
 
 
 @dataclass(kw_only=True)

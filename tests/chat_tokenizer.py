@@ -21,7 +21,7 @@ def write_chatml_tokenizer(directory: Path) -> Path:
     from tokenizers import AddedToken, decoders, models, pre_tokenizers
     from tokenizers import Tokenizer as Core
 
-    from tunix_dsl.tokenizers import _bytes_to_unicode
+    from tunix_dsl.data.tokenizers import _bytes_to_unicode
 
     chars = _bytes_to_unicode()
     core = Core(models.BPE(vocab={chars[b]: b for b in range(256)}, merges=[]))

@@ -70,7 +70,7 @@ def test_overrides_reach_the_params():
 
 
 def test_api_and_checker_import_no_jax():
-    code = ("import sys, tunix_dsl.api, tunix_dsl.checker, tunix_dsl.ir, tunix_dsl.schemas\n"
+    code = ("import sys, tunix_dsl.api, tunix_dsl.check.checker, tunix_dsl.check.ir, tunix_dsl.schemas\n"
             "p = tunix_dsl.api.load('examples/quickstart.tnx')\n"
             "assert p.ok, p.diagnostics\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in "

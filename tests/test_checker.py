@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tunix_dsl import ast
 from tunix_dsl.api import parse
-from tunix_dsl.checker import check_module
+from tunix_dsl.check.checker import check_module
+from tunix_dsl.grammar import ast
+from tunix_dsl.grammar.spans import Span
 from tunix_dsl.schemas import ModelRef
 from tunix_dsl.schemas.training import QLora
-from tunix_dsl.spans import Span
 
 ROOT = Path(__file__).resolve().parents[1]
 PRELUDE = """
@@ -258,7 +258,7 @@ def test_check_module_accepts_a_hand_built_ast():
     p = check_module(module, "<ast>", {"<ast>": ""})
     assert list(p.tokenizers) == ["t"] and codes(p) == ["TNX402"]
     # After a syntax error there is no module: the parser's diagnostics are kept.
-    from tunix_dsl.parser import parse_module
+    from tunix_dsl.grammar.parser import parse_module
 
     module, syntax = parse_module("stage {", "<bad>")
     broken = check_module(module, "<bad>", {"<bad>": "stage {"}, diagnostics=syntax)

@@ -6,7 +6,7 @@ import networkx as nx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunix_dsl.dataflow import Dataflow
+from tunix_dsl.check.dataflow import Dataflow
 
 NODES = [f"n{i}" for i in range(9)]
 

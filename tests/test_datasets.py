@@ -1,4 +1,4 @@
-"""Synthetic catalog, jsonl reading and consumer columns (tunix_dsl.datasets)."""
+"""Synthetic catalog, jsonl reading and consumer columns (tunix_dsl.data.datasets)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tunix_dsl.datasets import (
+from tunix_dsl.data.datasets import (
     CANONICAL_COLUMNS,
     CONSUMER_COLUMNS,
     CONSUMERS,
@@ -150,7 +150,7 @@ def test_consumer_columns() -> None:
 
 
 def test_module_is_jax_free() -> None:
-    code = ("import sys, tunix_dsl.datasets; "
+    code = ("import sys, tunix_dsl.data.datasets; "
             "print(any(m in sys.modules for m in ('jax', 'flax', 'optax', 'orbax')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

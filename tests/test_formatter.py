@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tunix_dsl.api import parse
-from tunix_dsl.ast import strip_spans
-from tunix_dsl.diagnostics import TnxError
-from tunix_dsl.formatter import format_source
-from tunix_dsl.parser import MAX_NESTING, parse_module
+from tunix_dsl.grammar.ast import strip_spans
+from tunix_dsl.grammar.diagnostics import TnxError
+from tunix_dsl.grammar.formatter import format_source
+from tunix_dsl.grammar.parser import MAX_NESTING, parse_module
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "fmt"

@@ -15,8 +15,8 @@ import random
 
 import pytest
 
-import tunix_dsl.formatter
-import tunix_dsl.parser
+import tunix_dsl.grammar.formatter
+import tunix_dsl.grammar.parser
 from bench.fuzz import check, inputs, mutate, seed_texts
 
 MUTANTS = 600
@@ -26,9 +26,9 @@ DEEP_EVERY = 100  # also both line-break variants and the `tnx fmt` CLI, in proc
 @pytest.fixture
 def shared_parses(monkeypatch: pytest.MonkeyPatch) -> None:
     """One parse per distinct text, as bench/fuzz.py does (the AST is immutable)."""
-    shared = functools.lru_cache(maxsize=8)(tunix_dsl.parser.parse_module)
-    monkeypatch.setattr(tunix_dsl.parser, "parse_module", shared)
-    monkeypatch.setattr(tunix_dsl.formatter, "parse_module", shared)
+    shared = functools.lru_cache(maxsize=8)(tunix_dsl.grammar.parser.parse_module)
+    monkeypatch.setattr(tunix_dsl.grammar.parser, "parse_module", shared)
+    monkeypatch.setattr(tunix_dsl.grammar.formatter, "parse_module", shared)
 
 
 @pytest.mark.usefixtures("shared_parses")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tunix_dsl.api import load
-from tunix_dsl.render import render_text
+from tunix_dsl.cli.render import render_text
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "lint"

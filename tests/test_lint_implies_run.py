@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tunix_dsl.api import parse
+from tunix_dsl.check.ir import Pipeline
+from tunix_dsl.cli.render import render_text
 from tunix_dsl.compiler.rl_step import RL_LOWERINGS
 from tunix_dsl.compiler.stages import LOWERINGS
-from tunix_dsl.ir import Pipeline
-from tunix_dsl.render import render_text
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -198,8 +198,8 @@ def test_check_mesh_resolves_the_wildcard_axis_like_the_mesh_does() -> None:
 def test_lint_knows_exactly_the_kernel_paths_apply_lora_matches(tied: bool) -> None:
     from flax import nnx
 
-    from tunix_dsl.model_config import ModelConfig
-    from tunix_dsl.model_info import dense_kernel_shapes
+    from tunix_dsl.models.config import ModelConfig
+    from tunix_dsl.models.info import dense_kernel_shapes
     from tunix_dsl.models.layers import Dense
     from tunix_dsl.models.transformer import Transformer
 

@@ -1,7 +1,7 @@
 """`tnx lint | fmt | graph | explain | lsp` must never import jax, flax, optax or orbax.
 
 `lint` and `graph` also keep networkx off their start-up path (it costs ~60 ms;
-`bench/lint_startup.py`): the checker's graph is `tunix_dsl.dataflow.Dataflow`.
+`bench/lint_startup.py`): the checker's graph is `tunix_dsl.check.dataflow.Dataflow`.
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tunix_dsl import parquet as parquet_module
 from tunix_dsl.api import parse
-from tunix_dsl.datasets import DataError
-from tunix_dsl.parquet import parquet_files, read_parquet
+from tunix_dsl.data import parquet as parquet_module
+from tunix_dsl.data.datasets import DataError
+from tunix_dsl.data.parquet import parquet_files, read_parquet
 
 CHAT = [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}]
 

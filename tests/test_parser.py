@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tunix_dsl import ast
-from tunix_dsl.parser import parse_module
-from tunix_dsl.source import SourceError, clean_source, read_source
-from tunix_dsl.spans import Span
+from tunix_dsl.grammar import ast
+from tunix_dsl.grammar.parser import parse_module
+from tunix_dsl.grammar.source import SourceError, clean_source, read_source
+from tunix_dsl.grammar.spans import Span
 
 
 def parse_ok(text: str) -> ast.Module:

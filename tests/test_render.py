@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tunix_dsl.diagnostics import Diagnostic, Label, Severity
-from tunix_dsl.parser import parse_module
-from tunix_dsl.render import render_json, render_sarif, render_text, summary_line
-from tunix_dsl.spans import Span
+from tunix_dsl.cli.render import render_json, render_sarif, render_text, summary_line
+from tunix_dsl.grammar.diagnostics import Diagnostic, Label, Severity
+from tunix_dsl.grammar.parser import parse_module
+from tunix_dsl.grammar.spans import Span
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "render"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tunix_dsl.api import parse
-from tunix_dsl.diagnostics import Severity
+from tunix_dsl.grammar.diagnostics import Severity
 from tunix_dsl.rules import all_rules, run_rules
 from tunix_dsl.rules.docs import render_rules_md
 from tunix_dsl.rules.registry import RULES

@@ -7,7 +7,7 @@ import typing
 import pytest
 from pydantic import ValidationError
 
-from tunix_dsl.datasets import CONSUMERS
+from tunix_dsl.data.datasets import CONSUMERS
 from tunix_dsl.schemas import (
     BLOCKS,
     CALLS,

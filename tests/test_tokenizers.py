@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunix_dsl.tokenizers import (
+from tunix_dsl.data.tokenizers import (
     ByteTokenizer,
     HFTokenizer,
     Tokenizer,
@@ -201,7 +201,7 @@ def test_exported_tokenizers_add_the_bos_tnx_trains_with(tmp_path) -> None:
     from transformers import AutoTokenizer
 
     from tests.chat_tokenizer import write_chatml_tokenizer
-    from tunix_dsl.tokenizers import ByteTokenizer, HFTokenizer
+    from tunix_dsl.data.tokenizers import ByteTokenizer, HFTokenizer
 
     ByteTokenizer().save(tmp_path / "bytes")
     tok = AutoTokenizer.from_pretrained(tmp_path / "bytes")

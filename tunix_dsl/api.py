@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from tunix_dsl.checker import _empty, check_module
-from tunix_dsl.diagnostics import Diagnostic
-from tunix_dsl.ir import Pipeline
+from tunix_dsl.check.checker import _empty, check_module
+from tunix_dsl.check.ir import Pipeline
+from tunix_dsl.grammar.diagnostics import Diagnostic
+from tunix_dsl.grammar.spans import Span
 from tunix_dsl.rules.registry import diagnostic
-from tunix_dsl.spans import Span
 
 Overrides = Mapping[str, str] | None
 
@@ -29,8 +29,8 @@ def parse(text: str, file: str = "<string>", overrides: Overrides = None,
     in the text resolve against `base_dir` (default: the file's directory, or
     the current directory for `<string>`).
     """
-    from tunix_dsl.parser import parse_module
-    from tunix_dsl.source import clean_source
+    from tunix_dsl.grammar.parser import parse_module
+    from tunix_dsl.grammar.source import clean_source
 
     if base_dir is None:
         base_dir = Path(file).resolve().parent if not file.startswith("<") else Path.cwd()
@@ -41,7 +41,7 @@ def parse(text: str, file: str = "<string>", overrides: Overrides = None,
 
 def load(path: str | Path, overrides: Overrides = None) -> Pipeline:
     """Read, parse and check a `.tnx` file."""
-    from tunix_dsl.source import SourceError, read_source
+    from tunix_dsl.grammar.source import SourceError, read_source
 
     file = str(path)
     try:
@@ -52,7 +52,7 @@ def load(path: str | Path, overrides: Overrides = None) -> Pipeline:
 
 
 def unreadable(file: str, reason: str) -> Diagnostic:
-    """TNX009 for a source that cannot be read (`tunix_dsl.source.SourceError`)."""
+    """TNX009 for a source that cannot be read (`tunix_dsl.grammar.source.SourceError`)."""
     return diagnostic(
         "TNX009", f"cannot read `{file}`: {reason}", Span.unknown(file),
         help="pass an existing, readable .tnx file saved as UTF-8")

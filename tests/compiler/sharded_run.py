@@ -18,13 +18,13 @@ from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.model_init import init_model
 from tunix_dsl.compiler.program import lower_stage
 from tunix_dsl.compiler.stages import StageModels
-from tunix_dsl.datasets import synthetic_rows
-from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.data.datasets import synthetic_rows
+from tunix_dsl.data.tokenizers import ByteTokenizer
+from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.runtime.data import BatchStream, tokenize_rows
 from tunix_dsl.schemas.base import ModelRef
 from tunix_dsl.schemas.stages import DPOConfig, SFTConfig
 from tunix_dsl.schemas.training import AdamW
-from tunix_dsl.tokenizers import ByteTokenizer
 
 
 def main(kind: str, mesh_spec: dict[str, int], devices: int, grad_accum: int, steps_per_call: int) -> dict:

@@ -14,8 +14,8 @@ from tunix_dsl.compiler import losses
 from tunix_dsl.compiler.model_init import init_model
 from tunix_dsl.compiler.program import lower_stage
 from tunix_dsl.compiler.stages import StageModels
-from tunix_dsl.model_config import ModelConfig
 from tunix_dsl.models.chunked import default_loss_chunk, over_chunks
+from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.models.lora import LoraSpec, apply_lora
 from tunix_dsl.models.transformer import gather_logps
 from tunix_dsl.schemas.base import ModelRef

@@ -11,8 +11,9 @@ from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.model_init import init_model
 from tunix_dsl.compiler.program import lower_stage
 from tunix_dsl.compiler.stages import StageModels
-from tunix_dsl.datasets import synthetic_rows
-from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.data.datasets import synthetic_rows
+from tunix_dsl.data.tokenizers import ByteTokenizer
+from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.models.lora import LoraSpec, apply_lora
 from tunix_dsl.runtime.data import BatchStream, tokenize_rows
 from tunix_dsl.schemas.base import ModelRef
@@ -24,7 +25,6 @@ from tunix_dsl.schemas.training import (
     LogitStrategy,
     QLora,
 )
-from tunix_dsl.tokenizers import ByteTokenizer
 
 TOK = ByteTokenizer()
 REF = ModelRef(kind="decl", name="m")

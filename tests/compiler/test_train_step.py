@@ -13,14 +13,14 @@ from tunix_dsl.compiler.model_init import init_model
 from tunix_dsl.compiler.program import lower_stage
 from tunix_dsl.compiler.stages import StageModels
 from tunix_dsl.compiler.train_step import build_step, init_state, split_modules
-from tunix_dsl.datasets import synthetic_rows
-from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.data.datasets import synthetic_rows
+from tunix_dsl.data.tokenizers import ByteTokenizer
+from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.models.lora import LoraSpec, apply_lora
 from tunix_dsl.runtime.data import BatchStream, tokenize_rows
 from tunix_dsl.schemas.base import ModelRef
 from tunix_dsl.schemas.stages import SFTConfig
 from tunix_dsl.schemas.training import AdamW, Lora
-from tunix_dsl.tokenizers import ByteTokenizer
 
 
 def lora_sft_losses(dropout: float, steps: int = 3) -> tuple[list[float], list]:

@@ -16,9 +16,9 @@ import subprocess
 from functools import cache
 from pathlib import Path
 
+from tunix_dsl.grammar.parser import parse_module
 from tunix_dsl.lsp.outline import tokenize
 from tunix_dsl.lsp.scan import scan
-from tunix_dsl.parser import parse_module
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent

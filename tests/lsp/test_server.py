@@ -246,7 +246,7 @@ async def test_document_symbols_outline(client: LanguageClient) -> None:
 
 
 async def test_formatting_is_tnx_fmt(client: LanguageClient) -> None:
-    from tunix_dsl.formatter import format_source
+    from tunix_dsl.grammar.formatter import format_source
 
     messy = QUICKSTART.replace("  seed      = 0\n", "seed=0\n").replace("batch_size = 64", "batch_size=64")
     uri = await open_doc(client, messy)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tunix_dsl.model_config import ModelConfig
 from tunix_dsl.models import Transformer, layers
+from tunix_dsl.models.config import ModelConfig
 
 CFG = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8,
                   mlp_dim=64, max_seq_len=32)

@@ -10,8 +10,8 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from tunix_dsl.model_config import ModelConfig, ModelConfigError
 from tunix_dsl.models import Transformer
+from tunix_dsl.models.config import ModelConfig, ModelConfigError
 from tunix_dsl.models.hf import ModelLoadError, load_hf, save_hf
 
 

@@ -81,7 +81,7 @@ def test_sharded_checkpoint_and_export(tmp_path):
 
 
 def test_save_hf_writes_tokenizer_and_special_ids(tmp_path):
-    from tunix_dsl.tokenizers import ByteTokenizer
+    from tunix_dsl.data.tokenizers import ByteTokenizer
 
     model = load_hf(save_hf_model(make_hf_model("qwen2-tied"), tmp_path / "hf"))
     tokenizer = ByteTokenizer()
@@ -143,7 +143,7 @@ import sys
 import numpy as np, jax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.models import Transformer, load_hf, save_hf
 
 assert jax.device_count() == 4

@@ -9,8 +9,8 @@ import pytest
 from flax import nnx
 
 from tests.models.hf_tiny import hf_logits, make_hf_model, random_tokens, save_hf_model
-from tunix_dsl.model_config import REMAT_POLICIES, ModelConfig, ModelConfigError
 from tunix_dsl.models import Transformer
+from tunix_dsl.models.config import REMAT_POLICIES, ModelConfig, ModelConfigError
 from tunix_dsl.models.hf import load_hf
 from tunix_dsl.models.lora import LoraSpec, apply_lora
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tunix_dsl.api import load
-from tunix_dsl.model_config import ModelConfig, ModelConfigError
-from tunix_dsl.model_presets import ARCHITECTURE_PRESETS
+from tunix_dsl.models.config import ModelConfig, ModelConfigError
+from tunix_dsl.models.presets import ARCHITECTURE_PRESETS
 
 # Published sizes (model cards), in billions, incl. embeddings counted once when tied.
 PUBLISHED_B = {"llama3.2-1b": 1.24, "llama3.2-3b": 3.21, "llama3.1-8b": 8.03,

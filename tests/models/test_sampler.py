@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.models.sampler import (
     Sampler,
     SamplingConfig,

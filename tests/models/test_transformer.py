@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tunix_dsl.model_config import PRESETS, ModelConfig
 from tunix_dsl.models import ModelOutput, Transformer, init_cache
+from tunix_dsl.models.config import PRESETS, ModelConfig
 
 VOCAB = 67
 LOGICAL_AXES = {"vocab", "embed", "heads", "kv_heads", "head_dim", "mlp"}
@@ -94,7 +94,7 @@ def test_hf_config_defaults_follow_transformers():
 
 
 def test_model_config_imports_without_jax():
-    code = "import sys, tunix_dsl.model_config; assert 'jax' not in sys.modules"
+    code = "import sys, tunix_dsl.models.config; assert 'jax' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from tests.chat_tokenizer import write_chatml_tokenizer
-from tunix_dsl.datasets import DataError, read_jsonl
+from tunix_dsl.data.datasets import DataError, read_jsonl
+from tunix_dsl.data.tokenizers import ByteTokenizer, HFTokenizer
 from tunix_dsl.runtime.data import tokenize_rows
-from tunix_dsl.tokenizers import ByteTokenizer, HFTokenizer
 
 CHAT = [
     {"role": "system", "content": "Be brief."},

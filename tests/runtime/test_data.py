@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunix_dsl.datasets import DataError, read_jsonl, synthetic_rows
+from tunix_dsl.data.datasets import DataError, read_jsonl, synthetic_rows
+from tunix_dsl.data.tokenizers import ByteTokenizer
 from tunix_dsl.runtime.data import (
     BatchStream,
     bucket_for,
@@ -19,7 +20,6 @@ from tunix_dsl.runtime.data import (
     ordered_batches,
     tokenize_rows,
 )
-from tunix_dsl.tokenizers import ByteTokenizer
 
 BOS, EOS, PAD = 257, 258, 256
 TOK = ByteTokenizer()

@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tunix_dsl.datasets import synthetic_rows
+from tunix_dsl.data.datasets import synthetic_rows
+from tunix_dsl.data.tokenizers import ByteTokenizer
 from tunix_dsl.models.hf import load_hf
 from tunix_dsl.runtime.cli_commands import main as tnx
 from tunix_dsl.runtime.data import tokenize_rows
-from tunix_dsl.tokenizers import ByteTokenizer
 
 PIPELINE = """
 pipeline held { seed = 0 }

@@ -75,10 +75,10 @@ def test_transformers_generates_what_the_tnx_sampler_generates(exported: Path) -
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from tunix_dsl.data.tokenizers import HFTokenizer
     from tunix_dsl.models.hf import load_hf
     from tunix_dsl.models.sampler import Sampler
     from tunix_dsl.runtime.chat_data import ChatCodec, prompt_tokens
-    from tunix_dsl.tokenizers import HFTokenizer
 
     ours = HFTokenizer.from_dir(exported)
     codec = ChatCodec(lambda t: ours.encode(t), lambda m, g: ours.apply_chat_template(

@@ -12,7 +12,7 @@ from tunix_dsl.compiler import targets as compiler_targets
 from tunix_dsl.rules.registry import RULES
 from tunix_dsl.rules.target_checks import target_diagnostics
 from tunix_dsl.runtime.cli_commands import main
-from tunix_dsl.targets import GIB, TARGETS, TargetError, get_target
+from tunix_dsl.schemas.targets import GIB, TARGETS, TargetError, get_target
 
 ROOT = Path(__file__).resolve().parents[2]
 

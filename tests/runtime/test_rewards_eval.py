@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.data.tokenizers import ByteTokenizer
 from tunix_dsl.models import Transformer
+from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.models.sampler import Sampler
 from tunix_dsl.runtime.evaluation import evaluate_model
 from tunix_dsl.runtime.rewards import RewardError, build_reward
@@ -19,7 +20,6 @@ from tunix_dsl.schemas.sources import (
     PythonReward,
     RegexReward,
 )
-from tunix_dsl.tokenizers import ByteTokenizer
 
 
 def call(spec, completions, lengths=None, columns=None, base: Path = Path(".")):

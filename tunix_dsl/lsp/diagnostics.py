@@ -19,7 +19,7 @@ from typing import Any
 
 from lsprotocol import types as lsp
 
-from tunix_dsl.diagnostics import Diagnostic, Severity
+from tunix_dsl.grammar.diagnostics import Diagnostic, Severity
 from tunix_dsl.lsp.outline import Outline
 from tunix_dsl.lsp.positions import LineIndex
 from tunix_dsl.lsp.schema_info import expectation, field_info, frame_schema

@@ -9,7 +9,7 @@ outputs, the parameter count the checker computed.
 
 from __future__ import annotations
 
-from tunix_dsl.ir import Pipeline
+from tunix_dsl.check.ir import Pipeline
 from tunix_dsl.lsp.outline import Decl, Occurrence, Outline
 from tunix_dsl.lsp.schema_info import (
     field_info,

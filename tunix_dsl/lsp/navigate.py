@@ -1,6 +1,6 @@
 """Go to definition, find references and the document outline, from the tolerant scan.
 
-All names share one namespace (`tunix_dsl.resolve`), so a reference's first
+All names share one namespace (`tunix_dsl.check.resolve`), so a reference's first
 part names a declaration; `tune.model` is a use of stage `tune`.
 """
 

@@ -1,6 +1,6 @@
 """A tolerant scan of `.tnx` text: the structure an editor needs, even mid-edit.
 
-The real parser (`tunix_dsl.parser`) rejects a file at its first syntax
+The real parser (`tunix_dsl.grammar.parser`) rejects a file at its first syntax
 error, which is most of the time while someone types. The language server
 still has to say where the cursor is (a field name of a `grpo` block, the
 value of `model =`, the arguments of `adamw(`) and what each name is (a

@@ -26,7 +26,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
 from tunix_dsl import __version__
-from tunix_dsl.ir import Pipeline
+from tunix_dsl.check.ir import Pipeline
 from tunix_dsl.lsp.complete import complete
 from tunix_dsl.lsp.diagnostics import code_actions, to_lsp
 from tunix_dsl.lsp.hover import hover_text
@@ -209,8 +209,8 @@ def build_server() -> TnxLanguageServer:
     @feature(lsp.TEXT_DOCUMENT_FORMATTING, lambda: [])
     def formatting(ls: TnxLanguageServer,
                    params: lsp.DocumentFormattingParams) -> list[lsp.TextEdit]:
-        from tunix_dsl.diagnostics import TnxError
-        from tunix_dsl.formatter import format_source
+        from tunix_dsl.grammar.diagnostics import TnxError
+        from tunix_dsl.grammar.formatter import format_source
 
         uri = params.text_document.uri
         text, index = ls.document(uri)

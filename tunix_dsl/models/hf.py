@@ -23,7 +23,7 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from tunix_dsl.model_config import ModelConfig, ModelConfigError
+from tunix_dsl.models.config import ModelConfig, ModelConfigError
 from tunix_dsl.models.hf_names import TensorName, is_ignorable, tensor_names
 from tunix_dsl.models.transformer import Transformer
 

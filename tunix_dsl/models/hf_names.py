@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.models.config import ModelConfig
 
 
 @dataclass(frozen=True)

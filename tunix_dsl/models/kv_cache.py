@@ -30,7 +30,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.models.config import ModelConfig
 
 
 @jax.tree_util.register_dataclass

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.models.config import ModelConfig
 
 Axes = tuple[str | None, ...]
 INIT_STD = 0.02  # same scale as HF's `initializer_range` default

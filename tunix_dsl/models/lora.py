@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tunix_dsl.model_info import match_lora_targets
+from tunix_dsl.models.info import match_lora_targets
 from tunix_dsl.models.layers import Dense
 from tunix_dsl.models.quant import QUANT_FORMATS, QuantizedKernel
 

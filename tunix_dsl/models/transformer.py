@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tunix_dsl.model_config import ModelConfig
 from tunix_dsl.models.chunked import chunked_logps, default_loss_chunk, gather_logps
+from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.models.kv_cache import KVCache
 from tunix_dsl.models.layer_stack import (
     REMAT_POLICIES,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tunix_dsl.diagnostics import Diagnostic
+from tunix_dsl.grammar.diagnostics import Diagnostic
+from tunix_dsl.grammar.spans import Span
 from tunix_dsl.rules import codes as _codes  # noqa: F401  (registers codes)
 from tunix_dsl.rules import data_checks as _data_checks  # noqa: F401
 from tunix_dsl.rules import data_sources as _data_sources  # noqa: F401
@@ -20,10 +21,9 @@ from tunix_dsl.rules import run_checks as _run_checks  # noqa: F401
 from tunix_dsl.rules import target_checks as _target_checks  # noqa: F401
 from tunix_dsl.rules import warnings as _warnings  # noqa: F401
 from tunix_dsl.rules.registry import RULES, Rule, diagnostic
-from tunix_dsl.spans import Span
 
 if TYPE_CHECKING:
-    from tunix_dsl.ir import Pipeline
+    from tunix_dsl.check.ir import Pipeline
 
 
 def all_rules() -> list[Rule]:

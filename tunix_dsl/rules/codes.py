@@ -6,7 +6,7 @@ types and values, TNX3xx whole-pipeline checks, TNX4xx warnings.
 
 from __future__ import annotations
 
-from tunix_dsl.diagnostics import Severity
+from tunix_dsl.grammar.diagnostics import Severity
 from tunix_dsl.rules.registry import declare
 
 E, W = Severity.ERROR, Severity.WARNING

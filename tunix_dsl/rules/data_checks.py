@@ -10,9 +10,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 
-from tunix_dsl.datasets import KEPT_WHOLE, MIN_SEQUENCE_TOKENS, peek_jsonl_rows, tokens_needed
-from tunix_dsl.diagnostics import Diagnostic, Label, Severity
-from tunix_dsl.ir import Pipeline, Stage
+from tunix_dsl.check.ir import Pipeline, Stage
+from tunix_dsl.data.datasets import KEPT_WHOLE, MIN_SEQUENCE_TOKENS, peek_jsonl_rows, tokens_needed
+from tunix_dsl.grammar.diagnostics import Diagnostic, Label, Severity
 from tunix_dsl.rules.codes import _with_stage
 from tunix_dsl.rules.registry import diagnostic, rule
 from tunix_dsl.schemas.sources import JsonlSource, SyntheticSource
@@ -104,7 +104,7 @@ def _shortest(task: str, count: int, seed: int, params: tuple[tuple[str, object]
               consumer: str) -> int:
     """Exact over the rows for small datasets (the ones a task's bound may not reach); the
     task's own bound over all possible rows for larger ones."""
-    from tunix_dsl.synthetic_tasks import SYNTHETIC_TASKS, default_values, synthetic_rows
+    from tunix_dsl.data.synthetic_tasks import SYNTHETIC_TASKS, default_values, synthetic_rows
 
     if count > _EXACT_ROWS:
         bound = SYNTHETIC_TASKS[task].shortest(default_values(task, dict(params)))

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from tunix_dsl.datasets import CANONICAL_COLUMNS, DataError
-from tunix_dsl.diagnostics import Diagnostic, Severity
-from tunix_dsl.ir import Pipeline
-from tunix_dsl.model_info import exists
+from tunix_dsl.check.ir import Pipeline
+from tunix_dsl.data.datasets import CANONICAL_COLUMNS, DataError
+from tunix_dsl.grammar.diagnostics import Diagnostic, Severity
+from tunix_dsl.models.info import exists
 from tunix_dsl.rules.codes import _PRELUDE
 from tunix_dsl.rules.registry import diagnostic, rule
 from tunix_dsl.schemas.sources import ParquetSource
@@ -48,7 +48,7 @@ def parquet_schemas(p: Pipeline) -> Iterator[Diagnostic]:
                              label="columns not checked",
                              help="paths are relative to the .tnx file's directory")
             continue
-        from tunix_dsl.parquet import file_columns, type_problem
+        from tunix_dsl.data.parquet import file_columns, type_problem
 
         try:
             columns = file_columns(path, spec.split)

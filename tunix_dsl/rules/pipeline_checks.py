@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from tunix_dsl.datasets import CONSUMERS, peek_jsonl_columns
-from tunix_dsl.diagnostics import Diagnostic, Label, Severity
-from tunix_dsl.ir import Pipeline, Stage
-from tunix_dsl.model_info import dense_kernel_shapes, exists, match_lora_targets
+from tunix_dsl.check.ir import Pipeline, Stage
+from tunix_dsl.data.datasets import CONSUMERS, peek_jsonl_columns
+from tunix_dsl.grammar.diagnostics import Diagnostic, Label, Severity
+from tunix_dsl.grammar.spans import Span
+from tunix_dsl.models.info import dense_kernel_shapes, exists, match_lora_targets
 from tunix_dsl.rules.codes import _PRELUDE, _with_stage
 from tunix_dsl.rules.registry import diagnostic, rule
 from tunix_dsl.rules.run_checks import mesh_batch_diagnostics
 from tunix_dsl.schemas.sources import JsonlSource, SyntheticSource
-from tunix_dsl.spans import Span
 
 E = Severity.ERROR
 _PREFS = 'dataset prefs = synthetic("addition_preferences", count = 100)\n'
@@ -28,7 +28,7 @@ def _dataset_help(p: Pipeline, name: str, needed: tuple[str, ...]) -> str | None
     if decl is None:
         return None
     if isinstance(decl.spec, SyntheticSource):
-        from tunix_dsl.datasets import SYNTHETIC_TASKS
+        from tunix_dsl.data.datasets import SYNTHETIC_TASKS
 
         fits = [t.name for t in SYNTHETIC_TASKS.values() if set(needed) <= set(t.columns)]
         return ("synthetic tasks with these columns: " + ", ".join(f'"{t}"' for t in fits)

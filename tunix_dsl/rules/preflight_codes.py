@@ -11,7 +11,7 @@ passes them): `tests/test_rules.py` runs it for these codes.
 
 from __future__ import annotations
 
-from tunix_dsl.diagnostics import Severity
+from tunix_dsl.grammar.diagnostics import Severity
 from tunix_dsl.rules.codes import _PRELUDE, _with_stage, without_sums
 from tunix_dsl.rules.registry import declare
 

@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tunix_dsl.diagnostics import Diagnostic, Label, Severity
-from tunix_dsl.spans import Span
+from tunix_dsl.grammar.diagnostics import Diagnostic, Label, Severity
+from tunix_dsl.grammar.spans import Span
 
 if TYPE_CHECKING:
-    from tunix_dsl.ir import Pipeline
+    from tunix_dsl.check.ir import Pipeline
 
 Check = Callable[["Pipeline"], Iterable[Diagnostic]]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from tunix_dsl.diagnostics import Diagnostic, Severity
-from tunix_dsl.ir import Pipeline, Stage
+from tunix_dsl.check.ir import Pipeline, Stage
+from tunix_dsl.grammar.diagnostics import Diagnostic, Severity
 from tunix_dsl.rules.codes import _with_stage
 from tunix_dsl.rules.registry import diagnostic, rule
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from tunix_dsl.datasets import MIN_SEQUENCE_TOKENS
-from tunix_dsl.diagnostics import Diagnostic, Label, Severity
-from tunix_dsl.ir import Pipeline
+from tunix_dsl.check.ir import Pipeline
+from tunix_dsl.data.datasets import MIN_SEQUENCE_TOKENS
+from tunix_dsl.grammar.diagnostics import Diagnostic, Label, Severity
 from tunix_dsl.rules.codes import _PRELUDE, _with_stage
 from tunix_dsl.rules.registry import diagnostic, rule
 from tunix_dsl.schemas.pipeline import Mesh

@@ -10,7 +10,7 @@ Tensor-axis replication is also a lint rule whenever the mesh block fixes
 `tensor`: today `compiler/sharding.py` silently replicates a dimension the
 tensor axis does not divide, which costs memory on every device.
 
-jax-free: sizes come from `ModelConfig`, devices from `tunix_dsl.targets`.
+jax-free: sizes come from `ModelConfig`, devices from `tunix_dsl.schemas.targets`.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 
-from tunix_dsl.diagnostics import Diagnostic, Severity
-from tunix_dsl.ir import Pipeline
-from tunix_dsl.model_config import ModelConfig
+from tunix_dsl.check.ir import Pipeline
+from tunix_dsl.grammar.diagnostics import Diagnostic, Severity
+from tunix_dsl.grammar.spans import Span
+from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.rules.codes import _with_stage
 from tunix_dsl.rules.registry import declare, diagnostic, rule
 from tunix_dsl.rules.run_checks import batch_split_diagnostics
-from tunix_dsl.spans import Span
-from tunix_dsl.targets import Target
+from tunix_dsl.schemas.targets import Target
 
 E, W = Severity.ERROR, Severity.WARNING
 MESH_AXES = ("data", "fsdp", "tensor")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from tunix_dsl.diagnostics import Diagnostic, Label, Severity
-from tunix_dsl.ir import Pipeline
-from tunix_dsl.model_info import is_file
+from tunix_dsl.check.ir import Pipeline
+from tunix_dsl.grammar.diagnostics import Diagnostic, Label, Severity
+from tunix_dsl.models.info import is_file
 from tunix_dsl.rules.codes import _PRELUDE, _with_stage, without_sums
 from tunix_dsl.rules.registry import diagnostic, rule
 from tunix_dsl.schemas.sources import HFTokenizerSource, PythonReward

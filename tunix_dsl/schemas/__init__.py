@@ -40,7 +40,7 @@ BLOCKS: dict[str, type[Schema]] = {
 
 
 def _synthetic_tasks_text() -> str:
-    from tunix_dsl.datasets import SYNTHETIC_TASKS
+    from tunix_dsl.data.datasets import SYNTHETIC_TASKS
 
     lines = ["tasks:"]
     for task in SYNTHETIC_TASKS.values():
@@ -52,7 +52,7 @@ def _synthetic_tasks_text() -> str:
 
 
 def presets_table() -> str:
-    from tunix_dsl.model_presets import presets_table as table
+    from tunix_dsl.models.presets import presets_table as table
 
     return table()
 
@@ -61,7 +61,7 @@ def explain_text(name: str) -> str | None:
     """Fields, types, defaults and docs of a stage kind, block or function; None if unknown."""
     if name in STAGE_KINDS:
         kind = STAGE_KINDS[name]
-        from tunix_dsl.datasets import CONSUMERS
+        from tunix_dsl.data.datasets import CONSUMERS
 
         consumer = CONSUMERS[kind.consumer]
         columns = " or ".join("+".join(cols) for cols in consumer.accepted)
@@ -81,7 +81,7 @@ def explain_text(name: str) -> str | None:
     if name in CALLS:
         return explain_schema(f"{name}(...)", CALLS[name])
     if name == "targets":
-        from tunix_dsl.targets import targets_table
+        from tunix_dsl.schemas.targets import targets_table
 
         return "tnx plan --target NAME: cpu (this host) or a TPU slice\n\n" + targets_table() + "\n"
     return None

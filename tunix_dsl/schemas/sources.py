@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from tunix_dsl.model_config import PRESETS, REMAT_POLICIES, SIZE_PRESETS
-from tunix_dsl.model_presets import ARCHITECTURE_PRESETS
+from tunix_dsl.models.config import PRESETS, REMAT_POLICIES, SIZE_PRESETS
+from tunix_dsl.models.presets import ARCHITECTURE_PRESETS
 from tunix_dsl.schemas.base import Problem, Schema, TokenizerInput
 
 # --------------------------------------------------------------------------- tokenizers
@@ -104,7 +104,7 @@ ModelSource = TransformerSource | HFModelSource
 
 
 class SyntheticSource(Schema):
-    """A built-in deterministic task (`tunix_dsl.datasets.SYNTHETIC_TASKS`).
+    """A built-in deterministic task (`tunix_dsl.data.datasets.SYNTHETIC_TASKS`).
 
     Keyword arguments other than `count` and `seed` are the task's own
     parameters (e.g. `digits` for addition); `tnx explain synthetic` lists them.
@@ -121,7 +121,7 @@ class SyntheticSource(Schema):
     )
 
     def problems(self) -> list[Problem]:
-        from tunix_dsl.datasets import SYNTHETIC_TASKS
+        from tunix_dsl.data.datasets import SYNTHETIC_TASKS
 
         found = super().problems()
         task = SYNTHETIC_TASKS.get(self.task)
@@ -147,7 +147,7 @@ class SyntheticSource(Schema):
                     f"params.{key}", f"`{key}` expects {_TYPE_NAMES.get(info.type, 'a value')}, "
                     f"found `{value!r}`", "TNX201", "wrong type"))
         if not found:  # the generator's own range check, so that what lints clean builds
-            from tunix_dsl.synthetic_tasks import default_values, range_problem
+            from tunix_dsl.data.synthetic_tasks import default_values, range_problem
 
             values = {**default_values(self.task, self.params), "count": self.count,
                       "seed": self.seed}

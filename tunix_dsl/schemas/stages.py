@@ -238,7 +238,7 @@ class StageKind:
     schema: type[TrainingConfig]
     trained: str  # the model field whose weights the stage trains: its `.model` output
     model_inputs: tuple[str, ...]  # every field that holds a model reference
-    consumer: str  # key of `tunix_dsl.datasets.CONSUMERS`: which columns `data` needs
+    consumer: str  # key of `tunix_dsl.data.datasets.CONSUMERS`: which columns `data` needs
 
     @property
     def doc(self) -> str:
@@ -247,7 +247,7 @@ class StageKind:
     @property
     def columns(self) -> tuple[tuple[str, ...], ...]:
         """Column sets the `data` may have, any one suffices (preferred first)."""
-        from tunix_dsl.datasets import CONSUMERS
+        from tunix_dsl.data.datasets import CONSUMERS
 
         return CONSUMERS[self.consumer].accepted
 

@@ -1,6 +1,6 @@
 """The abstract syntax tree of a `.tnx` file.
 
-Produced by `tunix_dsl.parser` from the Lark parse tree. Every node keeps the
+Produced by `tunix_dsl.grammar.parser` from the Lark parse tree. Every node keeps the
 `Span` it came from so that any later phase can point at the source. Nodes
 are frozen dataclasses; equality "modulo spans" is `strip_spans(a) ==
 strip_spans(b)`.
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tunix_dsl.spans import Span
+from tunix_dsl.grammar.spans import Span
 
 # --------------------------------------------------------------------------- expressions
 

@@ -80,7 +80,7 @@ ARCHITECTURE_FIELDS: tuple[str, ...] = (
 
 def presets_table() -> str:
     """The architecture presets as `tnx explain transformer` shows them."""
-    from tunix_dsl.model_config import ModelConfig
+    from tunix_dsl.models.config import ModelConfig
 
     lines = ["architecture presets (config.json of the named checkpoint; random weights):",
              f"  {'preset':<14}{'params':>8}  {'layers':>6} {'d_model':>7} {'heads':>5} "

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from tunix_dsl.datasets import (
+from tunix_dsl.data.datasets import (
     MAX_REPORTED_ROWS,
     DataError,
     Row,

@@ -17,15 +17,15 @@ from typing import Annotated, Any, Union
 
 from pydantic import ValidationError
 
-from tunix_dsl import ast
-from tunix_dsl.diagnostics import Diagnostic, Label
-from tunix_dsl.evaluate import FAIL, Evaluator, describe
-from tunix_dsl.resolve import SymbolTable, did_you_mean
+from tunix_dsl.check.evaluate import FAIL, Evaluator, describe
+from tunix_dsl.check.resolve import SymbolTable, did_you_mean
+from tunix_dsl.grammar import ast
+from tunix_dsl.grammar.diagnostics import Diagnostic, Label
+from tunix_dsl.grammar.spans import Span
 from tunix_dsl.rules.registry import diagnostic
 from tunix_dsl.schemas import STAGE_KINDS, ModelRef, Schema
 from tunix_dsl.schemas.base import Problem
 from tunix_dsl.schemas.explain import literal_text, ref_kind, type_name, with_article
-from tunix_dsl.spans import Span
 
 Loc = tuple[str | int, ...]
 

@@ -17,7 +17,7 @@ import copy
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from tunix_dsl.model_presets import ARCHITECTURE_FIELDS, ARCHITECTURE_PRESETS
+from tunix_dsl.models.presets import ARCHITECTURE_FIELDS, ARCHITECTURE_PRESETS
 
 ROPE_TYPES = ("default", "linear", "llama3")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -50,7 +50,7 @@ FAMILIES: dict[str, FamilySpec] = {
 ARCHITECTURES: dict[str, str] = {spec.architecture: name for name, spec in FAMILIES.items()}
 
 # Size presets for tests and examples (vocab from the tokenizer), then the real
-# architectures of tunix_dsl.model_presets (their own vocab).
+# architectures of tunix_dsl.models.presets (their own vocab).
 SIZE_PRESETS: dict[str, dict[str, Any]] = {
     "pico": dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, mlp_dim=192,
                  max_seq_len=128),

@@ -8,8 +8,8 @@ from collections import Counter
 from urllib.parse import quote
 
 from tunix_dsl import __version__
-from tunix_dsl.diagnostics import Diagnostic, Severity
-from tunix_dsl.spans import Span
+from tunix_dsl.grammar.diagnostics import Diagnostic, Severity
+from tunix_dsl.grammar.spans import Span
 
 _SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://pypi.org/project/tunix-dsl/"

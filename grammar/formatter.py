@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tunix_dsl import ast
-from tunix_dsl.diagnostics import TnxError
-from tunix_dsl.parser import parse_module
-from tunix_dsl.source import clean_source
+from tunix_dsl.grammar import ast
+from tunix_dsl.grammar.diagnostics import TnxError
+from tunix_dsl.grammar.parser import parse_module
+from tunix_dsl.grammar.source import clean_source
 
 WIDTH = 100
 INDENT = "  "

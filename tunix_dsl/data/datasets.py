@@ -3,7 +3,7 @@
 Two sources feed every stage (DESIGN.md §4):
 
 - ``synthetic(task, ...)``: built-in, deterministic generators (``SYNTHETIC_TASKS``,
-  defined in ``tunix_dsl.synthetic_tasks`` and re-exported here) for examples,
+  defined in ``tunix_dsl.data.synthetic_tasks`` and re-exported here) for examples,
   tests and benchmarks. Each task declares its columns and parameters so the
   checker can type a dataset without generating it.
 - ``jsonl(path, mapping)``: one JSON object per line; ``mapping`` renames file keys
@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunix_dsl.messages import row_problem, value_problem
+from tunix_dsl.data.messages import row_problem, value_problem
 
 # The synthetic catalog lives in its own module; its public names are re-exported here.
-from tunix_dsl.synthetic_tasks import (
+from tunix_dsl.data.synthetic_tasks import (
     SYNTHETIC_TASKS,
     ParamInfo,
     Row,
@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 # Columns with a fixed meaning. Text columns must hold strings in a jsonl file.
-# `messages` holds a conversation, and prompt/chosen/rejected may (tunix_dsl/messages.py).
+# `messages` holds a conversation, and prompt/chosen/rejected may (tunix_dsl/data/messages.py).
 CANONICAL_COLUMNS: tuple[str, ...] = ("text", "prompt", "completion", "chosen", "rejected", "answer",
                                       "messages")
 MAX_REPORTED_ROWS = 20  # bad jsonl rows named one by one; the rest are counted

@@ -1,6 +1,6 @@
 """`tnx graph`: the pipeline's dataflow graph as a text tree, DOT, Mermaid or JSON.
 
-The graph is `Pipeline.dataflow` (`tunix_dsl.dataflow.Dataflow`) built by the
+The graph is `Pipeline.dataflow` (`tunix_dsl.check.dataflow.Dataflow`) built by the
 checker: nodes are ids such as `model:tiny` or `stage:base` with attributes
 `kind` (the declaration keyword, or the stage kind) and `label`; an edge
 `u → v` means `v` consumes `u`, with the attribute `role` (`policy`, `data`,
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from tunix_dsl.dataflow import Dataflow
+from tunix_dsl.check.dataflow import Dataflow
 
 _SOURCE_PREFIXES = ("tokenizer:", "model:", "dataset:", "reward:", "param:")
 

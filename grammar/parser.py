@@ -1,4 +1,4 @@
-"""Text → AST: runs the Lark parser and turns its tree into `tunix_dsl.ast`.
+"""Text → AST: runs the Lark parser and turns its tree into `tunix_dsl.grammar.ast`.
 
 `parse_module` never raises on bad input: syntax problems come back as
 diagnostics with exact spans —
@@ -13,7 +13,7 @@ The nesting limit is what keeps every later phase (evaluator, checker,
 formatter) within Python's recursion limit: they recurse once per level and
 walk a chain of binary operators (`1 + 1 + ... + 1`, any length) in a loop.
 
-Callers hand in text through `tunix_dsl.source.clean_source`: positions count
+Callers hand in text through `tunix_dsl.grammar.source.clean_source`: positions count
 `\n` line breaks only. A leading byte-order mark is kept in the text (offsets
 stay valid) but does not count as a column.
 """
@@ -28,11 +28,10 @@ import re
 from lark import Token, Tree
 from lark.exceptions import UnexpectedInput
 
-from tunix_dsl import ast
-from tunix_dsl.diagnostics import Diagnostic, Severity
-from tunix_dsl.grammar import get_parser
-from tunix_dsl.spans import Span
-from tunix_dsl.syntax_errors import (
+from tunix_dsl.grammar import ast, get_parser
+from tunix_dsl.grammar.diagnostics import Diagnostic, Severity
+from tunix_dsl.grammar.spans import Span
+from tunix_dsl.grammar.syntax_errors import (
     DECL_FORMS,
     DECL_SHAPES,
     bom_shift,

@@ -2,7 +2,7 @@
 
 A `Pipeline` holds every declaration validated into its schema
 (`tunix_dsl.schemas`), the stages in topological order, the dataflow graph
-and the diagnostics. It is built by `tunix_dsl.checker`; when `ok` is false
+and the diagnostics. It is built by `tunix_dsl.check.checker`; when `ok` is false
 some declarations failed to validate and are absent from the tables (their
 nodes stay in the graph), so consumers other than lint rules should look at
 `ok` first.
@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from tunix_dsl.dataflow import Dataflow
-from tunix_dsl.diagnostics import Diagnostic, Severity
-from tunix_dsl.model_config import ModelConfig
-from tunix_dsl.model_info import SizeInfo, model_size_info, resolve_path, tokenizer_identity
+from tunix_dsl.check.dataflow import Dataflow
+from tunix_dsl.grammar.diagnostics import Diagnostic, Severity
+from tunix_dsl.grammar.spans import Span
+from tunix_dsl.models.config import ModelConfig
+from tunix_dsl.models.info import SizeInfo, model_size_info, resolve_path, tokenizer_identity
 from tunix_dsl.schemas import STAGE_KINDS, EvalConfig, ExportConfig, ModelRef, PipelineSettings
 from tunix_dsl.schemas.sources import (
     DatasetSource,
@@ -34,7 +35,6 @@ from tunix_dsl.schemas.sources import (
     TokenizerSource,
 )
 from tunix_dsl.schemas.stages import StageKind, TrainingConfig
-from tunix_dsl.spans import Span
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -278,7 +278,12 @@ class Pipeline:
 
 
 def _columns_of(decl: Decl[DatasetSource] | None, base_dir: Path) -> frozenset[str] | None:
-    from tunix_dsl.datasets import SYNTHETIC_TASKS, DataError, mapped_columns, peek_jsonl_columns
+    from tunix_dsl.data.datasets import (
+        SYNTHETIC_TASKS,
+        DataError,
+        mapped_columns,
+        peek_jsonl_columns,
+    )
     from tunix_dsl.schemas.sources import JsonlSource, ParquetSource, SyntheticSource
 
     if decl is None:
@@ -293,7 +298,7 @@ def _columns_of(decl: Decl[DatasetSource] | None, base_dir: Path) -> frozenset[s
             return None
         return frozenset(mapped_columns(keys, spec.mapping()))
     if isinstance(spec, ParquetSource):  # the footer of the first file: no rows read
-        from tunix_dsl.parquet import file_columns
+        from tunix_dsl.data.parquet import file_columns
 
         try:
             names = file_columns(resolve_path(spec.path, base_dir), spec.split)

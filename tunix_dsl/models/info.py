@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunix_dsl.model_config import ModelConfig, ModelConfigError
+from tunix_dsl.models.config import ModelConfig, ModelConfigError
 from tunix_dsl.schemas.sources import (
     BytesTokenizer,
     HFModelSource,
@@ -24,7 +24,7 @@ from tunix_dsl.schemas.sources import (
     TransformerSource,
 )
 
-BYTE_VOCAB_SIZE = 259  # 256 bytes + pad, bos, eos (tunix_dsl.tokenizers.ByteTokenizer)
+BYTE_VOCAB_SIZE = 259  # 256 bytes + pad, bos, eos (tunix_dsl.data.tokenizers.ByteTokenizer)
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def tokenizer_vocab_size(spec: Any, base_dir: Path) -> int | str:
     if not is_file(path / "tokenizer.json"):
         return f"no tokenizer.json in {spec.path}"
     try:
-        from tunix_dsl.tokenizers import HFTokenizer
+        from tunix_dsl.data.tokenizers import HFTokenizer
 
         return HFTokenizer.from_dir(path).vocab_size
     except Exception as e:  # a broken tokenizer file must not crash the linter

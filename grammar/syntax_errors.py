@@ -16,8 +16,8 @@ import re
 from lark import Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from tunix_dsl.diagnostics import Diagnostic, Severity
-from tunix_dsl.spans import Span
+from tunix_dsl.grammar.diagnostics import Diagnostic, Severity
+from tunix_dsl.grammar.spans import Span
 
 
 def whole_file_span(text: str, file: str) -> Span:

@@ -5,7 +5,7 @@ Phases (each reports what it finds and lets the next go on where it can):
 1. symbols — one namespace, order-independent, duplicates reported;
 2. params — evaluated with `--set` overrides applied and type-checked;
 3. declarations — every block and source call built into its schema
-   (`tunix_dsl.build`), references typed, every reference an edge of the graph;
+   (`tunix_dsl.check.build`), references typed, every reference an edge of the graph;
 4. structure — stage outputs that do not exist, cycles, topological order;
 5. lint rules (`tunix_dsl.rules`) over the IR.
 
@@ -18,17 +18,17 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from tunix_dsl import ast
-from tunix_dsl.build import Builder, Entry, Use, entries_of, keyword_entries
-from tunix_dsl.dataflow import Dataflow
-from tunix_dsl.diagnostics import Diagnostic, Label
-from tunix_dsl.evaluate import FAIL, Evaluator
-from tunix_dsl.ir import Decl, Eval, Export, Pipeline, Stage
-from tunix_dsl.resolve import Symbol, SymbolTable, collect, did_you_mean
+from tunix_dsl.check.build import Builder, Entry, Use, entries_of, keyword_entries
+from tunix_dsl.check.dataflow import Dataflow
+from tunix_dsl.check.evaluate import FAIL, Evaluator
+from tunix_dsl.check.ir import Decl, Eval, Export, Pipeline, Stage
+from tunix_dsl.check.resolve import Symbol, SymbolTable, collect, did_you_mean
+from tunix_dsl.grammar import ast
+from tunix_dsl.grammar.diagnostics import Diagnostic, Label
+from tunix_dsl.grammar.spans import Span
 from tunix_dsl.rules import run_rules
 from tunix_dsl.rules.registry import diagnostic
 from tunix_dsl.schemas import SOURCES, STAGE_KINDS, EvalConfig, ExportConfig, PipelineSettings
-from tunix_dsl.spans import Span
 
 
 def _refs(expr: ast.Expr) -> Iterator[ast.Ref]:

@@ -23,7 +23,7 @@ class _UsageError(Exception):
 
 
 def _override(text: str) -> tuple[str, str]:
-    from tunix_dsl.evaluate import split_override
+    from tunix_dsl.check.evaluate import split_override
 
     try:
         return split_override(text)
@@ -131,7 +131,7 @@ def _load(path: str, overrides: dict[str, str]):
 
 
 def _lint(args: argparse.Namespace) -> int:
-    from tunix_dsl.render import render_json, render_sarif, render_text
+    from tunix_dsl.cli.render import render_json, render_sarif, render_text
 
     overrides = dict(args.overrides)
     diagnostics, sources, unreadable = [], {}, False
@@ -159,10 +159,10 @@ def _lint(args: argparse.Namespace) -> int:
 
 def _fmt(args: argparse.Namespace) -> int:
     from tunix_dsl.api import unreadable
-    from tunix_dsl.diagnostics import TnxError
-    from tunix_dsl.formatter import format_source
-    from tunix_dsl.render import render_text
-    from tunix_dsl.source import SourceError, clean_source, read_source
+    from tunix_dsl.cli.render import render_text
+    from tunix_dsl.grammar.diagnostics import TnxError
+    from tunix_dsl.grammar.formatter import format_source
+    from tunix_dsl.grammar.source import SourceError, clean_source, read_source
 
     color = _use_color(args.color, sys.stderr)
     changed, broken, unreadable_seen = [], False, False
@@ -219,8 +219,8 @@ def _write(path: str, text: str) -> None:
 
 
 def _graph(args: argparse.Namespace) -> int:
-    from tunix_dsl.graph_render import GRAPH_FORMATS
-    from tunix_dsl.render import render_text
+    from tunix_dsl.cli.graph_render import GRAPH_FORMATS
+    from tunix_dsl.cli.render import render_text
 
     color = _use_color(args.color, sys.stderr)
     try:

@@ -3,7 +3,7 @@
 Values are plain Python: int, float, str, bool, list, dict. References to
 params are replaced by the param's value (params may use other params, in any
 order; a cycle is reported with its path). References to other declarations
-are not values: the builder (`tunix_dsl.build`) turns them into typed
+are not values: the builder (`tunix_dsl.check.build`) turns them into typed
 references where a field expects one.
 
 Nothing here can exhaust the stack: params are evaluated in dependency order
@@ -20,11 +20,11 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from tunix_dsl import ast
-from tunix_dsl.diagnostics import Diagnostic, Label
-from tunix_dsl.resolve import SymbolTable, did_you_mean
+from tunix_dsl.check.resolve import SymbolTable, did_you_mean
+from tunix_dsl.grammar import ast
+from tunix_dsl.grammar.diagnostics import Diagnostic, Label
+from tunix_dsl.grammar.spans import Span
 from tunix_dsl.rules.registry import diagnostic
-from tunix_dsl.spans import Span
 
 
 class _Fail:
@@ -243,7 +243,7 @@ class Evaluator:
             self.diags.append(diagnostic("TNX107", message, name_span,
                                          label="unknown param", help=help_text))
             return
-        from tunix_dsl.parser import parse_module
+        from tunix_dsl.grammar.parser import parse_module
 
         module, parse_diags = parse_module("param" + text[len("--set"):], file)
         too_large = [d for d in parse_diags if d.code == "TNX210"]

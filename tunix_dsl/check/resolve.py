@@ -12,10 +12,10 @@ import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tunix_dsl import ast
-from tunix_dsl.diagnostics import Diagnostic, Label
+from tunix_dsl.grammar import ast
+from tunix_dsl.grammar.diagnostics import Diagnostic, Label
+from tunix_dsl.grammar.spans import Span
 from tunix_dsl.rules.registry import diagnostic
-from tunix_dsl.spans import Span
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Modelled on rustc/ruff: a stable code (`TNX101`), a severity, a primary span
 with a label, optional secondary spans with their own labels, and help text.
-Renderers (text with carets, JSON, SARIF) live in `tunix_dsl.render`.
+Renderers (text with carets, JSON, SARIF) live in `tunix_dsl.cli.render`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from tunix_dsl.spans import Span
+from tunix_dsl.grammar.spans import Span
 
 
 class Severity(str, Enum):
