@@ -108,20 +108,30 @@ def test_two_processes_train_like_one_and_resume_after_a_kill(tmp_path: Path) ->
     assert (tmp_path / "two" / "stages" / "base" / "output" / "tnx_finished.json").is_file()
 
     # SIGKILL one process mid-stage (after step 5 of `base`, checkpointed at 3); its partner
-    # then waits in a collective and is killed too; re-running both resumes and ends
-    # bit-identical to the uninterrupted run.
+    # then waits in a collective and is killed too.
     killed = tmp_path / "killed"
     port = _free_port()
-    procs = [_start(killed, 0, 2, 2, port), _start(killed, 1, 2, 2, port, kill="base:5")]
+    procs = [_start(killed, 0, 2, 2, port), _start(killed, 1, 2, 2, port, kill="base:5:SIGKILL")]
     try:
         assert procs[1].wait(timeout=TIMEOUT_S) == -signal.SIGKILL
     finally:
         procs[0].kill()
         _finish(procs)
     assert not (killed / "stages" / "base" / "output").exists()
-    _jobs((killed, 2, 2))
+
+    # Re-run both: they resume; SIGTERM on process 1 alone after step 7 stops both processes
+    # after the same step, with a checkpoint of it (not a multiple of checkpoint_every).
+    port = _free_port()
+    stopped = _finish([_start(killed, 0, 2, 2, port), _start(killed, 1, 2, 2, port, kill="base:7:SIGTERM")])
+    assert [code for code, _, _ in stopped] == [3, 3], stopped
     log = (killed / "run.log").read_text()
-    assert "resuming at step" in log, log
+    assert "resuming at step 3" in log, log
+    assert "stopped by SIGTERM on process 1 in stage `base` at step 7/8" in log, log
+    assert (killed / "stages" / "base" / "checkpoints" / "7").is_dir()
+
+    # And once more: the run ends bit-identical to the uninterrupted one.
+    _jobs((killed, 2, 2))
+    assert "resuming at step 7" in (killed / "run.log").read_text()
     resumed = _weights(killed)
     for name in multi:
         np.testing.assert_array_equal(resumed[name], multi[name], err_msg=name)
@@ -158,3 +168,26 @@ def test_single_process_environments_are_not_a_job() -> None:
 
     assert multi_process_job({"SLURM_NTASKS": "1", "TPU_WORKER_HOSTNAMES": "localhost",
                               "WORLD_SIZE": "1"}) is None
+
+
+def test_single_process_helpers_need_no_job(tmp_path: Path) -> None:
+    """With one process the collectives are the local values and `on_primary` just runs."""
+    import jax
+
+    from tunix_dsl.compiler.sharding import make_mesh
+    from tunix_dsl.runtime.distributed import agree, any_of, local_rows, on_primary
+
+    assert any_of([True, False]) == (True, False)
+    agree("anything", "text")  # nothing to compare with
+    assert on_primary("write", lambda: 7) == 7
+    mesh = make_mesh({"data": -1}, jax.devices())
+    assert local_rows(mesh, 8) == (0, 8)  # every row of a micro-batch is this process's
+
+
+def test_rl_stages_and_evals_are_refused_with_several_processes() -> None:
+    from tunix_dsl.api import load
+    from tunix_dsl.runtime.distributed import unsupported
+
+    rl = load(str(HERE / "rl_small.tnx"))
+    assert rl.ok and "cannot run with several processes yet" in (unsupported(rl) or "")
+    assert unsupported(load(str(PIPELINE))) is None
