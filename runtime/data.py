@@ -382,6 +382,11 @@ class BatchStream:
         self._local = local
         self._orders: dict[int, np.ndarray] = {}
 
+    @property
+    def share(self) -> float:
+        """The fraction of every batch's rows this process collates (1 without `local`)."""
+        return 1.0 if self._local is None else (self._local.stop - self._local.start) / self._local.period
+
     def _mine(self, indices: np.ndarray) -> np.ndarray:
         return indices if self._local is None else self._local.of(indices)
 

@@ -18,7 +18,7 @@ devices of all processes). What differs per process:
   with its error. Checkpoints are written collectively by orbax;
 - decisions that depend on the host (a signal arrived, the checkpoint timer
   ran out, the files a process sees) are agreed through a collective
-  (`any_of`, `agree`), so every process takes the same branch.
+  (`gather`, `agree`), so every process takes the same branch.
 
 The run directory must be one file system that every host sees (NFS,
 Filestore, a GCS FUSE mount): orbax writes each host's shards there, and the
@@ -174,21 +174,11 @@ def _allgather(values: np.ndarray) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(values))
 
 
-def any_of(flags: Sequence[bool]) -> tuple[bool, ...]:
-    """Each flag OR-ed over all processes (single process: the flags themselves)."""
+def gather(values: Sequence[int]) -> np.ndarray:
+    """`[processes, len(values)]`: every process's integers (a collective when several)."""
     if process_count() == 1:
-        return tuple(bool(f) for f in flags)
-    return tuple(bool(v) for v in _allgather(np.asarray(flags, np.int32)).max(axis=0))
-
-
-def first_process_with(value: int) -> tuple[int, int]:
-    """(the value of the lowest-numbered process whose `value` is non-zero, its index); (0, -1)
-    when none has one. A collective."""
-    if process_count() == 1:
-        return (value, 0) if value else (0, -1)
-    values = _allgather(np.asarray([value], np.int64))[:, 0]
-    hits = np.flatnonzero(values)
-    return (int(values[hits[0]]), int(hits[0])) if len(hits) else (0, -1)
+        return np.asarray([values], np.int64)
+    return _allgather(np.asarray(values, np.int64)).reshape(process_count(), len(values))
 
 
 def agree(what: str, text: str) -> None:
@@ -288,6 +278,7 @@ def host_copy(tree: T) -> T:
 
 def unsupported(pipeline: Any) -> str | None:
     """What of `pipeline` cannot run with several processes yet (checked before anything runs)."""
+    import tunix_dsl.compiler.stages  # noqa: F401  (registers every kind's lowering)
     from tunix_dsl.compiler.rl_step import RL_LOWERINGS
 
     rl = [s for s in pipeline.stages if s.kind in RL_LOWERINGS]

@@ -19,6 +19,8 @@ import threading
 from types import FrameType
 from typing import Any
 
+import numpy as np
+
 
 class Preempted(Exception):
     """The run stopped on a signal after saving; re-running the command resumes it."""
@@ -41,18 +43,18 @@ class StopSignals:
     def poll(self, save_due: bool = False) -> tuple[str | None, bool]:
         """(the agreed stop, or None; whether any process wants a save now). Every process of a
         job calls it at the same points: with several it is a collective."""
-        from tunix_dsl.runtime.distributed import any_of, first_process_with, process_count
+        from tunix_dsl.runtime.distributed import gather, process_count
 
         if process_count() == 1:
             self.agreed = self.agreed or self.requested
             return self.agreed, save_due
-        signum = signal.Signals[self.requested].value if self.requested else 0
-        if self.agreed is None:
-            value, process = first_process_with(signum)
-            if value:
-                self.agreed = f"{signal.Signals(value).name} on process {process}"
-        (due,) = any_of([save_due])
-        return self.agreed, due
+        # One small collective per dispatch: (signal number or 0, save due) of every process.
+        rows = gather([signal.Signals[self.requested].value if self.requested else 0, int(save_due)])
+        signalled = np.flatnonzero(rows[:, 0])
+        if self.agreed is None and len(signalled):
+            first = int(signalled[0])
+            self.agreed = f"{signal.Signals(int(rows[first, 0])).name} on process {first}"
+        return self.agreed, bool(rows[:, 1].any())
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():

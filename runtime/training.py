@@ -198,7 +198,9 @@ class StageLoop(DurableLoop):
         k = min(self.config.steps_per_call, self.config.steps - done)
         batch = self.stream.next_batches(k)
         batch.pop("example_ids", None)
-        self._tokens += int(sum(np.sum(v) for n, v in batch.items() if n.endswith("attention_mask")))
+        # Several processes: scaled from this process's rows (each sees only its share).
+        local = sum(np.sum(v) for n, v in batch.items() if n.endswith("attention_mask"))
+        self._tokens += int(round(local / self.stream.share))
         state, metrics = program.step(state, program.split.frozen, program.put_batch(batch))
         self._pending.append((done + 1, k, {}, metrics))
         return state, k
