@@ -160,7 +160,7 @@ def run(argv: list[str]) -> int:
     except PreflightError as err:
         print(err.render(color=sys.stderr.isatty()) + f"error: {err}", file=sys.stderr)
         return EXIT_ERRORS
-    except (*_user_errors(), DistributedError) as err:
+    except _user_errors() as err:
         log.record(f"error: {err}")
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERRORS
@@ -211,8 +211,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         RewardError, SamplingError, OSError, CheckpointMismatch, CheckpointRestoreError,
     ]
     from tunix_dsl.models.hf import ModelLoadError
+    from tunix_dsl.runtime.distributed import DistributedError
 
-    found.append(ModelLoadError)
+    found += [ModelLoadError, DistributedError]
     return tuple(found)
 
 

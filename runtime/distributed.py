@@ -252,8 +252,9 @@ def local_rows(mesh: Any, micro_batch: int) -> tuple[int, int]:
     """
     from tunix_dsl.compiler.sharding import batch_sharding
 
-    slices = batch_sharding(mesh, 1).addressable_devices_indices_map((micro_batch,)).values()
-    spans = sorted({(s[0].start or 0, micro_batch if s[0].stop is None else s[0].stop) for s in slices})
+    indices = batch_sharding(mesh, 1).addressable_devices_indices_map((micro_batch,)).values()
+    rows = [index[0] if index else slice(None) for index in indices]  # None: the whole array
+    spans = sorted({(r.start or 0, micro_batch if r.stop is None else r.stop) for r in rows})
     start, stop = spans[0][0], spans[-1][1]
     covered = sum(b - a for a, b in spans)
     if covered != stop - start:
