@@ -133,8 +133,10 @@ def initialize(flags: JobFlags, env: Mapping[str, str] = os.environ) -> bool:
     try:
         if flags.coordinator is not None:
             jax.distributed.initialize(flags.coordinator, flags.num_processes, flags.process_id)
-        else:
-            jax.distributed.initialize()
+        else:  # JAX reads JAX_COORDINATOR_ADDRESS itself, not the count and id beside it
+            count, index = env.get("JAX_NUM_PROCESSES", ""), env.get("JAX_PROCESS_ID", "")
+            jax.distributed.initialize(num_processes=int(count) if count.isdigit() else None,
+                                       process_id=int(index) if index.isdigit() else None)
     except Exception as err:  # noqa: BLE001 - jax raises RuntimeError/ValueError/XlaRuntimeError
         where = f"coordinator {flags.coordinator}" if flags.coordinator else found
         raise DistributedError(
