@@ -21,7 +21,8 @@ EXIT_CODES = {
     "run": (
         (EXIT_OK, "every stage finished (or was cached); exports and evals written"),
         (EXIT_ERRORS, "the pipeline has errors, or a stage failed (the message names stage and fix)"),
-        (EXIT_USAGE, "usage or I/O problem (bad arguments, unreadable .tnx file)"),
+        (EXIT_USAGE, "usage or I/O problem (bad arguments, unreadable .tnx file, a multi-process "
+                     "job that could not be joined)"),
         (EXIT_INTERRUPTED, "interrupted by SIGTERM or Ctrl-C after saving a checkpoint; run the "
                            "same command to resume"),
         (EXIT_SECOND_INTERRUPT, "a second Ctrl-C: left at once without saving (the last checkpoint "
