@@ -40,9 +40,10 @@ class BatchLayout:
         return self.batch_size // self.grad_accum
 
     def reshape(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """`[k, batch, ...]` host arrays → `[k, A, micro, ...]`."""
-        k, a, m = self.steps_per_call, self.grad_accum, self.micro_batch
-        return {n: v.reshape((k, a, m, *v.shape[2:])) for n, v in arrays.items()}
+        """`[k, batch, ...]` host arrays → `[k, A, micro, ...]` (with several processes: this
+        process's rows of each micro-batch, `[k, A, rows, ...]`)."""
+        k, a = self.steps_per_call, self.grad_accum
+        return {n: v.reshape((k, a, -1, *v.shape[2:])) for n, v in arrays.items()}
 
 
 @dataclass
@@ -108,7 +109,14 @@ class StageProgram:
 
     def put_batch(self, host: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
         arrays = self.layout.reshape(host)
-        return jax.device_put(arrays, self.batch_shardings(arrays))
+        shardings = self.batch_shardings(arrays)
+        if jax.process_count() == 1:
+            return jax.device_put(arrays, shardings)
+        # Each process holds only its rows (`runtime/data.py` LocalRows): the global batch is
+        # assembled from every process's part.
+        k, a, m = self.layout.steps_per_call, self.layout.grad_accum, self.layout.micro_batch
+        return {n: jax.make_array_from_process_local_data(shardings[n], v, (k, a, m, *v.shape[3:]))
+                for n, v in arrays.items()}
 
     def merged_modules(self, state: TrainState) -> nnx.Module:
         return nnx.merge(self.split.graphdef, state.trainable, self.split.frozen, state.rest)

@@ -61,9 +61,14 @@ def mesh_shape(spec: Mapping[str, int], n_devices: int) -> dict[str, int]:
 
 
 def make_mesh(spec: Mapping[str, int], devices: Sequence[Any] | None = None) -> Mesh:
-    devices = list(devices if devices is not None else jax.devices())
+    """The mesh over `devices`, in their order; by default over every device of every process,
+    laid out by `jax.make_mesh` after the physical topology (host-local neighbours on TPU)."""
+    if devices is None:
+        sizes = mesh_shape(spec, jax.device_count())
+        return jax.make_mesh(tuple(sizes[a] for a in MESH_AXES), MESH_AXES,
+                             axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
     sizes = mesh_shape(spec, len(devices))
-    grid = np.asarray(devices).reshape(tuple(sizes[a] for a in MESH_AXES))
+    grid = np.asarray(list(devices)).reshape(tuple(sizes[a] for a in MESH_AXES))
     return Mesh(grid, MESH_AXES)
 
 

@@ -12,6 +12,10 @@ paths (so nnx `Variable` nodes and optax namedtuples never reach orbax's
 type handlers) and unflattened against the live program's tree structure on
 restore. Typed PRNG keys are stored as their raw key data.
 
+With several processes (`runtime/distributed.py`) every process saves and
+restores its own shards of the same step (orbax's multi-process mode);
+process 0 commits the step and alone moves a corrupt one aside.
+
 Atomicity is orbax's: a step is written under a temporary name and renamed
 when complete (`CheckpointManager` ignores unfinished temporaries and cleans
 them up). Saves are asynchronous: `save` returns once the arrays are copied
@@ -38,6 +42,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 
 from tunix_dsl.compiler.tree_paths import key_name
+from tunix_dsl.runtime.distributed import on_primary
 from tunix_dsl.runtime.run_dir import RunDirError
 
 META_ITEM, STATE_ITEM = "meta", "state"
@@ -264,10 +269,14 @@ class StageCheckpoints:
         reason = _short_reason(err)
         self.log(f"warning: checkpoint {bad} is unreadable ({type(err).__name__}: {reason}); "
                  f"moved to {aside}, falling back to the previous checkpoint")
-        aside.parent.mkdir(parents=True, exist_ok=True)
-        if aside.exists():
-            shutil.rmtree(aside)
-        shutil.move(str(bad), str(aside))
+
+        def move() -> None:
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            if aside.exists():
+                shutil.rmtree(aside)
+            shutil.move(str(bad), str(aside))
+
+        on_primary(f"move checkpoint {bad} aside", move)  # every process saw the same damage
         self.manager.reload()
 
     def close(self) -> None:

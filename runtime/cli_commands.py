@@ -21,7 +21,8 @@ EXIT_CODES = {
     "run": (
         (EXIT_OK, "every stage finished (or was cached); exports and evals written"),
         (EXIT_ERRORS, "the pipeline has errors, or a stage failed (the message names stage and fix)"),
-        (EXIT_USAGE, "usage or I/O problem (bad arguments, unreadable .tnx file)"),
+        (EXIT_USAGE, "usage or I/O problem (bad arguments, unreadable .tnx file, a multi-process "
+                     "job that could not be joined)"),
         (EXIT_INTERRUPTED, "interrupted by SIGTERM or Ctrl-C after saving a checkpoint; run the "
                            "same command to resume"),
         (EXIT_SECOND_INTERRUPT, "a second Ctrl-C: left at once without saving (the last checkpoint "
@@ -50,6 +51,14 @@ def _parser(command: str) -> argparse.ArgumentParser:
                         help="run directory (default: <pipeline run_dir>/<pipeline name>)")
     parser.add_argument("--force", action="append", default=[], metavar="STAGE",
                         help="re-run STAGE (and the stages that consume it) even when cached")
+    if command == "run":  # a multi-process job: the same command on every host, its own id each
+        parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                            help="join a multi-process job whose process 0 listens at HOST:PORT "
+                                 "(TPU pods and SLURM jobs are detected without it)")
+        parser.add_argument("--num-processes", type=_count, default=None, metavar="N",
+                            help="processes in the job (with --coordinator)")
+        parser.add_argument("--process-id", type=_index, default=None, metavar="I",
+                            help="this process's id, 0 … N-1 (with --coordinator)")
     if command == "plan":
         parser.add_argument("--format", choices=("text", "json"), default="text")
         parser.add_argument("--devices", type=_device_count, default=None,
@@ -72,6 +81,20 @@ def _device_count(text: str) -> int:
     if count < 1:
         raise argparse.ArgumentTypeError(f"expected a device count of at least 1, got {count}")
     return count
+
+
+def _count(text: str) -> int:
+    """`--num-processes N`: a whole number ≥ 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a process count of at least 1, got {text!r}")
+    return int(text)
+
+
+def _index(text: str) -> int:
+    """`--process-id I`: a whole number ≥ 0."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a process id (0, 1, …), got {text!r}")
+    return int(text)
 
 
 def _overrides(pairs: list[str]) -> dict[str, str] | None:
@@ -103,17 +126,20 @@ def _load_checked(args: argparse.Namespace) -> tuple[Any | None, int]:
 
 def run(argv: list[str]) -> int:
     args = _parser("run").parse_args(argv)
-    import os
+    from tunix_dsl.runtime.distributed import DistributedError, JobFlags, initialize, is_primary
 
-    from tunix_dsl.runtime.distributed import refusal
-
-    refused = refusal(os.environ)
-    if refused:
-        print(f"error: {refused}", file=sys.stderr)
+    flags = JobFlags(args.coordinator, args.num_processes, args.process_id)
+    if flags.problem():
+        print(f"error: {flags.problem()}", file=sys.stderr)
         return EXIT_USAGE
     pipeline, code = _load_checked(args)
     if pipeline is None:
         return code
+    try:  # before anything asks jax for its devices
+        initialize(flags)
+    except DistributedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     from tunix_dsl.runtime.executor import Executor
     from tunix_dsl.runtime.preemption import Preempted
     from tunix_dsl.runtime.preflight import PreflightError
@@ -122,7 +148,8 @@ def run(argv: list[str]) -> int:
     if not _mesh_fits(pipeline):
         return EXIT_ERRORS
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(pipeline)
-    log = RunLog()
+    # Process 0 alone prints progress and keeps run.log; the others stay quiet but for errors.
+    log = RunLog() if is_primary() else RunLog(emit=lambda _line: None)
     try:
         Executor(pipeline, run_dir, log=log, force=args.force, export_root=_export_root(args)).run()
     except Preempted as stop:
@@ -140,6 +167,8 @@ def run(argv: list[str]) -> int:
         return EXIT_ERRORS
     finally:
         log.close()
+    if not is_primary():
+        return EXIT_OK
     print(f"run directory: {run_dir}")
     print(f"report: {run_dir / 'report.md'}")  # the summary's last line: where to look next
     return EXIT_OK
@@ -183,8 +212,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         RewardError, SamplingError, OSError, CheckpointMismatch, CheckpointRestoreError,
     ]
     from tunix_dsl.models.hf import ModelLoadError
+    from tunix_dsl.runtime.distributed import DistributedError
 
-    found.append(ModelLoadError)
+    found += [ModelLoadError, DistributedError]
     return tuple(found)
 
 

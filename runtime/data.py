@@ -340,21 +340,35 @@ def check_batch_size(batch_size: int, shards: int, what: str) -> None:
                          f"use {options}")
 
 
+@dataclass(frozen=True)
+class LocalRows:
+    """The rows one process feeds: ``[start, stop)`` of every run of ``period`` rows of a batch
+    (``period`` = the micro-batch, whose example axis the devices split)."""
+
+    start: int
+    stop: int
+    period: int
+
+    def of(self, indices: np.ndarray) -> np.ndarray:
+        return indices.reshape(-1, self.period)[:, self.start: self.stop].reshape(-1)
+
+
 class BatchStream:
     """Deterministic, resumable batches over a :class:`TokenizedData`.
 
     The whole state is ``cursor`` (examples consumed); see the module docstring
-    for the order. With ``process_count > 1`` every process walks the same global
-    batches and keeps its contiguous slice of ``batch_size // process_count``
-    rows; the bucket comes from the global batch so all processes agree on shapes.
+    for the order. With ``local`` (a process of a multi-process job) every
+    process walks the same global batches and collates only its own rows of
+    each micro-batch; the bucket comes from the global batch so all processes
+    agree on shapes.
     """
 
     def __init__(self, data: TokenizedData, batch_size: int, seed: int,
                  buckets: Sequence[int] | None = None, *, start_cursor: int = 0,
-                 process_index: int = 0, process_count: int = 1):
-        check_batch_size(batch_size, process_count, "processes")
-        if not 0 <= process_index < process_count:
-            raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+                 local: LocalRows | None = None):
+        check_batch_size(batch_size, 1, "rows")
+        if local is not None and (batch_size % local.period or not 0 <= local.start < local.stop <= local.period):
+            raise ValueError(f"local rows {local} do not split a batch of {batch_size}")
         if seed < 0 or start_cursor < 0:
             raise ValueError(f"seed and start_cursor must be >= 0, got {seed}, {start_cursor}")
         self.data = data
@@ -365,9 +379,16 @@ class BatchStream:
             raise ValueError(f"largest bucket {self.buckets[-1]} is shorter than the longest "
                              f"example ({int(data.lengths.max())} tokens)")
         self.cursor = start_cursor
-        self._local = slice(process_index * batch_size // process_count,
-                            (process_index + 1) * batch_size // process_count)
+        self._local = local
         self._orders: dict[int, np.ndarray] = {}
+
+    @property
+    def share(self) -> float:
+        """The fraction of every batch's rows this process collates (1 without `local`)."""
+        return 1.0 if self._local is None else (self._local.stop - self._local.start) / self._local.period
+
+    def _mine(self, indices: np.ndarray) -> np.ndarray:
+        return indices if self._local is None else self._local.of(indices)
 
     @property
     def epoch(self) -> int:
@@ -398,14 +419,14 @@ class BatchStream:
         idx = self.indices(self.cursor, self.batch_size)
         length = bucket_for(int(self.data.lengths[idx].max()), self.buckets)
         self.cursor += self.batch_size
-        return self.data.collate(idx[self._local], length)
+        return self.data.collate(self._mine(idx), length)
 
     def next_batches(self, k: int) -> Batch:
         """The next ``k`` batches stacked ``[k, B, ...]`` in one bucket (for k steps per call)."""
         idx = self.indices(self.cursor, k * self.batch_size).reshape(k, self.batch_size)
         length = bucket_for(int(self.data.lengths[idx].max()), self.buckets)
         self.cursor += k * self.batch_size
-        parts = [self.data.collate(row[self._local], length) for row in idx]
+        parts = [self.data.collate(self._mine(row), length) for row in idx]
         return {key: np.stack([p[key] for p in parts]) for key in parts[0]}
 
 

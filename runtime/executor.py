@@ -14,6 +14,9 @@ for the directory layout and the caching rule).
 
 Before anything runs, `runtime/preflight.py` checks every location the run
 reads or writes; and a model leaves memory after its last reader (`release`).
+In a multi-process job every process runs this same code; the run
+directory's files are written by process 0 alone (`on_primary`, see
+`runtime/distributed.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +44,21 @@ from tunix_dsl.models import Transformer
 from tunix_dsl.runtime.checkpoint import StageCheckpoints, state_nbytes
 from tunix_dsl.runtime.data import (
     BatchStream,
+    LocalRows,
     TokenizedData,
     ordered_batches,
     tokenize_rows,
     without_filler,
+)
+from tunix_dsl.runtime.distributed import (
+    agree,
+    describe,
+    host_copy,
+    is_primary,
+    local_rows,
+    on_primary,
+    process_count,
+    unsupported,
 )
 from tunix_dsl.runtime.evaluation import EvalResult, evaluate_model
 from tunix_dsl.runtime.metrics import MetricsSink, read_metrics
@@ -134,6 +149,8 @@ class Executor:
         self.settings = pipeline.settings
         self.log = log if isinstance(log, RunLog) else RunLog(emit=log)
         self._owns_log = not isinstance(log, RunLog)  # then `run` closes its run.log itself
+        if not is_primary():  # process 0 alone prints and keeps run.log
+            self.log, self._owns_log = RunLog(emit=lambda _line: None), True
         mesh_spec = self.settings.mesh.model_dump(include={"data", "fsdp", "tensor"})
         self.mesh = sharding.make_mesh(mesh_spec, devices)
         self.outputs: dict[str, Transformer] = {}
@@ -218,7 +235,10 @@ class Executor:
         config = stage.config
         data = self.tokenized(stage, config.data)
         self.log(f"  data {config.data}: {data.summary()}")
-        return BatchStream(data, config.batch_size, seed, start_cursor=start_cursor)
+        micro = config.batch_size // config.grad_accum
+        start, stop = local_rows(self.mesh, micro)  # this process's rows of each micro-batch
+        local = LocalRows(start, stop, micro) if (start, stop) != (0, micro) else None
+        return BatchStream(data, config.batch_size, seed, start_cursor=start_cursor, local=local)
 
     def held_out(self, stage: Any, program: StageProgram) -> Callable[[Any], dict[str, float]] | None:
         """`eval_every` + `eval_data`: the stage's loss and metrics on a held-out set, no gradients."""
@@ -274,14 +294,18 @@ class Executor:
             stage.name, state_nbytes(abstract) * (config.keep_checkpoints + 1) + output_bytes)
         # Only now, with every input resolved, does the stage directory change: earlier work of
         # another configuration (or all of it, when forced) is moved aside, never deleted.
-        start_work(directory, fingerprint, fresh=status.forced and status.action == "run", log=self.log)
+        on_primary(f"prepare {directory.root}", lambda: start_work(
+            directory, fingerprint, fresh=status.forced and status.action == "run", log=self.log))
         checkpoints = StageCheckpoints(directory.checkpoints, keep=config.keep_checkpoints, log=self.log)
         restored = checkpoints.restore_latest(abstract, program.state_shardings, fingerprint)
         start = restored.step if restored else 0
         if restored:
             self.log(f"  resuming at step {start} from {directory.checkpoints / str(start)}")
         state = restored.state if restored else program.init_state()
-        sink = MetricsSink(directory.metrics, directory.events, resume_step=start)
+        sink = on_primary("open the metrics", lambda: MetricsSink(
+            directory.metrics, directory.events, resume_step=start))
+        if sink is None:  # another process: the same rows in memory, no file written
+            sink = MetricsSink(directory.metrics, directory.events, resume_step=start, write=False)
         return StageHead(directory, fingerprint, checkpoints, sink, state, start,
                          restored.meta["cursor"] if restored else 0)
 
@@ -315,12 +339,15 @@ class Executor:
         status_text = f"resumed at {head.start}" if head.start else "ran"
         if result.skipped:
             status_text += f", {result.skipped}/{result.updates} updates skipped"
-        directory.mark_finished({
-            "fingerprint": head.fingerprint, "stage": stage.name, "kind": stage.kind,
-            "steps": config.steps, "final_loss": final, "wall_s": result.wall_s,
-            "tokens_per_s": result.tokens_per_s, "skipped": result.skipped, **(info or {}),
-        })
-        finish_work(directory, head.fingerprint, self.log)
+        def finish() -> None:
+            directory.mark_finished({
+                "fingerprint": head.fingerprint, "stage": stage.name, "kind": stage.kind,
+                "steps": config.steps, "final_loss": final, "wall_s": result.wall_s,
+                "tokens_per_s": result.tokens_per_s, "skipped": result.skipped, **(info or {}),
+            })
+            finish_work(directory, head.fingerprint, self.log)
+
+        on_primary(f"mark stage `{stage.name}` finished", finish)
         return StageResult(stage.name, stage.kind, config.steps, first, final, result.wall_s,
                            result.tokens_per_s, status_text, result.history)
 
@@ -333,10 +360,14 @@ class Executor:
 
     def save_model(self, model: Transformer, tokenizer: Tokenizer, directory: Path,
                    dtype: str | None = None) -> None:
-        """`dtype` None: the parameters' own (master) dtype, which a stage output keeps."""
+        """`dtype` None: the parameters' own (master) dtype, which a stage output keeps.
+        Several processes: the weights are gathered from all of them, process 0 writes."""
         from tunix_dsl.models.hf import save_hf
 
-        save_hf(model, directory, tokenizer=tokenizer, dtype=dtype)
+        if process_count() > 1:
+            graphdef, state = nnx.split(model)
+            model = nnx.merge(graphdef, host_copy(state))
+        on_primary(f"write {directory}", lambda: save_hf(model, directory, tokenizer=tokenizer, dtype=dtype))
 
     # ------------------------------------------------------------------ memory
 
@@ -382,6 +413,8 @@ class Executor:
     def run(self) -> list[StageResult]:
         """Run what is left of the pipeline; `Preempted` when a signal stopped it after saving."""
         self.check_supported()
+        if process_count() > 1 and (missing := unsupported(self.pipeline)):
+            raise RunError(missing)
         unknown = unknown_stages(self.pipeline, self.force)
         if unknown:
             names = ", ".join(s.name for s in self.pipeline.stages)
@@ -392,10 +425,15 @@ class Executor:
         conflict = source_conflict(self.run_dir, self.pipeline.file)
         if conflict:
             raise RunDirError(conflict)
-        self.layout.prepare()
+        on_primary(f"lock {self.run_dir}", self.layout.prepare)  # one lock per job, held by process 0
         try:
-            claim_source(self.run_dir, self.pipeline.file)
-            self.log.attach(self.layout.log_file)
+            def claim() -> None:
+                claim_source(self.run_dir, self.pipeline.file)
+                self.log.attach(self.layout.log_file)
+                if process_count() > 1:
+                    self.log(f"multi-process job: {describe()}")
+
+            on_primary(f"claim {self.run_dir}", claim)
             return self._run_stages()
         finally:
             self.layout.release()
@@ -404,8 +442,10 @@ class Executor:
 
     def _run_stages(self) -> list[StageResult]:
         statuses = self.statuses()
-        self.layout.write_plan(self.pipeline, self.fingerprints,
-                               {n: s.describe() for n, s in statuses.items()})
+        described = {n: s.describe() for n, s in statuses.items()}
+        agree("the stages' fingerprints and what is left to run",
+              json.dumps([self.fingerprints, described], sort_keys=True))
+        on_primary("write plan.json", lambda: self.layout.write_plan(self.pipeline, self.fingerprints, described))
         self._reads_left = self.model_reads(statuses)
         results = []
         with StopSignals() as signals:
@@ -413,7 +453,8 @@ class Executor:
                 status = statuses[stage.name]
                 directory = self.layout.stage(stage.name)
                 if status.action == "cached" and status.superseded:
-                    adopt(directory, self.fingerprints[stage.name], self.log)  # an edit was undone
+                    on_primary(f"adopt {directory.root}",  # an edit was undone
+                               partial(adopt, directory, self.fingerprints[stage.name], self.log))
                 finished = directory.finished_with(self.fingerprints[stage.name])
                 if status.action == "cached" and finished is not None:
                     self.log(f"stage {stage.name} ({stage.kind}): cached "
@@ -428,22 +469,22 @@ class Executor:
 
                 run = run_rl_stage if stage.kind in RL_LOWERINGS else Executor.run_stage
                 results.append(run(self, stage, status, signals))
-                if signals.requested is not None:  # the exports and evals are still to do
-                    raise Preempted(f"stopped by {signals.requested} after stage `{stage.name}` "
+                if (stop := signals.poll()[0]) is not None:  # the exports and evals are still to do
+                    raise Preempted(f"stopped by {stop} after stage `{stage.name}` "
                                     "finished; run the same command to resume")
             for export in self.pipeline.exports:
                 self.export(export)
                 self.release(export.config.source)
             evals: dict[str, list[EvalResult]] = {}
             for block in self.pipeline.evals:
-                if signals.requested is not None:
-                    raise Preempted(f"stopped by {signals.requested} before eval `{block.name}`; "
+                if (stop := signals.poll()[0]) is not None:
+                    raise Preempted(f"stopped by {stop} before eval `{block.name}`; "
                                     "every stage is finished; run the same command to evaluate")
                 evals[block.name] = self.evaluate(block)
         if evals:
             (self.layout.root / "evals.json").write_text(json.dumps(
                 {name: [asdict(r) for r in rs] for name, rs in evals.items()}, indent=2))
-        self.write_report(results)
+        on_primary("write the report", lambda: self.write_report(results))
         return results
 
     def write_report(self, results: list[StageResult]) -> None:
@@ -466,8 +507,11 @@ class Executor:
                 raise RunError(f"export {source}: stage `{source.name}` saved no adapter in {adapter}")
             if config.format != "orbax":
                 raise RunError(f"export {source}: an adapter exports as \"orbax\", not {config.format!r}")
-            shutil.rmtree(destination, ignore_errors=True)
-            shutil.copytree(adapter, destination)
+            def copy() -> None:
+                shutil.rmtree(destination, ignore_errors=True)
+                shutil.copytree(adapter, destination)
+
+            on_primary(f"copy {adapter} to {destination}", copy)
         elif config.format == "hf":
             self.save_model(self.model(source), self.tokenizer_for(source), destination,
                             dtype=self.settings.precision)  # bf16 runs export bf16

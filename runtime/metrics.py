@@ -35,8 +35,15 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
 class MetricsSink:
     """Appends step rows to `metrics.jsonl` and scalars to TensorBoard."""
 
-    def __init__(self, jsonl: Path, events: Path, *, resume_step: int = 0):
-        self.history: list[dict[str, float]] = _keep_until(jsonl, resume_step)
+    def __init__(self, jsonl: Path, events: Path, *, resume_step: int = 0, write: bool = True):
+        """`write` False (the processes other than 0 of a job): the same rows kept in memory
+        (the earlier ones read back), no file written."""
+        self._write = write
+        if not write:
+            self.history = _rows_until(jsonl, resume_step)
+            self.eval_history = _rows_until(jsonl.with_name("eval.jsonl"), resume_step)
+            return
+        self.history = _keep_until(jsonl, resume_step)
         self._jsonl = jsonl.open("a")
         # Held-out evaluations (`eval_every`) go beside it, one row per evaluation.
         self.eval_history = _keep_until(jsonl.with_name("eval.jsonl"), resume_step)
@@ -51,6 +58,8 @@ class MetricsSink:
 
     def write(self, row: dict[str, Any]) -> None:
         self.history.append(row)
+        if not self._write:
+            return
         self._jsonl.write(json.dumps(row) + "\n")
         step = int(row["step"])
         for name, value in row.items():
@@ -60,6 +69,8 @@ class MetricsSink:
     def write_eval(self, row: dict[str, Any]) -> None:
         """A held-out evaluation at `row["step"]`; TensorBoard names its scalars `eval/…`."""
         self.eval_history.append(row)
+        if not self._write:
+            return
         self._eval_jsonl.write(json.dumps(row) + "\n")
         self._eval_jsonl.flush()
         for name, value in row.items():
@@ -67,18 +78,27 @@ class MetricsSink:
                 self._tb.add_scalar(f"eval/{name}", value, global_step=int(row["step"]))
 
     def flush(self) -> None:
+        if not self._write:
+            return
         self._jsonl.flush()
         self._tb.flush()
 
     def close(self) -> None:
+        if not self._write:
+            return
         self._jsonl.close()
         self._eval_jsonl.close()
         self._tb.close()
 
 
+def _rows_until(path: Path, resume_step: int) -> list[dict[str, float]]:
+    """The rows of `path` up to `resume_step` (none on a fresh start)."""
+    return [r for r in read_metrics(path) if r.get("step", 0) <= resume_step] if resume_step else []
+
+
 def _keep_until(path: Path, resume_step: int) -> list[dict[str, float]]:
     """Rewrite `path` with its rows up to `resume_step` (none on a fresh start); return them."""
-    kept = [r for r in read_metrics(path) if r.get("step", 0) <= resume_step] if resume_step else []
+    kept = _rows_until(path, resume_step)
     with path.open("w") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in kept)
     return kept

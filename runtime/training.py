@@ -102,7 +102,8 @@ class DurableLoop:
         started = time.perf_counter()
         self._restart_timer()
         done = start_step
-        while done < total and self.signals.requested is None:
+        stop, _ = self.signals.poll()  # agreed by every process of a job (a collective then)
+        while done < total and stop is None:
             state, k = self.dispatch(state, done)
             done += k
             self.progress.advance(done)
@@ -115,14 +116,15 @@ class DurableLoop:
                 self.sink.write_eval(row)
                 self.log(f"  {self.name} eval at step {done}: "
                          + " ".join(f"{n}={v:.4g}" for n, v in row.items() if n in self.eval_keys))
-            if _crossed(every, done, k) or self.clock() >= self._next_save_time:
+            stop, due = self.signals.poll(self.clock() >= self._next_save_time)
+            if _crossed(every, done, k) or due:
                 self.save(state, done, started)
-        if self.signals.requested is not None and done < total:
+        if stop is not None and done < total:
             if done != self._saved_step:
                 self.save(state, done, started)
             self.checkpoints.wait()
             saved = "checkpoint saved" if done else "nothing to save yet"
-            raise Preempted(f"stopped by {self.signals.requested} in stage `{self.name}` at step "
+            raise Preempted(f"stopped by {stop} in stage `{self.name}` at step "
                             f"{done}/{total}; {saved}; run the same command to resume")
         if done != self._saved_step:
             self.save(state, done, started)  # the end: a kill while writing the output loses nothing
@@ -196,7 +198,9 @@ class StageLoop(DurableLoop):
         k = min(self.config.steps_per_call, self.config.steps - done)
         batch = self.stream.next_batches(k)
         batch.pop("example_ids", None)
-        self._tokens += int(sum(np.sum(v) for n, v in batch.items() if n.endswith("attention_mask")))
+        # Several processes: scaled from this process's rows (each sees only its share).
+        local = sum(np.sum(v) for n, v in batch.items() if n.endswith("attention_mask"))
+        self._tokens += int(round(local / self.stream.share))
         state, metrics = program.step(state, program.split.frozen, program.put_batch(batch))
         self._pending.append((done + 1, k, {}, metrics))
         return state, k

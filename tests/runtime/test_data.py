@@ -14,6 +14,7 @@ from tunix_dsl.data.datasets import DataError, read_jsonl, synthetic_rows
 from tunix_dsl.data.tokenizers import ByteTokenizer
 from tunix_dsl.runtime.data import (
     BatchStream,
+    LocalRows,
     bucket_for,
     check_batch_size,
     length_buckets,
@@ -256,17 +257,28 @@ def test_next_batches_stacks_k_steps_in_one_bucket() -> None:
 
 def test_process_slices_make_up_the_global_batch() -> None:
     whole = _stream(batch_size=8).next_batch()
-    parts = [_stream(batch_size=8, process_index=p, process_count=4).next_batch() for p in range(4)]
+    parts = [_stream(batch_size=8, local=LocalRows(2 * p, 2 * p + 2, 8)).next_batch() for p in range(4)]
     for key in whole:
         np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
+
+
+def test_process_rows_are_taken_from_every_micro_batch() -> None:
+    """Two processes, grad_accum 2 (micro-batch 4): each feeds half of each micro-batch."""
+    whole = _stream(batch_size=8).next_batches(2)["example_ids"]  # [2 steps, 8]
+    mine = [_stream(batch_size=8, local=LocalRows(2 * p, 2 * p + 2, 4)).next_batches(2)["example_ids"]
+            for p in range(2)]
+    for step in range(2):
+        micro = whole[step].reshape(2, 4)
+        for p in range(2):
+            np.testing.assert_array_equal(mine[p][step], micro[:, 2 * p: 2 * p + 2].reshape(-1))
 
 
 def test_batch_size_checks() -> None:
     with pytest.raises(ValueError) as err:
         check_batch_size(30, 4, "data x fsdp devices")
     assert str(err.value) == "batch_size 30 is not divisible by 4 (data x fsdp devices); use 28 or 32"
-    with pytest.raises(ValueError, match=r"batch_size 3 is not divisible by 4 \(processes\); use 4"):
-        _stream(batch_size=3, process_count=4)
+    with pytest.raises(ValueError, match=r"local rows .* do not split a batch of 6"):
+        _stream(batch_size=6, local=LocalRows(0, 2, 4))
     check_batch_size(32, 8, "devices")
 
 

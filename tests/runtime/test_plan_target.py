@@ -124,23 +124,3 @@ def test_mesh_override_is_checked_against_the_target(
     code, _, err = plan(tmp_path, capsys, str(ROOT / "examples" / "dpo.tnx"),
                         "--target", "tpu-v5e-16", "--mesh", "data=4,fsdp=2")
     assert code == 1 and "error[TNX381]" in err and "16 devices" in err
-
-
-@pytest.mark.parametrize("env", [{"TPU_WORKER_HOSTNAMES": "10.0.0.1,10.0.0.2"},
-                                 {"SLURM_NTASKS": "4"}, {"JAX_COORDINATOR_ADDRESS": "h:1234"}])
-def test_run_refuses_a_multi_process_job_at_start(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-        env: dict[str, str]) -> None:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    code = main("run", [str(ROOT / "examples" / "dpo.tnx"), "--run-dir", str(tmp_path / "run")])
-    assert code == 2
-    assert "one of several" in capsys.readouterr().err
-    assert not (tmp_path / "run").exists()
-
-
-def test_single_process_environments_are_not_refused() -> None:
-    from tunix_dsl.runtime.distributed import multi_process_job
-
-    assert multi_process_job({"SLURM_NTASKS": "1", "TPU_WORKER_HOSTNAMES": "localhost",
-                              "WORLD_SIZE": "1"}) is None

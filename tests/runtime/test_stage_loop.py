@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tunix_dsl.runtime.preemption import StopSignals
 from tunix_dsl.runtime.rl_loop import RLLoop
 from tunix_dsl.runtime.training import LoopResult, NonFiniteLoss, StageLoop
 
@@ -91,6 +92,7 @@ def fake_rewards(prompts: list[str], completions: list[str], lengths: np.ndarray
 @dataclass
 class FakeStream:
     cursor: int = 0
+    share: float = 1.0  # the whole batch is this process's
 
     def next_batches(self, k: int) -> dict[str, np.ndarray]:
         self.cursor += k
@@ -146,7 +148,7 @@ def run_loop(*, steps: int, every: int = 0, minutes: float = 0, seconds_per_step
                              steps_per_call=steps_per_call, eval_every=0)
     checkpoints = FakeCheckpoints()
     common = (FakeStream(), checkpoints, FakeSink(), FakeProgress(), (log if log is not None else []).append,
-              SimpleNamespace(requested=None), "fp")
+              StopSignals(), "fp")
     loop: StageLoop | RLLoop
     if rl:
         program = FakeRLProgram(clock, seconds_per_step, skipped, iterations)
