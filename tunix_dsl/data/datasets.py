@@ -98,6 +98,9 @@ class ConsumerInfo:
     name: str
     accepted: tuple[tuple[str, ...], ...]
     doc: str
+    # "module:attr" of the layout's `tunix_dsl.runtime.data.ConsumerRules` (plugin layouts;
+    # the built-in ones live in `runtime.data.CONSUMER_RULES`), imported only at run time
+    rules: str = ""
 
     @property
     def required(self) -> tuple[str, ...]:
