@@ -25,8 +25,8 @@ from tunix_dsl.runtime.run_dir import (
     stage_statuses,
     unknown_stages,
 )
-from tunix_dsl.schemas.sources import HFModelSource, HFTokenizerSource
 from tunix_dsl.schemas.kinds import LoweringError
+from tunix_dsl.schemas.sources import HFModelSource, HFTokenizerSource
 from tunix_dsl.schemas.stages import STAGE_KINDS
 from tunix_dsl.schemas.targets import TARGETS, Target
 

@@ -22,6 +22,7 @@ from tunix_dsl.schemas.base import (
     TokenizerInput,
 )
 from tunix_dsl.schemas.explain import explain_schema, type_name
+from tunix_dsl.schemas.pipeline import EvalConfig, ExportConfig, Mesh, PipelineSettings
 from tunix_dsl.schemas.plugins import (
     OPTIMIZERS_GROUP,
     SOURCE_GROUPS,
@@ -31,7 +32,6 @@ from tunix_dsl.schemas.plugins import (
     plugins_table,
     register_builtins,
 )
-from tunix_dsl.schemas.pipeline import EvalConfig, ExportConfig, Mesh, PipelineSettings
 from tunix_dsl.schemas.sources import SOURCES
 from tunix_dsl.schemas.stages import STAGE_KINDS, StageKind, TrainingConfig
 from tunix_dsl.schemas.training import ADAPTERS, OPTIMIZERS, STRATEGIES, OverlongPenalty

@@ -330,3 +330,24 @@ def plugins_table() -> str:
             lines.append(f"  {name:<20} {origin_of(group, name).describe()}")
     return "\n".join(lines) + "\n"
 
+
+
+def load_implementation(group: str, schema: type[Schema]) -> object:
+    """The run-time half a plugin source names in `implementation = "module:attr"` (a
+    local plugin may write `./file.py:attr`, relative to its own file); LoweringError if
+    it is missing or does not import."""
+    from tunix_dsl.schemas.kinds import LoweringError
+
+    origin = origin_of(group, schema.call_name)
+    reference = getattr(schema, "implementation", "")
+    if not reference:
+        raise LoweringError(f"`{schema.call_name}(...)` ({origin.describe()}) has no "
+                            "`implementation` to run")
+    plugin_dir = None if origin.builtin or origin.version else Path(origin.package).parent
+    try:
+        return load_reference(reference, plugin_dir)
+    except LoweringError as err:
+        raise LoweringError(f"`{schema.call_name}(...)` ({origin.describe()}): {err}") from None
+    except Exception as err:  # noqa: BLE001 - plugin code may raise anything
+        raise LoweringError(f"`{schema.call_name}(...)` ({origin.describe()}): importing "
+                            f"`{reference}` failed: {type(err).__name__}: {err}") from None

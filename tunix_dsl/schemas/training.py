@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, SerializeAsAny, field_validator
 
@@ -34,6 +34,10 @@ class OptimizerBase(Schema):
     clip_norm: float | None = Field(
         1.0, gt=0, description="clip gradients to this global L2 norm (unset: no clipping)"
     )
+
+    # A plugin optimizer's direction, `"module:fn"` with `fn(spec) -> optax.GradientTransformation`,
+    # imported only by plan/run; the built-in ones live in `compiler/optim.py`.
+    implementation: ClassVar[str] = ""
 
 
 class AdamW(OptimizerBase):
