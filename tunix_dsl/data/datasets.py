@@ -101,6 +101,11 @@ class ConsumerInfo:
     # "module:attr" of the layout's `tunix_dsl.runtime.data.ConsumerRules` (plugin layouts;
     # the built-in ones live in `runtime.data.CONSUMER_RULES`), imported only at run time
     rules: str = ""
+    # What a batch holds, for `tnx plan`'s abstract batch: each prefix names one set of
+    # token arrays (tokens, targets, loss_mask, attention_mask, positions) `[B, T]`;
+    # `row_arrays` are per-row values `[B]` as (name, dtype).
+    sequence_prefixes: tuple[str, ...] = ("",)
+    row_arrays: tuple[tuple[str, str], ...] = ()
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -135,7 +140,7 @@ CONSUMERS: dict[str, ConsumerInfo] = {
                      "(sft, distill)"),
         ConsumerInfo("preference", (("prompt", "chosen", "rejected"), ("chosen", "rejected")),
                      "prompt with a chosen and a rejected completion, or chosen/rejected "
-                     "conversations (dpo, orpo)"),
+                     "conversations (dpo, orpo)", sequence_prefixes=("chosen_", "rejected_")),
         ConsumerInfo("prompt", (("prompt",),),
                      "prompts to generate from (grpo, ppo, eval)"),
     )

@@ -82,7 +82,7 @@ def _shortest_row(p: Pipeline, stage: Stage, name: str) -> int | None:
     decl = p.datasets.get(name)
     tokenizer = p.tokenizer_of(stage.trained)
     consumer = stage.info.consumer
-    if decl is None or tokenizer is None or tokenizer[0] != "bytes" or not KEPT_WHOLE[consumer]:
+    if decl is None or tokenizer is None or tokenizer[0] != "bytes" or not KEPT_WHOLE.get(consumer):
         return None
     spec = decl.spec
     if isinstance(spec, SyntheticSource):
