@@ -71,7 +71,12 @@ def unpaired_addition_rows(spec: Any, base_dir: Path) -> list[dict[str, Any]]:
     for _ in range(spec.count):
         a, b = (int(x) for x in rng.integers(0, high, size=2))
         right = bool(rng.random() < spec.desirable_fraction)
-        shown = a + b if right else a + b + int(rng.integers(1, 10)) * (1 if rng.random() < 0.5 else -1)
-        rows.append({"prompt": f"{a}+{b}=", "completion": str(shown), "label": right,
+        if right:
+            shown = str(a + b)
+        elif spec.undesirable == "near":
+            shown = str(a + b + int(rng.integers(1, 10)) * (1 if rng.random() < 0.5 else -1))
+        else:  # babble: letters where a number belongs
+            shown = "".join(chr(ord("a") + int(i)) for i in rng.integers(0, 26, size=len(str(a + b))))
+        rows.append({"prompt": f"{a}+{b}=", "completion": shown, "label": right,
                      "answer": str(a + b)})
     return rows

@@ -7,6 +7,7 @@ pydantic schemas and references (`"module:attr"`) to the code that runs.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -80,6 +81,8 @@ class UnpairedAddition(DatasetSchema):
     count: int = Field(1000, gt=0, description="number of rows")
     digits: int = Field(2, gt=0, le=6, description="digits of each operand")
     desirable_fraction: float = Field(0.5, ge=0, le=1, description="share of right answers")
+    undesirable: Literal["near", "babble"] = Field(
+        "near", description="wrong answers: a number off by 1-9 (near) or letters (babble)")
     seed: int = Field(0, ge=0, description="generator seed; same seed, same rows")
 
     def known_columns(self, base_dir: Path) -> frozenset[str]:
