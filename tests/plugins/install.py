@@ -11,8 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tomllib
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser from PyPI (the dev extra installs it there)
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 KTO = ROOT / "examples" / "plugins" / "tnx-kto"
@@ -20,9 +24,8 @@ KTO = ROOT / "examples" / "plugins" / "tnx-kto"
 
 def install(source: Path, target: Path) -> Path:
     """Copy the project at `source` into `target` as an installed distribution."""
-    project = tomllib.loads((source / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    packages = tomllib.loads((source / "pyproject.toml").read_text(encoding="utf-8"))[
-        "tool"]["setuptools"]["packages"]
+    meta = tomllib.loads((source / "pyproject.toml").read_text(encoding="utf-8"))
+    project, packages = meta["project"], meta["tool"]["setuptools"]["packages"]
     target.mkdir(parents=True, exist_ok=True)
     for package in packages:
         shutil.copytree(source / package, target / package, dirs_exist_ok=True,
