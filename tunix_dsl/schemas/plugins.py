@@ -99,7 +99,7 @@ def _registry_of(group: str) -> dict[str, object]:
     return SOURCES[SOURCE_GROUPS[group]]  # type: ignore[return-value]
 
 
-def _base_of(group: str) -> type:
+def _base_of(group: str) -> type[Schema]:
     from tunix_dsl.schemas.sources import DatasetSchema, ModelSchema, RewardSchema
     from tunix_dsl.schemas.training import OptimizerBase
 
@@ -125,7 +125,7 @@ def _check_item(group: str, item: object, plugin_dir: Path | None) -> tuple[str,
     if not (isinstance(item, type) and issubclass(item, base)):
         shown = item.__name__ if isinstance(item, type) else type(item).__name__
         return f"`{shown}` does not derive from `{base.__module__}.{base.__name__}`"
-    schema: type[Schema] = item
+    schema = item
     if not schema.call_name:
         return f"`{schema.__name__}` has no `call_name` (the function name used in source)"
     return schema.call_name, schema
