@@ -29,7 +29,7 @@ from tunix_dsl.grammar.spans import Span
 from tunix_dsl.rules import run_rules
 from tunix_dsl.rules.registry import diagnostic
 from tunix_dsl.schemas import SOURCES, STAGE_KINDS, EvalConfig, ExportConfig, PipelineSettings
-from tunix_dsl.schemas.plugins import load_installed, load_local
+from tunix_dsl.schemas.plugins import begin_check, load_installed, load_local
 
 
 def _refs(expr: ast.Expr) -> Iterator[ast.Ref]:
@@ -115,6 +115,7 @@ class Checker:
         """Register installed plugins and the pipeline's `plugins = [...]` files (schemas
         only: lowerings load at plan/run); each problem is one diagnostic at a place."""
         problems = load_installed()
+        begin_check()
         for index, path in enumerate(settings.plugins):
             problems += load_local(path, base_dir, index)
         for problem in problems:

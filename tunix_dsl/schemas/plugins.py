@@ -128,6 +128,8 @@ def _check_item(group: str, item: object, plugin_dir: Path | None) -> tuple[str,
     schema = item
     if not schema.call_name:
         return f"`{schema.__name__}` has no `call_name` (the function name used in source)"
+    if group == "tunix_dsl.models" and "tokenizer" not in schema.model_fields:
+        return f"model source `{schema.call_name}` has no `tokenizer` field"
     return schema.call_name, schema
 
 
@@ -135,6 +137,8 @@ def _register(group: str, name: str, obj: object, origin: Origin) -> str | None:
     """Add `obj` under `name`; why not when another origin registered the name first."""
     registry = _registry_of(group)
     known = ORIGINS.get((group, name))
+    if known is not None and _is_local(known) and known.package not in _local_session:
+        known = None  # a local file of an earlier check (another pipeline, an older copy)
     if name in registry and known is not None and known.package != origin.package:
         what = "stage kind" if group == STAGE_KINDS_GROUP else group.rsplit(".", 1)[1][:-1]
         return (f"{what} `{name}` is already registered by {known.describe()}; "
@@ -276,6 +280,20 @@ def load_installed() -> list[PluginProblem]:
 
 # ------------------------------------------------------------------ local plugin files
 
+# Local plugin files loaded by the current check: a name one of them registered may be taken
+# over by a later check's file, but not by another file of the same check.
+_local_session: set[str] = set()
+
+
+def _is_local(origin: Origin) -> bool:
+    return not origin.builtin and not origin.version
+
+
+def begin_check() -> None:
+    """A new pipeline is being checked: local files of earlier checks no longer claim names."""
+    _local_session.clear()
+
+
 # A local plugin file declares what it registers in a module-level dict,
 # `TNX_PLUGIN = {"tunix_dsl.stage_kinds": [KIND], "tunix_dsl.rewards": [MyReward]}`.
 LOCAL_ATTRIBUTE = "TNX_PLUGIN"
@@ -287,6 +305,7 @@ def load_local(path: str, base_dir: Path, index: int) -> list[PluginProblem]:
     if not file.is_file():
         return [PluginProblem("TNX013", path, f"plugin file `{path}` not found", local=index)]
     origin = Origin(str(file.resolve()), "", _hash_files([file]), path)
+    _local_session.add(origin.package)
     shown = f"`{path}`"
     try:
         module = import_file(file)
