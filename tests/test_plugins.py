@@ -164,3 +164,13 @@ def test_a_local_reward_runs_through_its_implementation(tmp_path):
     score = build_reward(pipeline.rewards["has_plus"].spec, tmp_path, "has_plus")
     out = score(["p", "p"], ["1+1", "2"], np.asarray([3, 1]), {})
     assert out.tolist() == [2.0, 0.0]
+
+
+def test_fingerprints_follow_a_plugins_code(tmp_path, local_plugin):
+    from tunix_dsl.compiler.fingerprint import stage_fingerprints
+
+    before = stage_fingerprints(_check(tmp_path, local_plugin))
+    assert before == stage_fingerprints(_check(tmp_path, local_plugin))
+    local_plugin.write_text(local_plugin.read_text() + "\n# a change to the plugin\n")
+    after = stage_fingerprints(_check(tmp_path, local_plugin))
+    assert after["tune"] != before["tune"]
