@@ -75,15 +75,16 @@ def test_lint_explain_with_the_plugin_installed_import_no_jax(installed, tmp_pat
 def test_plan_and_a_short_run_lower_the_kto_loss(installed, tmp_path):
     source = tmp_path / "kto.tnx"
     source.write_text(PIPELINE, encoding="utf-8")
-    env = env_with(installed)
-    plan = subprocess.run(tnx("plan", str(source)), cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert plan.returncode == 0, plan.stdout + plan.stderr
-    assert "align" in plan.stdout and "kto" in plan.stdout and "will run" in plan.stdout
     run_dir = tmp_path / "run"
-    run = subprocess.run(tnx("run", str(source), "--run-dir", str(run_dir)), cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout + run.stderr
+    # one interpreter for both commands: jax is imported once
+    script = ("import sys\nfrom tunix_dsl.cli import main\n"
+              f"sys.exit(main(['plan', {str(source)!r}]) or "
+              f"main(['run', {str(source)!r}, '--run-dir', {str(run_dir)!r}]))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env_with(installed),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    plan = done.stdout.split("stage align (kto)")[0]
+    assert "align" in plan and "kto" in plan and "will run" in plan
     rows = [json.loads(line) for line in
             (run_dir / "stages" / "align" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]

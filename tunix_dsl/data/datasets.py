@@ -146,6 +146,8 @@ CONSUMERS: dict[str, ConsumerInfo] = {
     )
 }
 
+BUILTIN_CONSUMERS: frozenset[str] = frozenset(CONSUMERS)  # plugin kinds may add layouts
+
 # The preferred columns per consumer, for code that wants a plain table.
 CONSUMER_COLUMNS: dict[str, tuple[str, ...]] = {n: c.required for n, c in CONSUMERS.items()}
 

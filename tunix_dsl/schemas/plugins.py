@@ -145,14 +145,13 @@ def _register(group: str, name: str, obj: object, origin: Origin) -> str | None:
                 "rename it in one of the plugins")
     if group == STAGE_KINDS_GROUP:
         assert isinstance(obj, StageKind)
-        if obj.layout is not None:
-            from tunix_dsl.data.datasets import CONSUMERS
+        from tunix_dsl.data.datasets import BUILTIN_CONSUMERS, CONSUMERS
 
-            layout = CONSUMERS.get(obj.layout.name)
-            if layout is not None and layout != obj.layout and obj.layout.name != obj.data:
-                return f"data layout `{obj.layout.name}` is already registered"
+        if obj.layout is not None:
+            if obj.layout.name in BUILTIN_CONSUMERS and CONSUMERS[obj.layout.name] != obj.layout:
+                return (f"data layout `{obj.layout.name}` is built in; give the kind's own "
+                        "layout another name")
             CONSUMERS[obj.layout.name] = obj.layout
-        from tunix_dsl.data.datasets import CONSUMERS
 
         if obj.data not in CONSUMERS:
             return (f"stage kind `{name}` reads data layout `{obj.data}`, which nothing "
