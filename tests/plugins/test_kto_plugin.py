@@ -94,9 +94,9 @@ def test_plan_and_a_short_run_lower_the_kto_loss(installed, tmp_path):
     assert {"rewards/desirable", "rewards/undesirable", "kl"} <= set(rows[-1])
 
 
-def _lint(env: dict[str, str], tmp_path: Path) -> list[dict]:
+def _lint(env: dict[str, str], tmp_path: Path, text: str = PIPELINE) -> list[dict]:
     source = tmp_path / "kto.tnx"
-    source.write_text(PIPELINE, encoding="utf-8")
+    source.write_text(text, encoding="utf-8")
     done = subprocess.run(tnx("lint", str(source), "--format", "json"), cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert "Traceback" not in done.stderr
@@ -104,24 +104,23 @@ def _lint(env: dict[str, str], tmp_path: Path) -> list[dict]:
     return json.loads(done.stdout)
 
 
-def _diagnostics(payload: object) -> list[dict]:
-    return payload["diagnostics"] if isinstance(payload, dict) else payload  # type: ignore[return-value]
-
-
 def test_a_plugin_that_raises_on_import_is_one_located_diagnostic(tmp_path):
     site = tmp_path / "site"
     (site / "tnx_broken").mkdir(parents=True)
     (site / "tnx_broken" / "__init__.py").write_text("raise RuntimeError('half-written plugin')\n")
     write_dist_info(site, "tnx-broken", "0.3.0", {"tunix_dsl.stage_kinds": {"kto": "tnx_broken:KTO"}})
-    found = _diagnostics(_lint(env_with(site), tmp_path))
+    # only the kind comes from the broken plugin: a built-in dataset feeds the stage
+    text = PIPELINE.replace('unpaired_addition(digits = 1, count = 256, seed = 2, undesirable = "babble")',
+                            'synthetic("addition", count = 100)')
+    found = _lint(env_with(site), tmp_path, text)
     assert [d["code"] for d in found] == ["TNX010"]
     assert "tnx-broken 0.3.0" in found[0]["message"] and "half-written plugin" in found[0]["message"]
-    assert (found[0]["span"]["line"], found[0]["span"]["column"]) == (5, 14)  # `kto` of the stage
+    assert (found[0]["line"], found[0]["column"]) == (5, 14)  # `kto` of the stage
 
 
 def test_a_duplicate_kind_name_is_one_diagnostic_naming_both_plugins(installed, tmp_path):
     fork = tmp_path / "fork"
     write_dist_info(fork, "tnx-kto-fork", "9.9.9", {"tunix_dsl.stage_kinds": {"kto": "tnx_kto.schema:KTO"}})
-    found = _diagnostics(_lint(env_with(installed, fork), tmp_path))
+    found = _lint(env_with(installed, fork), tmp_path)
     assert [d["code"] for d in found] == ["TNX011"]
     assert "tnx-kto-fork 9.9.9" in found[0]["message"] and "tnx-kto 0.1.0" in found[0]["message"]

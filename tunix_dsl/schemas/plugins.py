@@ -107,7 +107,7 @@ def _base_of(group: str) -> type[Schema]:
             "tunix_dsl.models": ModelSchema, OPTIMIZERS_GROUP: OptimizerBase}[group]
 
 
-def _check_item(group: str, item: object, plugin_dir: Path | None) -> tuple[str, object] | str:
+def _check_item(group: str, item: object) -> tuple[str, object] | str:
     """(name, registered object) for a valid item, else why it is not one."""
     if group == STAGE_KINDS_GROUP:
         from tunix_dsl.schemas.stages import TrainingConfig
@@ -176,7 +176,7 @@ def load_entry(entry: Entry, plugin_dir: Path | None = None,
                                   (entry.name,))]
     problems = []
     for item in _items(obj):
-        checked = _check_item(entry.group, item, plugin_dir)
+        checked = _check_item(entry.group, item)
         if isinstance(checked, str):
             problems.append(PluginProblem("TNX012", plugin, f"plugin {plugin} ({entry.group} "
                                           f"`{entry.name}`): {checked}", (entry.name,)))
