@@ -107,6 +107,20 @@ def test_a_broken_lowering_reference_names_the_kind_and_its_origin():
         kind.load_lowering()
 
 
+@pytest.fixture(autouse=True)
+def _registries_restored():
+    """What a test's local plugins register is gone after it (other tests list the kinds)."""
+    from tunix_dsl.data.datasets import CONSUMERS
+    from tunix_dsl.schemas.training import OPTIMIZERS
+
+    tables = [STAGE_KINDS, OPTIMIZERS, CONSUMERS, ORIGINS, *SOURCES.values()]
+    saved = [dict(t) for t in tables]
+    yield
+    for table, before in zip(tables, saved, strict=True):
+        table.clear()
+        table.update(before)
+
+
 @pytest.fixture
 def local_plugin(tmp_path: Path) -> Path:
     file = tmp_path / "my_plugin.py"
