@@ -106,6 +106,9 @@ class ConsumerInfo:
     # `row_arrays` are per-row values `[B]` as (name, dtype).
     sequence_prefixes: tuple[str, ...] = ("",)
     row_arrays: tuple[tuple[str, str], ...] = ()
+    # Columns whose tokens, plus eos, must fit beside bos and one prompt token: a row whose
+    # completion cannot fit is dropped (runtime/data.py `fit_prompt`; lint's TNX313).
+    kept_whole: tuple[str, ...] = ()
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -137,10 +140,11 @@ CONSUMERS: dict[str, ConsumerInfo] = {
                      "next-token loss on the whole sequence (pretrain)"),
         ConsumerInfo("prompt_completion", (("prompt", "completion"), ("messages",)),
                      "loss on the completion only, or on every assistant turn of `messages` "
-                     "(sft, distill)"),
+                     "(sft, distill)", kept_whole=("completion",)),
         ConsumerInfo("preference", (("prompt", "chosen", "rejected"), ("chosen", "rejected")),
                      "prompt with a chosen and a rejected completion, or chosen/rejected "
-                     "conversations (dpo, orpo)", sequence_prefixes=("chosen_", "rejected_")),
+                     "conversations (dpo, orpo)", sequence_prefixes=("chosen_", "rejected_"),
+                     kept_whole=("chosen", "rejected")),
         ConsumerInfo("prompt", (("prompt",),),
                      "prompts to generate from (grpo, ppo, eval)"),
     )
@@ -330,18 +334,10 @@ def _bad_value(row: Mapping[str, Any], mapping: Mapping[str, str]) -> str | None
 # (runtime/data.py `tokenize_rows` refuses a shorter `max_len`).
 MIN_SEQUENCE_TOKENS = 3
 
-# Columns whose tokens, plus eos, must fit beside bos and one prompt token, per consumer:
-# a row whose completion cannot fit is dropped (runtime/data.py `fit_prompt`).
-KEPT_WHOLE: dict[str, tuple[str, ...]] = {
-    "lm": (), "prompt": (), "prompt_completion": ("completion",),
-    "preference": ("chosen", "rejected"),
-}
-
-
 def tokens_needed(consumer: str, token_counts: Mapping[str, int]) -> int:
     """Tokens a row needs so that `consumer` keeps it: bos, one prompt token, and the longest
     column that is never cut (with its eos); ``token_counts`` maps column → token count."""
-    whole = [token_counts[c] + 1 for c in KEPT_WHOLE[consumer] if c in token_counts]
+    whole = [token_counts[c] + 1 for c in CONSUMERS[consumer].kept_whole if c in token_counts]
     return max(MIN_SEQUENCE_TOKENS, 2 + max(whole, default=0))
 
 

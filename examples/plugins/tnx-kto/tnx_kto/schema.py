@@ -51,6 +51,7 @@ UNPAIRED = ConsumerInfo(
     rules="tnx_kto.data:UNPAIRED_RULES",
     sequence_prefixes=("", "kl_"),
     row_arrays=(("label", "float32"),),
+    kept_whole=("completion",),
 )
 
 KTO = StageKind(
