@@ -69,7 +69,23 @@ def _spec_identity(spec: Any, base_dir: Path) -> dict[str, Any]:
     code_file = USER_CODE.get(type(spec))
     if code_file is not None:
         identity["code"] = _code_identity(_resolve(code_file(spec), base_dir))
+    origin = _plugin_origin(spec)
+    if origin is not None:  # a plugin's version and code hash: a plugin update re-runs its users
+        identity["plugin"] = origin
     return identity
+
+
+def _plugin_origin(spec: Any) -> dict[str, str] | None:
+    """The origin of a plugin source or optimizer; None for built-ins (their fingerprints
+    stay as they were, and the tool version covers them)."""
+    from tunix_dsl.schemas.plugins import OPTIMIZERS_GROUP, ORIGINS, SOURCE_GROUPS
+
+    name = getattr(type(spec), "call_name", "")
+    for group in (*SOURCE_GROUPS, OPTIMIZERS_GROUP):
+        origin = ORIGINS.get((group, name))
+        if origin is not None and not origin.builtin:
+            return origin.identity()
+    return None
 
 
 def _digest(payload: Any) -> str:
@@ -108,5 +124,10 @@ def stage_fingerprints(pipeline: Any) -> dict[str, str]:
             },
             "rewards": [_spec_identity(pipeline.rewards[name].spec, base_dir) for name in stage.rewards],
         }
+        if not stage.info.origin.builtin:  # a plugin kind: its package version and code hash
+            payload["kind_origin"] = stage.info.origin.identity()
+        optimizer = _plugin_origin(getattr(stage.config, "optimizer", None))
+        if optimizer is not None:
+            payload["optimizer_origin"] = optimizer
         out[stage.name] = _digest(payload)
     return out

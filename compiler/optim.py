@@ -160,6 +160,19 @@ DIRECTIONS: dict[str, Callable[[Any], optax.GradientTransformation]] = {
 }
 
 
+def _direction(spec: OptimizerBase) -> optax.GradientTransformation:
+    """The update direction: built in, or a plugin optimizer's `implementation`
+    (`fn(spec) -> optax.GradientTransformation`); clipping, decay and the schedule wrap it."""
+    if spec.call_name in DIRECTIONS:
+        return DIRECTIONS[spec.call_name](spec)
+    from tunix_dsl.schemas.plugins import OPTIMIZERS_GROUP, load_implementation
+
+    build = load_implementation(OPTIMIZERS_GROUP, type(spec))
+    if not callable(build):
+        raise TypeError(f"the implementation of optimizer `{spec.call_name}` is not a function")
+    return build(spec)
+
+
 def build_optimizer(
     spec: Any, *, schedule: Schedule | None = None, total_steps: int | None = None
 ) -> optax.GradientTransformation:
@@ -169,7 +182,7 @@ def build_optimizer(
     trainer logs. ``clip_norm`` unset (None) disables clipping.
     """
     spec = optimizer_spec(spec)
-    direction = DIRECTIONS[spec.call_name](spec)
+    direction = _direction(spec)
     schedule = schedule if schedule is not None else build_schedule(spec, total_steps)
     weight_decay, clip_norm = spec.weight_decay, spec.clip_norm
     parts: list[optax.GradientTransformation] = []

@@ -30,6 +30,7 @@ from jax.sharding import Mesh
 from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.program import lower_stage
 from tunix_dsl.compiler.stages import StageModels
+from tunix_dsl.data.datasets import CONSUMERS
 from tunix_dsl.models import Transformer
 from tunix_dsl.models.config import ModelConfig
 
@@ -94,12 +95,15 @@ class StagePlan:
 def abstract_batch(consumer: str, layout: tuple[int, int, int], seq_len: int, mesh: Mesh) -> dict[str, Any]:
     """ShapeDtypeStructs of a step's batch `[k, A, micro, T]` for a data consumer,
     sharded over the batch axes as `StageProgram.put_batch` shards the real one."""
-    prefixes = ("chosen_", "rejected_") if consumer == "preference" else ("",)
+    info = CONSUMERS[consumer]
     placed = sharding.batch_sharding(mesh, 4, leading=2)
+    rows = sharding.batch_sharding(mesh, 3, leading=2)
     return {
-        prefix + name: jax.ShapeDtypeStruct((*layout, seq_len), dtype, sharding=placed)
-        for prefix in prefixes
-        for name, dtype in SEQUENCE_ARRAYS.items()
+        **{prefix + name: jax.ShapeDtypeStruct((*layout, seq_len), dtype, sharding=placed)
+           for prefix in info.sequence_prefixes
+           for name, dtype in SEQUENCE_ARRAYS.items()},
+        **{name: jax.ShapeDtypeStruct(layout, dtype, sharding=rows)
+           for name, dtype in info.row_arrays},
     }
 
 
@@ -178,7 +182,7 @@ def plan_stage(
     plan = StagePlan(
         name=name, kind=kind, trainable_params=_count(split.trainable),
         total_params=total_parameters(models, split.trainable),
-        tokens_per_step=config.batch_size * seq_len * (2 if consumer == "preference" else 1),
+        tokens_per_step=config.batch_size * seq_len * len(CONSUMERS[consumer].sequence_prefixes),
         argument_bytes=0, output_bytes=0, temp_bytes=0, alias_bytes=0, flops_per_step=0.0,
         devices=mesh.devices.size, floor_bytes=floor, hbm_bytes=hbm_bytes, target=target,
         mesh=dict(mesh.shape),

@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.optim import build_optimizer, build_schedule
-from tunix_dsl.compiler.stages import LOWERINGS, StageLoss, StageModels
+from tunix_dsl.compiler.stages import StageLoss, StageModels
 from tunix_dsl.compiler.train_step import SplitModules, TrainState, build_step, split_modules
 
 
@@ -162,7 +162,10 @@ def lower_stage(
     """Build the stage's step program around `models` (concrete or abstract)."""
     if batch_size % grad_accum:
         raise ValueError(f"batch_size {batch_size} is not divisible by grad_accum {grad_accum}")
-    loss = LOWERINGS[kind](config, models)
+    from tunix_dsl.schemas.stages import STAGE_KINDS
+
+    loss = STAGE_KINDS[kind].load_lowering()(config, models)
+    assert isinstance(loss, StageLoss), f"the lowering of kind `{kind}` must return a StageLoss"
     split = split_modules(loss.modules, loss.trainable)
     optimizer, schedule = optimizer_for(config)
     state_sh = _state_shardings(split, optimizer, mesh)

@@ -35,7 +35,7 @@ from jax.sharding import Mesh
 from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.optim import build_optimizer, build_schedule
 from tunix_dsl.compiler.program import _state_shardings
-from tunix_dsl.compiler.rl_step import RL_LOWERINGS, Batch, Metrics, RLStep, Sums
+from tunix_dsl.compiler.rl_step import Batch, Metrics, RLStep, Sums
 from tunix_dsl.compiler.stages import StageModels
 from tunix_dsl.compiler.stages.base import Container
 from tunix_dsl.compiler.train_step import (
@@ -184,7 +184,10 @@ def lower_rl_stage(
     stop_ids: tuple[int, ...], pad_id: int, fingerprint: str = "",
 ) -> RLProgram:
     """Build an RL stage's rollout, score and update programs around `models`."""
-    rl = RL_LOWERINGS[kind](config, models)
+    from tunix_dsl.schemas.stages import STAGE_KINDS
+
+    rl = STAGE_KINDS[kind].load_lowering()(config, models)
+    assert isinstance(rl, RLStep), f"the lowering of RL kind `{kind}` must return an RLStep"
     split = split_modules(rl.modules, rl.trainable)
     updates_total = int(config.steps) * rl.iterations  # the schedule counts optimizer updates
     schedule = build_schedule(config.optimizer, updates_total)

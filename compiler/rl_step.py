@@ -1,4 +1,4 @@
-"""What an RL stage kind contributes to its three programs, and the registry of RL kinds.
+"""What an RL stage kind contributes to its three programs.
 
 An RL stage (grpo.py, ppo.py) reads top to bottom as the whole algorithm. The
 generic machinery — the rollout with the sampler, placing and jitting the
@@ -58,18 +58,9 @@ class RLStep:
     optimizer: Callable[[optax.GradientTransformation, Any], optax.GradientTransformation] | None = None
 
 
+# An RL kind's `build(config, models) -> RLStep`, named lazily by its `StageKind.lowering`
+# (`program = "rl"`): the math; schema and data layout live in the `StageKind`.
 BuildRL = Callable[[Any, "StageModels"], RLStep]
-
-# stage kind -> build(config, models) -> RLStep (the math; schema and data live in the schema).
-RL_LOWERINGS: dict[str, BuildRL] = {}
-
-
-def rl_lowering(kind: str) -> Callable[[BuildRL], BuildRL]:
-    def register(build: BuildRL) -> BuildRL:
-        RL_LOWERINGS[kind] = build
-        return build
-
-    return register
 
 
 def completion_hidden(model: Any, batch: Batch) -> Array:

@@ -89,7 +89,7 @@ Example = TokenSeq | PreferencePair
 
 
 @dataclass(frozen=True)
-class _Ids:
+class TokenIds:
     """A tokenizer's ids resolved once, plus the length limit."""
 
     encode: Callable[[str], list[int]]
@@ -112,10 +112,10 @@ class _Ids:
 
 
 # A consumer's tokenize turns a row into (example or None when dropped, truncated?).
-_RowTokenizer = Callable[[Mapping[str, Any], _Ids], tuple[Example | None, bool]]
+_RowTokenizer = Callable[[Mapping[str, Any], TokenIds], tuple[Example | None, bool]]
 
 
-def _tokenize_lm(row: Mapping[str, Any], ids: _Ids) -> tuple[Example | None, bool]:
+def _tokenize_lm(row: Mapping[str, Any], ids: TokenIds) -> tuple[Example | None, bool]:
     text = row["text"] if "text" in row else row["prompt"] + row["completion"]
     seq = ids.seq([], [*ids.encode(text), ids.eos])
     if len(seq) <= ids.max_len:
@@ -123,7 +123,7 @@ def _tokenize_lm(row: Mapping[str, Any], ids: _Ids) -> tuple[Example | None, boo
     return TokenSeq(seq.tokens[: ids.max_len], seq.weights[: ids.max_len]), True
 
 
-def _tokenize_chat(row: Mapping[str, Any], ids: _Ids) -> tuple[Example | None, bool]:
+def _tokenize_chat(row: Mapping[str, Any], ids: TokenIds) -> tuple[Example | None, bool]:
     """Every assistant turn trained; too long: cut from the right, dropped when no assistant
     token is left."""
     tokens, weights = sft_tokens(row["messages"], ids.chat)
@@ -135,7 +135,7 @@ def _tokenize_chat(row: Mapping[str, Any], ids: _Ids) -> tuple[Example | None, b
     return (cut, True) if cut.weights.any() else (None, False)
 
 
-def _tokenize_prompt_completion(row: Mapping[str, Any], ids: _Ids) -> tuple[Example | None, bool]:
+def _tokenize_prompt_completion(row: Mapping[str, Any], ids: TokenIds) -> tuple[Example | None, bool]:
     if CONSUMERS["prompt_completion"].read_columns(row) == ("messages",):
         return _tokenize_chat(row, ids)
     prompt, completion = ids.encode(row["prompt"]), [*ids.encode(row["completion"]), ids.eos]
@@ -145,7 +145,7 @@ def _tokenize_prompt_completion(row: Mapping[str, Any], ids: _Ids) -> tuple[Exam
     return ids.seq(kept, completion), len(kept) < len(prompt)
 
 
-def _tokenize_preference(row: Mapping[str, Any], ids: _Ids) -> tuple[Example | None, bool]:
+def _tokenize_preference(row: Mapping[str, Any], ids: TokenIds) -> tuple[Example | None, bool]:
     if is_conversation(row["chosen"]):
         prompt, chosen, rejected = preference_tokens(row, ids.chat)
     else:
@@ -159,7 +159,7 @@ def _tokenize_preference(row: Mapping[str, Any], ids: _Ids) -> tuple[Example | N
     return PreferencePair(ids.seq(kept, chosen), ids.seq(kept, rejected)), len(kept) < len(prompt)
 
 
-def _tokenize_prompt(row: Mapping[str, Any], ids: _Ids) -> tuple[Example | None, bool]:
+def _tokenize_prompt(row: Mapping[str, Any], ids: TokenIds) -> tuple[Example | None, bool]:
     conversation = is_conversation(row["prompt"])
     prompt = prompt_tokens(row["prompt"], ids.chat) if conversation else ids.encode(row["prompt"])
     kept = ids.fit_prompt(prompt, 0)
@@ -168,7 +168,7 @@ def _tokenize_prompt(row: Mapping[str, Any], ids: _Ids) -> tuple[Example | None,
     return ids.seq(kept, []), len(kept) < len(prompt)
 
 
-def _right_padded(seqs: Sequence[TokenSeq], length: int, pad: int, prefix: str = "") -> Batch:
+def right_padded(seqs: Sequence[TokenSeq], length: int, pad: int, prefix: str = "") -> Batch:
     """Right-pad to ``length``; targets and loss mask shifted left by one."""
     n = len(seqs)
     tokens = np.full((n, length), pad, np.int32)
@@ -188,13 +188,13 @@ def _right_padded(seqs: Sequence[TokenSeq], length: int, pad: int, prefix: str =
 
 
 def _collate_seqs(examples: Sequence[Example], length: int, pad: int) -> Batch:
-    return _right_padded(examples, length, pad)  # type: ignore[arg-type]
+    return right_padded(examples, length, pad)  # type: ignore[arg-type]
 
 
 def _collate_pairs(examples: Sequence[Example], length: int, pad: int) -> Batch:
     pairs: Sequence[PreferencePair] = examples  # type: ignore[assignment]
-    return {**_right_padded([p.chosen for p in pairs], length, pad, "chosen_"),
-            **_right_padded([p.rejected for p in pairs], length, pad, "rejected_")}
+    return {**right_padded([p.chosen for p in pairs], length, pad, "chosen_"),
+            **right_padded([p.rejected for p in pairs], length, pad, "rejected_")}
 
 
 def _collate_prompts(examples: Sequence[Example], length: int, pad: int) -> Batch:
@@ -210,18 +210,36 @@ def _collate_prompts(examples: Sequence[Example], length: int, pad: int) -> Batc
 
 
 @dataclass(frozen=True)
-class _ConsumerRules:
+class ConsumerRules:
+    """How a data layout becomes arrays: `tokenize(row, ids) -> (example or None, truncated)`
+    and `collate(examples, length, pad) -> batch` (a plugin layout supplies its own)."""
+
     tokenize: _RowTokenizer
     collate: Callable[[Sequence[Example], int, int], Batch]
 
 
-CONSUMER_RULES: dict[str, _ConsumerRules] = {
-    "lm": _ConsumerRules(_tokenize_lm, _collate_seqs),
-    "prompt_completion": _ConsumerRules(_tokenize_prompt_completion, _collate_seqs),
-    "preference": _ConsumerRules(_tokenize_preference, _collate_pairs),
-    "prompt": _ConsumerRules(_tokenize_prompt, _collate_prompts),
+CONSUMER_RULES: dict[str, ConsumerRules] = {
+    "lm": ConsumerRules(_tokenize_lm, _collate_seqs),
+    "prompt_completion": ConsumerRules(_tokenize_prompt_completion, _collate_seqs),
+    "preference": ConsumerRules(_tokenize_preference, _collate_pairs),
+    "prompt": ConsumerRules(_tokenize_prompt, _collate_prompts),
 }
-assert set(CONSUMER_RULES) == set(CONSUMERS), "every consumer needs tokenize/collate rules"
+
+
+def consumer_rules(consumer: str) -> ConsumerRules:
+    """A data layout's tokenize/collate rules: built in, or the `ConsumerRules` a plugin's
+    layout names lazily (`ConsumerInfo.rules = "module:attr"`)."""
+    if consumer in CONSUMER_RULES:
+        return CONSUMER_RULES[consumer]
+    info = CONSUMERS.get(consumer)
+    if info is None or not info.rules:
+        raise ValueError(f"unknown consumer {consumer!r}; known: {', '.join(CONSUMERS)}")
+    from tunix_dsl.schemas.kinds import load_reference
+
+    rules = load_reference(info.rules)
+    if not isinstance(rules, ConsumerRules):
+        raise TypeError(f"data layout {consumer!r}: `{info.rules}` is not a ConsumerRules")
+    return rules
 
 
 @dataclass
@@ -243,7 +261,7 @@ class TokenizedData:
 
     def collate(self, indices: np.ndarray, length: int) -> Batch:
         """The examples at ``indices`` padded to ``length``, with their ``example_ids``."""
-        collate = CONSUMER_RULES[self.consumer].collate
+        collate = consumer_rules(self.consumer).collate
         batch = collate([self.examples[i] for i in indices], length, self.pad_id)
         batch["example_ids"] = self.row_ids[indices]
         return batch
@@ -259,8 +277,6 @@ def tokenize_rows(
     source: str = "dataset",
 ) -> TokenizedData:
     """Tokenise ``rows`` for ``consumer`` with sequences of at most ``max_len`` tokens."""
-    if consumer not in CONSUMER_RULES:
-        raise ValueError(f"unknown consumer {consumer!r}; known: {', '.join(CONSUMER_RULES)}")
     if tokenizer.eos_id is None:
         raise ValueError("the tokenizer has no eos id; completions need one to end")
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
@@ -273,8 +289,8 @@ def tokenize_rows(
     chat = ChatCodec(encode, lambda messages, generation: tokenizer.apply_chat_template(
         messages, add_generation_prompt=generation), tokenizer.bos_id, tokenizer.eos_id,
         frozenset(tokenizer.stop_ids))
-    ids = _Ids(encode, bos, tokenizer.eos_id, max_len, chat)
-    rules, info = CONSUMER_RULES[consumer], CONSUMERS[consumer]
+    ids = TokenIds(encode, bos, tokenizer.eos_id, max_len, chat)
+    rules, info = consumer_rules(consumer), CONSUMERS[consumer]
     examples: list[Example] = []
     row_ids: list[int] = []
     truncated = dropped = 0

@@ -37,8 +37,7 @@ from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.fingerprint import stage_fingerprints
 from tunix_dsl.compiler.model_init import init_model, load_model, place
 from tunix_dsl.compiler.program import StageProgram, lower_stage
-from tunix_dsl.compiler.rl_step import RL_LOWERINGS
-from tunix_dsl.compiler.stages import LOWERINGS, StageModels
+from tunix_dsl.compiler.stages import StageModels
 from tunix_dsl.data.tokenizers import Tokenizer
 from tunix_dsl.models import Transformer
 from tunix_dsl.runtime.checkpoint import StageCheckpoints, state_nbytes
@@ -399,13 +398,26 @@ class Executor:
     # ------------------------------------------------------------------ pipeline
 
     def check_supported(self) -> None:
-        missing = [s for s in self.pipeline.stages if s.kind not in LOWERINGS and s.kind not in RL_LOWERINGS]
-        if missing:
-            names = ", ".join(f"`{s.name}` ({s.kind})" for s in missing)
-            raise RunError(
-                f"stage kinds not runnable yet in this build: {names}; "
-                f"runnable kinds: {', '.join(sorted(LOWERINGS) + sorted(RL_LOWERINGS))}"
-            )
+        """Every stage kind's lowering imports (a plugin's may not): before anything runs."""
+        from tunix_dsl.schemas.kinds import LoweringError
+
+        for stage in self.pipeline.stages:
+            try:
+                STAGE_KINDS[stage.kind].load_lowering()
+            except LoweringError as err:
+                raise RunError(f"stage `{stage.name}`: {err}") from None
+        from tunix_dsl.schemas.plugins import SOURCE_GROUPS, load_implementation, origin_of
+
+        for group, table in (("tunix_dsl.rewards", self.pipeline.rewards),
+                             ("tunix_dsl.datasets", self.pipeline.datasets)):
+            assert group in SOURCE_GROUPS
+            for decl in table.values():
+                schema = type(decl.spec)
+                if not origin_of(group, schema.call_name).builtin:
+                    try:
+                        load_implementation(group, schema)
+                    except LoweringError as err:
+                        raise RunError(f"{decl.keyword} `{decl.name}`: {err}") from None
 
     def statuses(self) -> dict[str, StageStatus]:
         return stage_statuses(self.pipeline, self.layout, self.fingerprints, self.force)
@@ -467,7 +479,7 @@ class Executor:
                              f"({status.broken}); making it again")
                 from tunix_dsl.runtime.rl_run import run_rl_stage  # RL: rollout/score/update loop
 
-                run = run_rl_stage if stage.kind in RL_LOWERINGS else Executor.run_stage
+                run = run_rl_stage if stage.info.program == "rl" else Executor.run_stage
                 results.append(run(self, stage, status, signals))
                 if (stop := signals.poll()[0]) is not None:  # the exports and evals are still to do
                     raise Preempted(f"stopped by {stop} after stage `{stage.name}` "

@@ -12,8 +12,7 @@ import jax
 
 from tunix_dsl.compiler.fingerprint import stage_fingerprints
 from tunix_dsl.compiler.plan import StagePlan, abstract_stage_models, plan_stage
-from tunix_dsl.compiler.rl_step import RL_LOWERINGS
-from tunix_dsl.compiler.stages import LOWERINGS, StageModels
+from tunix_dsl.compiler.stages import StageModels
 from tunix_dsl.compiler.targets import hbm_per_device, target_devices, target_mesh
 from tunix_dsl.grammar.diagnostics import Diagnostic
 from tunix_dsl.models.config import ModelConfig
@@ -26,6 +25,7 @@ from tunix_dsl.runtime.run_dir import (
     stage_statuses,
     unknown_stages,
 )
+from tunix_dsl.schemas.kinds import LoweringError
 from tunix_dsl.schemas.sources import HFModelSource, HFTokenizerSource
 from tunix_dsl.schemas.stages import STAGE_KINDS
 from tunix_dsl.schemas.targets import TARGETS, Target
@@ -80,12 +80,14 @@ def plan_pipeline(pipeline: Any, devices: int | None = None, target: Target | No
     hbm = hbm_per_device(target, len(placed)) if target.is_tpu else 0
     plans = []
     for stage in pipeline.stages:
-        if stage.kind in RL_LOWERINGS:  # one row per program: rollout, score, update
+        info = STAGE_KINDS[stage.kind]
+        try:  # a plugin's lowering may not import: say which stage and plugin
+            info.load_lowering()
+        except LoweringError as err:
+            raise ValueError(f"stage `{stage.name}`: {err}") from None
+        if info.program == "rl":  # one row per program: rollout, score, update
             plans.extend(_plan_rl(pipeline, resources, stage, mesh))
             continue
-        if stage.kind not in LOWERINGS:
-            raise ValueError(f"stage `{stage.name}`: kind {stage.kind} cannot be planned yet in this build")
-        info = STAGE_KINDS[stage.kind]
         config = stage.config
         models, trained_cfg = _abstract_models(pipeline, resources, stage)
         seq_len = min(config.max_seq_len, trained_cfg.max_seq_len)

@@ -46,7 +46,13 @@ def dataset_rows(spec: Any, base_dir: Path, consumer: str | None = None) -> list
 
         return read_parquet(resolve_path(spec.path, base_dir), spec.mapping(), consumer=consumer,
                             split=spec.split)
-    raise TypeError(f"unsupported dataset source {type(spec).__name__}")
+    # a plugin source: its `implementation` gives the rows (jax-free code)
+    from tunix_dsl.schemas.plugins import load_implementation
+
+    rows = load_implementation("tunix_dsl.datasets", type(spec))
+    if not callable(rows):
+        raise TypeError(f"the implementation of `{type(spec).call_name}(...)` is not a function")
+    return list(rows(spec, base_dir))
 
 
 class Resources:

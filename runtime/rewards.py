@@ -126,5 +126,18 @@ def _python(spec: PythonReward, base: Path, name: str) -> RewardFn:
 
 
 def build_reward(spec: Any, base_dir: Path, name: str) -> RewardFn:
-    """The scoring function of a reward declaration."""
-    return BUILDERS[type(spec)](spec, Path(base_dir), name)
+    """The scoring function of a reward declaration (a plugin reward's from its
+    `implementation`, loaded here, at run time)."""
+    builder = BUILDERS.get(type(spec))
+    if builder is None:
+        from tunix_dsl.schemas.kinds import LoweringError
+        from tunix_dsl.schemas.plugins import load_implementation
+
+        try:
+            builder = load_implementation("tunix_dsl.rewards", type(spec))  # type: ignore[assignment]
+        except LoweringError as err:
+            raise RewardError(f"reward `{name}`: {err}") from None
+        if not callable(builder):
+            raise RewardError(f"reward `{name}`: the implementation of "
+                              f"`{type(spec).call_name}` is not a function")
+    return builder(spec, Path(base_dir), name)

@@ -23,8 +23,7 @@ from hypothesis import strategies as st
 from tunix_dsl.api import parse
 from tunix_dsl.check.ir import Pipeline
 from tunix_dsl.cli.render import render_text
-from tunix_dsl.compiler.rl_step import RL_LOWERINGS
-from tunix_dsl.compiler.stages import LOWERINGS
+from tunix_dsl.schemas import STAGE_KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -33,7 +32,7 @@ _STAGE = re.compile(r"^(stage\s+\w+\s*:\s*\w+\s*\{\n)(.*?^\})", re.MULTILINE | r
 
 
 def _runnable(path: Path) -> bool:
-    return set(_KIND.findall(path.read_text(encoding="utf-8"))) <= set(LOWERINGS) | set(RL_LOWERINGS)
+    return set(_KIND.findall(path.read_text(encoding="utf-8"))) <= set(STAGE_KINDS)
 
 
 RUNNABLE = [p for p in sorted(EXAMPLES.glob("*.tnx")) if _runnable(p)]

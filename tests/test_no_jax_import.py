@@ -84,3 +84,26 @@ def test_lint_and_graph_do_not_import_networkx() -> None:
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"codes": [0, 0], "networkx": False}
+
+
+PLUGIN_PROBE = """
+import json, sys
+from tunix_dsl.cli import main
+codes = [main(["lint", "examples/plugins/tnx-kto/kto.tnx"]), main(["explain", "kto"])]
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "flax", "optax", "orbax"))
+print(json.dumps({"codes": codes, "heavy": heavy, "kto": "tnx_kto.schema" in sys.modules,
+                  "lowering": "tnx_kto.lowering" in sys.modules}))
+"""
+
+
+def test_lint_with_a_plugin_package_installed_imports_no_jax(tmp_path: Path) -> None:
+    """Entry points are read from installed metadata; the plugin's schema module loads, its
+    lowering (jax) does not."""
+    from tests.plugins.install import KTO, env_with, install
+
+    site = install(KTO, tmp_path / "site")
+    done = subprocess.run([sys.executable, "-c", PLUGIN_PROBE], cwd=ROOT, env=env_with(site),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"codes": [0, 0], "heavy": [], "kto": True, "lowering": False}

@@ -1,6 +1,5 @@
-"""Stage kinds' step math: importing this package registers every kind in `LOWERINGS`."""
+"""Stage kinds' step math, one file per kind; each `StageKind.lowering` names its `build`."""
 
-from tunix_dsl.compiler.stages import distill, dpo, grpo, orpo, ppo, sft  # noqa: F401  (registration)
-from tunix_dsl.compiler.stages.base import LOWERINGS, StageLoss, StageModels, reference_sharing
+from tunix_dsl.compiler.stages.base import BuildLoss, StageLoss, StageModels, reference_sharing
 
-__all__ = ["LOWERINGS", "StageLoss", "StageModels", "reference_sharing"]
+__all__ = ["BuildLoss", "StageLoss", "StageModels", "reference_sharing"]

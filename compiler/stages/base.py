@@ -1,4 +1,4 @@
-"""What a stage kind contributes to its step program, and the registry of kinds.
+"""What a stage kind contributes to its step program.
 
 A stage kind's file (sft.py, dpo.py, …) reads top to bottom as the whole
 algorithm: which models it holds, which of their parameters train, the global
@@ -49,22 +49,10 @@ class StageLoss:
     from_sums: FromSums
 
 
+# A stage kind's `build(config, models) -> StageLoss`, named lazily by its `StageKind.lowering`
+# (`tunix_dsl.schemas.kinds`): which fields hold models and which columns the data needs are
+# the schema's business; a lowering holds only the math.
 BuildLoss = Callable[[Any, StageModels], StageLoss]
-
-# stage kind -> its `build(config, models) -> StageLoss`. Which fields hold
-# models and which columns the data needs are the schema's business
-# (`tunix_dsl.schemas.stages.STAGE_KINDS`); this registry holds only the math.
-LOWERINGS: dict[str, BuildLoss] = {}
-
-
-def lowering(kind: str):
-    """Register the step of stage kind `kind`."""
-
-    def register(build: BuildLoss) -> BuildLoss:
-        LOWERINGS[kind] = build
-        return build
-
-    return register
 
 
 def reference_sharing(config: Any, trained: str, model_inputs: tuple[str, ...]) -> tuple[bool, bool]:

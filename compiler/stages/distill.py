@@ -29,7 +29,6 @@ from tunix_dsl.compiler.stages.base import (
     StageModels,
     forward_hidden,
     loss_chunk,
-    lowering,
     trainable_filter,
 )
 from tunix_dsl.compiler.stages.sft import token_counts
@@ -159,5 +158,3 @@ def build(config: Any, models: StageModels) -> StageLoss:
         from_sums=from_sums,
     )
 
-
-lowering("distill")(build)

@@ -26,7 +26,6 @@ from tunix_dsl.compiler.stages.base import (
     StageModels,
     forward_hidden,
     loss_chunk,
-    lowering,
     trainable_filter,
 )
 
@@ -95,5 +94,3 @@ def build(config: Any, models: StageModels) -> StageLoss:
         from_sums=losses.dpo_from_sums,
     )
 
-
-lowering("dpo")(build)

@@ -43,7 +43,6 @@ from tunix_dsl.compiler.rl_step import (
     completion_targets,
     masked_total,
     ratio_of_sums,
-    rl_lowering,
 )
 from tunix_dsl.compiler.stages.base import Container, StageModels, trainable_filter
 from tunix_dsl.models.transformer import gather_logps
@@ -140,5 +139,3 @@ def build(config: Any, models: StageModels) -> RLStep:
         finish=lambda sums: ratio_of_sums(sums, METRICS, "tokens"),
     )
 
-
-rl_lowering("grpo")(build)

@@ -24,7 +24,6 @@ from tunix_dsl.compiler.stages.base import (
     StageModels,
     forward_hidden,
     loss_chunk,
-    lowering,
     trainable_filter,
 )
 from tunix_dsl.compiler.stages.dpo import pair_batch, real_pairs
@@ -61,5 +60,3 @@ def build(config: Any, models: StageModels) -> StageLoss:
         from_sums=partial(losses.orpo_from_sums, lam=float(config.lambda_)),
     )
 
-
-lowering("orpo")(build)

@@ -44,7 +44,6 @@ from tunix_dsl.compiler.rl_step import (
     completion_targets,
     masked_total,
     ratio_of_sums,
-    rl_lowering,
 )
 from tunix_dsl.compiler.stages.base import Container, StageModels, trainable_filter
 from tunix_dsl.compiler.stages.grpo import reference_logps
@@ -175,5 +174,3 @@ def build(config: Any, models: StageModels) -> RLStep:
         optimizer=optimizer,
     )
 
-
-rl_lowering("ppo")(build)

@@ -23,7 +23,6 @@ from tunix_dsl.compiler.stages.base import (
     StageModels,
     forward_hidden,
     loss_chunk,
-    lowering,
     trainable_filter,
 )
 
@@ -43,8 +42,6 @@ def lm_sums_fn(chunk: int):
     return lm_sums
 
 
-@lowering("pretrain")
-@lowering("sft")
 def build(config: Any, models: StageModels) -> StageLoss:
     model = models.models["model"]
     return StageLoss(

@@ -24,7 +24,7 @@ from tunix_dsl.grammar.diagnostics import Diagnostic, Label
 from tunix_dsl.grammar.spans import Span
 from tunix_dsl.rules.registry import diagnostic
 from tunix_dsl.schemas import STAGE_KINDS, ModelRef, Schema
-from tunix_dsl.schemas.base import Problem
+from tunix_dsl.schemas.base import Family, Problem
 from tunix_dsl.schemas.explain import literal_text, ref_kind, type_name, with_article
 
 Loc = tuple[str | int, ...]
@@ -205,7 +205,10 @@ class Builder:
     def _nested_owner(schema: type[Schema], name: str) -> tuple[str, str] | None:
         """(field, function) when `name` is a field of a call nested in `schema` (`warmup`)."""
         for field, source in ((f, s) for s, f in schema.source_names().items()):
-            for nested in _schemas_in(schema.model_fields[field].annotation):
+            info = schema.model_fields[field]
+            family = next((m for m in info.metadata if isinstance(m, Family)), None)
+            members = list(family.members().values()) if family else _schemas_in(info.annotation)
+            for nested in members:
                 if nested.call_name and name in nested.source_names():
                     return source, nested.call_name
         return None
@@ -214,8 +217,12 @@ class Builder:
     def convert(self, annotation: Any, expr: ast.Expr, loc: Loc, role: str,
                 spans: dict[Loc, Span], metadata: list[Any] | None = None) -> Any:
         """The value of `expr` for a field typed `annotation` (+ pydantic metadata), or FAIL."""
-        core, _ = _strip(annotation)
+        core, inner = _strip(annotation)
         kind = ref_kind(annotation, metadata or [])
+        family = next((m for m in [*(metadata or []), *inner] if isinstance(m, Family)), None)
+        if family is not None:  # an open family (optimizers): plugins' members included
+            return self._nested(list(family.members().values()), annotation, expr, role, loc,
+                                spans, family.name)
         if typing.get_origin(core) is list:
             (item_type,) = typing.get_args(core)
             if isinstance(expr, ast.ListExpr):
@@ -238,8 +245,11 @@ class Builder:
         return self.ev.value(expr, with_article(type_name(annotation)))
 
     def _nested(self, schemas: list[type[Schema]], annotation: Any, expr: ast.Expr,
-                role: str, loc: Loc = (), spans: dict[Loc, Span] | None = None) -> Any:
+                role: str, loc: Loc = (), spans: dict[Loc, Span] | None = None,
+                family_name: str = "") -> Any:
         family = {s.call_name: s for s in schemas}
+        shown = (" or ".join(f"{n}(...)" for n in family) if family_name
+                 else with_article(type_name(annotation)))
         if isinstance(expr, ast.Call):
             schema = family.get(expr.func)
             if schema is None:
@@ -248,7 +258,7 @@ class Builder:
                 known = set(CALLS) | {f for fam in SOURCES.values() for f in fam}
                 if expr.func in known:
                     return self._error(
-                        "TNX201", f"`{role}` expects {with_article(type_name(annotation))}, "
+                        "TNX201", f"`{role}` expects {shown}, "
                         f"found `{expr.func}(...)`", expr.func_span, label="wrong kind of value")
                 return self._error(
                     "TNX105", f"unknown function `{expr.func}` for `{role}`", expr.func_span,
@@ -258,14 +268,14 @@ class Builder:
             if built is not FAIL and spans is not None:  # `optimizer.warmup` for cross-field checks
                 spans.update({(*loc, *inner): span for inner, span in built.spans.items()})
             return FAIL if built is FAIL else built.value
-        if isinstance(expr, ast.MapExpr) and len(schemas) == 1:
+        if isinstance(expr, ast.MapExpr) and len(schemas) == 1 and not family_name:
             built = self.build(schemas[0], entries_of(expr.entries), expr.span, f"`{role}`")
             return FAIL if built is FAIL else built.value
-        value = self.ev.value(expr, with_article(type_name(annotation)))
+        value = self.ev.value(expr, shown)
         if value is FAIL:
             return FAIL
         example = f"{schemas[0].call_name}(...)" if schemas[0].call_name else "{ ... }"
-        return self._error("TNX201", f"`{role}` expects {with_article(type_name(annotation))}, "
+        return self._error("TNX201", f"`{role}` expects {shown}, "
                            f"found {describe(value)}", expr.span, label="wrong type",
                            help=f"write `{role} = {example}`")
 

@@ -29,6 +29,7 @@ from tunix_dsl.grammar.spans import Span
 from tunix_dsl.rules import run_rules
 from tunix_dsl.rules.registry import diagnostic
 from tunix_dsl.schemas import SOURCES, STAGE_KINDS, EvalConfig, ExportConfig, PipelineSettings
+from tunix_dsl.schemas.plugins import begin_check, load_installed, load_local
 
 
 def _refs(expr: ast.Expr) -> Iterator[ast.Ref]:
@@ -58,6 +59,9 @@ class Checker:
         self.evals: list[Eval] = []
         self.exports: list[Export] = []
         self.adapter_uses: list[Use] = []
+        self.settings_spans: dict[tuple[str | int, ...], Span] = {}
+        # names a broken plugin meant to register: their uses are not also "unknown"
+        self.broken_plugin_names: set[str] = set()
 
     # ----------------------------------------------------------------- graph
     def _node(self, node: str, kind: str, label: str, span: Span, index: int) -> None:
@@ -101,7 +105,42 @@ class Checker:
                                    f"pipeline `{decl.name}`", explain="pipeline")
         self._param_edges(decl, node)
         self.builder.uses = []
-        return decl.name, (PipelineSettings() if built is FAIL else built.value)
+        if built is FAIL:
+            return decl.name, PipelineSettings()
+        self.settings_spans = built.spans
+        return decl.name, built.value
+
+    # --------------------------------------------------------------- plugins
+    def plugins(self, settings: PipelineSettings, base_dir: Path) -> None:
+        """Register installed plugins and the pipeline's `plugins = [...]` files (schemas
+        only: lowerings load at plan/run); each problem is one diagnostic at a place."""
+        problems = load_installed()
+        begin_check()
+        for index, path in enumerate(settings.plugins):
+            problems += load_local(path, base_dir, index)
+        for problem in problems:
+            self.broken_plugin_names.update(problem.names)
+            if problem.local is not None:
+                span = self.settings_spans.get(("plugins", problem.local)) or self.module.span
+            else:
+                span = self._first_use(problem.names)
+            self.diags.append(diagnostic(
+                problem.code, problem.message, span, label=f"plugin {problem.plugin}",
+                help="plugin paths are relative to the .tnx file's directory"
+                if problem.code == "TNX013" else "fix or uninstall the plugin; `tnx explain "
+                "plugins` lists what is registered and where it comes from"))
+
+    def _first_use(self, names: tuple[str, ...]) -> Span:
+        """Where this file uses one of `names` (a stage kind or a called function); else
+        its start, so a broken installed plugin is still reported once."""
+        for decl in self.module.decls:
+            if isinstance(decl, ast.StageDecl) and decl.kind in names:
+                return decl.kind_span
+            for _, expr in _decl_exprs(decl):
+                for node in ast.walk(expr):
+                    if isinstance(node, ast.Call) and node.func in names:
+                        return node.func_span
+        return Span(self.file, 1, 1, 1, 1, 0, 0)
 
     def declarations(self) -> None:
         for symbol in sorted(self.table.symbols.values(), key=lambda s: s.index):
@@ -131,6 +170,8 @@ class Checker:
                 help="functions: " + ", ".join(f"`{f}`" for f in family)))
             return
         schema = family.get(expr.func)
+        if schema is None and expr.func in self.broken_plugin_names:
+            return
         if schema is None:
             elsewhere = [k for k, fam in SOURCES.items() if expr.func in fam]
             help_text = (f"`{expr.func}(...)` makes a {elsewhere[0]}: declare it with "
@@ -149,6 +190,8 @@ class Checker:
 
     def _stage(self, symbol: Symbol, decl: ast.StageDecl) -> None:
         info = STAGE_KINDS.get(decl.kind)
+        if info is None and decl.kind in self.broken_plugin_names:
+            return
         if info is None:
             self.diags.append(diagnostic(
                 "TNX105", f"unknown stage kind `{decl.kind}`", decl.kind_span,
@@ -273,6 +316,7 @@ def check_module(module: ast.Module | None, file: str, sources: Mapping[str, str
     for symbol in checker.table.of_keyword("param"):
         checker._node(symbol.node, "param", symbol.name, symbol.name_span, symbol.index)
     name, settings = checker.settings()
+    checker.plugins(settings, base)
     checker.declarations()
     checker.adapter_outputs()
     stages = checker.order()

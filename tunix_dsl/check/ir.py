@@ -305,4 +305,4 @@ def _columns_of(decl: Decl[DatasetSource] | None, base_dir: Path) -> frozenset[s
         except DataError:
             return None
         return frozenset(mapped_columns(names, spec.mapping()))
-    return None
+    return spec.known_columns(base_dir)  # a plugin source says what it knows

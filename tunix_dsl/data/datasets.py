@@ -98,6 +98,17 @@ class ConsumerInfo:
     name: str
     accepted: tuple[tuple[str, ...], ...]
     doc: str
+    # "module:attr" of the layout's `tunix_dsl.runtime.data.ConsumerRules` (plugin layouts;
+    # the built-in ones live in `runtime.data.CONSUMER_RULES`), imported only at run time
+    rules: str = ""
+    # What a batch holds, for `tnx plan`'s abstract batch: each prefix names one set of
+    # token arrays (tokens, targets, loss_mask, attention_mask, positions) `[B, T]`;
+    # `row_arrays` are per-row values `[B]` as (name, dtype).
+    sequence_prefixes: tuple[str, ...] = ("",)
+    row_arrays: tuple[tuple[str, str], ...] = ()
+    # Columns whose tokens, plus eos, must fit beside bos and one prompt token: a row whose
+    # completion cannot fit is dropped (runtime/data.py `fit_prompt`; lint's TNX313).
+    kept_whole: tuple[str, ...] = ()
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -129,14 +140,17 @@ CONSUMERS: dict[str, ConsumerInfo] = {
                      "next-token loss on the whole sequence (pretrain)"),
         ConsumerInfo("prompt_completion", (("prompt", "completion"), ("messages",)),
                      "loss on the completion only, or on every assistant turn of `messages` "
-                     "(sft, distill)"),
+                     "(sft, distill)", kept_whole=("completion",)),
         ConsumerInfo("preference", (("prompt", "chosen", "rejected"), ("chosen", "rejected")),
                      "prompt with a chosen and a rejected completion, or chosen/rejected "
-                     "conversations (dpo, orpo)"),
+                     "conversations (dpo, orpo)", sequence_prefixes=("chosen_", "rejected_"),
+                     kept_whole=("chosen", "rejected")),
         ConsumerInfo("prompt", (("prompt",),),
                      "prompts to generate from (grpo, ppo, eval)"),
     )
 }
+
+BUILTIN_CONSUMERS: frozenset[str] = frozenset(CONSUMERS)  # plugin kinds may add layouts
 
 # The preferred columns per consumer, for code that wants a plain table.
 CONSUMER_COLUMNS: dict[str, tuple[str, ...]] = {n: c.required for n, c in CONSUMERS.items()}
@@ -320,18 +334,10 @@ def _bad_value(row: Mapping[str, Any], mapping: Mapping[str, str]) -> str | None
 # (runtime/data.py `tokenize_rows` refuses a shorter `max_len`).
 MIN_SEQUENCE_TOKENS = 3
 
-# Columns whose tokens, plus eos, must fit beside bos and one prompt token, per consumer:
-# a row whose completion cannot fit is dropped (runtime/data.py `fit_prompt`).
-KEPT_WHOLE: dict[str, tuple[str, ...]] = {
-    "lm": (), "prompt": (), "prompt_completion": ("completion",),
-    "preference": ("chosen", "rejected"),
-}
-
-
 def tokens_needed(consumer: str, token_counts: Mapping[str, int]) -> int:
     """Tokens a row needs so that `consumer` keeps it: bos, one prompt token, and the longest
     column that is never cut (with its eos); ``token_counts`` maps column → token count."""
-    whole = [token_counts[c] + 1 for c in KEPT_WHOLE[consumer] if c in token_counts]
+    whole = [token_counts[c] + 1 for c in CONSUMERS[consumer].kept_whole if c in token_counts]
     return max(MIN_SEQUENCE_TOKENS, 2 + max(whole, default=0))
 
 

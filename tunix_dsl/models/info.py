@@ -106,11 +106,19 @@ def model_size_info(spec: Any, tokenizer_spec: Any | None, precision: str,
                 return SizeInfo(None, missing=f"cannot read {spec.path}/config.json: {e}")
             return SizeInfo(checkpoint_config(hf, spec.preset, remat=spec.remat, dtype=precision,
                                               param_dtype=param_dtype))
+        # a plugin architecture: a config of the built-in decoder family, initialised randomly
+        vocab = tokenizer_vocab_size(tokenizer_spec, base_dir)
+        if isinstance(vocab, str):
+            return SizeInfo(None, missing=vocab)
+        config = spec.architecture(vocab, precision, param_dtype)
+        if not isinstance(config, ModelConfig):
+            return SizeInfo(None, invalid=f"`{type(spec).call_name}(...)` described its "
+                                          f"architecture as {type(config).__name__}, not a ModelConfig")
+        return SizeInfo(config)
     except ModelConfigError as e:
         return SizeInfo(None, invalid=str(e))
     except (KeyError, TypeError) as e:
         return SizeInfo(None, invalid=f"config.json lacks or mistypes {e}")
-    raise TypeError(f"unknown model source {type(spec).__name__}")
 
 
 def preset_config(preset: str, **overrides: Any) -> ModelConfig:

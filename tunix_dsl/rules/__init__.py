@@ -15,6 +15,7 @@ from tunix_dsl.rules import codes as _codes  # noqa: F401  (registers codes)
 from tunix_dsl.rules import data_checks as _data_checks  # noqa: F401
 from tunix_dsl.rules import data_sources as _data_sources  # noqa: F401
 from tunix_dsl.rules import pipeline_checks as _pipeline_checks  # noqa: F401
+from tunix_dsl.rules import plugin_codes as _plugin_codes  # noqa: F401
 from tunix_dsl.rules import preflight_codes as _preflight_codes  # noqa: F401
 from tunix_dsl.rules import rl_checks as _rl_checks  # noqa: F401
 from tunix_dsl.rules import run_checks as _run_checks  # noqa: F401

@@ -11,7 +11,7 @@ import functools
 from collections.abc import Iterator
 
 from tunix_dsl.check.ir import Pipeline, Stage
-from tunix_dsl.data.datasets import KEPT_WHOLE, MIN_SEQUENCE_TOKENS, peek_jsonl_rows, tokens_needed
+from tunix_dsl.data.datasets import CONSUMERS, MIN_SEQUENCE_TOKENS, peek_jsonl_rows, tokens_needed
 from tunix_dsl.grammar.diagnostics import Diagnostic, Label, Severity
 from tunix_dsl.rules.codes import _with_stage
 from tunix_dsl.rules.registry import diagnostic, rule
@@ -82,7 +82,7 @@ def _shortest_row(p: Pipeline, stage: Stage, name: str) -> int | None:
     decl = p.datasets.get(name)
     tokenizer = p.tokenizer_of(stage.trained)
     consumer = stage.info.consumer
-    if decl is None or tokenizer is None or tokenizer[0] != "bytes" or not KEPT_WHOLE[consumer]:
+    if decl is None or tokenizer is None or tokenizer[0] != "bytes" or not CONSUMERS[consumer].kept_whole:
         return None
     spec = decl.spec
     if isinstance(spec, SyntheticSource):

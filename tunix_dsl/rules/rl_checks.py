@@ -21,7 +21,7 @@ _GRPO = "policy = tiny\ndata = sums\nrewards = [ok]\nsteps = 10\n"
 
 
 def _rl_stages(p: Pipeline) -> Iterator[Stage]:
-    return (s for s in p.stages if s.kind in ("grpo", "ppo"))
+    return (s for s in p.stages if s.info.program == "rl")
 
 
 def _prompts(stage: Stage) -> int:

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from collections import ChainMap
+
 from tunix_dsl.schemas.base import (
     DatasetInput,
     ModelInput,
@@ -21,15 +23,28 @@ from tunix_dsl.schemas.base import (
 )
 from tunix_dsl.schemas.explain import explain_schema, type_name
 from tunix_dsl.schemas.pipeline import EvalConfig, ExportConfig, Mesh, PipelineSettings
+from tunix_dsl.schemas.plugins import (
+    OPTIMIZERS_GROUP,
+    SOURCE_GROUPS,
+    STAGE_KINDS_GROUP,
+    load_installed,
+    origin_of,
+    plugins_table,
+    register_builtins,
+)
 from tunix_dsl.schemas.sources import SOURCES
 from tunix_dsl.schemas.stages import STAGE_KINDS, StageKind, TrainingConfig
 from tunix_dsl.schemas.training import ADAPTERS, OPTIMIZERS, STRATEGIES, OverlongPenalty
 
-# Call families that appear as field values: function name → schema.
-CALLS: dict[str, type[Schema]] = {
-    **OPTIMIZERS, **ADAPTERS, **STRATEGIES, OverlongPenalty.call_name: OverlongPenalty,
-    Mesh.call_name: Mesh,
-}
+# The built-in kinds and sources register through the plugin loader, like a plugin does.
+register_builtins()
+
+# Call families that appear as field values: function name → schema (a live view: an optimizer
+# a plugin registers later appears here too).
+CALLS: ChainMap[str, type[Schema]] = ChainMap(
+    OPTIMIZERS, ADAPTERS, STRATEGIES,
+    {OverlongPenalty.call_name: OverlongPenalty, Mesh.call_name: Mesh},
+)
 
 # Blocks other than stages: keyword → schema.
 BLOCKS: dict[str, type[Schema]] = {
@@ -59,15 +74,20 @@ def presets_table() -> str:
 
 def explain_text(name: str) -> str | None:
     """Fields, types, defaults and docs of a stage kind, block or function; None if unknown."""
+    load_installed()  # installed plugins' kinds and sources are explained like built-in ones
+    if name == "plugins":
+        return plugins_table()
     if name in STAGE_KINDS:
         kind = STAGE_KINDS[name]
         from tunix_dsl.data.datasets import CONSUMERS
 
         consumer = CONSUMERS[kind.consumer]
         columns = " or ".join("+".join(cols) for cols in consumer.accepted)
-        extra = (f"trains: `{kind.trained}`; outputs: .model"
+        extra = (f"origin: {origin_of(STAGE_KINDS_GROUP, name).describe()}\n"
+                 f"trains: `{kind.trained}`; outputs: .model"
                  + (", .adapter (with lora)" if kind.has_adapter else "")
-                 + f"\ndata columns: {columns}")
+                 + f"\ndata columns: {columns}"
+                 + (f"\nmetrics: {', '.join(kind.metrics)}" if kind.metrics else ""))
         return explain_schema(f"stage NAME: {name} {{ ... }}", kind.schema, extra)
     if name in BLOCKS:
         return explain_schema(f"{name} ...", BLOCKS[name])
@@ -75,9 +95,15 @@ def explain_text(name: str) -> str | None:
         if name in family:
             extra = {"synthetic": _synthetic_tasks_text, "transformer": presets_table,
                      "hf": presets_table}.get(name, str)()
+            group = next((g for g, k in SOURCE_GROUPS.items() if k == keyword), "")
+            if group:
+                extra = f"origin: {origin_of(group, name).describe()}" + (f"\n{extra}" if extra else "")
             return explain_schema(f"{keyword} NAME = {name}(...)", family[name], extra)
         if name == keyword:
             return f"{keyword} NAME = " + " | ".join(f"{f}(...)" for f in family) + "\n"
+    if name in OPTIMIZERS:
+        return explain_schema(f"{name}(...)", OPTIMIZERS[name],
+                              f"origin: {origin_of(OPTIMIZERS_GROUP, name).describe()}")
     if name in CALLS:
         return explain_schema(f"{name}(...)", CALLS[name])
     if name == "targets":
@@ -89,7 +115,8 @@ def explain_text(name: str) -> str | None:
 
 def explainable_names() -> list[str]:
     """Every name `explain_text` knows, for did-you-mean suggestions."""
-    names = [*STAGE_KINDS, *BLOCKS, *SOURCES, *CALLS, "targets"]
+    load_installed()
+    names = [*STAGE_KINDS, *BLOCKS, *SOURCES, *CALLS, "targets", "plugins"]
     for family in SOURCES.values():
         names += list(family)
     return names

@@ -105,6 +105,20 @@ class ModelRef(Schema):
         return self.name if self.kind == "decl" else f"{self.name}.{self.output}"
 
 
+@dataclass(frozen=True)
+class Family:
+    """Marks a field whose value is a call of any schema registered in an open family
+    (`optimizer = adamw(...)` or a plugin's optimizer): the checker looks the called
+    function up in the family's registry instead of a closed union."""
+
+    name: str  # "optimizer"
+
+    def members(self) -> dict[str, type[Schema]]:
+        from tunix_dsl.schemas.training import OPTIMIZERS
+
+        return {"optimizer": OPTIMIZERS}[self.name]
+
+
 ModelInput = Annotated[ModelRef, RefKind("model")]
 DatasetInput = Annotated[str, RefKind("dataset")]
 TokenizerInput = Annotated[str, RefKind("tokenizer")]

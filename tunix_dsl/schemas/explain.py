@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from tunix_dsl.schemas.base import RefKind, Schema
+from tunix_dsl.schemas.base import Family, RefKind, Schema
 
 
 def ref_kind(annotation: Any, metadata: list[Any] = ()) -> str | None:  # type: ignore[assignment]
@@ -34,6 +34,9 @@ def type_name(annotation: Any, metadata: list[Any] = ()) -> str:  # type: ignore
     kind = ref_kind(annotation, metadata)
     if kind is not None and typing.get_origin(annotation) is not list:
         return kind
+    family = next((m for m in metadata if isinstance(m, Family)), None)
+    if family is not None:  # an open family: whatever is registered now (plugins included)
+        return " or ".join(f"{name}(...)" for name in family.members())
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is Annotated:

@@ -50,6 +50,9 @@ class PipelineSettings(Schema):
     )
     mesh: Mesh = Field(default_factory=Mesh, description="{ data = .., fsdp = .., tensor = .. }")
     run_dir: str = Field("runs", min_length=1, description="where run directories are created")
+    plugins: list[str] = Field(
+        default_factory=list, description="local plugin files (relative to the .tnx file) that "
+        "register stage kinds, sources or optimizers in a `TNX_PLUGIN` dict; docs/plugins.md")
 
     def problems(self) -> list[Problem]:
         found = super().problems()

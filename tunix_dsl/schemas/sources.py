@@ -10,13 +10,61 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import TYPE_CHECKING, Annotated, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from tunix_dsl.models.config import PRESETS, REMAT_POLICIES, SIZE_PRESETS
 from tunix_dsl.models.presets import ARCHITECTURE_PRESETS
 from tunix_dsl.schemas.base import Problem, Schema, TokenizerInput
+
+# --------------------------------------------------------------------------- plugin bases
+
+
+class RewardSchema(Schema):
+    """Base of every `reward NAME = f(...)` source.
+
+    A plugin reward sets `implementation = "module:build"`, imported only by
+    `tnx run`: `build(spec, base_dir, name)` returns the scoring function
+    `score(prompts, completions, lengths, columns) -> float32 array`
+    (`tunix_dsl.runtime.rewards`).
+    """
+
+    implementation: ClassVar[str] = ""
+
+    def columns(self) -> tuple[str, ...]:
+        """Dataset columns the reward reads (checked against the stage's data)."""
+        return ()
+
+
+class DatasetSchema(Schema):
+    """Base of every `dataset NAME = f(...)` source.
+
+    A plugin dataset sets `implementation = "module:rows"`, called at run time as
+    `rows(spec, base_dir) -> list[dict]` (jax-free code: `tnx plan` reads rows
+    for its checks); `known_columns` lets lint check the columns without reading rows.
+    """
+
+    implementation: ClassVar[str] = ""
+
+    def known_columns(self, base_dir: Path) -> frozenset[str] | None:
+        """Columns every row has, or None when they cannot be known before reading."""
+        return None
+
+
+class ModelSchema(Schema):
+    """Base of every `model NAME = f(...)` source.
+
+    A plugin model describes an architecture of the built-in decoder family:
+    it has a `tokenizer` field and returns its `ModelConfig` from `architecture`
+    (jax-free); the runtime initialises it randomly like `transformer(...)`.
+    """
+
+    def architecture(self, vocab_size: int, dtype: str, param_dtype: str) -> object:
+        """The `tunix_dsl.models.config.ModelConfig` of this declaration."""
+        raise NotImplementedError(f"{type(self).__name__} does not describe its ModelConfig")
+
 
 # --------------------------------------------------------------------------- tokenizers
 
@@ -50,7 +98,7 @@ else:  # the choices come from the tables, so pydantic lists them in its errors
 Size = Annotated[int | None, Field(gt=0)]
 
 
-class TransformerSource(Schema):
+class TransformerSource(ModelSchema):
     """A randomly initialised decoder from a preset, optionally resized.
 
     Size presets (pico, nano, micro) take the tokenizer's vocabulary;
@@ -81,7 +129,7 @@ class TransformerSource(Schema):
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
-class HFModelSource(Schema):
+class HFModelSource(ModelSchema):
     """A Llama/Qwen-family checkpoint directory: config.json + safetensors (+ tokenizer)."""
 
     call_name = "hf"
@@ -103,7 +151,7 @@ ModelSource = TransformerSource | HFModelSource
 # --------------------------------------------------------------------------- datasets
 
 
-class SyntheticSource(Schema):
+class SyntheticSource(DatasetSchema):
     """A built-in deterministic task (`tunix_dsl.data.datasets.SYNTHETIC_TASKS`).
 
     Keyword arguments other than `count` and `seed` are the task's own
@@ -160,7 +208,7 @@ class SyntheticSource(Schema):
         return found
 
 
-class JsonlSource(Schema):
+class JsonlSource(DatasetSchema):
     """One JSON object per line. Each column field names the file key that holds it.
 
     `jsonl("qa.jsonl", prompt = "question", completion = "answer")`: the
@@ -188,7 +236,7 @@ class JsonlSource(Schema):
 _COLUMN_FIELDS = ("text", "prompt", "completion", "chosen", "rejected", "answer", "messages")
 
 
-class ParquetSource(Schema):
+class ParquetSource(DatasetSchema):
     """A parquet file, or a directory of parquet files (a Hugging Face dataset's shards).
 
     `parquet("data/", split = "train", prompt = "question")`: columns map as for `jsonl`;
@@ -231,7 +279,7 @@ def _fits(value: object, expected: type) -> bool:
 # --------------------------------------------------------------------------- rewards
 
 
-class ExactMatchReward(Schema):
+class ExactMatchReward(RewardSchema):
     """1.0 when the completion equals the row's `field` column, else 0.0."""
 
     call_name = "exact_match"
@@ -242,7 +290,7 @@ class ExactMatchReward(Schema):
         return (self.field,)
 
 
-class RegexReward(Schema):
+class RegexReward(RewardSchema):
     """`score` when the completion matches `pattern` (Python `re.search`), else 0.0."""
 
     call_name = "regex"
@@ -263,7 +311,7 @@ class RegexReward(Schema):
         return ()
 
 
-class LengthPenaltyReward(Schema):
+class LengthPenaltyReward(RewardSchema):
     """−weight × (tokens beyond `target`): discourages long completions."""
 
     call_name = "length_penalty"
@@ -274,7 +322,7 @@ class LengthPenaltyReward(Schema):
         return ()
 
 
-class PythonReward(Schema):
+class PythonReward(RewardSchema):
     """A user function `fn(prompts, completions, **columns) -> list[float]`, loaded at run time."""
 
     call_name = "python"
@@ -308,14 +356,16 @@ class PythonReward(Schema):
 RewardSource = ExactMatchReward | RegexReward | LengthPenaltyReward | PythonReward
 
 
-def _family(*schemas: type[Schema]) -> dict[str, type[Schema]]:
-    return {s.call_name: s for s in schemas}
-
+# The built-in sources, registered by `tunix_dsl.schemas.plugins` like a plugin's entry points.
+BUILTIN_MODELS = (TransformerSource, HFModelSource)
+BUILTIN_DATASETS = (SyntheticSource, JsonlSource, ParquetSource)
+BUILTIN_REWARDS = (ExactMatchReward, RegexReward, LengthPenaltyReward, PythonReward)
 
 # keyword → function name → schema: what `tokenizer|model|dataset|reward NAME = f(...)` accepts.
+# Tokenizers are built in; the other families are filled through the plugin loader.
 SOURCES: dict[str, dict[str, type[Schema]]] = {
-    "tokenizer": _family(BytesTokenizer, HFTokenizerSource),
-    "model": _family(TransformerSource, HFModelSource),
-    "dataset": _family(SyntheticSource, JsonlSource, ParquetSource),
-    "reward": _family(ExactMatchReward, RegexReward, LengthPenaltyReward, PythonReward),
+    "tokenizer": {s.call_name: s for s in (BytesTokenizer, HFTokenizerSource)},
+    "model": {},
+    "dataset": {},
+    "reward": {},
 }

@@ -12,7 +12,6 @@ global batch); for grpo a sequence is one completion, so
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field
@@ -25,6 +24,7 @@ from tunix_dsl.schemas.base import (
     RewardInput,
     Schema,
 )
+from tunix_dsl.schemas.kinds import STAGE_KINDS, StageKind
 from tunix_dsl.schemas.training import (
     AdamW,
     Adapter,
@@ -230,41 +230,31 @@ class DistillConfig(TrainingConfig, SequenceConfig):
     )
 
 
-@dataclass(frozen=True)
-class StageKind:
-    """What the checker and the compiler know about a stage kind."""
+# The built-in kinds, registered by `tunix_dsl.schemas.plugins` like a plugin's entry point.
+_STEP = "tunix_dsl.compiler.stages."
+_LM_METRICS = ("loss", "tokens", "accuracy", "perplexity")
+_DPO_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margin", "rewards/accuracy",
+                "pairs")
+_ORPO_METRICS = ("loss", "sft_loss", "or_loss", "log_odds", "chosen_logps", "rejected_logps",
+                 "accuracy", "tokens", "pairs")
+_RL_METRICS = ("reward", "reward_std", "completion_length", "clip_fraction", "ratio",
+               "approx_kl_old", "kl_ref", "entropy")
+BUILTIN_KINDS: tuple[StageKind, ...] = (
+    StageKind("pretrain", PretrainConfig, "model", ("model",), "lm", _STEP + "sft:build",
+              metrics=_LM_METRICS),
+    StageKind("sft", SFTConfig, "model", ("model",), "prompt_completion", _STEP + "sft:build",
+              metrics=_LM_METRICS),
+    StageKind("dpo", DPOConfig, "policy", ("policy", "reference"), "preference",
+              _STEP + "dpo:build", metrics=_DPO_METRICS),
+    StageKind("orpo", ORPOConfig, "policy", ("policy",), "preference", _STEP + "orpo:build",
+              metrics=_ORPO_METRICS),
+    StageKind("grpo", GRPOConfig, "policy", ("policy", "reference"), "prompt",
+              _STEP + "grpo:build", "rl", _RL_METRICS),
+    StageKind("ppo", PPOConfig, "policy", ("policy", "reference", "critic"), "prompt",
+              _STEP + "ppo:build", "rl", (*_RL_METRICS, "policy_loss", "value_loss",
+                                         "explained_variance")),
+    StageKind("distill", DistillConfig, "student", ("teacher", "student"), "lm",
+              _STEP + "distill:build", metrics=("loss", "tokens")),
+)
 
-    name: str
-    schema: type[TrainingConfig]
-    trained: str  # the model field whose weights the stage trains: its `.model` output
-    model_inputs: tuple[str, ...]  # every field that holds a model reference
-    consumer: str  # key of `tunix_dsl.data.datasets.CONSUMERS`: which columns `data` needs
-
-    @property
-    def doc(self) -> str:
-        return (self.schema.__doc__ or "").strip().splitlines()[0]
-
-    @property
-    def columns(self) -> tuple[tuple[str, ...], ...]:
-        """Column sets the `data` may have, any one suffices (preferred first)."""
-        from tunix_dsl.data.datasets import CONSUMERS
-
-        return CONSUMERS[self.consumer].accepted
-
-    @property
-    def has_adapter(self) -> bool:
-        return "lora" in self.schema.model_fields
-
-
-STAGE_KINDS: dict[str, StageKind] = {
-    k.name: k
-    for k in (
-        StageKind("pretrain", PretrainConfig, "model", ("model",), "lm"),
-        StageKind("sft", SFTConfig, "model", ("model",), "prompt_completion"),
-        StageKind("dpo", DPOConfig, "policy", ("policy", "reference"), "preference"),
-        StageKind("orpo", ORPOConfig, "policy", ("policy",), "preference"),
-        StageKind("grpo", GRPOConfig, "policy", ("policy", "reference"), "prompt"),
-        StageKind("ppo", PPOConfig, "policy", ("policy", "reference", "critic"), "prompt"),
-        StageKind("distill", DistillConfig, "student", ("teacher", "student"), "lm"),
-    )
-}
+__all__ = ["BUILTIN_KINDS", "STAGE_KINDS", "StageKind", "TrainingConfig"]

@@ -8,11 +8,11 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SerializeAsAny, field_validator
 
-from tunix_dsl.schemas.base import Problem, Schema
+from tunix_dsl.schemas.base import Family, Problem, Schema
 
 # --------------------------------------------------------------------------- optimizers
 
@@ -34,6 +34,10 @@ class OptimizerBase(Schema):
     clip_norm: float | None = Field(
         1.0, gt=0, description="clip gradients to this global L2 norm (unset: no clipping)"
     )
+
+    # A plugin optimizer's direction, `"module:fn"` with `fn(spec) -> optax.GradientTransformation`,
+    # imported only by plan/run; the built-in ones live in `compiler/optim.py`.
+    implementation: ClassVar[str] = ""
 
 
 class AdamW(OptimizerBase):
@@ -76,8 +80,13 @@ class Lion(OptimizerBase):
     b2: float = Field(0.99, ge=0, lt=1, description="momentum decay")
 
 
-Optimizer = AdamW | Adafactor | SGD | Lion
-OPTIMIZERS: dict[str, type[Schema]] = {c.call_name: c for c in (AdamW, Adafactor, SGD, Lion)}
+# An open family: any registered optimizer (plugins too) is a subclass of `OptimizerBase`; the
+# checker builds `optimizer = f(...)` from `OPTIMIZERS` (`Family`), and `SerializeAsAny` keeps a
+# subclass's own fields in dumps (fingerprints, plan.json).
+Optimizer = Annotated[SerializeAsAny[OptimizerBase], Family("optimizer")]
+BUILTIN_OPTIMIZERS = (AdamW, Adafactor, SGD, Lion)
+# call name -> schema, filled through the plugin loader (`tunix_dsl.schemas.plugins`)
+OPTIMIZERS: dict[str, type[Schema]] = {}
 
 # --------------------------------------------------------------------------- adapters
 
