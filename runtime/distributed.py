@@ -281,10 +281,9 @@ def host_copy(tree: T) -> T:
 
 def unsupported(pipeline: Any) -> str | None:
     """What of `pipeline` cannot run with several processes yet (checked before anything runs)."""
-    import tunix_dsl.compiler.stages  # noqa: F401  (registers every kind's lowering)
-    from tunix_dsl.compiler.rl_step import RL_LOWERINGS
+    from tunix_dsl.schemas.stages import STAGE_KINDS
 
-    rl = [s for s in pipeline.stages if s.kind in RL_LOWERINGS]
+    rl = [s for s in pipeline.stages if STAGE_KINDS[s.kind].program == "rl"]
     if rl:
         return (f"stage `{rl[0].name}` ({rl[0].kind}) cannot run with several processes yet "
                 "(RL rollouts and host rewards are single-process); run RL stages on one host "
