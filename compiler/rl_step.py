@@ -31,7 +31,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from tunix_dsl.compiler.optim import Schedule
 from tunix_dsl.models.transformer import gather_logps
+from tunix_dsl.schemas.stages import GRPOConfig, PPOConfig
 
 if TYPE_CHECKING:  # the stage modules import this one to register: no import back at run time
     from tunix_dsl.compiler.stages.base import StageModels
@@ -55,9 +57,12 @@ class RLStep:
     micro_loss: Callable[[Any, Batch], tuple[Array, Sums]]
     finish: Callable[[Sums], Metrics]
     # Per-parameter optimizer (e.g. PPO's critic at its own learning rate); None: the stage's.
-    optimizer: Callable[[optax.GradientTransformation, Any], optax.GradientTransformation] | None = None
+    optimizer: Callable[[optax.GradientTransformation, Schedule], optax.GradientTransformation] | None = None
 
 
+# The built-in RL kinds' schemas: what the RL lowering, planning and runtime read.
+RLConfig = GRPOConfig | PPOConfig
+# Each kind's build takes its own schema class (the registry is keyed by the kind).
 BuildRL = Callable[[Any, "StageModels"], RLStep]
 
 # stage kind -> build(config, models) -> RLStep (the math; schema and data live in the schema).

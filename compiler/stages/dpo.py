@@ -29,6 +29,7 @@ from tunix_dsl.compiler.stages.base import (
     lowering,
     trainable_filter,
 )
+from tunix_dsl.schemas.stages import DPOConfig
 
 
 def pair_batch(mb: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
@@ -70,7 +71,7 @@ def pair_counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     return {"pairs": jnp.asarray(batch["chosen_tokens"].shape[0], jnp.float32)}
 
 
-def build(config: Any, models: StageModels) -> StageLoss:
+def build(config: DPOConfig, models: StageModels) -> StageLoss:
     beta = float(config.beta)
     label_smoothing = float(config.label_smoothing)
     chunk = loss_chunk(config, models.models["policy"])

@@ -11,7 +11,6 @@ so gradient accumulation gives exactly the big-batch gradient.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +25,7 @@ from tunix_dsl.compiler.stages.base import (
     lowering,
     trainable_filter,
 )
+from tunix_dsl.schemas.stages import PretrainConfig, SFTConfig
 
 
 def token_counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
@@ -45,7 +45,7 @@ def lm_sums_fn(chunk: int):
 
 @lowering("pretrain")
 @lowering("sft")
-def build(config: Any, models: StageModels) -> StageLoss:
+def build(config: PretrainConfig | SFTConfig, models: StageModels) -> StageLoss:
     model = models.models["model"]
     return StageLoss(
         modules=Container(model=model),
