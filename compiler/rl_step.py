@@ -33,7 +33,7 @@ from flax import nnx
 
 from tunix_dsl.compiler.optim import Schedule
 from tunix_dsl.models.transformer import gather_logps
-from tunix_dsl.schemas.stages import GRPOConfig, PPOConfig
+from tunix_dsl.schemas.stages import GRPOConfig, PPOConfig, TrainingConfig
 
 if TYPE_CHECKING:  # the stage modules import this one to register: no import back at run time
     from tunix_dsl.compiler.stages.base import StageModels
@@ -62,6 +62,14 @@ class RLStep:
 
 # The built-in RL kinds' schemas: what the RL lowering, planning and runtime read.
 RLConfig = GRPOConfig | PPOConfig
+
+
+def rl_config(config: TrainingConfig) -> RLConfig:
+    """A stage's config as an RL kind's (only RL kinds reach the RL lowering)."""
+    assert isinstance(config, GRPOConfig | PPOConfig), f"not an RL stage: {type(config).__name__}"
+    return config
+
+
 # Each kind's build takes its own schema class (the registry is keyed by the kind).
 BuildRL = Callable[[Any, "StageModels"], RLStep]
 

@@ -25,6 +25,7 @@ from tunix_dsl.schemas.sources import (
     LengthPenaltyReward,
     PythonReward,
     RegexReward,
+    RewardSource,
 )
 
 RewardFn = Callable[[Sequence[str], Sequence[str], np.ndarray, Mapping[str, Sequence[Any]]], np.ndarray]
@@ -125,6 +126,6 @@ def _python(spec: PythonReward, base: Path, name: str) -> RewardFn:
     return score
 
 
-def build_reward(spec: Any, base_dir: Path, name: str) -> RewardFn:
+def build_reward(spec: RewardSource, base_dir: Path, name: str) -> RewardFn:
     """The scoring function of a reward declaration."""
     return BUILDERS[type(spec)](spec, Path(base_dir), name)

@@ -19,15 +19,18 @@ from typing import Any, ClassVar
 import jax
 import numpy as np
 
+from tunix_dsl.compiler.rl_program import RLProgram
+from tunix_dsl.compiler.rl_step import RLConfig
 from tunix_dsl.data.tokenizers import Tokenizer
 from tunix_dsl.runtime import rl_dynamic
 from tunix_dsl.runtime.evaluation import completions_text
 from tunix_dsl.runtime.rl_rewards import StageRewards
 from tunix_dsl.runtime.training import DurableLoop, LoopResult
+from tunix_dsl.schemas.stages import GRPOConfig
 
 
 @dataclass(kw_only=True)
-class RLLoop(DurableLoop):
+class RLLoop(DurableLoop[RLProgram, RLConfig]):
     """An RL stage: one rollout → score → rewards → update step per dispatch. The loop itself
     (windows, checkpoint triggers, signals, finite checks) is `DurableLoop`'s."""
 
@@ -112,6 +115,7 @@ class RLLoop(DurableLoop):
                                                             dict[str, np.ndarray], np.ndarray, dict[str, float]]:
         """Draw rollout batches until B groups have differing rewards (or `max_draws`), keep those."""
         group, wanted = self.program.rl.generations, self.program.prompts_per_step
+        assert isinstance(self.config, GRPOConfig), "dynamic sampling is a grpo field"
         draws: list[dict[str, np.ndarray]] = []
         rewards, parts, lengths = [], [], []
         tokens, seconds = 0, 0.0

@@ -19,16 +19,18 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import jax
 import numpy as np
 
+from tunix_dsl.compiler.program import StageProgram
 from tunix_dsl.runtime.checkpoint import StageCheckpoints
 from tunix_dsl.runtime.data import BatchStream
 from tunix_dsl.runtime.metrics import MetricsSink
 from tunix_dsl.runtime.preemption import Preempted, StopSignals
 from tunix_dsl.runtime.progress import RunLog, StageProgress
+from tunix_dsl.schemas.stages import TrainingConfig
 
 DispatchHook = Callable[[str, int], None]
 
@@ -50,15 +52,19 @@ class LoopResult:
     updates: int = 0  # optimizer updates the whole stage makes (steps × updates per step)
 
 
+P = TypeVar("P")  # the stage's programs: StageProgram, RLProgram
+C = TypeVar("C", bound=TrainingConfig)  # the stage's config
+
+
 @dataclass
-class DurableLoop:
+class DurableLoop(Generic[P, C]):
     """What every stage loop shares, supervised or RL: the dispatch loop with its log windows,
     held-out evaluation, both checkpoint triggers, the stop on a signal, the finite check before a
     save and the count of skipped updates. A subclass says how one dispatch runs (`dispatch`)."""
 
     name: str
-    config: Any
-    program: Any  # StageProgram or RLProgram
+    config: C
+    program: P
     stream: BatchStream
     checkpoints: StageCheckpoints
     sink: MetricsSink
@@ -188,7 +194,7 @@ class DurableLoop:
 
 
 @dataclass
-class StageLoop(DurableLoop):
+class StageLoop(DurableLoop[StageProgram, TrainingConfig]):
     """A supervised stage: `steps_per_call` fused optimizer steps per dispatch."""
 
     def dispatch(self, state: Any, done: int) -> tuple[Any, int]:
