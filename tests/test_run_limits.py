@@ -100,3 +100,44 @@ def test_without_tnx231_building_the_prompts_fails() -> None:
     with pytest.raises(ValueError, match="max_len 2 is too short for a sequence"):
         tokenize_rows(rows, "prompt", ByteTokenizer(), 2, source="sums")
     assert len(tokenize_rows(rows, "prompt", ByteTokenizer(), 3, source="sums")) == 4
+
+
+# ----------------------------------------------------------------------------- TNX305 in the API
+
+_API_RUN = '''
+import sys
+from pathlib import Path
+from tunix_dsl.api import parse
+from tunix_dsl.runtime.executor import Executor
+from tunix_dsl.runtime.planning import MeshDiagnostics
+
+text, run_dir = sys.stdin.read(), Path(sys.argv[1])
+pipeline = parse(text, "limits.tnx")
+assert pipeline.ok, pipeline.diagnostics  # data = -1: lint cannot know the device count
+try:
+    Executor(pipeline, run_dir, log=lambda line: None).run()
+except MeshDiagnostics as err:
+    for d in err.diagnostics:
+        print(d.code, d.span.line, d.span.column, d.message)
+print("stages trained:", sorted(p.name for p in (run_dir / "stages").glob("*")))
+'''
+
+
+def test_executor_run_refuses_a_batch_the_devices_cannot_split_before_any_stage(tmp_path: Path) -> None:
+    """`tnx run` checks TNX305 on the devices present; a Python caller of `Executor.run` gets the
+    same located diagnostic before anything trains, not an error when the stage lowers."""
+    import os
+    import subprocess
+    import sys
+
+    text = PRELUDE.replace("seed = 0", "seed = 0\n  mesh = { data = -1 }") + LORA_STAGE.replace(
+        "steps = 1", "steps = 1\n  batch_size = 3") + 'export tune.model to "out/tune" as "hf"\n'
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", _API_RUN, str(tmp_path / "run")], input=text,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == [
+        "TNX305 15 16 micro-batch 3 does not split over 2 batch shards on 2 devices",
+        "stages trained: []",
+    ]
