@@ -32,7 +32,7 @@ import optax
 from flax import nnx
 
 from tunix_dsl.compiler.optim import Schedule
-from tunix_dsl.models.transformer import gather_logps
+from tunix_dsl.models.transformer import Transformer, gather_logps
 from tunix_dsl.schemas.stages import GRPOConfig, PPOConfig, TrainingConfig
 
 if TYPE_CHECKING:  # the stage modules import this one to register: no import back at run time
@@ -85,7 +85,7 @@ def rl_lowering(kind: str) -> Callable[[BuildRL], BuildRL]:
     return register
 
 
-def completion_hidden(model: Any, batch: Batch) -> Array:
+def completion_hidden(model: Transformer, batch: Batch) -> Array:
     """Final hidden states `[N, C, D]` at the positions that predict the completion tokens.
 
     The forward runs over `tokens[:, :-1]`; its last C positions predict `tokens[:, -C:]`.
@@ -103,13 +103,13 @@ def completion_targets(batch: Batch) -> Array:
     return batch["tokens"][:, -batch["completion_mask"].shape[1]:]
 
 
-def completion_logits(model: Any, batch: Batch) -> Array:
+def completion_logits(model: Transformer, batch: Batch) -> Array:
     """Logits `[N, C, V]` over the completion only: the prompt's positions never reach the
     output head."""
     return model.unembed(completion_hidden(model, batch))
 
 
-def completion_logps(model: Any, batch: Batch) -> Array:
+def completion_logps(model: Transformer, batch: Batch) -> Array:
     """log π(completion token) `[N, C]` float32 (0 where the completion mask is off)."""
     logps = gather_logps(completion_logits(model, batch), completion_targets(batch))
     return jnp.where(batch["completion_mask"], logps, 0.0)

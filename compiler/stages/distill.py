@@ -16,7 +16,6 @@ through `stop_gradient`). Strategies, all averaged over real tokens only:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -34,13 +33,14 @@ from tunix_dsl.compiler.stages.base import (
 )
 from tunix_dsl.compiler.stages.sft import token_counts
 from tunix_dsl.compiler.train_step import FromSums
+from tunix_dsl.models.transformer import Transformer
 from tunix_dsl.schemas.stages import DistillConfig
 from tunix_dsl.schemas.training import AttentionStrategy, FeatureProjectionStrategy, LogitStrategy
 
 Sums = dict[str, jax.Array]
 
 
-def _ce_sums(student: Any, hidden: jax.Array, mb: Mapping[str, jax.Array], chunk: int) -> Sums:
+def _ce_sums(student: Transformer, hidden: jax.Array, mb: Mapping[str, jax.Array], chunk: int) -> Sums:
     """The student's cross-entropy sum, its output head over `chunk`-token slices."""
     sums = losses.sft_sums_chunked(hidden, student.unembed, mb["targets"], mb["loss_mask"],
                                    chunk=chunk)

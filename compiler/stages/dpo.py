@@ -14,7 +14,6 @@ base with adapters switched off, so no second copy of the weights exists.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +28,7 @@ from tunix_dsl.compiler.stages.base import (
     lowering,
     trainable_filter,
 )
+from tunix_dsl.models.transformer import Transformer
 from tunix_dsl.schemas.stages import DPOConfig
 
 
@@ -38,7 +38,7 @@ def pair_batch(mb: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     return {n: jnp.concatenate([mb["chosen_" + n], mb["rejected_" + n]]) for n in names}
 
 
-def sequence_logps(model: Any, both: Mapping[str, jax.Array], chunk: int) -> tuple[jax.Array, jax.Array]:
+def sequence_logps(model: Transformer, both: Mapping[str, jax.Array], chunk: int) -> tuple[jax.Array, jax.Array]:
     """Summed completion log-probs of the chosen and rejected halves (the output head over
     `chunk`-token slices of the sequence)."""
     hidden, _ = forward_hidden(model, both)
