@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from tunix_dsl import __version__
+from tunix_dsl.check.ir import Pipeline
+from tunix_dsl.schemas.base import ModelRef, Schema
 from tunix_dsl.schemas.sources import PythonReward
 
 # Fields that decide how a stage is run, not what it computes: changing them
@@ -60,7 +62,7 @@ def _resolve(path: str, base_dir: Path) -> Path:
     return Path(path) if Path(path).is_absolute() else base_dir / path
 
 
-def _spec_identity(spec: Any, base_dir: Path) -> dict[str, Any]:
+def _spec_identity(spec: Schema, base_dir: Path) -> dict[str, Any]:
     dumped = spec.model_dump(mode="json")
     identity: dict[str, Any] = {"source": type(spec).call_name, "spec": dumped}
     path = dumped.get("path")
@@ -92,7 +94,7 @@ def _digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def stage_fingerprints(pipeline: Any) -> dict[str, str]:
+def stage_fingerprints(pipeline: Pipeline) -> dict[str, str]:
     """Fingerprint of every stage of a checked pipeline, by stage name."""
     base_dir = Path(pipeline.base_dir)
     settings = {"seed": pipeline.settings.seed, "precision": pipeline.settings.precision}
@@ -100,7 +102,7 @@ def stage_fingerprints(pipeline: Any) -> dict[str, str]:
         settings["param_dtype"] = pipeline.settings.param_dtype
     out: dict[str, str] = {}
 
-    def model_identity(ref: Any) -> Any:
+    def model_identity(ref: ModelRef) -> dict[str, Any]:
         if ref.kind == "stage":
             return {"stage": ref.name, "output": ref.output, "fingerprint": out[ref.name]}
         decl = pipeline.models[ref.name]

@@ -28,12 +28,14 @@ import jax.numpy as jnp
 import optax
 
 from tunix_dsl.compiler.tree_paths import key_name
-from tunix_dsl.schemas.training import OPTIMIZERS, OptimizerBase
+from tunix_dsl.schemas.training import OPTIMIZERS, SGD, Adafactor, AdamW, Lion, OptimizerBase
 
 Schedule = Callable[[jax.Array | int], jax.Array]
+# A checked optimizer (`AdamW` …) or a mapping with a `name` key that its schema validates.
+OptimizerSpec = OptimizerBase | Mapping[str, Any]
 
 
-def optimizer_spec(spec: Any) -> OptimizerBase:
+def optimizer_spec(spec: OptimizerSpec) -> OptimizerBase:
     """The checked schema object (``AdamW`` …) for ``spec``; a mapping is validated by the
     schema named by its ``name`` key, so its defaults and ranges are the schema's own
     (one source of truth with ``tnx explain adamw`` and the linter)."""
@@ -52,7 +54,7 @@ def optimizer_spec(spec: Any) -> OptimizerBase:
     return schema.model_validate(fields)  # type: ignore[return-value]
 
 
-def optimizer_name(spec: Any) -> str:
+def optimizer_name(spec: OptimizerSpec) -> str:
     """The optimizer kind (``adamw`` …): the schema's ``call_name``."""
     return optimizer_spec(spec).call_name
 
@@ -80,7 +82,7 @@ DECAYS: dict[str, Callable[[jax.Array, float], jax.Array]] = {
 }
 
 
-def build_schedule(spec: Any, total_steps: int | None = None) -> Schedule:
+def build_schedule(spec: OptimizerSpec, total_steps: int | None = None) -> Schedule:
     """``schedule(step) -> lr`` (float32), jit-friendly; ``step`` counts updates from 0.
 
     Warm-up: ``lr·(step + 1)/warmup`` for ``step < warmup`` (the first update already moves;
@@ -128,11 +130,11 @@ def decay_mask(params: Any) -> Any:
 # --------------------------------------------------------------------------- optimizers
 
 
-def _adam(spec: Any) -> optax.GradientTransformation:
+def _adam(spec: AdamW) -> optax.GradientTransformation:
     return optax.scale_by_adam(b1=spec.b1, b2=spec.b2, eps=spec.eps)
 
 
-def _adafactor(spec: Any) -> optax.GradientTransformation:
+def _adafactor(spec: Adafactor) -> optax.GradientTransformation:
     # Adafactor's factored second moments and update clipping (Shazeer & Stern 2018), without
     # its relative step size: `lr` is an absolute step like the other optimizers'.
     return optax.chain(
@@ -141,17 +143,18 @@ def _adafactor(spec: Any) -> optax.GradientTransformation:
     )
 
 
-def _sgd(spec: Any) -> optax.GradientTransformation:
+def _sgd(spec: SGD) -> optax.GradientTransformation:
     if spec.momentum == 0.0:  # nesterov without momentum is refused by the schema (TNX222)
         return optax.identity()
     return optax.trace(decay=spec.momentum, nesterov=spec.nesterov)
 
 
-def _lion(spec: Any) -> optax.GradientTransformation:
+def _lion(spec: Lion) -> optax.GradientTransformation:
     return optax.scale_by_lion(b1=spec.b1, b2=spec.b2)
 
 
-# name → the optimizer's update direction (before decay and the learning rate)
+# name → the optimizer's update direction (before decay and the learning rate); each takes
+# its own schema class, so the registry's parameter is Any.
 DIRECTIONS: dict[str, Callable[[Any], optax.GradientTransformation]] = {
     "adamw": _adam,
     "adafactor": _adafactor,
@@ -174,7 +177,7 @@ def _direction(spec: OptimizerBase) -> optax.GradientTransformation:
 
 
 def build_optimizer(
-    spec: Any, *, schedule: Schedule | None = None, total_steps: int | None = None
+    spec: OptimizerSpec, *, schedule: Schedule | None = None, total_steps: int | None = None
 ) -> optax.GradientTransformation:
     """The optax chain described in the module docstring.
 

@@ -33,6 +33,8 @@ from tunix_dsl.compiler.stages import StageModels
 from tunix_dsl.data.datasets import CONSUMERS
 from tunix_dsl.models import Transformer
 from tunix_dsl.models.config import ModelConfig
+from tunix_dsl.schemas.stages import TrainingConfig
+from tunix_dsl.schemas.training import Adapter
 
 SEQUENCE_ARRAYS = {
     "tokens": jnp.int32,
@@ -111,7 +113,7 @@ def abstract_stage_models(
     model_cfgs: Mapping[str, ModelConfig],
     *,
     trained: str,
-    adapter: Any | None,
+    adapter: Adapter | None,
     shared_reference: bool,
     seed: int,
 ) -> StageModels:
@@ -157,7 +159,7 @@ def per_device_bytes(tree: Any, shardings: Any) -> int:
 def plan_stage(
     name: str,
     kind: str,
-    config: Any,
+    config: TrainingConfig,
     models: StageModels,
     consumer: str,
     seq_len: int,

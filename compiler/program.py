@@ -22,9 +22,10 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from tunix_dsl.compiler import sharding
-from tunix_dsl.compiler.optim import build_optimizer, build_schedule
+from tunix_dsl.compiler.optim import Schedule, build_optimizer, build_schedule
 from tunix_dsl.compiler.stages import StageLoss, StageModels
 from tunix_dsl.compiler.train_step import SplitModules, TrainState, build_step, split_modules
+from tunix_dsl.schemas.stages import TrainingConfig
 
 
 @dataclass
@@ -55,7 +56,7 @@ class StageProgram:
     loss: StageLoss
     split: SplitModules
     optimizer: optax.GradientTransformation
-    schedule: Any
+    schedule: Schedule
     layout: BatchLayout
     mesh: Mesh
     state_shardings: TrainState
@@ -122,7 +123,7 @@ class StageProgram:
         return nnx.merge(self.split.graphdef, state.trainable, self.split.frozen, state.rest)
 
 
-def optimizer_for(config: Any) -> tuple[optax.GradientTransformation, Any]:
+def optimizer_for(config: TrainingConfig) -> tuple[optax.GradientTransformation, Schedule]:
     schedule = build_schedule(config.optimizer, int(config.steps))
     return build_optimizer(config.optimizer, schedule=schedule), schedule
 
@@ -150,7 +151,7 @@ def _state_shardings(
 def lower_stage(
     name: str,
     kind: str,
-    config: Any,
+    config: TrainingConfig,
     models: StageModels,
     mesh: Mesh,
     *,
@@ -172,7 +173,7 @@ def lower_stage(
     frozen_sh = sharding.state_shardings(split.frozen, mesh)
     step_fn = build_step(
         split.graphdef, loss.counts, loss.micro_sums, loss.from_sums, optimizer, schedule,
-        skip_nonfinite=getattr(config, "on_nonfinite", "stop") == "skip",
+        skip_nonfinite=config.on_nonfinite == "skip",
     )
     step = jax.jit(
         step_fn,

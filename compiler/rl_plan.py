@@ -20,11 +20,12 @@ from jax.sharding import Mesh
 from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.plan import StagePlan, _count
 from tunix_dsl.compiler.rl_program import _abstract_rollout, lower_rl_stage, prompts_per_step
+from tunix_dsl.compiler.rl_step import RLConfig
 from tunix_dsl.compiler.stages import StageModels
 
 
 def plan_rl_stage(
-    name: str, kind: str, config: Any, models: StageModels, mesh: Mesh, *,
+    name: str, kind: str, config: RLConfig, models: StageModels, mesh: Mesh, *,
     stop_ids: tuple[int, ...], pad_id: int,
 ) -> list[StagePlan]:
     program = lower_rl_stage(name, kind, config, models, mesh, stop_ids=stop_ids, pad_id=pad_id)

@@ -33,9 +33,9 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from tunix_dsl.compiler import sharding
-from tunix_dsl.compiler.optim import build_optimizer, build_schedule
+from tunix_dsl.compiler.optim import Schedule, build_optimizer, build_schedule
 from tunix_dsl.compiler.program import _state_shardings
-from tunix_dsl.compiler.rl_step import Batch, Metrics, RLStep, Sums
+from tunix_dsl.compiler.rl_step import Batch, Metrics, RLConfig, RLStep, Sums
 from tunix_dsl.compiler.stages import StageModels
 from tunix_dsl.compiler.stages.base import Container
 from tunix_dsl.compiler.train_step import (
@@ -46,6 +46,7 @@ from tunix_dsl.compiler.train_step import (
     split_modules,
 )
 from tunix_dsl.models.sampler import SamplingConfig, generate
+from tunix_dsl.schemas.stages import GenerationConfig, TrainingConfig
 
 
 def deterministic(modules: nnx.Module) -> nnx.Module:
@@ -112,7 +113,7 @@ class RLProgram:
             dict(arrays), {n: sharding.batch_sharding(self.mesh, np.ndim(v)) for n, v in arrays.items()})
 
 
-def sampling_config(config: Any, generations: int, stop_ids: tuple[int, ...], pad_id: int) -> SamplingConfig:
+def sampling_config(config: GenerationConfig, generations: int, stop_ids: tuple[int, ...], pad_id: int) -> SamplingConfig:
     return SamplingConfig(
         max_new_tokens=int(config.max_new_tokens), temperature=float(config.temperature),
         top_k=int(config.top_k) or None, top_p=float(config.top_p) if config.top_p < 1 else None,
@@ -121,7 +122,7 @@ def sampling_config(config: Any, generations: int, stop_ids: tuple[int, ...], pa
 
 
 def build_update(rl: RLStep, graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
-                 schedule: Any, micro_batches: int, skip_nonfinite: bool):
+                 schedule: Schedule | None, micro_batches: int, skip_nonfinite: bool):
     """The update program's pure function: `(state, frozen, batch) -> (state, metrics)`."""
 
     def grads_of(trainable: nnx.State, frozen: nnx.State, rest: nnx.State, micro: Batch):
@@ -180,7 +181,7 @@ def build_update(rl: RLStep, graphdef: nnx.GraphDef, optimizer: optax.GradientTr
 
 
 def lower_rl_stage(
-    name: str, kind: str, config: Any, models: StageModels, mesh: Mesh, *,
+    name: str, kind: str, config: RLConfig, models: StageModels, mesh: Mesh, *,
     stop_ids: tuple[int, ...], pad_id: int, fingerprint: str = "",
 ) -> RLProgram:
     """Build an RL stage's rollout, score and update programs around `models`."""
@@ -216,7 +217,7 @@ def lower_rl_stage(
         jnp.zeros((), jnp.int32), split.trainable, optimizer.init(split.trainable), split.rest)),
         split.frozen, _abstract_rollout(config, rl.generations, prompts_per_step(config, rl)))
     update_fn = build_update(rl, graphdef, optimizer, schedule, int(config.grad_accum),
-                             getattr(config, "on_nonfinite", "stop") == "skip")
+                             config.on_nonfinite == "skip")
     return RLProgram(
         name=name, kind=kind, rl=rl, split=split, optimizer=optimizer, mesh=mesh,
         state_shardings=state_sh, frozen_shardings=frozen_sh, sampling=sampling,
@@ -229,12 +230,12 @@ def lower_rl_stage(
     )
 
 
-def prompts_per_step(config: Any, rl: RLStep) -> int:
+def prompts_per_step(config: TrainingConfig, rl: RLStep) -> int:
     """`batch_size` counts completions: prompts per step = batch_size / generations."""
     return int(config.batch_size) // rl.generations
 
 
-def _abstract_rollout(config: Any, generations: int, prompts: int) -> dict[str, jax.ShapeDtypeStruct]:
+def _abstract_rollout(config: GenerationConfig, generations: int, prompts: int) -> dict[str, jax.ShapeDtypeStruct]:
     rows, prompt, new = prompts * generations, int(config.max_prompt_len), int(config.max_new_tokens)
     s = jax.ShapeDtypeStruct
     return {

@@ -31,7 +31,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from tunix_dsl.models.transformer import gather_logps
+from tunix_dsl.compiler.optim import Schedule
+from tunix_dsl.models.transformer import Transformer, gather_logps
+from tunix_dsl.schemas.stages import RLTrainingConfig, TrainingConfig
 
 if TYPE_CHECKING:  # the stage modules import this one to register: no import back at run time
     from tunix_dsl.compiler.stages.base import StageModels
@@ -55,15 +57,26 @@ class RLStep:
     micro_loss: Callable[[Any, Batch], tuple[Array, Sums]]
     finish: Callable[[Sums], Metrics]
     # Per-parameter optimizer (e.g. PPO's critic at its own learning rate); None: the stage's.
-    optimizer: Callable[[optax.GradientTransformation, Any], optax.GradientTransformation] | None = None
+    optimizer: Callable[[optax.GradientTransformation, Schedule], optax.GradientTransformation] | None = None
 
 
 # An RL kind's `build(config, models) -> RLStep`, named lazily by its `StageKind.lowering`
 # (`program = "rl"`): the math; schema and data layout live in the `StageKind`.
+# The RL kinds' schemas share `RLTrainingConfig`: what the generic RL lowering, planning and
+# runtime read. A kind's own build takes its own class.
+RLConfig = RLTrainingConfig
+
+
+def rl_config(config: TrainingConfig) -> RLConfig:
+    """A stage's config as an RL kind's (only kinds with `program = "rl"` reach the RL lowering)."""
+    assert isinstance(config, RLTrainingConfig), f"not an RL stage: {type(config).__name__}"
+    return config
+
+
 BuildRL = Callable[[Any, "StageModels"], RLStep]
 
 
-def completion_hidden(model: Any, batch: Batch) -> Array:
+def completion_hidden(model: Transformer, batch: Batch) -> Array:
     """Final hidden states `[N, C, D]` at the positions that predict the completion tokens.
 
     The forward runs over `tokens[:, :-1]`; its last C positions predict `tokens[:, -C:]`.
@@ -81,13 +94,13 @@ def completion_targets(batch: Batch) -> Array:
     return batch["tokens"][:, -batch["completion_mask"].shape[1]:]
 
 
-def completion_logits(model: Any, batch: Batch) -> Array:
+def completion_logits(model: Transformer, batch: Batch) -> Array:
     """Logits `[N, C, V]` over the completion only: the prompt's positions never reach the
     output head."""
     return model.unembed(completion_hidden(model, batch))
 
 
-def completion_logps(model: Any, batch: Batch) -> Array:
+def completion_logps(model: Transformer, batch: Batch) -> Array:
     """log π(completion token) `[N, C]` float32 (0 where the completion mask is off)."""
     logps = gather_logps(completion_logits(model, batch), completion_targets(batch))
     return jnp.where(batch["completion_mask"], logps, 0.0)

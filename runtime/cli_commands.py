@@ -9,8 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: `tnx --help` stays fast
+    from tunix_dsl.check.ir import Pipeline
+    from tunix_dsl.compiler.plan import StagePlan
+    from tunix_dsl.grammar.diagnostics import Diagnostic
+    from tunix_dsl.schemas.targets import Target
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 # Not 0: `tnx run x.tnx && next-step` must not carry on with a pipeline that did not finish.
@@ -107,7 +114,7 @@ def _overrides(pairs: list[str]) -> dict[str, str] | None:
         return None
 
 
-def _load_checked(args: argparse.Namespace) -> tuple[Any | None, int]:
+def _load_checked(args: argparse.Namespace) -> tuple[Pipeline | None, int]:
     from tunix_dsl.api import load
     from tunix_dsl.cli.render import render_text
 
@@ -117,7 +124,7 @@ def _load_checked(args: argparse.Namespace) -> tuple[Any | None, int]:
     pipeline = load(args.file, overrides=overrides)
     if pipeline.diagnostics:
         print(render_text(pipeline.diagnostics, pipeline.sources, color=sys.stderr.isatty()), file=sys.stderr)
-    if getattr(pipeline, "io_error", False):
+    if pipeline.io_error:
         return None, EXIT_USAGE
     if not pipeline.ok:
         return None, EXIT_ERRORS
@@ -174,7 +181,7 @@ def run(argv: list[str]) -> int:
     return EXIT_OK
 
 
-def _mesh_fits(pipeline: Any) -> bool:
+def _mesh_fits(pipeline: Pipeline) -> bool:
     """The mesh on the devices present, checked like `tnx plan` does before anything trains:
     a batch that does not split is the lint diagnostic (TNX305), not an XLA error."""
     import jax
@@ -223,7 +230,7 @@ def _export_root(args: argparse.Namespace) -> Path | None:
     return Path(args.run_dir) / "exports" if args.run_dir else None
 
 
-def _default_run_dir(pipeline: Any) -> Path:
+def _default_run_dir(pipeline: Pipeline) -> Path:
     base = Path(pipeline.file).resolve().parent if pipeline.file else Path.cwd()
     root = Path(pipeline.settings.run_dir)
     return (root if root.is_absolute() else base / root) / pipeline.name
@@ -310,14 +317,15 @@ def plan(argv: list[str]) -> int:
     return EXIT_ERRORS if too_big else EXIT_OK
 
 
-def _target_diagnostics(pipeline: Any, target: Any, devices: int, mesh: Any) -> list[Any]:
+def _target_diagnostics(pipeline: Pipeline, target: Target, devices: int,
+                        mesh: Mapping[str, int] | None) -> list[Diagnostic]:
     from tunix_dsl.rules.target_checks import target_diagnostics
 
     return [d for d in target_diagnostics(pipeline, target, devices, mesh)
             if d.code != "TNX450" or mesh is not None or pipeline.settings.mesh.tensor == -1]
 
 
-def _fit_diagnostics(pipeline: Any, plans: list[Any]) -> list[Any]:
+def _fit_diagnostics(pipeline: Pipeline, plans: list[StagePlan]) -> list[Diagnostic]:
     """TNX380 at every stage whose step does not fit one device of the target."""
     from tunix_dsl.rules.registry import diagnostic
 
@@ -326,6 +334,7 @@ def _fit_diagnostics(pipeline: Any, plans: list[Any]) -> list[Any]:
         if plan.fits is not False:
             continue
         stage = pipeline.stage(plan.name)
+        assert stage is not None, "a plan row for every stage of the pipeline"
         hints = ["more `fsdp` in the mesh (shards parameters and optimizer state)"]
         if plan.trainable_params == plan.total_params:
             hints.append("`lora = lora(rank = 16)` or QLoRA (`quantize`) instead of full tuning")
@@ -339,7 +348,7 @@ def _fit_diagnostics(pipeline: Any, plans: list[Any]) -> list[Any]:
     return found
 
 
-def _report(pipeline: Any, diagnostics: list[Any]) -> bool:
+def _report(pipeline: Pipeline, diagnostics: list[Diagnostic]) -> bool:
     """Print diagnostics like lint does; True when one of them is an error."""
     if not diagnostics:
         return False
@@ -350,7 +359,7 @@ def _report(pipeline: Any, diagnostics: list[Any]) -> bool:
     return any(d.severity is Severity.ERROR for d in diagnostics)
 
 
-def _print_fit(plans: list[Any]) -> None:
+def _print_fit(plans: list[StagePlan]) -> None:
     hbm = plans[0].hbm_bytes
     print(f"\nper device on {plans[0].target} ({_gib(hbm)} HBM each):")
     print(f"{'#':<3}{'stage':<14}{'program':<9}{'mesh':<18}{'args':>10}{'out':>10}{'temp':>10}"

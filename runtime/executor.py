@@ -1,16 +1,14 @@
 """Running a checked pipeline: stages in topological order, durable across interruptions.
 
-For each stage the executor resolves the stage's model inputs (a model
-declaration is created or loaded straight into its shardings; a stage output
-is the upstream stage's trained model, kept in memory or loaded lazily from
-its finished `output/`), applies LoRA/QLoRA when asked, lowers the stage
-(`compiler.program.lower_stage`) and hands it to the training loop
-(`runtime/training.py`), which resumes from the newest good checkpoint. The
-trained model (LoRA merged into the base) is saved under
-`<run_dir>/stages/<name>/output/` as a Hugging Face directory, and only then
-marked finished with the stage's fingerprint. A stage whose finished output
-carries its current fingerprint is not run again (see `runtime/run_dir.py`
-for the directory layout and the caching rule).
+The executor walks the pipeline: it decides what each stage does (cached,
+resume, run; see `runtime/run_dir.py` for the directory layout and the caching
+rule), resolves each stage's model inputs (a model declaration is created or
+loaded straight into its shardings; a stage output is the upstream stage's
+trained model, kept in memory or loaded lazily from its finished `output/`),
+applies LoRA/QLoRA when asked, and hands the stage to its lifecycle
+(`runtime/stage_lifecycle.py`: restore, train, save the output and mark it
+finished; `runtime/rl_run.py` for RL kinds). After the stages come the exports
+and the eval blocks.
 
 Before anything runs, `runtime/preflight.py` checks every location the run
 reads or writes; and a model leaves memory after its last reader (`release`).
@@ -25,56 +23,37 @@ import json
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import jax
 from flax import nnx
 
+from tunix_dsl.check.ir import Eval, Export, Pipeline, Stage
 from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.fingerprint import stage_fingerprints
 from tunix_dsl.compiler.model_init import init_model, load_model, place
-from tunix_dsl.compiler.program import StageProgram, lower_stage
 from tunix_dsl.compiler.stages import StageModels
-from tunix_dsl.data.tokenizers import Tokenizer
 from tunix_dsl.models import Transformer
-from tunix_dsl.runtime.checkpoint import StageCheckpoints, state_nbytes
-from tunix_dsl.runtime.data import (
-    BatchStream,
-    LocalRows,
-    TokenizedData,
-    ordered_batches,
-    tokenize_rows,
-    without_filler,
-)
 from tunix_dsl.runtime.distributed import (
     agree,
     describe,
-    host_copy,
     is_primary,
-    local_rows,
     on_primary,
     process_count,
     unsupported,
 )
 from tunix_dsl.runtime.evaluation import EvalResult, evaluate_model
-from tunix_dsl.runtime.metrics import MetricsSink, read_metrics
+from tunix_dsl.runtime.planning import check_mesh
 from tunix_dsl.runtime.preemption import Preempted, StopSignals
 from tunix_dsl.runtime.preflight import PreflightError, export_destination, preflight
-from tunix_dsl.runtime.progress import (
-    RunLog,
-    StageProgress,
-    SummaryRow,
-    print_summary,
-)
+from tunix_dsl.runtime.progress import RunLog, SummaryRow, print_summary
 from tunix_dsl.runtime.resources import Resources, resolve_path, stage_inputs, stage_seed
 from tunix_dsl.runtime.rewards import build_reward
 from tunix_dsl.runtime.run_dir import (
     RunDir,
     RunDirError,
-    StageDir,
     StageStatus,
     claim_source,
     derived_seed,
@@ -82,8 +61,16 @@ from tunix_dsl.runtime.run_dir import (
     stage_statuses,
     unknown_stages,
 )
-from tunix_dsl.runtime.superseded import adopt, finish_work, start_work
-from tunix_dsl.runtime.training import DispatchHook, DurableLoop, LoopResult, StageLoop
+from tunix_dsl.runtime.stage_lifecycle import (
+    ADAPTER_DIR,
+    StageResult,
+    cached_result,
+    run_stage,
+    save_model,
+    save_params,
+)
+from tunix_dsl.runtime.superseded import adopt
+from tunix_dsl.runtime.training import DispatchHook
 from tunix_dsl.schemas.base import ModelRef
 from tunix_dsl.schemas.sources import HFModelSource
 from tunix_dsl.schemas.stages import STAGE_KINDS
@@ -93,36 +80,10 @@ class RunError(Exception):
     """A run that cannot go on; the message names the stage and the fix."""
 
 
-@dataclass
-class StageResult:
-    name: str
-    kind: str
-    steps: int
-    first_loss: float
-    final_loss: float
-    wall_s: float
-    tokens_per_s: float
-    status: str  # "ran", "resumed at N", "cached"
-    metrics: list[dict[str, float]] = field(default_factory=list)
-
-
-@dataclass
-class StageHead:
-    """Where a stage starts: its directory, open checkpoints and metrics, the state to start from."""
-
-    directory: StageDir
-    fingerprint: str
-    checkpoints: StageCheckpoints
-    sink: MetricsSink
-    state: Any
-    start: int  # the step the state is at
-    cursor: int  # the data cursor saved with it
-
-
 class Executor:
     def __init__(
         self,
-        pipeline: Any,
+        pipeline: Pipeline,
         run_dir: Path,
         *,
         log: Callable[[str], None] | None = None,
@@ -195,18 +156,17 @@ class Executor:
 
     # ------------------------------------------------------------------ stages
 
-    def stage_seed(self, stage: Any) -> int:
+    def stage_seed(self, stage: Stage) -> int:
         return stage_seed(self.pipeline, stage)
 
-    def stage_models(self, stage: Any, seed: int) -> StageModels:
+    def stage_models(self, stage: Stage, seed: int) -> StageModels:
         """Clones of the stage's input models, with adapters applied to the trained one."""
         inputs = stage_inputs(stage)
-        config = stage.config
         models: dict[str, Transformer] = {}
         for name, ref in inputs.refs.items():
             models[name] = nnx.clone(self.model(ref))
             self.release(ref)  # the clone is the stage's; the original may go now
-        adapter = getattr(config, "lora", None)
+        adapter = stage.adapter
         shared_reference = inputs.shared_reference  # then the base with adapters off: no copy
         if inputs.same_start and not shared_reference:
             models["reference"] = nnx.clone(models[inputs.trained])
@@ -222,153 +182,12 @@ class Executor:
             models[info.trained] = place(trained, self.mesh)
         return StageModels(models, lora=adapter is not None, shared_reference=shared_reference, seed=seed)
 
-    def tokenized(self, stage: Any, dataset: str) -> TokenizedData:
-        """`dataset` tokenised for the stage kind's consumer, at the stage's sequence length."""
-        info = STAGE_KINDS[stage.kind]
-        trained_ref = getattr(stage.config, info.trained)
-        max_len = min(stage.config.max_seq_len, self.config_for(trained_ref).max_seq_len)
-        rows = self.resources.rows(dataset, info.consumer)
-        return tokenize_rows(rows, info.consumer, self.tokenizer_for(trained_ref), max_len, source=dataset)
-
-    def stage_data(self, stage: Any, seed: int, start_cursor: int = 0) -> BatchStream:
-        config = stage.config
-        data = self.tokenized(stage, config.data)
-        self.log(f"  data {config.data}: {data.summary()}")
-        micro = config.batch_size // config.grad_accum
-        start, stop = local_rows(self.mesh, micro)  # this process's rows of each micro-batch
-        local = LocalRows(start, stop, micro) if (start, stop) != (0, micro) else None
-        return BatchStream(data, config.batch_size, seed, start_cursor=start_cursor, local=local)
-
-    def held_out(self, stage: Any, program: StageProgram) -> Callable[[Any], dict[str, float]] | None:
-        """`eval_every` + `eval_data`: the stage's loss and metrics on a held-out set, no gradients."""
-        config = stage.config
-        if not config.eval_every or config.eval_data is None:
-            return None
-        data = self.tokenized(stage, config.eval_data)
-        batches = [without_filler(b) for b in ordered_batches(data, program.layout.micro_batch)]
-        self.log(f"  eval data {config.eval_data}: {len(data)} examples every {config.eval_every} steps")
-        return lambda state: program.evaluate(state, batches)
-
-    def lower(self, stage: Any, models: StageModels) -> StageProgram:
-        config = stage.config
-        sharding_ways = sharding.batch_parallelism(self.mesh)
-        micro = config.batch_size // config.grad_accum
-        if micro % sharding_ways:
-            raise RunError(
-                f"stage `{stage.name}`: micro-batch {micro} (batch_size {config.batch_size} / "
-                f"grad_accum {config.grad_accum}) does not split over the mesh's {sharding_ways} "
-                f"batch shards (data × fsdp)"
-            )
-        return lower_stage(
-            stage.name, stage.kind, config, models, self.mesh,
-            batch_size=config.batch_size, grad_accum=config.grad_accum,
-            steps_per_call=config.steps_per_call,
-        )
-
-    def run_stage(self, stage: Any, status: StageStatus, signals: StopSignals) -> StageResult:
-        config = stage.config
-        seed = self.stage_seed(stage)
-        models = self.stage_models(stage, seed)
-        program = self.lower(stage, models)
-        head = self.begin_stage(stage, status, program, models)
-        stream = self.stage_data(stage, seed, start_cursor=head.cursor)
-        progress = StageProgress(self.log, stage.name, config.steps, head.start)
-        loop = StageLoop(stage.name, config, program, stream, head.checkpoints, head.sink, progress, self.log,
-                         signals, head.fingerprint, on_dispatch=self.on_dispatch,
-                         evaluate=self.held_out(stage, program))
-        state, result = self.drive(loop, head, progress)
-        return self.finish_stage(stage, program, models, head, state, result)
-
-    # The head and tail every stage kind shares (supervised here, RL in rl_run.py), so the
-    # durability rules cannot drift apart between them.
-
-    def begin_stage(self, stage: Any, status: StageStatus, program: Any, models: StageModels) -> StageHead:
-        """Free space checked, earlier work moved aside, the newest good checkpoint restored."""
-        config = stage.config
-        directory = self.layout.stage(stage.name)
-        fingerprint = self.fingerprints[stage.name]
-        abstract = jax.eval_shape(program.init_state)
-        output_bytes = state_nbytes(nnx.state(models.models[STAGE_KINDS[stage.kind].trained], nnx.Param))
-        self.layout.check_free_space(
-            stage.name, state_nbytes(abstract) * (config.keep_checkpoints + 1) + output_bytes)
-        # Only now, with every input resolved, does the stage directory change: earlier work of
-        # another configuration (or all of it, when forced) is moved aside, never deleted.
-        on_primary(f"prepare {directory.root}", lambda: start_work(
-            directory, fingerprint, fresh=status.forced and status.action == "run", log=self.log))
-        checkpoints = StageCheckpoints(directory.checkpoints, keep=config.keep_checkpoints, log=self.log)
-        restored = checkpoints.restore_latest(abstract, program.state_shardings, fingerprint)
-        start = restored.step if restored else 0
-        if restored:
-            self.log(f"  resuming at step {start} from {directory.checkpoints / str(start)}")
-        state = restored.state if restored else program.init_state()
-        sink = on_primary("open the metrics", lambda: MetricsSink(
-            directory.metrics, directory.events, resume_step=start))
-        if sink is None:  # another process: the same rows in memory, no file written
-            sink = MetricsSink(directory.metrics, directory.events, resume_step=start, write=False)
-        return StageHead(directory, fingerprint, checkpoints, sink, state, start,
-                         restored.meta["cursor"] if restored else 0)
-
-    def drive(self, loop: DurableLoop, head: StageHead, progress: StageProgress) -> tuple[Any, LoopResult]:
-        """Run the stage's loop from the head's state; its files are closed however it ends."""
-        try:
-            return loop.run(head.state, head.start)
-        finally:
-            progress.close()
-            head.sink.close()
-            head.checkpoints.close()
-
-    def finish_stage(self, stage: Any, program: Any, models: StageModels, head: StageHead, state: Any,
-                     result: LoopResult, info: dict[str, Any] | None = None) -> StageResult:
-        """The trained model (and adapter) saved, kept in memory only when read later, the stage
-        marked finished with its files, superseded work dropped."""
-        config, directory = stage.config, head.directory
-        trained = STAGE_KINDS[stage.kind].trained
-        model = getattr(program.merged_modules(state), trained)  # containers use the field names
-        if models.lora:
-            from tunix_dsl.models.lora import LoRAParam, merge_lora
-
-            # `.adapter`: the adapter weights alone, beside the merged model.
-            save_params(nnx.state(model, LoRAParam), directory.output / ADAPTER_DIR)
-            model = merge_lora(model)
-        if self._reads_left is None or self._reads_left[f"stage:{stage.name}"] > 0:
-            self.outputs[stage.name] = model  # a later stage, eval or export reads it
-        self.save_model(model, self.tokenizer_for(getattr(config, trained)), directory.output)
-        losses = [h["loss"] for h in result.history if "loss" in h]
-        first, final = (losses[0], losses[-1]) if losses else (float("nan"), float("nan"))
-        status_text = f"resumed at {head.start}" if head.start else "ran"
-        if result.skipped:
-            status_text += f", {result.skipped}/{result.updates} updates skipped"
-        def finish() -> None:
-            directory.mark_finished({
-                "fingerprint": head.fingerprint, "stage": stage.name, "kind": stage.kind,
-                "steps": config.steps, "final_loss": final, "wall_s": result.wall_s,
-                "tokens_per_s": result.tokens_per_s, "skipped": result.skipped, **(info or {}),
-            })
-            finish_work(directory, head.fingerprint, self.log)
-
-        on_primary(f"mark stage `{stage.name}` finished", finish)
-        return StageResult(stage.name, stage.kind, config.steps, first, final, result.wall_s,
-                           result.tokens_per_s, status_text, result.history)
-
-    def cached_result(self, stage: Any, info: dict[str, Any]) -> StageResult:
-        history = read_metrics(self.layout.stage(stage.name).metrics)
-        losses = [h["loss"] for h in history]
-        return StageResult(stage.name, stage.kind, info.get("steps", stage.config.steps),
-                           losses[0] if losses else float("nan"), info.get("final_loss", float("nan")),
-                           info.get("wall_s", 0.0), info.get("tokens_per_s", 0.0), "cached", history)
-
-    def save_model(self, model: Transformer, tokenizer: Tokenizer, directory: Path,
-                   dtype: str | None = None) -> None:
-        """`dtype` None: the parameters' own (master) dtype, which a stage output keeps.
-        Several processes: the weights are gathered from all of them, process 0 writes."""
-        from tunix_dsl.models.hf import save_hf
-
-        if process_count() > 1:
-            graphdef, state = nnx.split(model)
-            model = nnx.merge(graphdef, host_copy(state))
-        on_primary(f"write {directory}", lambda: save_hf(model, directory, tokenizer=tokenizer, dtype=dtype))
-
     # ------------------------------------------------------------------ memory
+
+    def hold_output(self, stage: str, model: Transformer) -> None:
+        """Keep a finished stage's model in memory when a later stage, eval or export reads it."""
+        if self._reads_left is None or self._reads_left[f"stage:{stage}"] > 0:
+            self.outputs[stage] = model
 
     def model_reads(self, statuses: dict[str, StageStatus]) -> Counter[str]:
         """How often this run will read each model from memory: stages that run (cached ones
@@ -425,6 +244,7 @@ class Executor:
     def run(self) -> list[StageResult]:
         """Run what is left of the pipeline; `Preempted` when a signal stopped it after saving."""
         self.check_supported()
+        check_mesh(self.pipeline, self.mesh.devices.size)  # TNX305 on the devices present
         if process_count() > 1 and (missing := unsupported(self.pipeline)):
             raise RunError(missing)
         unknown = unknown_stages(self.pipeline, self.force)
@@ -471,7 +291,7 @@ class Executor:
                 if status.action == "cached" and finished is not None:
                     self.log(f"stage {stage.name} ({stage.kind}): cached "
                              f"(fingerprint {self.fingerprints[stage.name]})")
-                    results.append(self.cached_result(stage, finished))
+                    results.append(cached_result(directory, stage, finished))
                     continue
                 self.log(f"stage {stage.name} ({stage.kind}): {stage.config.steps} steps")
                 if status.broken:
@@ -479,7 +299,7 @@ class Executor:
                              f"({status.broken}); making it again")
                 from tunix_dsl.runtime.rl_run import run_rl_stage  # RL: rollout/score/update loop
 
-                run = run_rl_stage if stage.info.program == "rl" else Executor.run_stage
+                run = run_rl_stage if stage.info.program == "rl" else run_stage
                 results.append(run(self, stage, status, signals))
                 if (stop := signals.poll()[0]) is not None:  # the exports and evals are still to do
                     raise Preempted(f"stopped by {stop} after stage `{stage.name}` "
@@ -509,7 +329,7 @@ class Executor:
         # In run.log here; the terminal gets the path as the command's last line (cli_commands).
         self.log.record(f"report: {write_report(self.layout.root)}")
 
-    def export(self, export: Any) -> None:
+    def export(self, export: Export) -> None:
         config = export.config
         source: ModelRef = config.source
         destination = export_destination(config.destination, self.base_dir, self.export_root)
@@ -525,13 +345,13 @@ class Executor:
 
             on_primary(f"copy {adapter} to {destination}", copy)
         elif config.format == "hf":
-            self.save_model(self.model(source), self.tokenizer_for(source), destination,
-                            dtype=self.settings.precision)  # bf16 runs export bf16
+            save_model(self.model(source), self.tokenizer_for(source), destination,
+                       dtype=self.settings.precision)  # bf16 runs export bf16
         else:  # orbax: the raw parameter tree
             save_params(nnx.state(self.model(source), nnx.Param), destination)
         self.log(f"exported {source} to {destination} ({config.format})")
 
-    def evaluate(self, block: Any) -> list[EvalResult]:
+    def evaluate(self, block: Eval) -> list[EvalResult]:
         """An `eval` block: every listed model completes the dataset's prompts, scored by the metric."""
         config = block.config
         metric = build_reward(self.pipeline.rewards[config.metric].spec, self.base_dir, config.metric)
@@ -551,19 +371,6 @@ class Executor:
         return results
 
 
-ADAPTER_DIR = "adapter"  # under a LoRA stage's output/: the adapter weights (orbax)
-
-
 def _key(ref: ModelRef) -> str:
     """A live model's identity: a stage's output (whichever of its outputs) or a declaration."""
     return f"{'stage' if ref.kind == 'stage' else 'decl'}:{ref.name}"
-
-
-def save_params(state: nnx.State, destination: Path) -> None:
-    """A parameter tree as an orbax checkpoint directory (replacing what was there)."""
-    import orbax.checkpoint as ocp
-
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(Path(destination).resolve(), state, force=True)
-    checkpointer.wait_until_finished()
-

@@ -6,12 +6,14 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import jax
+from jax.sharding import Mesh
 
+from tunix_dsl.check.ir import Pipeline, Stage
 from tunix_dsl.compiler.fingerprint import stage_fingerprints
 from tunix_dsl.compiler.plan import StagePlan, abstract_stage_models, plan_stage
+from tunix_dsl.compiler.rl_step import rl_config
 from tunix_dsl.compiler.stages import StageModels
 from tunix_dsl.compiler.targets import hbm_per_device, target_devices, target_mesh
 from tunix_dsl.grammar.diagnostics import Diagnostic
@@ -27,7 +29,7 @@ from tunix_dsl.runtime.run_dir import (
 )
 from tunix_dsl.schemas.kinds import LoweringError
 from tunix_dsl.schemas.sources import HFModelSource, HFTokenizerSource
-from tunix_dsl.schemas.stages import STAGE_KINDS
+from tunix_dsl.schemas.stages import STAGE_KINDS, SequenceConfig
 from tunix_dsl.schemas.targets import TARGETS, Target
 
 _DOWNLOAD_CODES = ("TNX372", "TNX373")  # checkpoint / tokenizer directory problems
@@ -53,7 +55,7 @@ def device_count(devices: int | None, present: int) -> int:
     return devices
 
 
-def check_mesh(pipeline: Any, devices: int, flag: str = "") -> None:
+def check_mesh(pipeline: Pipeline, devices: int, flag: str = "") -> None:
     """Raise a message (bad layout) or `MeshDiagnostics` (TNX305) before any lowering, so a
     mesh that cannot carry the batches never reaches XLA's sharding errors."""
     problem = mesh_layout_problem(pipeline.settings.mesh, devices)
@@ -64,7 +66,7 @@ def check_mesh(pipeline: Any, devices: int, flag: str = "") -> None:
         raise MeshDiagnostics(diagnostics)
 
 
-def plan_pipeline(pipeline: Any, devices: int | None = None, target: Target | None = None,
+def plan_pipeline(pipeline: Pipeline, devices: int | None = None, target: Target | None = None,
                   mesh_spec: Mapping[str, int] | None = None) -> list[StagePlan]:
     """Plan every stage for `target` (default: this host), on the pipeline's mesh or `mesh_spec`."""
     target = target or TARGETS["cpu"]
@@ -90,35 +92,36 @@ def plan_pipeline(pipeline: Any, devices: int | None = None, target: Target | No
             continue
         config = stage.config
         models, trained_cfg = _abstract_models(pipeline, resources, stage)
+        assert isinstance(config, SequenceConfig), f"supervised kind {stage.kind} has no max_seq_len"
         seq_len = min(config.max_seq_len, trained_cfg.max_seq_len)
         plans.append(plan_stage(stage.name, stage.kind, config, models, info.consumer, seq_len, mesh,
                                 hbm_bytes=hbm, target=target.name))
     return plans
 
 
-def _abstract_models(pipeline: Any, resources: Resources, stage: Any) -> tuple[StageModels, ModelConfig]:
+def _abstract_models(pipeline: Pipeline, resources: Resources, stage: Stage) -> tuple[StageModels, ModelConfig]:
     """The stage's models as shapes (and the trained model's config), resolved through the
     same `stage_inputs` / `stage_seed` helpers the executor uses."""
     inputs = stage_inputs(stage)
     cfgs = {role: resources.config_for(ref) for role, ref in inputs.refs.items()}
     if inputs.same_start and not inputs.shared_reference:
         cfgs["reference"] = cfgs[inputs.trained]  # a frozen copy of the starting weights
-    models = abstract_stage_models(cfgs, trained=inputs.trained, adapter=getattr(stage.config, "lora", None),
+    models = abstract_stage_models(cfgs, trained=inputs.trained, adapter=stage.adapter,
                                    shared_reference=inputs.shared_reference, seed=stage_seed(pipeline, stage))
     return models, cfgs[inputs.trained]
 
 
-def _plan_rl(pipeline: Any, resources: Resources, stage: Any, mesh: Any) -> list[StagePlan]:
+def _plan_rl(pipeline: Pipeline, resources: Resources, stage: Stage, mesh: Mesh) -> list[StagePlan]:
     from tunix_dsl.compiler.rl_plan import plan_rl_stage
 
-    config = stage.config
+    config = rl_config(stage.config)
     models, _ = _abstract_models(pipeline, resources, stage)
     tokenizer = resources.tokenizer_for(config.policy)
     return plan_rl_stage(stage.name, stage.kind, config, models, mesh,
                          stop_ids=tuple(tokenizer.stop_ids), pad_id=tokenizer.pad_id)
 
 
-def run_statuses(pipeline: Any, run_dir: Path, force: Iterable[str] = ()) -> dict[str, str]:
+def run_statuses(pipeline: Pipeline, run_dir: Path, force: Iterable[str] = ()) -> dict[str, str]:
     """Per stage, what `tnx run` would do in `run_dir`: cached / will run / will resume at step N."""
     unknown = unknown_stages(pipeline, force)
     if unknown:
@@ -137,7 +140,7 @@ class Blocked:
     plannable: bool
 
 
-def blocked_statuses(pipeline: Any, run_dir: Path, export_root: Path | None,
+def blocked_statuses(pipeline: Pipeline, run_dir: Path, export_root: Path | None,
                      statuses: dict[str, str], color: bool = False) -> Blocked | None:
     """When `tnx run` would stop at its pre-flight check: the problems on stderr and the
     stages' statuses. None when the run may start."""
@@ -156,7 +159,7 @@ def blocked_statuses(pipeline: Any, run_dir: Path, export_root: Path | None,
                    plannable=conflict is None and only_not_downloaded(pipeline, problems))
 
 
-def only_not_downloaded(pipeline: Any, problems: list[Problem]) -> bool:
+def only_not_downloaded(pipeline: Pipeline, problems: list[Problem]) -> bool:
     """Every problem is an `hf(...)` / `hf_tokenizer(...)` directory that does not exist yet,
     and the checker knows every stage model's architecture (`hf(dir, preset = ...)`): the
     plan reads nothing from those directories, so it can be made before the download."""

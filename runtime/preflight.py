@@ -189,7 +189,8 @@ def _jsonl(p: Pipeline, decl: Decl[Any], users: dict[str, set[str]]) -> Iterator
             help="fix or remove these rows", notes=[str(e) for e in shown] + more)
 
 
-def _read_rows(spec: Any, path: Path, required: list[str], consumer: str | None) -> None:
+def _read_rows(spec: JsonlSource | ParquetSource, path: Path, required: list[str],
+               consumer: str | None) -> None:
     """Read every row as the run will (jsonl, or parquet batch by batch); DataError if bad."""
     if isinstance(spec, ParquetSource):
         from tunix_dsl.data.parquet import read_parquet

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from tunix_dsl.check.ir import Pipeline, Stage
 from tunix_dsl.compiler.stages import reference_sharing
 from tunix_dsl.data.datasets import CANONICAL_COLUMNS, Row, read_jsonl, synthetic_rows
 from tunix_dsl.data.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer
@@ -18,15 +18,17 @@ from tunix_dsl.runtime.run_dir import derived_seed
 from tunix_dsl.schemas.base import ModelRef
 from tunix_dsl.schemas.sources import (
     BytesTokenizer,
+    DatasetSource,
     HFTokenizerSource,
     JsonlSource,
     ParquetSource,
     SyntheticSource,
+    TokenizerSource,
 )
 from tunix_dsl.schemas.stages import STAGE_KINDS
 
 
-def make_tokenizer(spec: Any, base_dir: Path) -> Tokenizer:
+def make_tokenizer(spec: TokenizerSource, base_dir: Path) -> Tokenizer:
     if isinstance(spec, BytesTokenizer):
         return ByteTokenizer()
     if isinstance(spec, HFTokenizerSource):
@@ -34,7 +36,7 @@ def make_tokenizer(spec: Any, base_dir: Path) -> Tokenizer:
     raise TypeError(f"unsupported tokenizer source {type(spec).__name__}")
 
 
-def dataset_rows(spec: Any, base_dir: Path, consumer: str | None = None) -> list[Row]:
+def dataset_rows(spec: DatasetSource, base_dir: Path, consumer: str | None = None) -> list[Row]:
     """The rows of a dataset declaration; `consumer` makes jsonl name the line of a missing column."""
     if isinstance(spec, SyntheticSource):
         return synthetic_rows(spec.task, count=spec.count, seed=spec.seed, **spec.params)
@@ -58,7 +60,7 @@ def dataset_rows(spec: Any, base_dir: Path, consumer: str | None = None) -> list
 class Resources:
     """Tokenizers and model architectures of a pipeline, resolved once (no weights)."""
 
-    def __init__(self, pipeline: Any):
+    def __init__(self, pipeline: Pipeline):
         self.pipeline = pipeline
         self.base_dir = Path(pipeline.base_dir)
         self.precision = pipeline.settings.precision
@@ -90,9 +92,9 @@ class Resources:
         return dataset_rows(self.pipeline.datasets[dataset].spec, self.base_dir, consumer)
 
 
-def stage_seed(pipeline: Any, stage: Any) -> int:
+def stage_seed(pipeline: Pipeline, stage: Stage) -> int:
     """The stage's own `seed`, else one derived from the pipeline seed and the stage name."""
-    seed = getattr(stage.config, "seed", None)
+    seed = stage.config.seed
     return seed if seed is not None else derived_seed(pipeline.settings.seed, stage.name)
 
 
@@ -111,7 +113,7 @@ class StageInputs:
     shared_reference: bool
 
 
-def stage_inputs(stage: Any) -> StageInputs:
+def stage_inputs(stage: Stage) -> StageInputs:
     info = STAGE_KINDS[stage.kind]
     same_start, shared = reference_sharing(stage.config, info.trained, info.model_inputs)
     refs = {role: ref for role in info.model_inputs

@@ -25,6 +25,7 @@ from tunix_dsl.schemas.sources import (
     LengthPenaltyReward,
     PythonReward,
     RegexReward,
+    RewardSchema,
 )
 
 RewardFn = Callable[[Sequence[str], Sequence[str], np.ndarray, Mapping[str, Sequence[Any]]], np.ndarray]
@@ -125,7 +126,7 @@ def _python(spec: PythonReward, base: Path, name: str) -> RewardFn:
     return score
 
 
-def build_reward(spec: Any, base_dir: Path, name: str) -> RewardFn:
+def build_reward(spec: RewardSchema, base_dir: Path, name: str) -> RewardFn:
     """The scoring function of a reward declaration (a plugin reward's from its
     `implementation`, loaded here, at run time)."""
     builder = BUILDERS.get(type(spec))

@@ -19,15 +19,19 @@ from typing import Any, ClassVar
 import jax
 import numpy as np
 
+from tunix_dsl.compiler.rl_program import RLProgram
+from tunix_dsl.compiler.rl_step import RLConfig
+from tunix_dsl.compiler.train_step import TrainState
 from tunix_dsl.data.tokenizers import Tokenizer
 from tunix_dsl.runtime import rl_dynamic
 from tunix_dsl.runtime.evaluation import completions_text
 from tunix_dsl.runtime.rl_rewards import StageRewards
 from tunix_dsl.runtime.training import DurableLoop, LoopResult
+from tunix_dsl.schemas.stages import GRPOConfig
 
 
 @dataclass(kw_only=True)
-class RLLoop(DurableLoop):
+class RLLoop(DurableLoop[RLProgram, RLConfig]):
     """An RL stage: one rollout → score → rewards → update step per dispatch. The loop itself
     (windows, checkpoint triggers, signals, finite checks) is `DurableLoop`'s."""
 
@@ -38,11 +42,11 @@ class RLLoop(DurableLoop):
     eval_keys: ClassVar[tuple[str, ...]] = ("reward",)
     blame: ClassVar[str] = "check the rewards"
 
-    def run(self, state: Any, start_step: int) -> tuple[Any, LoopResult]:
+    def run(self, state: TrainState, start_step: int) -> tuple[TrainState, LoopResult]:
         self._rollout_s = 0.0
         return super().run(state, start_step)
 
-    def dispatch(self, state: Any, done: int) -> tuple[Any, int]:
+    def dispatch(self, state: TrainState, done: int) -> tuple[TrainState, int]:
         state, host, device = self.step(state, done)
         self._pending.append((done + 1, 1, host, device))
         return state, 1
@@ -54,7 +58,8 @@ class RLLoop(DurableLoop):
         """Rollout tokens per second of rollout (the update's time is not generation's)."""
         return self._tokens / max(self._rollout_s, 1e-9)
 
-    def step(self, state: Any, done: int) -> tuple[Any, dict[str, float], dict[str, jax.Array]]:
+    def step(self, state: TrainState, done: int
+             ) -> tuple[TrainState, dict[str, float], dict[str, jax.Array]]:
         """One RL step: returns the new state, host metrics and (still on device) update metrics."""
         program = self.program
         frozen = program.split.frozen
@@ -81,7 +86,7 @@ class RLLoop(DurableLoop):
         }
         return state, host, metrics
 
-    def sample(self, state: Any, done: int, draw: int) -> tuple[dict[str, jax.Array], np.ndarray]:
+    def sample(self, state: TrainState, done: int, draw: int) -> tuple[dict[str, jax.Array], np.ndarray]:
         """Dispatch the rollout of the next prompts; (rollout batch on device, row id per row)."""
         program = self.program
         batch = self.stream.next_batch()
@@ -108,10 +113,11 @@ class RLLoop(DurableLoop):
                                      [int(r) for r in row_ids])
         return reward, parts, lengths
 
-    def dynamic_batch(self, state: Any, done: int) -> tuple[dict[str, jax.Array], np.ndarray,
-                                                            dict[str, np.ndarray], np.ndarray, dict[str, float]]:
+    def dynamic_batch(self, state: TrainState, done: int) -> tuple[
+            dict[str, jax.Array], np.ndarray, dict[str, np.ndarray], np.ndarray, dict[str, float]]:
         """Draw rollout batches until B groups have differing rewards (or `max_draws`), keep those."""
         group, wanted = self.program.rl.generations, self.program.prompts_per_step
+        assert isinstance(self.config, GRPOConfig), "dynamic sampling is a grpo field"
         draws: list[dict[str, np.ndarray]] = []
         rewards, parts, lengths = [], [], []
         tokens, seconds = 0, 0.0

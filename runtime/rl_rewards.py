@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tunix_dsl.runtime.rewards import RewardError, RewardFn
+from tunix_dsl.schemas.training import OverlongPenalty
 
 
 def overlong_penalty(lengths: np.ndarray, max_new_tokens: int, buffer: int, penalty: float) -> np.ndarray:
@@ -36,7 +37,7 @@ class StageRewards:
     stage: str
     rewards: list[tuple[str, RewardFn, float]]  # (name, scoring function, weight)
     max_new_tokens: int
-    overlong: Any = None  # OverlongPenalty | None
+    overlong: OverlongPenalty | None = None
 
     def __call__(
         self, prompts: Sequence[str], completions: Sequence[str], lengths: np.ndarray,

@@ -36,7 +36,10 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # run directories need only the IR's shape, not the checker's imports
+    from tunix_dsl.check.ir import Pipeline, Stage
 
 FINISHED_MARKER = "tnx_finished.json"
 
@@ -206,7 +209,7 @@ class RunDir:
                 "keep_checkpoints, or pass --run-dir on a larger disk"
             )
 
-    def write_plan(self, pipeline: Any, fingerprints: dict[str, str], status: dict[str, str]) -> None:
+    def write_plan(self, pipeline: Pipeline, fingerprints: dict[str, str], status: dict[str, str]) -> None:
         stages = []
         for stage in pipeline.stages:
             stages.append({
@@ -234,12 +237,12 @@ def derived_seed(root: int, name: str) -> int:
     return zlib.crc32(f"{root}:{name}".encode()) & 0x7FFFFFFF
 
 
-def upstream_stages(stage: Any) -> set[str]:
+def upstream_stages(stage: Stage) -> set[str]:
     """Names of the stages whose outputs `stage` reads."""
     return {ref.name for ref in stage.models.values() if ref.kind == "stage"}
 
 
-def forced_closure(pipeline: Any, forced: Iterable[str]) -> set[str]:
+def forced_closure(pipeline: Pipeline, forced: Iterable[str]) -> set[str]:
     """The forced stages and everything downstream of them."""
     out = set(forced)
     for stage in pipeline.stages:  # topological order
@@ -290,7 +293,7 @@ def forced_status(directory: StageDir, fingerprint: str) -> StageStatus:
     return StageStatus("run", forced=True)
 
 
-def stage_statuses(pipeline: Any, run_dir: RunDir, fingerprints: dict[str, str],
+def stage_statuses(pipeline: Pipeline, run_dir: RunDir, fingerprints: dict[str, str],
                    force: Iterable[str] = ()) -> dict[str, StageStatus]:
     """Per stage: what the run will do (`stage_status`, or `forced_status` when forced)."""
     forced = forced_closure(pipeline, force)
@@ -301,7 +304,7 @@ def stage_statuses(pipeline: Any, run_dir: RunDir, fingerprints: dict[str, str],
     }
 
 
-def unknown_stages(pipeline: Any, names: Iterable[str]) -> list[str]:
+def unknown_stages(pipeline: Pipeline, names: Iterable[str]) -> list[str]:
     known = {s.name for s in pipeline.stages}
     return [n for n in names if n not in known]
 

@@ -19,16 +19,19 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import jax
 import numpy as np
 
+from tunix_dsl.compiler.program import StageProgram
+from tunix_dsl.compiler.train_step import TrainState
 from tunix_dsl.runtime.checkpoint import StageCheckpoints
 from tunix_dsl.runtime.data import BatchStream
 from tunix_dsl.runtime.metrics import MetricsSink
 from tunix_dsl.runtime.preemption import Preempted, StopSignals
 from tunix_dsl.runtime.progress import RunLog, StageProgress
+from tunix_dsl.schemas.stages import TrainingConfig
 
 DispatchHook = Callable[[str, int], None]
 
@@ -50,15 +53,19 @@ class LoopResult:
     updates: int = 0  # optimizer updates the whole stage makes (steps × updates per step)
 
 
+P = TypeVar("P")  # the stage's programs: StageProgram, RLProgram
+C = TypeVar("C", bound=TrainingConfig)  # the stage's config
+
+
 @dataclass
-class DurableLoop:
+class DurableLoop(Generic[P, C]):
     """What every stage loop shares, supervised or RL: the dispatch loop with its log windows,
     held-out evaluation, both checkpoint triggers, the stop on a signal, the finite check before a
     save and the count of skipped updates. A subclass says how one dispatch runs (`dispatch`)."""
 
     name: str
-    config: Any
-    program: Any  # StageProgram or RLProgram
+    config: C
+    program: P
     stream: BatchStream
     checkpoints: StageCheckpoints
     sink: MetricsSink
@@ -67,13 +74,13 @@ class DurableLoop:
     signals: StopSignals
     fingerprint: str
     on_dispatch: DispatchHook | None = None
-    evaluate: Callable[[Any], dict[str, float]] | None = None  # held-out metrics of a state
+    evaluate: Callable[[TrainState], dict[str, float]] | None = None  # held-out metrics of a state
     clock: Callable[[], float] = time.monotonic  # seconds; tests inject a fake one
 
     eval_keys: ClassVar[tuple[str, ...]] = ("loss", "accuracy")  # logged from a held-out row
     blame: ClassVar[str] = "check the data"  # the fix a non-finite loss suggests
 
-    def dispatch(self, state: Any, done: int) -> tuple[Any, int]:
+    def dispatch(self, state: TrainState, done: int) -> tuple[TrainState, int]:
         """Run the next steps from `done` on; queue their metrics in `_pending`: (new state, steps)."""
         raise NotImplementedError
 
@@ -89,7 +96,7 @@ class DurableLoop:
             t0, n0 = started, 0
         return (self._tokens - n0) / max(now - t0, 1e-9)
 
-    def run(self, state: Any, start_step: int) -> tuple[Any, LoopResult]:
+    def run(self, state: TrainState, start_step: int) -> tuple[TrainState, LoopResult]:
         config = self.config
         total, every = config.steps, config.checkpoint_every
         log_every = max(1, total // 10)
@@ -142,7 +149,7 @@ class DurableLoop:
         return state, LoopResult(self.sink.history, self._tokens, wall, self.throughput(started), start_step,
                                  skipped, updates)
 
-    def save(self, state: Any, step: int, started: float) -> None:
+    def save(self, state: TrainState, step: int, started: float) -> None:
         self._flush(started)  # raises on a non-finite loss: a bad state is never saved
         self.checkpoints.save(step, state, {
             "fingerprint": self.fingerprint,
@@ -190,10 +197,10 @@ class DurableLoop:
 
 
 @dataclass
-class StageLoop(DurableLoop):
+class StageLoop(DurableLoop[StageProgram, TrainingConfig]):
     """A supervised stage: `steps_per_call` fused optimizer steps per dispatch."""
 
-    def dispatch(self, state: Any, done: int) -> tuple[Any, int]:
+    def dispatch(self, state: TrainState, done: int) -> tuple[TrainState, int]:
         program = self.program
         k = min(self.config.steps_per_call, self.config.steps - done)
         batch = self.stream.next_batches(k)

@@ -19,6 +19,7 @@ from flax import nnx
 
 from tunix_dsl.compiler.train_step import Counts, FromSums, MicroSums
 from tunix_dsl.models.chunked import default_loss_chunk
+from tunix_dsl.schemas.stages import TrainingConfig
 
 if TYPE_CHECKING:
     from tunix_dsl.models.transformer import Transformer
@@ -55,7 +56,7 @@ class StageLoss:
 BuildLoss = Callable[[Any, StageModels], StageLoss]
 
 
-def reference_sharing(config: Any, trained: str, model_inputs: tuple[str, ...]) -> tuple[bool, bool]:
+def reference_sharing(config: TrainingConfig, trained: str, model_inputs: tuple[str, ...]) -> tuple[bool, bool]:
     """(the reference is the trained model's starting weights, it is shared through LoRA).
 
     An unset reference, or one naming the trained input itself, means "the
@@ -64,7 +65,8 @@ def reference_sharing(config: Any, trained: str, model_inputs: tuple[str, ...]) 
     """
     if "reference" not in model_inputs:
         return False, False
-    same_start = config.reference is None or config.reference == getattr(config, trained)
+    reference = getattr(config, "reference", None)
+    same_start = reference is None or reference == getattr(config, trained)
     return same_start, same_start and getattr(config, "lora", None) is not None
 
 
@@ -115,6 +117,6 @@ def forward_hidden(model: Transformer, batch: Mapping[str, jax.Array], prefix: s
     )
 
 
-def loss_chunk(config: Any, model: Transformer) -> int:
+def loss_chunk(config: TrainingConfig, model: Transformer) -> int:
     """Tokens per chunk of the stage's loss: `loss_chunk`, or sized from the vocabulary."""
-    return getattr(config, "loss_chunk", None) or default_loss_chunk(model.cfg.vocab_size)
+    return config.loss_chunk or default_loss_chunk(model.cfg.vocab_size)

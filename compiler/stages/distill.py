@@ -16,7 +16,6 @@ through `stop_gradient`). Strategies, all averaged over real tokens only:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,16 +32,14 @@ from tunix_dsl.compiler.stages.base import (
 )
 from tunix_dsl.compiler.stages.sft import token_counts
 from tunix_dsl.compiler.train_step import FromSums
+from tunix_dsl.models.transformer import Transformer
+from tunix_dsl.schemas.stages import DistillConfig
+from tunix_dsl.schemas.training import AttentionStrategy, FeatureProjectionStrategy, LogitStrategy
 
 Sums = dict[str, jax.Array]
 
 
-def _strategy(config: Any) -> tuple[str, Any]:
-    strategy = config.strategy
-    return type(strategy).call_name, strategy
-
-
-def _ce_sums(student: Any, hidden: jax.Array, mb: Mapping[str, jax.Array], chunk: int) -> Sums:
+def _ce_sums(student: Transformer, hidden: jax.Array, mb: Mapping[str, jax.Array], chunk: int) -> Sums:
     """The student's cross-entropy sum, its output head over `chunk`-token slices."""
     sums = losses.sft_sums_chunked(hidden, student.unembed, mb["targets"], mb["loss_mask"],
                                    chunk=chunk)
@@ -73,15 +70,15 @@ class Projection(nnx.Module):
         )
 
 
-def build(config: Any, models: StageModels) -> StageLoss:
+def build(config: DistillConfig, models: StageModels) -> StageLoss:
     student, teacher = models.models["student"], models.models["teacher"]
-    name, strategy = _strategy(config)
+    strategy = config.strategy
     alpha = float(strategy.alpha)
     chunk = loss_chunk(config, student)
     modules = Container(student=student, teacher=teacher)
     extra: tuple[str, ...] = ()
 
-    if name == "logit":
+    if isinstance(strategy, LogitStrategy):
         temperature = float(strategy.temperature)
 
         def micro_sums(m: Container, mb: Mapping[str, jax.Array]) -> Sums:
@@ -99,7 +96,7 @@ def build(config: Any, models: StageModels) -> StageLoss:
 
         counts = token_counts
 
-    elif name == "attention":
+    elif isinstance(strategy, AttentionStrategy):
         n_student = student.cfg.n_layers
         layer_map = losses.uniform_layer_map(n_student, teacher.cfg.n_layers)
         student_heads = student.cfg.n_heads
@@ -120,7 +117,7 @@ def build(config: Any, models: StageModels) -> StageLoss:
 
         from_sums = _mixed(alpha, "distance_sum", "rows")
 
-    elif name == "feature_projection":
+    elif isinstance(strategy, FeatureProjectionStrategy):
         modules.projection = Projection(
             student.cfg.d_model, teacher.cfg.d_model, seed=models.seed
         )
@@ -148,7 +145,7 @@ def build(config: Any, models: StageModels) -> StageLoss:
 
         from_sums = _mixed(alpha, "sq_err_sum", "feature_tokens")
     else:  # the checker only admits the strategies above
-        raise ValueError(f"unknown distillation strategy {name!r}")
+        raise ValueError(f"unknown distillation strategy {type(strategy).call_name!r}")
 
     return StageLoss(
         modules=modules,

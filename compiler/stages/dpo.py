@@ -14,7 +14,6 @@ base with adapters switched off, so no second copy of the weights exists.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +27,8 @@ from tunix_dsl.compiler.stages.base import (
     loss_chunk,
     trainable_filter,
 )
+from tunix_dsl.models.transformer import Transformer
+from tunix_dsl.schemas.stages import DPOConfig
 
 
 def pair_batch(mb: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
@@ -36,7 +37,7 @@ def pair_batch(mb: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     return {n: jnp.concatenate([mb["chosen_" + n], mb["rejected_" + n]]) for n in names}
 
 
-def sequence_logps(model: Any, both: Mapping[str, jax.Array], chunk: int) -> tuple[jax.Array, jax.Array]:
+def sequence_logps(model: Transformer, both: Mapping[str, jax.Array], chunk: int) -> tuple[jax.Array, jax.Array]:
     """Summed completion log-probs of the chosen and rejected halves (the output head over
     `chunk`-token slices of the sequence)."""
     hidden, _ = forward_hidden(model, both)
@@ -69,7 +70,7 @@ def pair_counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     return {"pairs": jnp.asarray(batch["chosen_tokens"].shape[0], jnp.float32)}
 
 
-def build(config: Any, models: StageModels) -> StageLoss:
+def build(config: DPOConfig, models: StageModels) -> StageLoss:
     beta = float(config.beta)
     label_smoothing = float(config.label_smoothing)
     chunk = loss_chunk(config, models.models["policy"])

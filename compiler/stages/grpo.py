@@ -28,8 +28,6 @@ sequence-mean-token-scale (norm = max_new_tokens); dapo — token-mean and
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
@@ -46,6 +44,7 @@ from tunix_dsl.compiler.rl_step import (
 )
 from tunix_dsl.compiler.stages.base import Container, StageModels, trainable_filter
 from tunix_dsl.models.transformer import gather_logps
+from tunix_dsl.schemas.stages import GRPOConfig
 
 # loss variant -> (divide advantages by the group std, default aggregation, default ε_high)
 VARIANTS: dict[str, tuple[bool, str, float | None]] = {
@@ -58,7 +57,7 @@ VARIANTS: dict[str, tuple[bool, str, float | None]] = {
 METRICS = ("clip_fraction", "dual_clip_fraction", "ratio", "approx_kl_old", "kl_ref", "entropy")
 
 
-def effective(config: Any) -> tuple[bool, str, float]:
+def effective(config: GRPOConfig) -> tuple[bool, str, float]:
     """(scale by std, aggregation, ε_high) after the loss variant's defaults."""
     scale_by_std, aggregation, eps_high = VARIANTS[config.loss]
     chosen = config.model_fields_set
@@ -78,7 +77,7 @@ def reference_logps(modules: Container, batch: Batch) -> jax.Array:
         return completion_logps(modules.policy, batch)
 
 
-def build(config: Any, models: StageModels) -> RLStep:
+def build(config: GRPOConfig, models: StageModels) -> RLStep:
     group = int(config.generations)
     mu = int(config.iterations)
     beta = float(config.beta)

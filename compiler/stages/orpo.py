@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +26,7 @@ from tunix_dsl.compiler.stages.base import (
     trainable_filter,
 )
 from tunix_dsl.compiler.stages.dpo import pair_batch, real_pairs
+from tunix_dsl.schemas.stages import ORPOConfig
 
 
 def counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
@@ -51,7 +51,7 @@ def micro_sums_fn(chunk: int):
     return micro_sums
 
 
-def build(config: Any, models: StageModels) -> StageLoss:
+def build(config: ORPOConfig, models: StageModels) -> StageLoss:
     return StageLoss(
         modules=Container(policy=models.models["policy"]),
         trainable=trainable_filter("policy", models.lora),

@@ -33,7 +33,7 @@ import optax
 from flax import nnx
 
 from tunix_dsl.compiler import losses_rl
-from tunix_dsl.compiler.optim import build_optimizer, build_schedule
+from tunix_dsl.compiler.optim import Schedule, build_optimizer, build_schedule
 from tunix_dsl.compiler.rl_step import (
     Batch,
     RLStep,
@@ -48,6 +48,7 @@ from tunix_dsl.compiler.rl_step import (
 from tunix_dsl.compiler.stages.base import Container, StageModels, trainable_filter
 from tunix_dsl.compiler.stages.grpo import reference_logps
 from tunix_dsl.models.transformer import Transformer, gather_logps
+from tunix_dsl.schemas.stages import PPOConfig
 
 METRICS = ("clip_fraction", "ratio", "approx_kl_old", "entropy", "policy_loss", "value_loss",
            "value_clip_fraction")
@@ -87,7 +88,7 @@ def explained_variance(values: jax.Array, returns: jax.Array, mask: jax.Array) -
     return jnp.where(total > 0, 1.0 - var(returns - values) / jnp.where(total > 0, total, 1.0), 0.0)
 
 
-def build(config: Any, models: StageModels) -> RLStep:
+def build(config: PPOConfig, models: StageModels) -> RLStep:
     beta, estimator = float(config.beta), config.kl_estimator
     gamma, lam, eps = float(config.gamma), float(config.lam), float(config.epsilon)
     value_clip, value_coef, entropy_coef = float(config.value_clip), float(config.value_coef), float(config.entropy_coef)
@@ -144,7 +145,7 @@ def build(config: Any, models: StageModels) -> RLStep:
         }
         return loss, sums
 
-    def optimizer(policy_opt: optax.GradientTransformation, _schedule: Any) -> optax.GradientTransformation:
+    def optimizer(policy_opt: optax.GradientTransformation, _schedule: Schedule) -> optax.GradientTransformation:
         """The critic at `critic_lr` (its own schedule of the same shape); the policy as configured."""
         if config.critic_lr is None:
             return policy_opt

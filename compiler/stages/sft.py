@@ -11,7 +11,6 @@ so gradient accumulation gives exactly the big-batch gradient.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +24,7 @@ from tunix_dsl.compiler.stages.base import (
     loss_chunk,
     trainable_filter,
 )
+from tunix_dsl.schemas.stages import PretrainConfig, SFTConfig
 
 
 def token_counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
@@ -42,7 +42,7 @@ def lm_sums_fn(chunk: int):
     return lm_sums
 
 
-def build(config: Any, models: StageModels) -> StageLoss:
+def build(config: PretrainConfig | SFTConfig, models: StageModels) -> StageLoss:
     model = models.models["model"]
     return StageLoss(
         modules=Container(model=model),

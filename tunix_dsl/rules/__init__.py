@@ -2,7 +2,7 @@
 
 Importing this package registers every code: the checker's own
 (`codes.py`), the whole-pipeline checks (`pipeline_checks.py`) and the
-warnings (`warnings.py`), and the run-time constraints (`run_checks.py`). `run_rules(pipeline)` runs every lint check.
+warnings (`warnings.py`), and the run-time constraints (`run_checks.py`, `run_limits.py`). `run_rules(pipeline)` runs every lint check.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from tunix_dsl.rules import plugin_codes as _plugin_codes  # noqa: F401
 from tunix_dsl.rules import preflight_codes as _preflight_codes  # noqa: F401
 from tunix_dsl.rules import rl_checks as _rl_checks  # noqa: F401
 from tunix_dsl.rules import run_checks as _run_checks  # noqa: F401
+from tunix_dsl.rules import run_limits as _run_limits  # noqa: F401
 from tunix_dsl.rules import target_checks as _target_checks  # noqa: F401
 from tunix_dsl.rules import warnings as _warnings  # noqa: F401
 from tunix_dsl.rules.registry import RULES, Rule, diagnostic

@@ -98,9 +98,9 @@ declare("TNX109", "unknown-output", E,
         "A stage output that does not exist or does not fit: `.weights`, `.adapter` of a stage "
         "without LoRA, or `.adapter` where a model is needed.",
         bad=_with_stage("model = tiny\ndata = sums\nsteps = 10").replace(
-            "tune.model to", "tune.adapter to"),
+            'tune.model to "out/tune" as "hf"', 'tune.adapter to "out/tune" as "orbax"'),
         good=_with_stage("model = tiny\ndata = sums\nsteps = 10\nlora = lora(rank = 4)").replace(
-            "tune.model to", "tune.adapter to"))
+            'tune.model to "out/tune" as "hf"', 'tune.adapter to "out/tune" as "orbax"'))
 
 # ------------------------------------------------------------------------ TNX2xx
 

@@ -198,9 +198,9 @@ def batch_vs_mesh(p: Pipeline) -> Iterator[Diagnostic]:
 @rule("TNX306", "lora-rank", E,
       "A LoRA rank larger than the narrowest projection it adapts.",
       bad=_with_stage("model = tiny\ndata = sums\nsteps = 10\nlora = lora(rank = 128)")
-      .replace("tune.model to", "tune.adapter to"),
+      .replace('tune.model to "out/tune" as "hf"', 'tune.adapter to "out/tune" as "orbax"'),
       good=_with_stage("model = tiny\ndata = sums\nsteps = 10\nlora = lora(rank = 8)")
-      .replace("tune.model to", "tune.adapter to"))
+      .replace('tune.model to "out/tune" as "hf"', 'tune.adapter to "out/tune" as "orbax"'))
 def lora_rank(p: Pipeline) -> Iterator[Diagnostic]:
     for stage, shapes in _lora_stages(p):
         adapter = stage.adapter
@@ -231,10 +231,10 @@ def _lora_stages(p: Pipeline) -> Iterator[tuple[Stage, dict[str, tuple[int, int]
       "A LoRA target regex that matches no layer of the model (`apply_lora` refuses it).",
       bad=_with_stage("model = tiny\ndata = sums\nsteps = 10\n"
                       "lora = lora(rank = 4, targets = [\"q_proj$\"])")
-      .replace("tune.model to", "tune.adapter to"),
+      .replace('tune.model to "out/tune" as "hf"', 'tune.adapter to "out/tune" as "orbax"'),
       good=_with_stage("model = tiny\ndata = sums\nsteps = 10\n"
                        "lora = lora(rank = 4, targets = [\"q_proj.kernel$\"])")
-      .replace("tune.model to", "tune.adapter to"))
+      .replace('tune.model to "out/tune" as "hf"', 'tune.adapter to "out/tune" as "orbax"'))
 def lora_target_unmatched(p: Pipeline) -> Iterator[Diagnostic]:
     for stage, shapes in _lora_stages(p):
         targets = list(stage.adapter.targets)

@@ -156,7 +156,15 @@ class ORPOConfig(TrainingConfig, SequenceConfig, AdapterConfig):
     lambda_: float = Field(0.1, gt=0, alias="lambda", description="λ: weight of the odds-ratio term")
 
 
-class GRPOConfig(TrainingConfig, GenerationConfig, AdapterConfig, PolicyConfig, RewardConfig):
+class RLTrainingConfig(TrainingConfig, GenerationConfig, AdapterConfig, PolicyConfig, RewardConfig):
+    """What every RL kind's schema includes (`program = "rl"`): the generic RL lowering,
+    planning and runtime read only these fields; a kind's own step reads its subclass."""
+
+    beta: float = Field(0.0, ge=0, description="β: weight of the KL term against the reference "
+                        "(0: no reference pass)")
+
+
+class GRPOConfig(RLTrainingConfig):
     """Group relative policy optimisation and its variants (Dr. GRPO, DAPO, GSPO-token)."""
 
     generations: int = Field(8, gt=1, description="G: completions sampled per prompt")
@@ -201,7 +209,7 @@ class GRPOConfig(TrainingConfig, GenerationConfig, AdapterConfig, PolicyConfig, 
         return found
 
 
-class PPOConfig(TrainingConfig, GenerationConfig, AdapterConfig, PolicyConfig, RewardConfig):
+class PPOConfig(RLTrainingConfig):
     """PPO with a learned critic, GAE, clipped policy and value losses."""
 
     critic: ModelInput | None = Field(
