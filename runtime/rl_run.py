@@ -86,7 +86,7 @@ def run_rl_stage(executor: Executor, stage: Stage, status: StageStatus, signals:
     config = rl_config(stage.config)
     seed = executor.stage_seed(stage)
     models = executor.stage_models(stage, seed)  # clones; inputs nobody reads later are released
-    if config.beta == 0:  # no KL term: no reference pass, so no reference held either
+    if not config.uses_reference():  # no KL term: no reference pass, so no reference held either
         models.models.pop("reference", None)
     program = lower(executor, stage, models)
     head = begin_stage(executor, stage, status, program, models)

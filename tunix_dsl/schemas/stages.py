@@ -160,8 +160,9 @@ class RLTrainingConfig(TrainingConfig, GenerationConfig, AdapterConfig, PolicyCo
     """What every RL kind's schema includes (`program = "rl"`): the generic RL lowering,
     planning and runtime read only these fields; a kind's own step reads its subclass."""
 
-    beta: float = Field(0.0, ge=0, description="β: weight of the KL term against the reference "
-                        "(0: no reference pass)")
+    def uses_reference(self) -> bool:
+        """Whether the score program needs the reference model's log-probs."""
+        return True
 
 
 class GRPOConfig(RLTrainingConfig):
@@ -208,6 +209,9 @@ class GRPOConfig(RLTrainingConfig):
                                              f"below `max_new_tokens` ({self.max_new_tokens})"))
         return found
 
+    def uses_reference(self) -> bool:
+        return self.beta > 0  # β = 0: no KL term, so no reference pass
+
 
 class PPOConfig(RLTrainingConfig):
     """PPO with a learned critic, GAE, clipped policy and value losses."""
@@ -226,6 +230,9 @@ class PPOConfig(RLTrainingConfig):
     entropy_coef: float = Field(0.0, ge=0, description="weight of the entropy bonus")
     iterations: int = Field(1, gt=0, description="updates per generated batch")
     whiten_advantages: bool = Field(True, description="normalise advantages over the batch")
+
+    def uses_reference(self) -> bool:
+        return self.beta > 0  # β = 0: no KL term, so no reference pass
 
 
 class DistillConfig(TrainingConfig, SequenceConfig):
