@@ -58,7 +58,10 @@ def presets_table() -> str:
 
 
 def explain_text(name: str) -> str | None:
-    """Fields, types, defaults and docs of a stage kind, block or function; None if unknown."""
+    """Fields, types, defaults and docs of a stage kind, block or function; None if unknown.
+
+    `file.py:function` shows a tool's JSON schema (raises `tool_schema.SourceProblem` when
+    the function cannot be read)."""
     if name in STAGE_KINDS:
         kind = STAGE_KINDS[name]
         from tunix_dsl.data.datasets import CONSUMERS
@@ -80,6 +83,12 @@ def explain_text(name: str) -> str | None:
             return f"{keyword} NAME = " + " | ".join(f"{f}(...)" for f in family) + "\n"
     if name in CALLS:
         return explain_schema(f"{name}(...)", CALLS[name])
+    if name.endswith(".py") or ".py:" in name:  # a tool: `tnx explain tools.py:calculate`
+        from pathlib import Path
+
+        from tunix_dsl.schemas.tool_schema import explain_tool
+
+        return explain_tool(name, Path.cwd())
     if name == "targets":
         from tunix_dsl.schemas.targets import targets_table
 

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 
 from tunix_dsl.models.config import PRESETS, REMAT_POLICIES, SIZE_PRESETS
 from tunix_dsl.models.presets import ARCHITECTURE_PRESETS
+from tunix_dsl.schemas.agents import PythonEnvironment, PythonTool, ToolsEnvironment
 from tunix_dsl.schemas.base import Problem, Schema, TokenizerInput
 
 # --------------------------------------------------------------------------- tokenizers
@@ -312,10 +313,13 @@ def _family(*schemas: type[Schema]) -> dict[str, type[Schema]]:
     return {s.call_name: s for s in schemas}
 
 
-# keyword → function name → schema: what `tokenizer|model|dataset|reward NAME = f(...)` accepts.
+# keyword → function name → schema: what `tokenizer|model|dataset|reward|tool|environment
+# NAME = f(...)` accepts.
 SOURCES: dict[str, dict[str, type[Schema]]] = {
     "tokenizer": _family(BytesTokenizer, HFTokenizerSource),
     "model": _family(TransformerSource, HFModelSource),
     "dataset": _family(SyntheticSource, JsonlSource, ParquetSource),
     "reward": _family(ExactMatchReward, RegexReward, LengthPenaltyReward, PythonReward),
+    "tool": _family(PythonTool),
+    "environment": _family(PythonEnvironment, ToolsEnvironment),
 }
