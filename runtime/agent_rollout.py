@@ -191,7 +191,8 @@ class AgentRollout:
         rewards = np.zeros(episodes, np.float32)
         cuts = 0
 
-        def put(row: int, ids: Sequence[int], mine: bool, lp: Sequence[float] | None = None) -> None:
+        def put(row: int, ids: Sequence[int] | np.ndarray, mine: bool,
+                lp: np.ndarray | None = None) -> None:
             start, n = int(filled[row]), len(ids)
             tokens[row, start:start + n] = ids
             real[row, start:start + n] = True
@@ -228,7 +229,7 @@ class AgentRollout:
                 n = int(lengths[row])
                 put(row, got[row, :n], True, lp[row, :n])
                 turns[row] += 1
-                texts[row].append(self.tokenizer.decode(got[row, :n]))
+                texts[row].append(self.tokenizer.decode(got[row, :n].tolist()))
                 said.append(texts[row][-1])
             replies = self.env.step(stepping, said)
             pending = [None] * episodes

@@ -22,9 +22,11 @@ from tunix_dsl.runtime.evaluation import evaluate_model
 from tunix_dsl.runtime.preemption import StopSignals
 from tunix_dsl.runtime.progress import StageProgress
 from tunix_dsl.runtime.rewards import build_reward
+from tunix_dsl.runtime.rl_agent import stage_agent
 from tunix_dsl.runtime.rl_loop import RLLoop
 from tunix_dsl.runtime.rl_rewards import StageRewards
 from tunix_dsl.runtime.run_dir import StageStatus, derived_seed
+from tunix_dsl.schemas.agents import PythonEnvironment, ToolsEnvironment
 
 
 def stage_rewards(executor: Any, stage: Any) -> StageRewards:
@@ -32,6 +34,11 @@ def stage_rewards(executor: Any, stage: Any) -> StageRewards:
     weights = config.reward_weights or [1.0] * len(config.rewards)
     rewards = [(name, build_reward(executor.pipeline.rewards[name].spec, executor.base_dir, name), float(w))
                for name, w in zip(config.rewards, weights, strict=True)]
+    env = executor.pipeline.environments.get(getattr(config, "environment", None) or "")
+    if env is not None and isinstance(env.spec, ToolsEnvironment):  # it scores the final answer
+        name = env.spec.reward
+        rewards.append((name, build_reward(executor.pipeline.rewards[name].spec, executor.base_dir, name),
+                        1.0))
     return StageRewards(stage.name, rewards, int(config.max_new_tokens), getattr(config, "overlong", None))
 
 
@@ -41,7 +48,15 @@ def lower(executor: Any, stage: Any, models: Any) -> RLProgram:
     config = stage.config
     tokenizer = executor.tokenizer_for(config.policy)
     context = executor.config_for(config.policy).max_seq_len
-    if config.max_prompt_len + config.max_new_tokens > context:
+    if getattr(config, "environment", None) is not None:
+        from tunix_dsl.rules.agent_checks import episode_tokens
+
+        env = executor.pipeline.environments[config.environment].spec
+        episode = episode_tokens(config, config.max_new_tokens, isinstance(env, PythonEnvironment))
+        if config.max_prompt_len + episode > context:
+            raise RunError(f"stage `{stage.name}`: episodes of max_prompt_len {config.max_prompt_len} + "
+                           f"{episode} tokens exceed the policy's context of {context} tokens")
+    elif config.max_prompt_len + config.max_new_tokens > context:
         raise RunError(f"stage `{stage.name}`: max_prompt_len {config.max_prompt_len} + max_new_tokens "
                        f"{config.max_new_tokens} exceed the policy's context of {context} tokens")
     return lower_rl_stage(stage.name, stage.kind, config, models, executor.mesh,
@@ -90,11 +105,16 @@ def run_rl_stage(executor: Any, stage: Any, status: StageStatus, signals: StopSi
     stream = BatchStream(data, prompts_per_step(config, program.rl), seed, start_cursor=head.cursor)
     progress = StageProgress(executor.log, stage.name, config.steps, head.start, headline="reward")
     rewards = stage_rewards(executor, stage)
+    agent = stage_agent(executor, stage, program, tokenizer, seed)
     loop = RLLoop(stage.name, config, program, stream, head.checkpoints, head.sink, progress, executor.log,
                   signals, head.fingerprint, on_dispatch=executor.on_dispatch,
                   evaluate=held_out(executor, stage, program, rewards),
-                  rows=rows, tokenizer=tokenizer, rewards=rewards)
-    state, result = executor.drive(loop, head, progress)
+                  rows=rows, tokenizer=tokenizer, rewards=rewards, agent=agent)
+    try:
+        state, result = executor.drive(loop, head, progress)
+    finally:
+        if agent is not None:
+            agent.close()
     rewards_seen = [h["reward"] for h in result.history if "reward" in h]
     return executor.finish_stage(stage, program, models, head, state, result,
                                  {"final_reward": rewards_seen[-1] if rewards_seen else float("nan")})

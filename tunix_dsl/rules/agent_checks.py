@@ -148,34 +148,38 @@ def tool_format_unknown(p: Pipeline) -> Iterator[Diagnostic]:
                 help='declare how calls are written: `tool_format = "hermes"`')
 
 
-def episode_tokens(config: AgentConfig, max_new_tokens: int) -> int:
-    """Tokens after the prompt of the longest episode: every turn, observations between."""
+def episode_tokens(config: AgentConfig, max_new_tokens: int, opening: bool = False) -> int:
+    """Tokens after the prompt of the longest episode: every turn, observations between (and
+    before the first turn, for a `python(...)` environment's `reset` observation)."""
     turns = config.max_turns
-    return turns * max_new_tokens + (turns - 1) * config.max_observation_tokens
+    return turns * max_new_tokens + (turns - 1 + opening) * config.max_observation_tokens
 
 
 @rule("TNX515", "episode-exceeds-context", E,
       "An agentic stage whose longest episode (max_prompt_len + max_turns × max_new_tokens + "
-      "(max_turns − 1) × max_observation_tokens) does not fit the policy's context.",
+      "(max_turns − 1) × max_observation_tokens, one observation more with a python "
+      "environment's opening) does not fit the policy's context.",
       bad=_agent(fields='tool_format = "hermes"\nmax_turns = 4'),
       good=_agent(fields='tool_format = "hermes"\nmax_turns = 2'))
 def episode_exceeds_context(p: Pipeline) -> Iterator[Diagnostic]:
-    for stage, _ in _agent_stages(p):
+    for stage, env in _agent_stages(p):
         config: Any = stage.config
         cfg = p.model_config(config.policy)
         if cfg is None:
             continue
-        episode = episode_tokens(config, config.max_new_tokens)
+        opening = isinstance(env.spec, PythonEnvironment)
+        episode = episode_tokens(config, config.max_new_tokens, opening)
         total = config.max_prompt_len + episode
         if total > cfg.max_seq_len:
             room = cfg.max_seq_len - config.max_prompt_len
             per_turn = config.max_new_tokens + config.max_observation_tokens
-            fits = max((room + config.max_observation_tokens) // per_turn, 0)
+            fits = max((room + (not opening) * config.max_observation_tokens) // per_turn, 0)
+            observations = config.max_turns - 1 + opening
             yield diagnostic(
                 "TNX515", f"episodes of stage `{stage.name}` ({total} tokens) exceed the context "
                 f"of `{config.policy}` ({cfg.max_seq_len})", stage.span_of("max_turns"),
                 label=f"{config.max_prompt_len} + {config.max_turns} × {config.max_new_tokens} "
-                f"+ {config.max_turns - 1} × {config.max_observation_tokens} = {total}",
+                f"+ {observations} × {config.max_observation_tokens} = {total}",
                 secondary=[Label(stage.span_of("policy"), "policy model")],
                 help=(f"at most {fits} turns fit; " if fits else "")
                 + "lower max_turns, max_new_tokens or max_observation_tokens")
