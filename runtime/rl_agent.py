@@ -12,6 +12,7 @@ tools).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,24 @@ class StageAgent:
         if isinstance(env, PythonEnv):
             out["agent/environment_reward"] = float(episodes.rewards.mean())
         return out
+
+    def evaluate(self, policy: Any, rows: Sequence[Mapping[str, Any]], score: Any, *,
+                 max_prompt_len: int, batch_size: int, seed: int) -> float:
+        """Mean score of one episode per held-out row (the stage's sampling, a fixed key):
+        accuracy *with* the tools, which the plain `eval` blocks cannot measure."""
+        from tunix_dsl.runtime.data import ordered_batches, tokenize_rows
+
+        data = tokenize_rows(rows, "prompt", self.rollout.tokenizer, max_prompt_len, source="eval")
+        single = AgentRollout(self.rollout.env, self.rollout.tokenizer, self.rollout.settings,
+                              dataclasses.replace(self.rollout.sampling, num_samples=1))
+        scores = []
+        for i, batch in enumerate(ordered_batches(data, batch_size, None)):
+            chosen = [rows[int(r)] for r in batch["example_ids"]]
+            episodes = single.rollout(policy, batch["tokens"], batch["attention_mask"], chosen,
+                                      jax.random.fold_in(jax.random.key(seed), i))
+            values = np.asarray(score(chosen, episodes), np.float32)
+            scores.append(values[np.asarray(batch["valid"])])
+        return float(np.concatenate(scores).mean())
 
     def close(self) -> None:
         if isinstance(self.rollout.env, ToolsEnv):

@@ -22,7 +22,7 @@ from tunix_dsl.runtime.evaluation import evaluate_model
 from tunix_dsl.runtime.preemption import StopSignals
 from tunix_dsl.runtime.progress import StageProgress
 from tunix_dsl.runtime.rewards import build_reward
-from tunix_dsl.runtime.rl_agent import stage_agent
+from tunix_dsl.runtime.rl_agent import StageAgent, stage_agent
 from tunix_dsl.runtime.rl_loop import RLLoop
 from tunix_dsl.runtime.rl_rewards import StageRewards
 from tunix_dsl.runtime.run_dir import StageStatus, derived_seed
@@ -64,10 +64,11 @@ def lower(executor: Any, stage: Any, models: Any) -> RLProgram:
                           fingerprint=executor.fingerprints[stage.name])
 
 
-def held_out(executor: Any, stage: Any, program: RLProgram, rewards: StageRewards
-             ) -> Callable[[Any], dict[str, float]] | None:
+def held_out(executor: Any, stage: Any, program: RLProgram, rewards: StageRewards,
+             agent: StageAgent | None = None) -> Callable[[Any], dict[str, float]] | None:
     """`eval_every` + `eval_data`: the policy completes the held-out prompts (one sample each,
-    at the stage's temperature, a fixed seed); the score is the mean of the stage's reward."""
+    at the stage's temperature, a fixed seed); the score is the mean of the stage's reward.
+    With an environment, each prompt is one episode (tools and all), scored on its answer."""
     config = stage.config
     if not config.eval_every or config.eval_data is None:
         return None
@@ -79,8 +80,18 @@ def held_out(executor: Any, stage: Any, program: RLProgram, rewards: StageReward
     def metric(prompts: Any, completions: Any, lengths: Any, columns: Any) -> np.ndarray:
         return rewards(prompts, completions, lengths, columns, list(range(len(completions))))[0]
 
+    def episode_scores(chosen: list[Any], episodes: Any) -> np.ndarray:
+        columns = {c: [row.get(c) for row in chosen] for c in chosen[0]}
+        scores, _ = rewards([row["prompt"] for row in chosen], episodes.final_texts,
+                            episodes.own_lengths, columns, list(range(len(chosen))))
+        return scores + episodes.rewards  # a python environment's step rewards (else zeros)
+
     def evaluate(state: Any) -> dict[str, float]:
         policy = program.merged_modules(state).policy
+        if agent is not None:
+            return {"reward": agent.evaluate(policy, rows, episode_scores,
+                                             max_prompt_len=int(config.max_prompt_len),
+                                             batch_size=program.prompts_per_step, seed=seed)}
         result = evaluate_model(stage.name, policy, tokenizer, rows, metric,
                                 max_new_tokens=int(config.max_new_tokens), temperature=float(config.temperature),
                                 batch_size=program.prompts_per_step, seed=seed)
@@ -108,7 +119,7 @@ def run_rl_stage(executor: Any, stage: Any, status: StageStatus, signals: StopSi
     agent = stage_agent(executor, stage, program, tokenizer, seed)
     loop = RLLoop(stage.name, config, program, stream, head.checkpoints, head.sink, progress, executor.log,
                   signals, head.fingerprint, on_dispatch=executor.on_dispatch,
-                  evaluate=held_out(executor, stage, program, rewards),
+                  evaluate=held_out(executor, stage, program, rewards, agent),
                   rows=rows, tokenizer=tokenizer, rewards=rewards, agent=agent)
     try:
         state, result = executor.drive(loop, head, progress)
