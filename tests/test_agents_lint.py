@@ -184,3 +184,14 @@ def test_formatting_is_idempotent_and_keeps_the_declarations():
     assert 'tool calc = python("examples/agent_tools.py:calculate")' in once
     assert "environment math = tools([calc], reward = ok)" in once
     assert parse(once, "agent.tnx", base_dir=ROOT).diagnostics == []
+
+
+def test_fingerprints_follow_the_tools_code(tmp_path: Path):
+    from tunix_dsl.compiler.fingerprint import stage_fingerprints
+
+    (tmp_path / "examples").mkdir()
+    tools = tmp_path / "examples" / "agent_tools.py"
+    tools.write_text((ROOT / "examples/agent_tools.py").read_text())
+    first = stage_fingerprints(parse(AGENT, "a.tnx", base_dir=tmp_path))
+    tools.write_text(tools.read_text() + "\n# edited\n")
+    assert stage_fingerprints(parse(AGENT, "a.tnx", base_dir=tmp_path)) != first
