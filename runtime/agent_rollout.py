@@ -49,8 +49,15 @@ _MARK, _BODY = "\x00TNX-TURN\x00", "\x00TNX-OBSERVATION\x00"
 
 @dataclass(frozen=True)
 class ObservationFraming:
-    """Text around an observation, after a model turn: `before + observation + after`."""
+    """Text around an observation, after a model turn: `end_of_turn`, then `before +
+    observation + after`.
 
+    `end_of_turn` is what the template writes after an assistant message's content; the
+    tokens of a chat SFT transcript add eos to it when the template writes no stop token
+    (`runtime/chat_data.py`), and `AgentRollout` does the same, so an episode reads like
+    the transcripts the model was taught on."""
+
+    end_of_turn: str
     before: str
     after: str
 
@@ -64,12 +71,13 @@ class ObservationFraming:
             [user, {"role": "assistant", "content": _MARK}, {"role": role, "content": _BODY}],
             add_generation_prompt=True)
         end = alone.index(_MARK) + len(_MARK)
-        if then[:end] != alone[:end] or _BODY not in then:
+        end_of_turn = alone[end:]
+        if not then.startswith(alone) or _BODY not in then:
             raise AgentError(f"the chat template does not render a `{role}` message after "
-                                    "an assistant turn; declare `tool_format` or use a template "
-                                    "with tool messages")
+                             "an assistant turn; declare `tool_format` or use a template "
+                             "with tool messages")
         body = then.index(_BODY)
-        return cls(then[end:body], then[body + len(_BODY):])
+        return cls(end_of_turn, then[end + len(end_of_turn):body], then[body + len(_BODY):])
 
 
 @dataclass(frozen=True)
@@ -157,7 +165,10 @@ class AgentRollout:
             settings.max_new_tokens, sampling.temperature, sampling.top_k, sampling.top_p,
             sampling.num_samples, sampling.stop_ids, sampling.pad_id, stops)
         self.framing = ObservationFraming.of(tokenizer, env.role)
-        self._before = tokenizer.encode(self.framing.before)
+        turn_end = tokenizer.encode(self.framing.end_of_turn)
+        if tokenizer.eos_id is not None and not set(turn_end) & set(tokenizer.stop_ids):
+            turn_end.append(tokenizer.eos_id)  # as a chat transcript's reply ends (chat_data.py)
+        self._before = turn_end + tokenizer.encode(self.framing.before)
         self._after = tokenizer.encode(self.framing.after)
         budget = settings.max_observation_tokens - len(self._before) - len(self._after)
         if budget < 1:

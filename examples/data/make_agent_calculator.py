@@ -1,6 +1,6 @@
 """Writes agent_calculator.jsonl and agent_calculator_test.jsonl for examples/agent_calculator.tnx.
 
-Each row asks for a product of two multi-digit numbers — more than a tiny model can
+Each row asks for a product of two two-digit numbers — more than a tiny model can
 multiply in its head. `messages` is a tool-use transcript for SFT (the user asks, the
 assistant calls `calculate`, the tool answers, the assistant repeats the result);
 `prompt` is the question alone (a conversation, rendered by the chat template) and
@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def row(rng: random.Random) -> dict[str, object]:
-    a, b = rng.randint(10, 999), rng.randint(10, 99)
+    a, b = rng.randint(10, 99), rng.randint(10, 99)
     expression = f"{a}*{b}"
     question = [{"role": "user", "content": f"{a}*{b}=?"}]
     call = json.dumps({"name": "calculate", "arguments": {"expression": expression}},

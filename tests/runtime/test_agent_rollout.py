@@ -143,7 +143,15 @@ def _rollout(model, env, turns=4, new=5, obs=24, temperature=1.0):
 
 def test_observations_are_framed_by_the_chat_template():
     framing = ObservationFraming.of(TOK, "tool")
-    assert (framing.before, framing.after) == ("\ntool: ", "\nassistant: ")
+    assert (framing.end_of_turn, framing.before, framing.after) == ("\n", "tool: ", "\nassistant: ")
+    # as an SFT transcript ends an assistant reply: the template's text, then eos
+    settings, sampling = AgentSettings(2, 4, 32), SamplingConfig(4, pad_id=PAD, stop_ids=(EOS,))
+    agent = AgentRollout(ToolsEnv(ToolRunner({}, 1.0), 1), TOK, settings, sampling)
+    ids, cut = agent.observation_ids("42")
+    assert ids == [*TOK.encode("\n"), EOS, *TOK.encode("tool: 42\nassistant: ")] and not cut
+    assert agent.observation_ids("9" * 20) == (ids[:2] + TOK.encode("tool: ") + TOK.encode("9" * 12)
+                                               + TOK.encode("\nassistant: "), True)
+    agent.env.runner.close()
 
 
 def test_masks_cover_exactly_the_models_tokens(model):
@@ -255,7 +263,7 @@ def test_python_environment_opening_and_rewards(model):
             return "again", 0.5, False
 
     _, _, _, ep = _rollout(model, PythonEnv(Guess, "guess"), turns=2, obs=32)
-    opening = TOK.encode("\nuser: guess\nassistant: ")
+    opening = [*TOK.encode("\n"), EOS, *TOK.encode("user: guess\nassistant: ")]
     for row in range(4):
         assert list(ep.tokens[row, :len(opening)]) == opening and not ep.own[row, :len(opening)].any()
     assert ep.turns.tolist() == [2, 2, 2, 2] and ep.rewards.tolist() == [1.0] * 4
