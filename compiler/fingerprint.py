@@ -20,6 +20,7 @@ from typing import Any
 
 from tunix_dsl import __version__
 from tunix_dsl.check.ir import Pipeline
+from tunix_dsl.schemas.agents import AgentConfig, PythonEnvironment, PythonTool, ToolsEnvironment
 from tunix_dsl.schemas.base import ModelRef, Schema
 from tunix_dsl.schemas.sources import PythonReward
 
@@ -36,7 +37,13 @@ OPERATIONAL_DATASETS = frozenset({"eval_data"})  # dataset roles that are operat
 # Sources that run user code, by schema: the file whose *content* the fingerprint hashes, so that
 # editing the function re-runs the stages that call it (a path + mtime would miss a same-second
 # edit, and a copy that changes only the mtime would re-run needlessly).
-USER_CODE: dict[type, Callable[[Any], str]] = {PythonReward: lambda spec: spec.file}
+USER_CODE: dict[type, Callable[[Any], str]] = {
+    PythonReward: lambda spec: spec.file, PythonTool: lambda spec: spec.file,
+    PythonEnvironment: lambda spec: spec.file,
+}
+# Agent fields of RL stages, left out without an `environment` (where they do nothing), so
+# the fingerprints of plain RL stages are the ones they had before agents existed.
+AGENT_FIELDS = frozenset(AgentConfig.model_fields)
 
 
 def _file_identity(path: Path) -> dict[str, Any]:
@@ -112,13 +119,23 @@ def stage_fingerprints(pipeline: Pipeline) -> dict[str, str]:
             identity["tokenizer"] = _spec_identity(pipeline.tokenizers[tokenizer].spec, base_dir)
         return identity
 
+    def environment_identity(name: str) -> dict[str, Any]:
+        spec = pipeline.environments[name].spec
+        identity = _spec_identity(spec, base_dir)
+        if isinstance(spec, ToolsEnvironment):
+            identity["tools"] = [_spec_identity(pipeline.tools[t].spec, base_dir) for t in spec.tools]
+            identity["reward"] = _spec_identity(pipeline.rewards[spec.reward].spec, base_dir)
+        return identity
+
     for stage in pipeline.stages:  # topological order: inputs are fingerprinted first
+        environment = getattr(stage.config, "environment", None)
+        excluded = set(OPERATIONAL_FIELDS) | (AGENT_FIELDS if environment is None else set())
         payload = {
             "version": __version__,
             "settings": settings,
             "stage": stage.name,
             "kind": stage.kind,
-            "config": stage.config.model_dump(mode="json", exclude=set(OPERATIONAL_FIELDS)),
+            "config": stage.config.model_dump(mode="json", exclude=excluded),
             "models": {role: model_identity(ref) for role, ref in stage.models.items()},
             "datasets": {
                 role: _spec_identity(pipeline.datasets[name].spec, base_dir)
@@ -131,5 +148,7 @@ def stage_fingerprints(pipeline: Pipeline) -> dict[str, str]:
         optimizer = _plugin_origin(getattr(stage.config, "optimizer", None))
         if optimizer is not None:
             payload["optimizer_origin"] = optimizer
+        if environment is not None:
+            payload["environment"] = environment_identity(environment)
         out[stage.name] = _digest(payload)
     return out

@@ -145,7 +145,7 @@ class ParamDecl:
 
 @dataclass(frozen=True)
 class ValueDecl:
-    """`tokenizer|model|dataset|reward NAME = expr`."""
+    """`tokenizer|model|dataset|reward|tool|environment NAME = expr`."""
 
     keyword: str
     name: str

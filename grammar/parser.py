@@ -77,7 +77,7 @@ def parse_module(text: str, file: str) -> tuple[ast.Module | None, list[Diagnost
 # (`model = tiny` at column 1 is a field, not a declaration).
 _DECLARATION_START = re.compile(
     r"^(?:(?:pipeline|eval)\s+\w+\s*\{|stage\s+\w+\s*:?"
-    r"|(?:param|tokenizer|model|dataset|reward)\s+\w+\s*=|export\s+\w)",
+    r"|(?:param|tokenizer|model|dataset|reward|tool|environment)\s+\w+\s*=|export\s+\w)",
     re.MULTILINE,
 )
 _MAX_ERRORS = 20

@@ -85,7 +85,7 @@ _TERMINAL_WORDS = {
 DECL_SHAPES = {
     "block_decl": ("pipeline", "eval"),
     "stage_decl": ("stage",),
-    "value_decl": ("model", "dataset", "tokenizer", "reward", "param"),
+    "value_decl": ("model", "dataset", "tokenizer", "reward", "param", "tool", "environment"),
     "export_decl": ("export",),
 }
 DECL_FORMS = {
@@ -95,6 +95,8 @@ DECL_FORMS = {
     "model": "model NAME = source(...)",
     "dataset": "dataset NAME = source(...)",
     "reward": "reward NAME = source(...)",
+    "tool": "tool NAME = python(\"file.py:function\")",
+    "environment": "environment NAME = tools([...], reward = ...)",
     "stage": "stage NAME: KIND { field = value ... }",
     "eval": "eval NAME { field = value ... }",
     "export": 'export STAGE.model to "dir" as "format"',

@@ -24,7 +24,9 @@ from tunix_dsl.compiler.rl_step import RLConfig
 from tunix_dsl.compiler.train_step import TrainState
 from tunix_dsl.data.tokenizers import Tokenizer
 from tunix_dsl.runtime import rl_dynamic
+from tunix_dsl.runtime.agent_env import PythonEnv
 from tunix_dsl.runtime.evaluation import completions_text
+from tunix_dsl.runtime.rl_agent import StageAgent
 from tunix_dsl.runtime.rl_rewards import StageRewards
 from tunix_dsl.runtime.training import DurableLoop, LoopResult
 from tunix_dsl.schemas.stages import GRPOConfig
@@ -38,6 +40,7 @@ class RLLoop(DurableLoop[RLProgram, RLConfig]):
     rows: list[dict[str, Any]]  # the dataset's rows (reward columns), by row id; `stream` yields prompts
     tokenizer: Tokenizer
     rewards: StageRewards
+    agent: StageAgent | None = None  # with an `environment`: multi-turn episodes (rl_agent.py)
 
     eval_keys: ClassVar[tuple[str, ...]] = ("reward",)
     blame: ClassVar[str] = "check the rewards"
@@ -75,6 +78,8 @@ class RLLoop(DurableLoop[RLProgram, RLConfig]):
             batch = {**rollout, **scores, **program.put({"rewards": reward})}
             extra = {}
         state, metrics = program.update(state, frozen, batch)
+        if self.agent is not None:
+            extra = {**extra, **self.agent.metrics(self._episodes)}
         host = {
             "reward": float(reward.mean()),
             "reward_std": float(reward.std()),
@@ -90,27 +95,40 @@ class RLLoop(DurableLoop[RLProgram, RLConfig]):
         """Dispatch the rollout of the next prompts; (rollout batch on device, row id per row)."""
         program = self.program
         batch = self.stream.next_batch()
-        prompts = program.put({"tokens": batch["tokens"], "attention_mask": batch["attention_mask"]})
+        row_ids = np.repeat(batch["example_ids"], program.rl.generations)
         self._t0 = time.perf_counter()
+        if self.agent is not None:  # episodes run on the host between device turns
+            rows = [self.rows[int(r)] for r in row_ids]
+            rollout, self._episodes = self.agent.sample(program, state, batch, rows, done, draw)
+            return rollout, row_ids
+        prompts = program.put({"tokens": batch["tokens"], "attention_mask": batch["attention_mask"]})
         rollout = program.rollout(state, program.split.frozen, prompts["tokens"], prompts["attention_mask"],
                                   np.int32(done), np.int32(draw))
-        return rollout, np.repeat(batch["example_ids"], program.rl.generations)
+        return rollout, row_ids
 
     def score_on_host(self, rollout: dict[str, jax.Array], row_ids: np.ndarray
                       ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
         """Fetch and decode the completions, score them: (rewards, rewards by name, lengths)."""
-        tokens, lengths = jax.device_get((rollout["tokens"], rollout["lengths"]))
-        self._step_s = time.perf_counter() - self._t0
-        completion = np.asarray(tokens)[:, -self.program.sampling.max_new_tokens:]
-        lengths = np.asarray(lengths)
+        if self.agent is not None:  # rewards score each episode's final answer
+            self._step_s = time.perf_counter() - self._t0
+            lengths = self._episodes.own_lengths
+            texts = self._episodes.final_texts
+        else:
+            tokens, lengths = jax.device_get((rollout["tokens"], rollout["lengths"]))
+            self._step_s = time.perf_counter() - self._t0
+            completion = np.asarray(tokens)[:, -self.program.sampling.max_new_tokens:]
+            lengths = np.asarray(lengths)
+            texts = completions_text(completion, lengths, self.tokenizer)
         self._step_tokens = int(lengths.sum())
         self._tokens += self._step_tokens
         self._rollout_s += self._step_s
-        texts = completions_text(completion, lengths, self.tokenizer)
         chosen = [self.rows[int(r)] for r in row_ids]
         columns = {c: [row.get(c) for row in chosen] for c in chosen[0]}
         reward, parts = self.rewards([row["prompt"] for row in chosen], texts, lengths, columns,
                                      [int(r) for r in row_ids])
+        if self.agent is not None and isinstance(self.agent.rollout.env, PythonEnv):
+            parts["environment"] = self._episodes.rewards
+            reward = reward + self._episodes.rewards
         return reward, parts, lengths
 
     def dynamic_batch(self, state: TrainState, done: int) -> tuple[

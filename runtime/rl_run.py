@@ -27,10 +27,12 @@ from tunix_dsl.runtime.evaluation import evaluate_model
 from tunix_dsl.runtime.preemption import StopSignals
 from tunix_dsl.runtime.progress import StageProgress
 from tunix_dsl.runtime.rewards import build_reward
+from tunix_dsl.runtime.rl_agent import StageAgent, stage_agent
 from tunix_dsl.runtime.rl_loop import RLLoop
 from tunix_dsl.runtime.rl_rewards import StageRewards
 from tunix_dsl.runtime.run_dir import StageStatus, derived_seed
 from tunix_dsl.runtime.stage_lifecycle import StageResult, begin_stage, drive, finish_stage
+from tunix_dsl.schemas.agents import PythonEnvironment, ToolsEnvironment
 
 if TYPE_CHECKING:  # the executor imports this module to run RL stages
     from tunix_dsl.runtime.executor import Executor
@@ -41,6 +43,11 @@ def stage_rewards(executor: Executor, stage: Stage) -> StageRewards:
     weights = config.reward_weights or [1.0] * len(config.rewards)
     rewards = [(name, build_reward(executor.pipeline.rewards[name].spec, executor.base_dir, name), float(w))
                for name, w in zip(config.rewards, weights, strict=True)]
+    env = executor.pipeline.environments.get(config.environment or "")
+    if env is not None and isinstance(env.spec, ToolsEnvironment):  # it scores the final answer
+        name = env.spec.reward
+        rewards.append((name, build_reward(executor.pipeline.rewards[name].spec, executor.base_dir, name),
+                        1.0))
     return StageRewards(stage.name, rewards, int(config.max_new_tokens), getattr(config, "overlong", None))
 
 
@@ -48,18 +55,25 @@ def lower(executor: Executor, stage: Stage, models: StageModels) -> RLProgram:
     config = rl_config(stage.config)
     tokenizer = executor.tokenizer_for(config.policy)
     context = executor.config_for(config.policy).max_seq_len
-    # TNX307 (context-length) refuses longer sequences at lint time.
-    assert config.max_prompt_len + config.max_new_tokens <= context, (
-        f"stage `{stage.name}`: prompt + completion exceed the policy's context of {context} (TNX307)")
+    width = int(config.max_new_tokens)
+    if config.environment is not None:  # an episode: turns, observations, the opening
+        from tunix_dsl.rules.agent_checks import episode_tokens
+
+        env = executor.pipeline.environments[config.environment].spec
+        width = episode_tokens(config, width, isinstance(env, PythonEnvironment))
+    # TNX307 (a completion) and TNX515 (an episode) refuse longer sequences at lint time.
+    assert config.max_prompt_len + width <= context, (
+        f"stage `{stage.name}`: prompt + completion exceed the policy's context of {context} (TNX307/TNX515)")
     return lower_rl_stage(stage.name, stage.kind, config, models, executor.mesh,
                           stop_ids=tuple(tokenizer.stop_ids), pad_id=tokenizer.pad_id,
                           fingerprint=executor.fingerprints[stage.name])
 
 
-def held_out(executor: Executor, stage: Stage, program: RLProgram, rewards: StageRewards
-             ) -> Callable[[TrainState], dict[str, float]] | None:
+def held_out(executor: Executor, stage: Stage, program: RLProgram, rewards: StageRewards,
+             agent: StageAgent | None = None) -> Callable[[TrainState], dict[str, float]] | None:
     """`eval_every` + `eval_data`: the policy completes the held-out prompts (one sample each,
-    at the stage's temperature, a fixed seed); the score is the mean of the stage's reward."""
+    at the stage's temperature, a fixed seed); the score is the mean of the stage's reward.
+    With an environment, each prompt is one episode (tools and all), scored on its answer."""
     config = rl_config(stage.config)
     if not config.eval_every or config.eval_data is None:
         return None
@@ -71,8 +85,18 @@ def held_out(executor: Executor, stage: Stage, program: RLProgram, rewards: Stag
     def metric(prompts: Any, completions: Any, lengths: Any, columns: Any) -> np.ndarray:
         return rewards(prompts, completions, lengths, columns, list(range(len(completions))))[0]
 
+    def episode_scores(chosen: list[Any], episodes: Any) -> np.ndarray:
+        columns = {c: [row.get(c) for row in chosen] for c in chosen[0]}
+        scores, _ = rewards([row["prompt"] for row in chosen], episodes.final_texts,
+                            episodes.own_lengths, columns, list(range(len(chosen))))
+        return scores + episodes.rewards  # a python environment's step rewards (else zeros)
+
     def evaluate(state: TrainState) -> dict[str, float]:
         policy = program.merged_modules(state).policy
+        if agent is not None:
+            return {"reward": agent.evaluate(policy, rows, episode_scores,
+                                             max_prompt_len=int(config.max_prompt_len),
+                                             batch_size=program.prompts_per_step, seed=seed)}
         result = evaluate_model(stage.name, policy, tokenizer, rows, metric,
                                 max_new_tokens=int(config.max_new_tokens), temperature=float(config.temperature),
                                 batch_size=program.prompts_per_step, seed=seed)
@@ -97,11 +121,16 @@ def run_rl_stage(executor: Executor, stage: Stage, status: StageStatus, signals:
     stream = BatchStream(data, prompts_per_step(config, program.rl), seed, start_cursor=head.cursor)
     progress = StageProgress(executor.log, stage.name, config.steps, head.start, headline="reward")
     rewards = stage_rewards(executor, stage)
+    agent = stage_agent(executor, stage, program, tokenizer, seed)
     loop = RLLoop(stage.name, config, program, stream, head.checkpoints, head.sink, progress, executor.log,
                   signals, head.fingerprint, on_dispatch=executor.on_dispatch,
-                  evaluate=held_out(executor, stage, program, rewards),
-                  rows=rows, tokenizer=tokenizer, rewards=rewards)
-    state, result = drive(loop, head, progress)
+                  evaluate=held_out(executor, stage, program, rewards, agent),
+                  rows=rows, tokenizer=tokenizer, rewards=rewards, agent=agent)
+    try:
+        state, result = drive(loop, head, progress)
+    finally:
+        if agent is not None:
+            agent.close()
     rewards_seen = [h["reward"] for h in result.history if "reward" in h]
     return finish_stage(executor, stage, program, models, head, state, result,
                         {"final_reward": rewards_seen[-1] if rewards_seen else float("nan")})

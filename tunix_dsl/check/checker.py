@@ -326,7 +326,7 @@ def check_module(module: ast.Module | None, file: str, sources: Mapping[str, str
         tokenizers=checker.tables["tokenizer"], models=checker.tables["model"],
         datasets=checker.tables["dataset"], rewards=checker.tables["reward"],
         stages=stages, evals=checker.evals, exports=checker.exports, dataflow=checker.dataflow,
-        diagnostics=diags)
+        diagnostics=diags, tools=checker.tables["tool"], environments=checker.tables["environment"])
     checker.model_sizes(pipeline)
     diags.extend(run_rules(pipeline))
     diags.sort(key=lambda d: _position(d, file))

@@ -26,6 +26,7 @@ from tunix_dsl.grammar.spans import Span
 from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.models.info import SizeInfo, model_size_info, resolve_path, tokenizer_identity
 from tunix_dsl.schemas import STAGE_KINDS, EvalConfig, ExportConfig, ModelRef, PipelineSettings
+from tunix_dsl.schemas.agents import EnvironmentSource, PythonTool
 from tunix_dsl.schemas.sources import (
     DatasetSource,
     HFModelSource,
@@ -45,7 +46,7 @@ Loc = tuple[str | int, ...]
 
 @dataclass(frozen=True)
 class Decl(Generic[S]):
-    """A `tokenizer|model|dataset|reward NAME = f(...)` declaration, validated."""
+    """A `tokenizer|model|dataset|reward|tool|environment NAME = f(...)` declaration, validated."""
 
     name: str
     keyword: str
@@ -156,6 +157,8 @@ class Pipeline:
     dataflow: Dataflow  # what the checker built; `graph` is its networkx view
     diagnostics: list[Diagnostic]
     io_error: bool = False  # the file could not be read: exit code 2, not 1
+    tools: dict[str, Decl[PythonTool]] = field(default_factory=dict)
+    environments: dict[str, Decl[EnvironmentSource]] = field(default_factory=dict)
     _sizes: dict[str, SizeInfo] = field(default_factory=dict, repr=False)
     _columns: dict[str, frozenset[str] | None] = field(default_factory=dict, repr=False)
     _stage_index: dict[str, Stage] = field(default_factory=dict, repr=False)

@@ -1,7 +1,7 @@
 """Name resolution: the symbol table of a module and did-you-mean suggestions.
 
 All named declarations (params, tokenizers, models, datasets, rewards,
-stages, evals) share one namespace; declarations are order-independent, so
+tools, environments, stages, evals) share one namespace; declarations are order-independent, so
 the table is built before anything is evaluated.
 """
 
@@ -21,7 +21,7 @@ from tunix_dsl.rules.registry import diagnostic
 @dataclass(frozen=True)
 class Symbol:
     name: str
-    keyword: str  # param | tokenizer | model | dataset | reward | stage | eval
+    keyword: str  # param | tokenizer | model | dataset | reward | tool | environment | stage | eval
     decl: ast.Decl
     name_span: Span
     index: int  # position in the file, for stable ordering

@@ -238,8 +238,13 @@ def _graph(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from tunix_dsl.schemas import explain_text
+    from tunix_dsl.schemas.tool_schema import SourceProblem
 
-    text = explain_text(args.kind)
+    try:
+        text = explain_text(args.kind)
+    except SourceProblem as problem:  # `tnx explain tools.py:fn` on a file it cannot read
+        raise _UsageError(f"{args.kind}: {problem}" + (f" ({problem.help})" if problem.help
+                                                        else "")) from None
     if text is None:
         known = _known_kinds()
         close = difflib.get_close_matches(args.kind, known, n=1)

@@ -37,6 +37,8 @@ _KEYWORD_SHAPES = {
     "model": "model NAME = " + " | ".join(f"{f}(…)" for f in SOURCES["model"]),
     "dataset": "dataset NAME = " + " | ".join(f"{f}(…)" for f in SOURCES["dataset"]),
     "reward": "reward NAME = " + " | ".join(f"{f}(…)" for f in SOURCES["reward"]),
+    "tool": "tool NAME = python(\"file.py:function\")",
+    "environment": "environment NAME = " + " | ".join(f"{f}(…)" for f in SOURCES["environment"]),
     "stage": "stage NAME: KIND { … }",
     "eval": "eval NAME { models = […], data = …, metric = … }",
     "export": 'export STAGE.model to "dir" as "hf"',

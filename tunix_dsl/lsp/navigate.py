@@ -18,6 +18,8 @@ _SYMBOL_KIND = {
     "model": lsp.SymbolKind.Class,
     "dataset": lsp.SymbolKind.Array,
     "reward": lsp.SymbolKind.Function,
+    "tool": lsp.SymbolKind.Function,
+    "environment": lsp.SymbolKind.Object,
     "stage": lsp.SymbolKind.Method,
     "eval": lsp.SymbolKind.Event,
     "export": lsp.SymbolKind.Interface,

@@ -23,8 +23,8 @@ _TOKEN = re.compile(
     re.S,
 )
 
-DECL_KEYWORDS = ("pipeline", "param", "tokenizer", "model", "dataset", "reward", "stage",
-                 "eval", "export")
+DECL_KEYWORDS = ("pipeline", "param", "tokenizer", "model", "dataset", "reward", "tool",
+                 "environment", "stage", "eval", "export")
 CLOSER = {"{": "}", "(": ")", "[": "]"}
 
 

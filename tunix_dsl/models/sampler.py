@@ -47,6 +47,9 @@ class SamplingConfig:
     num_samples: int = 1  # completions per prompt, sharing the prompt's prefill
     stop_ids: tuple[int, ...] = ()
     pad_id: int = 0
+    # Token sequences that also end a row once it has just emitted one (e.g. the ids of
+    # `</tool_call>`): a multi-token stop, checked on the row's own tokens of this call.
+    stop_sequences: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -60,6 +63,10 @@ class SamplingConfig:
         if self.num_samples < 1:
             raise SamplingError(f"num_samples must be >= 1, got {self.num_samples}")
         object.__setattr__(self, "stop_ids", tuple(int(i) for i in self.stop_ids))
+        sequences = tuple(tuple(int(i) for i in seq) for seq in self.stop_sequences)
+        if any(not seq for seq in sequences):
+            raise SamplingError("a stop sequence needs at least one token")
+        object.__setattr__(self, "stop_sequences", sequences)
 
 
 @jax.tree_util.register_dataclass
@@ -144,6 +151,27 @@ def sample_token(
     return token.astype(jnp.int32), logp[:, 0]
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DecodeEnd:
+    """Where a decode loop stopped, for a caller that continues the same sequences.
+
+    The last sampled token of each row is not in the cache yet (a token is written when
+    it is fed back); `real` says which rows drew a real token at the last step."""
+
+    token: jax.Array  # [R] int32
+    real: jax.Array  # [R] bool
+    cache: KVCache
+
+
+def _ends_with(tokens: jax.Array, step: jax.Array, sequence: tuple[int, ...]) -> jax.Array:
+    """[R] bool: the row's tokens [step - L + 1, step] equal `sequence` (L = its length)."""
+    length = len(sequence)
+    start = jnp.maximum(step - length + 1, 0)
+    window = jax.lax.dynamic_slice_in_dim(tokens, start, length, axis=1)
+    return (step + 1 >= length) & jnp.all(window == jnp.asarray(sequence, jnp.int32), axis=1)
+
+
 def decode(
     model: Transformer,
     logits: jax.Array,  # [R,V] logits for the first new token (from `prefill`)
@@ -152,9 +180,24 @@ def decode(
     config: SamplingConfig,
 ) -> SampleOutput:
     """The decode loop (`lax.while_loop`): sample, record, feed the token back."""
+    return decode_turn(model, logits, cache, key, config)[0]
+
+
+def decode_turn(
+    model: Transformer,
+    logits: jax.Array,  # [R,V]
+    cache: KVCache,
+    key: jax.Array,
+    config: SamplingConfig,
+    active: jax.Array | None = None,  # [R] bool: rows that generate (default: all)
+) -> tuple[SampleOutput, DecodeEnd]:
+    """`decode`, plus where it ended, so a multi-turn rollout can append to the same cache.
+
+    Inactive rows draw nothing (length 0, pad tokens); their slots stay invalid."""
     model = _inference_view(model)
     rows, steps = logits.shape[0], config.max_new_tokens
     stop_ids = jnp.asarray(config.stop_ids or (-1,), jnp.int32)
+    columns = max(steps, *(len(s) for s in config.stop_sequences)) if config.stop_sequences else steps
 
     def pick(step, logits, done, tokens, logps, lengths):
         token, logp = sample_token(logits, jax.random.fold_in(key, step), config)
@@ -162,13 +205,18 @@ def decode(
         token = jnp.where(real, token, config.pad_id)
         tokens = tokens.at[:, step].set(token)
         logps = logps.at[:, step].set(jnp.where(real, logp, 0.0))
-        done = done | (real & jnp.isin(token, stop_ids))
+        stop = jnp.isin(token, stop_ids)
+        for sequence in config.stop_sequences:
+            stop = stop | _ends_with(tokens, step, sequence)
+        done = done | (real & stop)
         return token, real, done, tokens, logps, lengths + real
 
-    tokens = jnp.full((rows, steps), config.pad_id, jnp.int32)
-    logps = jnp.zeros((rows, steps), jnp.float32)
+    # (room for a stop sequence longer than the turn, so the window slice never clamps)
+    tokens = jnp.full((rows, columns), config.pad_id, jnp.int32)
+    logps = jnp.zeros((rows, columns), jnp.float32)
     lengths = jnp.zeros(rows, jnp.int32)
-    first = pick(0, logits, jnp.zeros(rows, bool), tokens, logps, lengths)
+    done = jnp.zeros(rows, bool) if active is None else ~active
+    first = pick(0, logits, done, tokens, logps, lengths)
     state = (jnp.zeros((), jnp.int32), *first, cache)
 
     def keep_going(state) -> jax.Array:
@@ -182,8 +230,8 @@ def decode(
         picked = pick(step + 1, out.logits[:, 0], done, tokens, logps, lengths)
         return (step + 1, *picked, out.cache)
 
-    _, _, _, _, tokens, logps, lengths, _ = jax.lax.while_loop(keep_going, step_fn, state)
-    return SampleOutput(tokens, logps, lengths)
+    _, token, real, _, tokens, logps, lengths, cache = jax.lax.while_loop(keep_going, step_fn, state)
+    return SampleOutput(tokens[:, :steps], logps[:, :steps], lengths), DecodeEnd(token, real, cache)
 
 
 def generate(

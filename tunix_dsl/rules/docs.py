@@ -18,6 +18,7 @@ _GROUPS = {
     "TNX2": "Types and values",
     "TNX3": "Whole-pipeline checks",
     "TNX4": "Warnings",
+    "TNX5": "Agents, tools and extensions",
 }
 _SPECIAL = {
     "TNX000": "Not triggered by any input on purpose: it reports a bug in a check, with the "

@@ -40,7 +40,7 @@ def reference_not_ancestor(p: Pipeline) -> Iterator[Diagnostic]:
                      "reference is the policy's input (or leave it unset)")
 
 
-_UNUSED_KINDS = ("param", "tokenizer", "model", "dataset", "reward")
+_UNUSED_KINDS = ("param", "tokenizer", "model", "dataset", "reward", "tool", "environment")
 
 
 @rule("TNX402", "unused", W,

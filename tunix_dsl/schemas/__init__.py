@@ -73,7 +73,10 @@ def presets_table() -> str:
 
 
 def explain_text(name: str) -> str | None:
-    """Fields, types, defaults and docs of a stage kind, block or function; None if unknown."""
+    """Fields, types, defaults and docs of a stage kind, block or function; None if unknown.
+
+    `file.py:function` shows a tool's JSON schema (raises `tool_schema.SourceProblem` when
+    the function cannot be read)."""
     load_installed()  # installed plugins' kinds and sources are explained like built-in ones
     if name == "plugins":
         return plugins_table()
@@ -106,6 +109,12 @@ def explain_text(name: str) -> str | None:
                               f"origin: {origin_of(OPTIMIZERS_GROUP, name).describe()}")
     if name in CALLS:
         return explain_schema(f"{name}(...)", CALLS[name])
+    if name.endswith(".py") or ".py:" in name:  # a tool: `tnx explain tools.py:calculate`
+        from pathlib import Path
+
+        from tunix_dsl.schemas.tool_schema import explain_tool
+
+        return explain_tool(name, Path.cwd())
     if name == "targets":
         from tunix_dsl.schemas.targets import targets_table
 

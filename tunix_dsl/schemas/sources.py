@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 
 from tunix_dsl.models.config import PRESETS, REMAT_POLICIES, SIZE_PRESETS
 from tunix_dsl.models.presets import ARCHITECTURE_PRESETS
+from tunix_dsl.schemas.agents import PythonEnvironment, PythonTool, ToolsEnvironment
 from tunix_dsl.schemas.base import Problem, Schema, TokenizerInput
 
 # --------------------------------------------------------------------------- plugin bases
@@ -361,11 +362,14 @@ BUILTIN_MODELS = (TransformerSource, HFModelSource)
 BUILTIN_DATASETS = (SyntheticSource, JsonlSource, ParquetSource)
 BUILTIN_REWARDS = (ExactMatchReward, RegexReward, LengthPenaltyReward, PythonReward)
 
-# keyword → function name → schema: what `tokenizer|model|dataset|reward NAME = f(...)` accepts.
-# Tokenizers are built in; the other families are filled through the plugin loader.
+# keyword → function name → schema: what `tokenizer|model|dataset|reward|tool|environment
+# NAME = f(...)` accepts. Tokenizers, tools and environments are built in; the other families
+# are filled through the plugin loader.
 SOURCES: dict[str, dict[str, type[Schema]]] = {
     "tokenizer": {s.call_name: s for s in (BytesTokenizer, HFTokenizerSource)},
     "model": {},
     "dataset": {},
     "reward": {},
+    "tool": {s.call_name: s for s in (PythonTool,)},
+    "environment": {s.call_name: s for s in (PythonEnvironment, ToolsEnvironment)},
 }

@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from tunix_dsl.schemas.agents import AgentConfig
 from tunix_dsl.schemas.base import (
     SEED_MAX,
     DatasetInput,
@@ -114,7 +115,9 @@ class PolicyConfig(Schema):
 
 
 class RewardConfig(Schema):
-    rewards: list[RewardInput] = Field(min_length=1, description="reward declarations, summed")
+    rewards: list[RewardInput] = Field(
+        default_factory=list, description="reward declarations, summed (may be empty with an "
+        "`environment`, whose reward then counts alone)")
     reward_weights: list[float] | None = Field(
         None, description="one weight per reward (unset: all 1.0)"
     )
@@ -156,7 +159,8 @@ class ORPOConfig(TrainingConfig, SequenceConfig, AdapterConfig):
     lambda_: float = Field(0.1, gt=0, alias="lambda", description="λ: weight of the odds-ratio term")
 
 
-class RLTrainingConfig(TrainingConfig, GenerationConfig, AdapterConfig, PolicyConfig, RewardConfig):
+class RLTrainingConfig(TrainingConfig, GenerationConfig, AdapterConfig, PolicyConfig, RewardConfig,
+                       AgentConfig):
     """What every RL kind's schema includes (`program = "rl"`): the generic RL lowering,
     planning and runtime read only these fields; a kind's own step reads its subclass."""
 

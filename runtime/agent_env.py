@@ -1,0 +1,223 @@
+"""Environments at run time: what answers a model turn, and the tools they run.
+
+Two kinds, from `tunix_dsl.schemas.agents`:
+
+- `tools([t1, t2], reward = r)` — `ToolsEnv`: a turn with `<tool_call>` blocks gets the
+  tools' results as its observation; a turn without one is the answer and ends the
+  episode (the reward scores it afterwards, in the RL loop, with the stage's rewards).
+- `python("env.py:Class")` — `PythonEnv`: one instance per episode, `reset(row)` gives the
+  opening observation, `step(turn text)` gives `(observation, reward, done)`.
+
+Tools run in a thread pool, every call of a turn at once, so the episodes of a batch
+wait for their tools together. A call that raises, takes longer than `tool_timeout`,
+names an unknown tool, has malformed JSON, or goes past `max_tool_calls` becomes an
+error text the model reads as the call's observation: the episode goes on, the run
+never stops for it. (A timed-out call's thread is left to finish in the background:
+Python cannot kill a thread.)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunix_dsl.runtime.tool_calls import ToolCall, observation_text, parse_tool_calls
+from tunix_dsl.schemas.agents import PythonEnvironment, PythonTool, ToolsEnvironment
+
+
+class AgentError(Exception):
+    """A tool or environment that cannot be loaded, or an environment that broke its contract;
+    the message names it and the fix."""
+
+
+def load_object(file: str, name: str, base_dir: Path, what: str) -> Any:
+    """`name` from the user file `file` (relative to the .tnx file), imported now."""
+    path = Path(file) if Path(file).is_absolute() else Path(base_dir) / file
+    if not path.is_file():
+        raise AgentError(f"{what}: file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"tnx_agent_{path.stem}_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:  # the user's module: report, don't crash with its traceback
+        raise AgentError(f"{what}: importing {path} failed: {type(err).__name__}: {err}") from err
+    value = getattr(module, name, None)
+    if value is None:
+        raise AgentError(f"{what}: {path} has no `{name}`")
+    return value
+
+
+@dataclass
+class ToolStats:
+    """Per tool: calls, calls that ended in an error observation, seconds spent."""
+
+    calls: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, seconds: float, error: bool) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+        self.errors[name] = self.errors.get(name, 0) + int(error)
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def metrics(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, calls in sorted(self.calls.items()):
+            out[f"tools/{name}/calls"] = float(calls)
+            out[f"tools/{name}/errors"] = float(self.errors[name])
+            out[f"tools/{name}/latency_s"] = self.seconds[name] / calls
+        return out
+
+
+class ToolRunner:
+    """Runs tool calls in a worker pool with a per-call timeout; results are observation texts."""
+
+    def __init__(self, tools: Mapping[str, Callable[..., Any]], timeout: float, workers: int = 16,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.tools = dict(tools)
+        self.timeout = timeout
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tnx-tool")
+        self.clock = clock
+        self.stats = ToolStats()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def run(self, calls: Sequence[ToolCall]) -> list[str]:
+        """Every call at once; one observation text per call, in order."""
+        started: list[tuple[float, Future[Any] | None]] = []
+        for call in calls:
+            fn = self.tools.get(call.name)
+            if call.error is not None or fn is None:
+                started.append((0.0, None))
+                continue
+            started.append((self.clock(), self.pool.submit(fn, **call.arguments)))
+        out = []
+        for call, (t0, future) in zip(calls, started, strict=True):
+            if future is None:
+                out.append(self._refused(call))
+                continue
+            text, error = self._result(call, future, t0)
+            self.stats.add(call.name, self.clock() - t0, error)
+            out.append(text)
+        return out
+
+    def _refused(self, call: ToolCall) -> str:
+        if call.error is not None:
+            self.stats.add(call.name or "<malformed>", 0.0, True)
+            return f"error: {call.error}"
+        self.stats.add("<unknown>", 0.0, True)
+        known = ", ".join(sorted(self.tools))
+        return f"error: there is no tool `{call.name}` (tools: {known})"
+
+    def _result(self, call: ToolCall, future: Future[Any], t0: float) -> tuple[str, bool]:
+        left = max(self.timeout - (self.clock() - t0), 0.0)
+        try:
+            return observation_text(future.result(timeout=left)), False
+        except FutureTimeout:
+            future.cancel()
+            return f"error: `{call.name}` timed out after {self.timeout:g} s", True
+        except Exception as err:  # noqa: BLE001 - a tool's failure is the model's observation
+            return f"error: `{call.name}` raised {type(err).__name__}: {err}", True
+
+
+@dataclass
+class Reply:
+    """An environment's answer to one model turn."""
+
+    observation: str | None  # None: the episode ends here
+    reward: float = 0.0
+    role: str = "tool"  # the chat role the observation is rendered with
+
+
+class ToolsEnv:
+    """`tools([...], reward = ...)`: answer with tools; the reward scores the final answer."""
+
+    role = "tool"
+
+    def __init__(self, runner: ToolRunner, max_tool_calls: int):
+        self.runner = runner
+        self.max_tool_calls = max_tool_calls
+
+    def start(self, rows: Sequence[Mapping[str, Any]]) -> list[str | None]:
+        self.used = [0] * len(rows)
+        return [None] * len(rows)
+
+    def step(self, episodes: Sequence[int], texts: Sequence[str]) -> list[Reply]:
+        """One reply per (episode, turn text); every tool call of the batch runs at once."""
+        calls: list[ToolCall] = []
+        owners: list[int] = []
+        replies: list[Reply] = []
+        for i, (episode, text) in enumerate(zip(episodes, texts, strict=True)):
+            found = parse_tool_calls(text)
+            replies.append(Reply(None if not found else ""))
+            for call in found:
+                if self.used[episode] >= self.max_tool_calls:
+                    call = ToolCall(call.name, error=f"the episode used its {self.max_tool_calls} "
+                                                     "tool calls; answer now")
+                self.used[episode] += 1
+                calls.append(call)
+                owners.append(i)
+        for owner, text in zip(owners, self.runner.run(calls), strict=True):
+            current = replies[owner].observation
+            replies[owner].observation = text if not current else f"{current}\n{text}"
+        return replies
+
+
+class PythonEnv:
+    """`python("env.py:Class")`: one instance per episode, `reset(row)` then `step(text)`."""
+
+    role = "user"
+
+    def __init__(self, cls: Callable[[], Any], name: str):
+        self.cls = cls
+        self.name = name
+
+    def start(self, rows: Sequence[Mapping[str, Any]]) -> list[str | None]:
+        self.instances = [self.cls() for _ in rows]
+        return [_text(env.reset(dict(row))) for env, row in zip(self.instances, rows, strict=True)]
+
+    def step(self, episodes: Sequence[int], texts: Sequence[str]) -> list[Reply]:
+        replies = []
+        for episode, text in zip(episodes, texts, strict=True):
+            out = self.instances[episode].step(text)
+            if not (isinstance(out, tuple) and len(out) == 3):
+                raise AgentError(f"environment `{self.name}`: step() must return "
+                                        f"(observation, reward, done), got {out!r}")
+            observation, reward, done = out
+            try:
+                value = float(reward)
+            except (TypeError, ValueError):
+                raise AgentError(f"environment `{self.name}`: step() returned the reward "
+                                        f"{reward!r}, not a number") from None
+            replies.append(Reply(None if done else _text(observation) or "", value, "user"))
+        return replies
+
+
+def _text(observation: Any) -> str | None:
+    return None if observation is None else observation_text(observation)
+
+
+def build_environment(env: Any, tools: Mapping[str, Any], base_dir: Path, config: Any,
+                      name: str) -> ToolsEnv | PythonEnv:
+    """The run-time environment of a validated `environment` declaration."""
+    if isinstance(env, ToolsEnvironment):
+        functions = {}
+        for tool_name in env.tools:
+            spec: PythonTool = tools[tool_name]
+            fn = load_object(spec.file, spec.name, base_dir, f"tool `{tool_name}`")
+            if not callable(fn):
+                raise AgentError(f"tool `{tool_name}`: `{spec.name}` is not a function")
+            functions[spec.name] = fn  # the model calls a tool by its function's name
+        runner = ToolRunner(functions, float(config.tool_timeout))
+        return ToolsEnv(runner, int(config.max_tool_calls))
+    assert isinstance(env, PythonEnvironment)
+    cls = load_object(env.file, env.name, base_dir, f"environment `{name}`")
+    return PythonEnv(cls, name)
