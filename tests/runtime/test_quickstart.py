@@ -21,7 +21,7 @@ from tunix_dsl.runtime.cli_commands import main as tnx
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "examples" / "quickstart.tnx"
-# The smallest scale at which every stage still takes a step (steps round up from 1).
+# Every stage takes one step: the file writes steps as `max(1, round(N * scale))`.
 SMALL = ["--set", "scale=0.001"]
 STAGES = ["base", "tune", "prefer", "solve", "shrink"]
 MODELS = ["tiny", "base.model", "tune.model", "prefer.model", "solve.model", "shrink.model"]
