@@ -48,7 +48,7 @@ from tunix_dsl.runtime.evaluation import EvalResult, evaluate_model
 from tunix_dsl.runtime.planning import check_mesh
 from tunix_dsl.runtime.preemption import Preempted, StopSignals
 from tunix_dsl.runtime.preflight import PreflightError, export_destination, preflight
-from tunix_dsl.runtime.progress import RunLog, SummaryRow, print_summary
+from tunix_dsl.runtime.progress import RunLog, SummaryRow, print_evals, print_summary
 from tunix_dsl.runtime.resources import Resources, resolve_path, stage_inputs, stage_seed
 from tunix_dsl.runtime.rewards import build_reward
 from tunix_dsl.runtime.run_dir import (
@@ -316,14 +316,19 @@ class Executor:
         if evals:
             (self.layout.root / "evals.json").write_text(json.dumps(
                 {name: [asdict(r) for r in rs] for name, rs in evals.items()}, indent=2))
-        on_primary("write the report", lambda: self.write_report(results))
+        on_primary("write the report", lambda: self.write_report(results, evals))
         return results
 
-    def write_report(self, results: list[StageResult]) -> None:
-        """The summary table in the terminal, then report.md + plots from the run directory."""
+    def write_report(self, results: list[StageResult], evals: dict[str, list[EvalResult]]) -> None:
+        """The summary table and each eval block's scores in the terminal, then report.md +
+        plots from the run directory."""
         rows = [SummaryRow(r.name, r.kind, r.steps, r.final_loss, r.wall_s, r.tokens_per_s, r.status)
                 for r in results]
         print_summary(rows, self.log)
+        for block in self.pipeline.evals:
+            if block.name in evals:
+                print_evals(block.name, block.config.metric,
+                            [(r.model, r.score, r.rows) for r in evals[block.name]], self.log)
         from tunix_dsl.runtime.report import write_report  # matplotlib: only once a run ends
 
         # In run.log here; the terminal gets the path as the command's last line (cli_commands).

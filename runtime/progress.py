@@ -153,21 +153,37 @@ def _cells(r: SummaryRow) -> tuple[str, ...]:
 
 
 def print_summary(rows: list[SummaryRow], log: RunLog) -> None:
+    print_table("run summary", HEADERS, [_cells(r) for r in rows], log, prefix="summary")
+
+
+def print_evals(name: str, metric: str, results: list[tuple[str, float, int]], log: RunLog) -> None:
+    """An eval block's scores, one row per model (`results`: model, mean score, rows scored)."""
+    headers = ("model", metric, "rows")
+    print_table(f"eval {name}", headers, [(m, f"{s:.4f}", str(n)) for m, s, n in results], log,
+                prefix=f"eval {name}", plain_title=True)
+
+
+def print_table(title: str, headers: tuple[str, ...], rows: list[tuple[str, ...]], log: RunLog,
+                prefix: str, plain_title: bool = False) -> None:
+    """A table on the terminal: rich on a console, aligned columns on a plain stream (under
+    `title` when `plain_title`), and `prefix: cells` lines through `emit` (embedding, tests)."""
     if log.emit is not None:
-        for row in rows:
-            log("summary: " + " ".join(_cells(row)))
+        for cells in rows:
+            log(f"{prefix}: " + " ".join(cells))
         return
     if log.console is not None:
-        table = Table(*HEADERS, title="run summary")
-        for r in rows:
-            table.add_row(*_cells(r))
+        table = Table(*headers, title=title)
+        for cells in rows:
+            table.add_row(*cells)
         log.console.print(table)
         return
-    widths = [max(len(h), *(len(_cells(r)[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(HEADERS)]
-    print("  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True)), file=log.stream)
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(_cells(r), widths, strict=True)), file=log.stream)
+    widths = [max(len(h), *(len(cells[i]) for cells in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    if plain_title:
+        print(title, file=log.stream)
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)), file=log.stream)
+    for cells in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)), file=log.stream)
     log.stream.flush()
 
 

@@ -66,7 +66,7 @@ def test_overrides_reach_the_params():
     text = (ROOT / "examples" / "quickstart.tnx").read_text()
     p = parse(text, "quickstart.tnx", overrides={"scale": "0.1"}, base_dir=ROOT / "examples")
     assert p.ok and p.params["scale"] == 0.1
-    assert p.stage("base").config.steps == 150
+    assert p.stage("base").config.steps == 180
 
 
 def test_api_and_checker_import_no_jax():

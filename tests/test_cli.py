@@ -26,7 +26,7 @@ def workdir(tmp_path: Path) -> Path:
     (tmp_path / "syntax.tnx").write_text(SYNTAX_ERROR)
     (tmp_path / "messy.tnx").write_text(UNFORMATTED)
     (tmp_path / "unknown_field.tnx").write_text(
-        QUICKSTART.read_text().replace("  beta      = 0.1", "  bta       = 0.1"))
+        QUICKSTART.read_text().replace("  beta        = 0.1", "  bta         = 0.1"))
     return tmp_path
 
 

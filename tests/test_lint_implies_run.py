@@ -46,8 +46,9 @@ def shrink(text: str, values: dict[str, int], out: Path) -> str:
     """`text` with each `field = <number>` set to `values[field]`, stage fields missing from a
     block added, exports written under `out`, and every eval limited to two rows."""
     for field, value in values.items():
-        # the leading number only: `steps = 600 * scale` keeps its `* scale`
-        text = re.sub(rf"\b({field}\s*=\s*)-?[0-9][0-9_]*(?:\.[0-9]+)?(?:e-?[0-9]+)?",
+        # the leading number only: `steps = 600 * scale` keeps its `* scale`, and
+        # `steps = max(1, round(600 * scale))` its calls
+        text = re.sub(rf"\b({field}\s*=\s*(?:[a-z]+\((?:[0-9]+,\s*)?)*)-?[0-9][0-9_]*(?:\.[0-9]+)?(?:e-?[0-9]+)?",
                       rf"\g<1>{value}", text)
     added = "".join(f"  {f} = {values[f]}\n" for f in ("steps_per_call", "grad_accum")
                     if f in values)
@@ -59,7 +60,8 @@ def shrink(text: str, values: dict[str, int], out: Path) -> str:
                   lambda m: f'{m.group(1)}"{(out / m.group(2)).as_posix()}"', text,
                   flags=re.MULTILINE)
     # one block per model: compile time grows with depth, the checks under test do not
-    text = re.sub(r"(transformer\([^)]*)\)", r"\1, n_layers = 1)", text)
+    text = re.sub(r"(transformer\([^)]*)\)", lambda m: re.sub(r"n_layers\s*=\s*[0-9]+", "n_layers = 1", m[0])
+                  if "n_layers" in m[1] else f"{m[1]}, n_layers = 1)", text)
     return re.sub(r"^(eval\s+\w+\s*\{\n)", r"\1  limit = 2\n", text, flags=re.MULTILINE)
 
 

@@ -38,7 +38,7 @@ from tunix_dsl.lsp.server import build_server
 build_server()
 text = Path("examples/quickstart.tnx").read_text()
 pipeline = parse(text, "examples/quickstart.tnx")
-items = complete(text, text.index("steps          = 200"), LineIndex(text))
+items = complete(text, text.index("steps          = max("), LineIndex(text))
 hovered = hover_text(text, scan(text), text.index("= tiny") + 3, pipeline)
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "flax", "optax", "orbax"))
 print(json.dumps({"items": len(items), "hover": "parameters" in hovered, "heavy": heavy}))

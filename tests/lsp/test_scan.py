@@ -57,7 +57,8 @@ def test_outline_of_a_real_example() -> None:
         ("stage", "base", "pretrain"), ("stage", "tune", "sft"), ("stage", "prefer", "dpo"),
         ("stage", "solve", "grpo"), ("stage", "shrink", "distill")]
     base = outline.decl("base")
-    assert [f.name for f in base.fields] == ["model", "data", "steps", "batch_size", "optimizer"]
+    assert [f.name for f in base.fields] == ["model", "data", "steps", "batch_size", "max_seq_len",
+                                           "optimizer"]
     assert QUICKSTART[base.end - 1] == "}"
     export = outline.decls[-1]
     assert export.keyword == "export" and QUICKSTART[export.start:export.end].endswith('"hf"')
@@ -69,7 +70,8 @@ def test_definition_and_references_survive_a_syntax_error() -> None:
     outline = scan(broken)
     use = broken.index("= tiny") + 3
     assert definition(outline, use) == (broken.index("tiny  ="), broken.index("tiny  =") + 4)
-    assert len(references(outline, use, include_declaration=False)) == 1
+    # stage base's `model = tiny` and the eval block's model list
+    assert len(references(outline, use, include_declaration=False)) == 2
 
 
 def test_positions_count_utf16_units_for_the_client() -> None:
