@@ -21,6 +21,7 @@ import numpy as np
 
 from tunix_dsl.runtime import rl_dynamic
 from tunix_dsl.runtime.evaluation import completions_text
+from tunix_dsl.runtime.rewards import RowName, score_rows
 from tunix_dsl.runtime.rl_rewards import StageRewards
 from tunix_dsl.runtime.training import DurableLoop, LoopResult
 from tunix_dsl.tokenizers import Tokenizer
@@ -34,6 +35,7 @@ class RLLoop(DurableLoop):
     rows: list[dict[str, Any]]  # the dataset's rows (reward columns), by row id; `stream` yields prompts
     tokenizer: Tokenizer
     rewards: StageRewards
+    row_name: RowName  # row id -> where the row is (a reward error names it)
 
     eval_keys: ClassVar[tuple[str, ...]] = ("reward",)
     blame: ClassVar[str] = "check the rewards"
@@ -104,8 +106,8 @@ class RLLoop(DurableLoop):
         texts = completions_text(completion, lengths, self.tokenizer)
         chosen = [self.rows[int(r)] for r in row_ids]
         columns = {c: [row.get(c) for row in chosen] for c in chosen[0]}
-        reward, parts = self.rewards([row["prompt"] for row in chosen], texts, lengths, columns,
-                                     [int(r) for r in row_ids])
+        reward, parts = score_rows(self.rewards, [row["prompt"] for row in chosen], texts, lengths, columns,
+                                   lambda i: self.row_name(int(row_ids[i])))
         return reward, parts, lengths
 
     def dynamic_batch(self, state: Any, done: int) -> tuple[dict[str, jax.Array], np.ndarray,

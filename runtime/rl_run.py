@@ -21,7 +21,7 @@ from tunix_dsl.runtime.data import BatchStream, tokenize_rows
 from tunix_dsl.runtime.evaluation import evaluate_model
 from tunix_dsl.runtime.preemption import StopSignals
 from tunix_dsl.runtime.progress import StageProgress
-from tunix_dsl.runtime.rewards import build_reward
+from tunix_dsl.runtime.rewards import RowName, build_reward, dataset_row_names
 from tunix_dsl.runtime.rl_loop import RLLoop
 from tunix_dsl.runtime.rl_rewards import StageRewards
 from tunix_dsl.runtime.run_dir import StageStatus, derived_seed
@@ -33,6 +33,10 @@ def stage_rewards(executor: Any, stage: Any) -> StageRewards:
     rewards = [(name, build_reward(executor.pipeline.rewards[name].spec, executor.base_dir, name), float(w))
                for name, w in zip(config.rewards, weights, strict=True)]
     return StageRewards(stage.name, rewards, int(config.max_new_tokens), getattr(config, "overlong", None))
+
+
+def row_names(executor: Any, dataset: str) -> RowName:
+    return dataset_row_names(executor.pipeline.datasets[dataset].spec, executor.base_dir, dataset)
 
 
 def lower(executor: Any, stage: Any, models: Any) -> RLProgram:
@@ -62,13 +66,14 @@ def held_out(executor: Any, stage: Any, program: RLProgram, rewards: StageReward
     executor.log(f"  eval data {config.eval_data}: {len(rows)} prompts every {config.eval_every} steps")
 
     def metric(prompts: Any, completions: Any, lengths: Any, columns: Any) -> np.ndarray:
-        return rewards(prompts, completions, lengths, columns, list(range(len(completions))))[0]
+        return rewards(prompts, completions, lengths, columns)[0]
 
     def evaluate(state: Any) -> dict[str, float]:
         policy = program.merged_modules(state).policy
         result = evaluate_model(stage.name, policy, tokenizer, rows, metric,
                                 max_new_tokens=int(config.max_new_tokens), temperature=float(config.temperature),
-                                batch_size=program.prompts_per_step, seed=seed)
+                                batch_size=program.prompts_per_step, seed=seed,
+                                row_name=row_names(executor, config.eval_data))
         return {"reward": result.score}
 
     return evaluate
@@ -93,7 +98,7 @@ def run_rl_stage(executor: Any, stage: Any, status: StageStatus, signals: StopSi
     loop = RLLoop(stage.name, config, program, stream, head.checkpoints, head.sink, progress, executor.log,
                   signals, head.fingerprint, on_dispatch=executor.on_dispatch,
                   evaluate=held_out(executor, stage, program, rewards),
-                  rows=rows, tokenizer=tokenizer, rewards=rewards)
+                  rows=rows, tokenizer=tokenizer, rewards=rewards, row_name=row_names(executor, config.data))
     state, result = executor.drive(loop, head, progress)
     rewards_seen = [h["reward"] for h in result.history if "reward" in h]
     return executor.finish_stage(stage, program, models, head, state, result,
