@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from tunix_dsl.models.chunked import chunked_logps, over_chunks
+from tunix_dsl.models.chunked import chunked_logps, gather_logps, over_chunks
 from tunix_dsl.models.kv_cache import init_cache
 
 if TYPE_CHECKING:  # the stage modules import this one to register: no import back at run time
@@ -126,12 +126,13 @@ def completion_targets(batch: Batch) -> Array:
 
 
 def token_terms(logits: Array, targets: Array, entropy_gradient: bool) -> tuple[Array, Array]:
-    """(log p(target), entropy) per token, float32, from one log-softmax of `logits [.., V]`;
-    the entropy carries no gradient unless `entropy_gradient` (a loss term, not a metric)."""
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    logps = jnp.take_along_axis(log_probs, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    if not entropy_gradient:
-        log_probs = jax.lax.stop_gradient(log_probs)
+    """(log p(target), entropy) per token, float32, from `logits [.., V]`; the entropy carries
+    no gradient unless `entropy_gradient` (a loss term, not a metric). The log-probs use
+    `gather_logps`, the score program's own formula: at equal weights the update's
+    log-probs equal the scored ones bit for bit (a KL to an unmoved reference is exactly 0)."""
+    logits = logits.astype(jnp.float32)
+    logps = gather_logps(logits, targets)
+    log_probs = jax.nn.log_softmax(logits if entropy_gradient else jax.lax.stop_gradient(logits), axis=-1)
     return logps, -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
 
 
