@@ -70,8 +70,11 @@ def evaluate_model(
         row_ids = batch["example_ids"]
         chosen = [rows[int(r)] for r in row_ids]
         columns = {c: [row.get(c) for row in chosen] for c in chosen[0]}
+        def batch_row(i: int, ids: np.ndarray = row_ids) -> str:  # completion i -> its dataset row
+            return row_name(int(ids[i]))
+
         score = score_rows(metric, [row["prompt"] for row in chosen], texts, np.asarray(lengths), columns,
-                           lambda i, ids=row_ids: row_name(int(ids[i])))
+                           batch_row)
         valid = batch["valid"]
         scores.append(score[valid])
         for row, text, s, ok in zip(chosen, texts, score, valid, strict=True):
