@@ -51,7 +51,7 @@ class TunixWorker:
     """The Tunix subprocess (`_steps_tunix.py`) and its line protocol; its stderr goes to a
     log file that an error message points to."""
 
-    def __init__(self, python: str):
+    def __init__(self, python: str, script: str = "_steps_tunix.py"):
         self.why = ""
         self.proc: subprocess.Popen | None = None
         if not Path(python).exists():
@@ -60,7 +60,7 @@ class TunixWorker:
         self.log = tempfile.NamedTemporaryFile("w", prefix="steps_tunix_", suffix=".log",
                                                delete=False)
         self.proc = subprocess.Popen(
-            [python, str(HERE / "_steps_tunix.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [python, str(HERE / script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=self.log, text=True, cwd=HERE,
         )  # fmt: skip
         hello = self.receive()

@@ -20,7 +20,7 @@ from tunix_dsl.data.tokenizers import Tokenizer
 from tunix_dsl.models import Transformer
 from tunix_dsl.models.sampler import Sampler
 from tunix_dsl.runtime.data import length_buckets, ordered_batches, tokenize_rows
-from tunix_dsl.runtime.rewards import RewardFn
+from tunix_dsl.runtime.rewards import RewardFn, RowName, score_rows
 
 
 @dataclass
@@ -47,6 +47,7 @@ def evaluate_model(
     batch_size: int,
     seed: int,
     examples: int = 3,
+    row_name: RowName = lambda row: f"row {row + 1}",  # names a row when the metric fails on it
 ) -> EvalResult:
     prompt_budget = model.cfg.max_seq_len - max_new_tokens
     if prompt_budget < 2:
@@ -69,7 +70,11 @@ def evaluate_model(
         row_ids = batch["example_ids"]
         chosen = [rows[int(r)] for r in row_ids]
         columns = {c: [row.get(c) for row in chosen] for c in chosen[0]}
-        score = metric([row["prompt"] for row in chosen], texts, np.asarray(lengths), columns)
+        def batch_row(i: int, ids: np.ndarray = row_ids) -> str:  # completion i -> its dataset row
+            return row_name(int(ids[i]))
+
+        score = score_rows(metric, [row["prompt"] for row in chosen], texts, np.asarray(lengths), columns,
+                           batch_row)
         valid = batch["valid"]
         scores.append(score[valid])
         for row, text, s, ok in zip(chosen, texts, score, valid, strict=True):

@@ -7,6 +7,10 @@ characters); `columns` holds the dataset's columns for the same rows.
 
 User rewards, `python("file.py:fn")`, are loaded only at run time (never by
 `tnx lint`) and called as `fn(prompts, completions, **columns) -> list[float]`.
+
+`score_rows` calls a reward on a batch of dataset rows and makes a failure name
+the row as a person finds it (`dataset_row_names`: the file and line or row
+number), in training, held-out scoring and eval blocks alike.
 """
 
 from __future__ import annotations
@@ -15,14 +19,19 @@ import importlib.util
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from tunix_dsl.data.datasets import jsonl_row_lines
+from tunix_dsl.models.info import resolve_path
 from tunix_dsl.schemas.sources import (
     ExactMatchReward,
+    JsonlSource,
     LengthPenaltyReward,
+    ParquetSource,
     PythonReward,
     RegexReward,
     RewardSchema,
@@ -142,3 +151,63 @@ def build_reward(spec: RewardSchema, base_dir: Path, name: str) -> RewardFn:
             raise RewardError(f"reward `{name}`: the implementation of "
                               f"`{type(spec).call_name}` is not a function")
     return builder(spec, Path(base_dir), name)
+
+
+# --------------------------------------------------------------------------- naming the row
+
+T = TypeVar("T")
+RowName = Callable[[int], str]  # dataset row index (0-based) -> where a person finds the row
+
+
+def dataset_row_names(spec: Any, base_dir: Path, dataset: str) -> RowName:
+    """Names of a dataset declaration's rows (as `runtime.resources.dataset_rows` returns
+    them): "row 7 of `sums` (data/sums.jsonl:9)", "… (data/part-1.parquet row 3)", or
+    "… (synthetic)". The file is read again only when a name is asked for (an error)."""
+
+    @cache
+    def origins() -> list[str]:
+        if isinstance(spec, JsonlSource):
+            path = resolve_path(spec.path, base_dir)
+            return [f"{path}:{line}" for line in jsonl_row_lines(path)]
+        if isinstance(spec, ParquetSource):
+            from tunix_dsl.data.parquet import file_row_counts
+
+            counts = file_row_counts(resolve_path(spec.path, base_dir), spec.split)
+            return [f"{file} row {n}" for file, count in counts for n in range(1, count + 1)]
+        return []
+
+    def name(row: int) -> str:
+        found = origins()
+        where = found[row] if row < len(found) else type(spec).__name__.removesuffix("Source").lower()
+        return f"row {row + 1} of `{dataset}` ({where})"
+
+    return name
+
+
+def score_rows(metric: Callable[[Sequence[str], Sequence[str], np.ndarray, Mapping[str, Sequence[Any]]], T],
+               prompts: Sequence[str], completions: Sequence[str], lengths: np.ndarray,
+               columns: Mapping[str, Sequence[Any]], row_name: RowName) -> T:
+    """`metric(prompts, completions, lengths, columns)` on a batch whose completion i is the
+    row `row_name(i)`. A `RewardError` about one completion gets that row's name; one about
+    none (a reward that raised on the whole batch) is traced to the first completion that
+    fails when scored alone — the reward is called again one completion at a time, only
+    on this error path."""
+    try:
+        return metric(prompts, completions, lengths, columns)
+    except RewardError as err:
+        culprit = err.completion if err.completion is not None else _first_failing(
+            metric, prompts, completions, lengths, columns)
+        if culprit is None:
+            raise
+        raise RewardError(f"{err}; at {row_name(culprit)}", completion=culprit) from err
+
+
+def _first_failing(metric: Callable[..., Any], prompts: Sequence[str], completions: Sequence[str],
+                   lengths: np.ndarray, columns: Mapping[str, Sequence[Any]]) -> int | None:
+    for i in range(len(completions)):
+        try:
+            metric([prompts[i]], [completions[i]], np.asarray(lengths)[i : i + 1],
+                   {name: [values[i]] for name, values in columns.items()})
+        except RewardError:
+            return i
+    return None

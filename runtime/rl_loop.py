@@ -26,6 +26,7 @@ from tunix_dsl.data.tokenizers import Tokenizer
 from tunix_dsl.runtime import rl_dynamic
 from tunix_dsl.runtime.agent_env import PythonEnv
 from tunix_dsl.runtime.evaluation import completions_text
+from tunix_dsl.runtime.rewards import RowName, score_rows
 from tunix_dsl.runtime.rl_agent import StageAgent
 from tunix_dsl.runtime.rl_rewards import StageRewards
 from tunix_dsl.runtime.training import DurableLoop, LoopResult
@@ -40,6 +41,7 @@ class RLLoop(DurableLoop[RLProgram, RLConfig]):
     rows: list[dict[str, Any]]  # the dataset's rows (reward columns), by row id; `stream` yields prompts
     tokenizer: Tokenizer
     rewards: StageRewards
+    row_name: RowName  # row id -> where the row is (a reward error names it)
     agent: StageAgent | None = None  # with an `environment`: multi-turn episodes (rl_agent.py)
 
     eval_keys: ClassVar[tuple[str, ...]] = ("reward",)
@@ -124,8 +126,8 @@ class RLLoop(DurableLoop[RLProgram, RLConfig]):
         self._rollout_s += self._step_s
         chosen = [self.rows[int(r)] for r in row_ids]
         columns = {c: [row.get(c) for row in chosen] for c in chosen[0]}
-        reward, parts = self.rewards([row["prompt"] for row in chosen], texts, lengths, columns,
-                                     [int(r) for r in row_ids])
+        reward, parts = score_rows(self.rewards, [row["prompt"] for row in chosen], texts, lengths, columns,
+                                   lambda i: self.row_name(int(row_ids[i])))
         if self.agent is not None and isinstance(self.agent.rollout.env, PythonEnv):
             parts["environment"] = self._episodes.rewards
             reward = reward + self._episodes.rewards

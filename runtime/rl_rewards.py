@@ -4,7 +4,8 @@
 the dataset columns of their rows, checks what came back (a list of finite
 numbers, one per completion) and combines them: r = Σ_i w_i·r_i, plus DAPO's
 overlong penalty counted in tokens. Anything wrong stops the stage with a
-`RewardError` naming the stage, the reward and — for a bad value — the row.
+`RewardError` naming the stage and the reward, and the completion it is about:
+the caller (`rewards.score_rows`) turns that into the dataset row's file and line.
 """
 
 from __future__ import annotations
@@ -41,13 +42,13 @@ class StageRewards:
 
     def __call__(
         self, prompts: Sequence[str], completions: Sequence[str], lengths: np.ndarray,
-        columns: Mapping[str, Sequence[Any]], row_ids: Sequence[int],
+        columns: Mapping[str, Sequence[Any]],
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(total reward [N] float32, each component by name)."""
         parts: dict[str, np.ndarray] = {}
         total = np.zeros(len(completions), np.float32)
         for name, fn, weight in self.rewards:
-            scores = self._checked(name, fn, prompts, completions, lengths, columns, row_ids)
+            scores = self._checked(name, fn, prompts, completions, lengths, columns)
             parts[name] = scores
             total += np.float32(weight) * scores
         if self.overlong is not None:
@@ -57,13 +58,12 @@ class StageRewards:
         return total, parts
 
     def _checked(self, name: str, fn: RewardFn, prompts: Sequence[str], completions: Sequence[str],
-                 lengths: np.ndarray, columns: Mapping[str, Sequence[Any]], row_ids: Sequence[int]) -> np.ndarray:
+                 lengths: np.ndarray, columns: Mapping[str, Sequence[Any]]) -> np.ndarray:
         where = f"stage `{self.stage}`: reward `{name}`"
         try:
             out = fn(prompts, completions, lengths, columns)
         except RewardError as err:
-            row = f" (dataset row {int(row_ids[err.completion])})" if err.completion is not None else ""
-            raise RewardError(f"stage `{self.stage}`: {err}{row}") from err
+            raise RewardError(f"stage `{self.stage}`: {err}", completion=err.completion) from err
         except Exception as err:  # a built-in failing on the data: name it, no traceback
             raise RewardError(f"{where} raised {type(err).__name__}: {err}") from err
         try:
@@ -76,6 +76,6 @@ class StageRewards:
         for i, value in enumerate(values):
             if not math.isfinite(value):
                 raise RewardError(
-                    f"{where} returned {value} for dataset row {int(row_ids[i])} (prompt "
-                    f"{prompts[i]!r}, completion {completions[i]!r}); rewards must be finite numbers")
+                    f"{where} returned {value} for prompt {prompts[i]!r}, completion "
+                    f"{completions[i]!r}; rewards must be finite numbers", completion=i)
         return np.asarray(values, np.float32)

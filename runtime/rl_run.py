@@ -26,7 +26,7 @@ from tunix_dsl.runtime.data import BatchStream, tokenize_rows
 from tunix_dsl.runtime.evaluation import evaluate_model
 from tunix_dsl.runtime.preemption import StopSignals
 from tunix_dsl.runtime.progress import StageProgress
-from tunix_dsl.runtime.rewards import build_reward
+from tunix_dsl.runtime.rewards import RowName, build_reward, dataset_row_names
 from tunix_dsl.runtime.rl_agent import StageAgent, stage_agent
 from tunix_dsl.runtime.rl_loop import RLLoop
 from tunix_dsl.runtime.rl_rewards import StageRewards
@@ -49,6 +49,10 @@ def stage_rewards(executor: Executor, stage: Stage) -> StageRewards:
         rewards.append((name, build_reward(executor.pipeline.rewards[name].spec, executor.base_dir, name),
                         1.0))
     return StageRewards(stage.name, rewards, int(config.max_new_tokens), getattr(config, "overlong", None))
+
+
+def row_names(executor: Executor, dataset: str) -> RowName:
+    return dataset_row_names(executor.pipeline.datasets[dataset].spec, executor.base_dir, dataset)
 
 
 def lower(executor: Executor, stage: Stage, models: StageModels) -> RLProgram:
@@ -83,12 +87,12 @@ def held_out(executor: Executor, stage: Stage, program: RLProgram, rewards: Stag
     executor.log(f"  eval data {config.eval_data}: {len(rows)} prompts every {config.eval_every} steps")
 
     def metric(prompts: Any, completions: Any, lengths: Any, columns: Any) -> np.ndarray:
-        return rewards(prompts, completions, lengths, columns, list(range(len(completions))))[0]
+        return rewards(prompts, completions, lengths, columns)[0]
 
     def episode_scores(chosen: list[Any], episodes: Any) -> np.ndarray:
         columns = {c: [row.get(c) for row in chosen] for c in chosen[0]}
         scores, _ = rewards([row["prompt"] for row in chosen], episodes.final_texts,
-                            episodes.own_lengths, columns, list(range(len(chosen))))
+                            episodes.own_lengths, columns)
         return scores + episodes.rewards  # a python environment's step rewards (else zeros)
 
     def evaluate(state: TrainState) -> dict[str, float]:
@@ -99,7 +103,8 @@ def held_out(executor: Executor, stage: Stage, program: RLProgram, rewards: Stag
                                              batch_size=program.prompts_per_step, seed=seed)}
         result = evaluate_model(stage.name, policy, tokenizer, rows, metric,
                                 max_new_tokens=int(config.max_new_tokens), temperature=float(config.temperature),
-                                batch_size=program.prompts_per_step, seed=seed)
+                                batch_size=program.prompts_per_step, seed=seed,
+                                row_name=row_names(executor, config.eval_data))
         return {"reward": result.score}
 
     return evaluate
@@ -125,7 +130,8 @@ def run_rl_stage(executor: Executor, stage: Stage, status: StageStatus, signals:
     loop = RLLoop(stage.name, config, program, stream, head.checkpoints, head.sink, progress, executor.log,
                   signals, head.fingerprint, on_dispatch=executor.on_dispatch,
                   evaluate=held_out(executor, stage, program, rewards, agent),
-                  rows=rows, tokenizer=tokenizer, rewards=rewards, agent=agent)
+                  rows=rows, tokenizer=tokenizer, rewards=rewards, agent=agent,
+                  row_name=row_names(executor, config.data))
     try:
         state, result = drive(loop, head, progress)
     finally:

@@ -36,14 +36,12 @@ from tunix_dsl.compiler.rl_step import (
     Batch,
     RLStep,
     Sums,
-    completion_logits,
     completion_logps,
-    completion_targets,
+    completion_terms,
     masked_total,
     ratio_of_sums,
 )
-from tunix_dsl.compiler.stages.base import Container, StageModels, trainable_filter
-from tunix_dsl.models.transformer import gather_logps
+from tunix_dsl.compiler.stages.base import Container, StageModels, loss_chunk, trainable_filter
 from tunix_dsl.schemas.stages import GRPOConfig
 
 # loss variant -> (divide advantages by the group std, default aggregation, default ε_high)
@@ -68,13 +66,13 @@ def effective(config: GRPOConfig) -> tuple[bool, str, float]:
     return scale_by_std, aggregation, float(eps_high if eps_high is not None else config.epsilon)
 
 
-def reference_logps(modules: Container, batch: Batch) -> jax.Array:
+def reference_logps(modules: Container, batch: Batch, chunk: int, group: int) -> jax.Array:
     if hasattr(modules, "reference"):
-        return completion_logps(modules.reference, batch)
+        return completion_logps(modules.reference, batch, chunk, group)
     from tunix_dsl.models.lora import adapters_disabled
 
     with adapters_disabled(modules.policy):  # the policy's base: no second copy of the weights
-        return completion_logps(modules.policy, batch)
+        return completion_logps(modules.policy, batch, chunk, group)
 
 
 def build(config: GRPOConfig, models: StageModels) -> RLStep:
@@ -85,13 +83,14 @@ def build(config: GRPOConfig, models: StageModels) -> RLStep:
     scale_by_std, aggregation, eps_high = effective(config)
     gspo = config.loss == "gspo-token"
     norm = float(config.max_new_tokens)
+    chunk = loss_chunk(config, models.models["policy"])  # completion tokens per output-head slice
 
     def score(modules: Container, batch: Batch) -> dict[str, jax.Array]:
         out = {}
         if mu > 1:
-            out["old_logps"] = completion_logps(modules.policy, batch)
+            out["old_logps"] = completion_logps(modules.policy, batch, chunk, group)
         if beta > 0:
-            out["ref_logps"] = reference_logps(modules, batch)
+            out["ref_logps"] = reference_logps(modules, batch, chunk, group)
         return out
 
     def prepare(batch: Batch) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
@@ -102,8 +101,7 @@ def build(config: GRPOConfig, models: StageModels) -> RLStep:
 
     def micro_loss(modules: Container, mb: Batch) -> tuple[jax.Array, Sums]:
         mask = mb["completion_mask"]
-        logits = completion_logits(modules.policy, mb)
-        logps = gather_logps(logits, completion_targets(mb))
+        logps, entropy = completion_terms(modules.policy, mb, chunk, group)  # entropy: a metric
         old = mb["old_logps"] if mu > 1 else jax.lax.stop_gradient(logps)
         token_log_ratio = logps - jax.lax.stop_gradient(old)
         ratio = losses_rl.gspo_token_ratio(logps, old, mask) if gspo else jnp.exp(token_log_ratio)
@@ -120,7 +118,7 @@ def build(config: GRPOConfig, models: StageModels) -> RLStep:
             "ratio": masked_total(sg(ratio), mask),
             "approx_kl_old": masked_total(sg(jnp.expm1(token_log_ratio) - token_log_ratio), mask),
             "kl_ref": masked_total(sg(kl), mask),
-            "entropy": masked_total(losses_rl.entropy_from_logits(sg(logits)), mask),
+            "entropy": masked_total(entropy, mask),
         }
         return loss, sums
 

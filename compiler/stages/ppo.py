@@ -39,15 +39,14 @@ from tunix_dsl.compiler.rl_step import (
     RLStep,
     Sums,
     completion_hidden,
-    completion_logits,
     completion_logps,
-    completion_targets,
+    completion_terms,
     masked_total,
     ratio_of_sums,
 )
-from tunix_dsl.compiler.stages.base import Container, StageModels, trainable_filter
+from tunix_dsl.compiler.stages.base import Container, StageModels, loss_chunk, trainable_filter
 from tunix_dsl.compiler.stages.grpo import reference_logps
-from tunix_dsl.models.transformer import Transformer, gather_logps
+from tunix_dsl.models.transformer import Transformer
 from tunix_dsl.schemas.stages import PPOConfig
 
 METRICS = ("clip_fraction", "ratio", "approx_kl_old", "entropy", "policy_loss", "value_loss",
@@ -93,11 +92,12 @@ def build(config: PPOConfig, models: StageModels) -> RLStep:
     gamma, lam, eps = float(config.gamma), float(config.lam), float(config.epsilon)
     value_clip, value_coef, entropy_coef = float(config.value_clip), float(config.value_coef), float(config.entropy_coef)
     whiten = bool(config.whiten_advantages)
+    chunk = loss_chunk(config, models.models["policy"])  # completion tokens per output-head slice
 
     def score(modules: Container, batch: Batch) -> dict[str, jax.Array]:
-        out = {"old_logps": completion_logps(modules.policy, batch), "old_values": modules.critic(batch)}
+        out = {"old_logps": completion_logps(modules.policy, batch, chunk), "old_values": modules.critic(batch)}
         if beta > 0:
-            out["ref_logps"] = reference_logps(modules, batch)
+            out["ref_logps"] = reference_logps(modules, batch, chunk, 1)
         return out
 
     def prepare(batch: Batch) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
@@ -121,15 +121,14 @@ def build(config: PPOConfig, models: StageModels) -> RLStep:
 
     def micro_loss(modules: Container, mb: Batch) -> tuple[jax.Array, Sums]:
         mask = mb["completion_mask"]
-        logits = completion_logits(modules.policy, mb)
-        logps = gather_logps(logits, completion_targets(mb))
+        # the entropy bonus is a loss term: it keeps its gradient
+        logps, entropy = completion_terms(modules.policy, mb, chunk, entropy_gradient=True)
         log_ratio = logps - mb["old_logps"]
         ratio = jnp.exp(log_ratio)
         policy, clipped, _ = losses_rl.clipped_surrogate_per_token(ratio, mb["advantages"], eps_low=eps)
         values = modules.critic(mb)
         value, value_clipped = losses_rl.value_loss_per_token(values, mb["old_values"], mb["returns"],
                                                               clip=value_clip)
-        entropy = losses_rl.entropy_from_logits(logits)
         per_token = jnp.where(mask, policy + value_coef * value - entropy_coef * entropy, 0.0)
         loss = jnp.sum(per_token * mb["weights"])
         sg = jax.lax.stop_gradient

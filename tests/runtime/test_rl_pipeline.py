@@ -132,6 +132,7 @@ stage solve: grpo {{
   steps = {steps}
   optimizer = adamw(lr = {lr})
   on_nonfinite = "{on_nonfinite}"
+  beta = {beta}
 }}
 """
 
@@ -147,16 +148,75 @@ def nan_on_third(prompts, completions, answer, **columns):
 @pytest.mark.parametrize(
     ("fn", "message"),
     [
-        ("raises", r"stage `solve`: reward `bad` \(r.py:raises\) raised ZeroDivisionError: boom"),
+        ("raises", r"stage `solve`: reward `bad` \(r.py:raises\) raised ZeroDivisionError: boom; "
+                   r"at row \d+ of `sums` \(synthetic\)"),
         ("nan_on_third", r"stage `solve`: reward `bad` \(r.py:nan_on_third\) returned a NaN or infinite "
-                         r"score \(nan\) for completion .* \(dataset row \d+\)"),
+                         r"score \(nan\) for completion .*; at row \d+ of `sums` \(synthetic\)"),
     ],
 )
 def test_a_broken_reward_stops_the_stage_naming_reward_and_row(
     tmp_path: Path, capsys: pytest.CaptureFixture, fn: str, message: str
 ) -> None:
-    (tmp_path / "p.tnx").write_text(BROKEN.format(fn=fn, steps=1, lr=1e-3, on_nonfinite="stop"))
+    (tmp_path / "p.tnx").write_text(BROKEN.format(fn=fn, steps=1, lr=1e-3, on_nonfinite="stop", beta=0.04))
     (tmp_path / "r.py").write_text(REWARDS)
+    assert run(tmp_path) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert re.search(message, err), err
+
+
+HELD_OUT = """
+pipeline held_out_reward {{ seed = 0 }}
+tokenizer chars = bytes()
+model tiny = transformer(preset = "pico", tokenizer = chars, n_layers = 1)
+dataset sums = synthetic("addition", digits = 1, count = 20, seed = 1)
+dataset held = jsonl("held.jsonl")
+reward flaky = python("r.py:{fn}")
+stage solve: grpo {{
+  policy = tiny
+  data = sums
+  rewards = [flaky]
+  generations = 2
+  batch_size = 4
+  max_prompt_len = 8
+  max_new_tokens = 2
+  steps = 1
+  eval_every = 1
+  eval_data = held
+}}
+"""
+
+# Only the held-out rows have a `boom` column: training scores 0, scoring the held-out set fails.
+HELD_OUT_REWARDS = """
+def nan_on_boom(prompts, completions, **columns):
+    return [float("nan") if b == "yes" else 0.0 for b in columns.get("boom", [""] * len(completions))]
+
+def raises_on_boom(prompts, completions, **columns):
+    if "yes" in columns.get("boom", []):
+        raise ValueError("cannot score this one")
+    return [0.0] * len(completions)
+"""
+
+# the third row is on line 4 (line 2 is blank); the eval batches order rows by prompt length
+HELD_ROWS = ('{"prompt": "1+1=", "boom": "no"}\n\n{"prompt": "22+22=", "boom": "no"}\n'
+             '{"prompt": "3+3=", "boom": "yes"}\n')
+
+
+@pytest.mark.parametrize(
+    ("fn", "message"),
+    [
+        ("nan_on_boom", r"reward `flaky` \(r.py:nan_on_boom\) returned a NaN or infinite score \(nan\) for "
+                        r"completion .*; at row 3 of `held` \(.*held.jsonl:4\)"),
+        ("raises_on_boom", r"reward `flaky` \(r.py:raises_on_boom\) raised ValueError: cannot score this one; "
+                           r"at row 3 of `held` \(.*held.jsonl:4\)"),
+    ],
+)
+def test_a_held_out_reward_error_names_the_file_and_line_of_the_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture, fn: str, message: str
+) -> None:
+    (tmp_path / "p.tnx").write_text(HELD_OUT.format(fn=fn))
+    (tmp_path / "r.py").write_text(HELD_OUT_REWARDS)
+    (tmp_path / "held.jsonl").write_text(HELD_ROWS)
     assert run(tmp_path) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -168,10 +228,13 @@ REWARD_OK = "def ok(prompts, completions, **columns):\n    return [float(len(c) 
 
 def test_a_diverging_update_stops_the_stage_or_is_skipped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "r.py").write_text(REWARD_OK)
-    (tmp_path / "p.tnx").write_text(BROKEN.format(fn="ok", steps=3, lr=1e30, on_nonfinite="stop"))
+    (tmp_path / "p.tnx").write_text(BROKEN.format(fn="ok", steps=3, lr=1e30, on_nonfinite="stop", beta=0.04))
     assert run(tmp_path) == 1
     err = capsys.readouterr().err
     assert re.search(r"stage `solve`: (loss|grad_norm) = (nan|inf|-inf) at step \d+; stopped", err), err
-    (tmp_path / "p.tnx").write_text(BROKEN.format(fn="ok", steps=3, lr=1e30, on_nonfinite="skip"))
+    # no KL term here: equal rewards then give an exactly zero gradient, so the steps after the
+    # skipped one update (a KL between the score and update programs' forwards of an unmoved
+    # policy is zero only up to rounding, which a learning rate of 1e30 turns into an overflow)
+    (tmp_path / "p.tnx").write_text(BROKEN.format(fn="ok", steps=3, lr=1e30, on_nonfinite="skip", beta=0))
     assert run(tmp_path, "--force", "solve") == 0
     assert re.search(r"warning: stage `solve`: step \d+ skipped \(", capsys.readouterr().out)

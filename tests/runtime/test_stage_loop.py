@@ -83,8 +83,8 @@ class FakeTokenizer:
         return bytes(ids).decode()
 
 
-def fake_rewards(prompts: list[str], completions: list[str], lengths: np.ndarray, columns: dict[str, list[Any]],
-                 row_ids: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def fake_rewards(prompts: list[str], completions: list[str], lengths: np.ndarray,
+                 columns: dict[str, list[Any]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     reward = np.asarray([float(len(c)) for c in completions], np.float32)
     return reward, {"length": reward}
 
@@ -153,7 +153,8 @@ def run_loop(*, steps: int, every: int = 0, minutes: float = 0, seconds_per_step
     if rl:
         program = FakeRLProgram(clock, seconds_per_step, skipped, iterations)
         loop = RLLoop("s", config, program, *common, clock=clock, rows=[{"prompt": "p", "answer": "A"}],
-                      tokenizer=FakeTokenizer(), rewards=fake_rewards)  # type: ignore[arg-type]
+                      tokenizer=FakeTokenizer(), rewards=fake_rewards,  # type: ignore[arg-type]
+                      row_name=lambda row: f"row {row + 1}")
     else:
         loop = StageLoop("s", config, FakeProgram(clock, seconds_per_step, skipped), *common, clock=clock)
     state, result = loop.run(0, 0)

@@ -43,7 +43,7 @@ from tunix_dsl.data.synthetic_tasks import (
 __all__ = [
     "CANONICAL_COLUMNS", "CONSUMERS", "CONSUMER_COLUMNS", "SYNTHETIC_TASKS", "ConsumerInfo",
     "DataError", "MAX_REPORTED_ROWS", "collect_rows", "row_checker", "ParamInfo", "Row", "SyntheticTaskError", "TaskInfo", "check_mapping",
-    "check_synthetic_params", "mapped_columns", "peek_jsonl_columns", "read_jsonl",
+    "check_synthetic_params", "jsonl_row_lines", "mapped_columns", "peek_jsonl_columns", "read_jsonl",
     "synthetic_rows", "synthetic_task",
 ]
 
@@ -232,6 +232,11 @@ def read_jsonl(
     path = str(path)
     check = row_checker(path, mapping, required, consumer)
     return collect_rows(path, _parsed_lines(path), check, max_problems)
+
+
+def jsonl_row_lines(path: str | Path) -> list[int]:
+    """The line number of each row ``read_jsonl`` returns, in order (blank lines hold none)."""
+    return [lineno for lineno, _ in _open_lines(str(path))]
 
 
 def _parsed_lines(path: str) -> Iterator[tuple[int, dict[str, Any] | DataError]]:

@@ -71,6 +71,12 @@ def file_columns(path: str | Path, split: str | None = None) -> dict[str, str]:
     return {field.name: str(field.type) for field in schema}
 
 
+def file_row_counts(path: str | Path, split: str | None = None) -> list[tuple[Path, int]]:
+    """(file, rows) in the order ``read_parquet`` reads them, from the footers (no rows read)."""
+    pq = _pyarrow()
+    return [(file, pq.ParquetFile(file).metadata.num_rows) for file in parquet_files(path, split)]
+
+
 def type_problem(column: str, arrow_type: str) -> str | None:
     """Why a canonical column's Arrow type cannot hold its values, or None (schema-only check)."""
     text = arrow_type.replace("large_", "")
