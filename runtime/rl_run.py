@@ -81,7 +81,8 @@ def held_out(executor: Executor, stage: Stage, program: RLProgram, rewards: Stag
     config = rl_config(stage.config)
     if not config.eval_every or config.eval_data is None:
         return None
-    rows = executor.resources.rows(config.eval_data, "prompt")
+    eval_data = config.eval_data
+    rows = executor.resources.rows(eval_data, "prompt")
     tokenizer = executor.tokenizer_for(config.policy)
     seed = derived_seed(executor.stage_seed(stage), "eval")
     executor.log(f"  eval data {config.eval_data}: {len(rows)} prompts every {config.eval_every} steps")
@@ -104,7 +105,7 @@ def held_out(executor: Executor, stage: Stage, program: RLProgram, rewards: Stag
         result = evaluate_model(stage.name, policy, tokenizer, rows, metric,
                                 max_new_tokens=int(config.max_new_tokens), temperature=float(config.temperature),
                                 batch_size=program.prompts_per_step, seed=seed,
-                                row_name=row_names(executor, config.eval_data))
+                                row_name=row_names(executor, eval_data))
         return {"reward": result.score}
 
     return evaluate
