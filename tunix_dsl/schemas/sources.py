@@ -143,6 +143,13 @@ class TransformerSource(ModelSchema):
                  "max_seq_len")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
+    def architecture(self, vocab_size: int, dtype: str, param_dtype: str) -> object:
+        # the same hook a plugin model describes its architecture with
+        from tunix_dsl.models.config import ModelConfig
+
+        return ModelConfig.from_preset(self.preset, vocab_size, remat=self.remat, dtype=dtype,
+                                       param_dtype=param_dtype, **self.size_overrides())
+
 
 class HFModelSource(ModelSchema):
     """A Llama/Qwen-family checkpoint directory: config.json + safetensors (+ tokenizer)."""
