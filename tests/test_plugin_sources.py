@@ -121,6 +121,9 @@ def test_a_built_in_dataset_reads_its_rows_through_its_implementation(tmp_path):
 
 
 def test_a_plugin_datasets_missing_file_is_found_before_the_run(tmp_path):
+    (warning,) = [d for d in _pipeline(tmp_path).diagnostics if d.code == "TNX403"]  # lint
+    assert (warning.span.line, warning.span.column) == (6, 27)
+    assert warning.message == 'data path "pairs.tsv" not found'
     found = _preflight(tmp_path)  # no pairs.tsv
     assert len(found) == 1
     code, line, column, message = found[0]
