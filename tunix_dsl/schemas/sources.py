@@ -27,9 +27,9 @@ from tunix_dsl.schemas.base import Problem, Schema, TokenizerInput
 class RewardSchema(Schema):
     """Base of every `reward NAME = f(...)` source.
 
-    A plugin reward sets `implementation = "module:build"`, imported only by
-    `tnx run`: `build(spec, base_dir, name)` returns the scoring function
-    `score(prompts, completions, lengths, columns) -> float32 array`
+    Every reward, built-in or plugin, sets `implementation = "module:build"`,
+    imported only by `tnx run`: `build(spec, base_dir, name)` returns the scoring
+    function `score(prompts, completions, lengths, columns) -> float32 array`
     (`tunix_dsl.runtime.rewards`).
     """
 
@@ -43,9 +43,10 @@ class RewardSchema(Schema):
 class DatasetSchema(Schema):
     """Base of every `dataset NAME = f(...)` source.
 
-    A plugin dataset sets `implementation = "module:rows"`, called at run time as
-    `rows(spec, base_dir) -> list[dict]` (jax-free code: `tnx plan` reads rows
-    for its checks); `known_columns` lets lint check the columns without reading rows.
+    Every dataset, built-in or plugin, sets `implementation = "module:rows"`, called
+    as `rows(spec, base_dir, consumer=None, required=()) -> list[dict]` (jax-free code:
+    `tnx plan` reads rows for its checks; `tunix_dsl.data.sources` holds the built-in
+    ones). The methods below feed lint and the pre-flight check without reading rows.
     """
 
     implementation: ClassVar[str] = ""
