@@ -129,12 +129,15 @@ def decay_mask(params: Any) -> Any:
 
 # --------------------------------------------------------------------------- optimizers
 
+# The built-in directions (before decay and the learning rate), named by each schema's
+# `implementation` in `tunix_dsl.schemas.training`, as a plugin optimizer names its own.
 
-def _adam(spec: AdamW) -> optax.GradientTransformation:
+
+def adam(spec: AdamW) -> optax.GradientTransformation:
     return optax.scale_by_adam(b1=spec.b1, b2=spec.b2, eps=spec.eps)
 
 
-def _adafactor(spec: Adafactor) -> optax.GradientTransformation:
+def adafactor(spec: Adafactor) -> optax.GradientTransformation:
     # Adafactor's factored second moments and update clipping (Shazeer & Stern 2018), without
     # its relative step size: `lr` is an absolute step like the other optimizers'.
     return optax.chain(
@@ -143,37 +146,27 @@ def _adafactor(spec: Adafactor) -> optax.GradientTransformation:
     )
 
 
-def _sgd(spec: SGD) -> optax.GradientTransformation:
+def sgd(spec: SGD) -> optax.GradientTransformation:
     if spec.momentum == 0.0:  # nesterov without momentum is refused by the schema (TNX222)
         return optax.identity()
     return optax.trace(decay=spec.momentum, nesterov=spec.nesterov)
 
 
-def _lion(spec: Lion) -> optax.GradientTransformation:
+def lion(spec: Lion) -> optax.GradientTransformation:
     return optax.scale_by_lion(b1=spec.b1, b2=spec.b2)
 
 
-# name → the optimizer's update direction (before decay and the learning rate); each takes
-# its own schema class, so the registry's parameter is Any.
-DIRECTIONS: dict[str, Callable[[Any], optax.GradientTransformation]] = {
-    "adamw": _adam,
-    "adafactor": _adafactor,
-    "sgd": _sgd,
-    "lion": _lion,
-}
-
-
 def _direction(spec: OptimizerBase) -> optax.GradientTransformation:
-    """The update direction: built in, or a plugin optimizer's `implementation`
-    (`fn(spec) -> optax.GradientTransformation`); clipping, decay and the schedule wrap it."""
-    if spec.call_name in DIRECTIONS:
-        return DIRECTIONS[spec.call_name](spec)
+    """The update direction, from the schema's `implementation` (`fn(spec) ->
+    optax.GradientTransformation`; built-in and plugin optimizers alike); clipping, decay and
+    the schedule wrap it."""
     from tunix_dsl.schemas.plugins import OPTIMIZERS_GROUP, load_implementation
 
     build = load_implementation(OPTIMIZERS_GROUP, type(spec))
     if not callable(build):
         raise TypeError(f"the implementation of optimizer `{spec.call_name}` is not a function")
-    return build(spec)
+    direction: optax.GradientTransformation = build(spec)
+    return direction
 
 
 def build_optimizer(

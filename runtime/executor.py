@@ -225,18 +225,17 @@ class Executor:
                 STAGE_KINDS[stage.kind].load_lowering()
             except LoweringError as err:
                 raise RunError(f"stage `{stage.name}`: {err}") from None
-        from tunix_dsl.schemas.plugins import SOURCE_GROUPS, load_implementation, origin_of
+        from tunix_dsl.schemas.plugins import SOURCE_GROUPS, load_implementation
 
+        # every source's run-time half, built-in or plugin, imports the same way
         for group, table in (("tunix_dsl.rewards", self.pipeline.rewards),
                              ("tunix_dsl.datasets", self.pipeline.datasets)):
             assert group in SOURCE_GROUPS
             for decl in table.values():
-                schema = type(decl.spec)
-                if not origin_of(group, schema.call_name).builtin:
-                    try:
-                        load_implementation(group, schema)
-                    except LoweringError as err:
-                        raise RunError(f"{decl.keyword} `{decl.name}`: {err}") from None
+                try:
+                    load_implementation(group, type(decl.spec))
+                except LoweringError as err:
+                    raise RunError(f"{decl.keyword} `{decl.name}`: {err}") from None
 
     def statuses(self) -> dict[str, StageStatus]:
         return stage_statuses(self.pipeline, self.layout, self.fingerprints, self.force)

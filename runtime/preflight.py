@@ -9,8 +9,9 @@ later stage's missing file is found before an earlier stage trains for hours.
 What is checked, for what the run reads or writes (unused declarations are
 lint's business):
 
-- jsonl and parquet data: the file reads, and every row suits each consumer that reads it
-  (TNX370, TNX371 with every bad row as `file:line: reason`, up to a cap);
+- data read from files (jsonl, parquet, and any plugin source whose schema's `files()` names
+  them): the file reads, and every row, read through the source's `implementation`, suits each
+  consumer that reads it (TNX370, TNX371 with every bad row as `file:line: reason`, up to a cap);
 - `hf("dir")` models: config.json parses into an architecture, the safetensors
   weights (single file, or every shard an index names) have readable headers,
   and the checkpoint's own tokenizer loads when no `tokenizer =` is given (TNX372);
@@ -37,18 +38,19 @@ from pathlib import Path
 from typing import Any
 
 from tunix_dsl.check.ir import Decl, Pipeline
-from tunix_dsl.data.datasets import CONSUMERS, DataError, read_jsonl
+from tunix_dsl.data.datasets import CONSUMERS, DataError
 from tunix_dsl.data.tokenizers import TokenizerError
 from tunix_dsl.grammar.diagnostics import Diagnostic
 from tunix_dsl.grammar.spans import Span
 from tunix_dsl.models.info import model_size_info
 from tunix_dsl.rules.registry import diagnostic
 from tunix_dsl.schemas.base import ModelRef
+from tunix_dsl.schemas.kinds import LoweringError
+from tunix_dsl.schemas.plugins import load_implementation
 from tunix_dsl.schemas.sources import (
+    DatasetSchema,
     HFModelSource,
     HFTokenizerSource,
-    JsonlSource,
-    ParquetSource,
     PythonReward,
 )
 
@@ -100,7 +102,8 @@ def preflight(pipeline: Pipeline, run_dir: Path, export_root: Path | None = None
     for kind, table in (("dataset", pipeline.datasets), ("model", pipeline.models),
                         ("tokenizer", pipeline.tokenizers), ("reward", pipeline.rewards)):
         for name, decl in table.items():
-            check = INPUT_CHECKS.get(type(decl.spec))
+            check = next((INPUT_CHECKS[t] for t in type(decl.spec).__mro__ if t in INPUT_CHECKS),
+                         None)
             users = readers.get(f"{kind}:{name}")
             if check is not None and users is not None:
                 problems += [Problem(d, tuple(sorted(users))) for d in check(pipeline, decl, users)]
@@ -158,46 +161,68 @@ def _path_span(decl: Decl[Any], field: str = "path") -> Span:
 # ---------------------------------------------------------------------------- inputs
 
 
-def _jsonl(p: Pipeline, decl: Decl[Any], users: dict[str, set[str]]) -> Iterator[Diagnostic]:
-    spec: JsonlSource | ParquetSource = decl.spec
-    path = p.resolve_path(spec.path)
+def _dataset_files(p: Pipeline, decl: Decl[Any], users: dict[str, set[str]]) -> Iterator[Diagnostic]:
+    """A source that reads files (its schema's `files()`, built-in or plugin): every row is
+    read through its `implementation`, as the run will, once per way a reader needs it."""
+    spec: DatasetSchema = decl.spec
+    files = spec.files()
+    if not files:
+        return
+    readers = "read by " + ", ".join(sorted(users))
+    try:
+        rows = load_implementation("tunix_dsl.datasets", type(spec))
+    except LoweringError as err:
+        yield diagnostic("TNX370", f"dataset `{decl.name}`: {err}", decl.name_span, label=readers,
+                         help="install the plugin that provides the source, or fix its "
+                              "`implementation`")
+        return
+    if not callable(rows):
+        yield diagnostic("TNX370", f"dataset `{decl.name}`: the implementation of "
+                         f"`{spec.call_name}(...)` is not a function", decl.name_span, label=readers)
+        return
     ways = sorted({how for hows in users.values() for how in hows})
     seen: set[tuple[int | None, str]] = set()
-    rows: list[DataError] = []
+    bad: list[DataError] = []
     total = 0
+    shown = next(iter(files.values()))
     for how in ways:
         consumer, _, required = how.partition(":")
         try:
-            _read_rows(spec, path, [c for c in required.split(",") if c],
-                       consumer if consumer in CONSUMERS else None)
+            rows(spec, p.base_dir, consumer if consumer in CONSUMERS else None,
+                 [c for c in required.split(",") if c])
         except DataError as err:
+            field = _field_of(p, files, err.path)
             if err.line is None and err.problems == (err,):  # the file as a whole
-                yield diagnostic("TNX370", f"dataset `{decl.name}`: {err.message}: \"{spec.path}\"",
-                                 _path_span(decl), label="read by " + ", ".join(sorted(users)),
+                yield diagnostic("TNX370", f"dataset `{decl.name}`: {err.message}: "
+                                 f"\"{files[field]}\"", _path_span(decl, field), label=readers,
                                  help=_PATH_HELP)
                 return
+            shown = files[field]
             fresh = [e for e in err.problems if (e.line, e.message) not in seen]
             seen.update((e.line, e.message) for e in fresh)
-            rows += fresh
+            bad += fresh
             total += len(fresh) + err.total - len(err.problems)
+        except Exception as err:  # noqa: BLE001 - a plugin's reader may raise anything
+            field = _field_of(p, files, getattr(err, "filename", None))
+            yield diagnostic("TNX370", f"dataset `{decl.name}`: reading \"{files[field]}\" failed: "
+                             f"{type(err).__name__}: {err}", _path_span(decl, field), label=readers,
+                             help=_PATH_HELP)
+            return
     if total:
-        shown = rows[:20]
-        more = [f"... and {total - len(shown)} more"] if total > len(shown) else []
+        listed = bad[:20]
+        more = [f"... and {total - len(listed)} more"] if total > len(listed) else []
         yield diagnostic(
             "TNX371", f"dataset `{decl.name}`: {total} bad row{'s' if total > 1 else ''} in "
-            f"\"{spec.path}\"", _path_span(decl), label="read by " + ", ".join(sorted(users)),
-            help="fix or remove these rows", notes=[str(e) for e in shown] + more)
+            f"\"{shown}\"", _path_span(decl, next(k for k, v in files.items() if v == shown)),
+            label=readers, help="fix or remove these rows", notes=[str(e) for e in listed] + more)
 
 
-def _read_rows(spec: JsonlSource | ParquetSource, path: Path, required: list[str],
-               consumer: str | None) -> None:
-    """Read every row as the run will (jsonl, or parquet batch by batch); DataError if bad."""
-    if isinstance(spec, ParquetSource):
-        from tunix_dsl.data.parquet import read_parquet
-
-        read_parquet(path, spec.mapping(), required, consumer=consumer, split=spec.split)
-    else:
-        read_jsonl(path, spec.mapping(), required, consumer=consumer)
+def _field_of(p: Pipeline, files: dict[str, str], path: object) -> str:
+    """The `files()` field naming `path` (a reader's error names the file), else the first."""
+    for field, written in files.items():
+        if path is not None and (str(path) == written or Path(str(path)) == p.resolve_path(written)):
+            return field
+    return next(iter(files))
 
 
 def _hf_model(p: Pipeline, decl: Decl[Any], users: dict[str, set[str]]) -> Iterator[Diagnostic]:
@@ -322,11 +347,10 @@ def _top_level_names(tree: ast.Module) -> dict[str, bool]:
 
 InputCheck = Callable[[Pipeline, Decl[Any], dict[str, set[str]]], Iterator[Diagnostic]]
 
-# Source types that name something on disk; the others (synthetic data, built-in
-# rewards, transformer() models, bytes()) have nothing to check here.
+# Source types (or their base, for every dataset source) that name something on disk; the
+# others (built-in rewards, transformer() models, bytes()) have nothing to check here.
 INPUT_CHECKS: dict[type, InputCheck] = {
-    JsonlSource: _jsonl,
-    ParquetSource: _jsonl,  # the same row checks; `_read_rows` picks the reader
+    DatasetSchema: _dataset_files,  # every dataset source: the files its `files()` names
     HFModelSource: _hf_model,
     HFTokenizerSource: _hf_tokenizer,
     PythonReward: _python_reward,

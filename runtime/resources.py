@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tunix_dsl.check.ir import Pipeline, Stage
 from tunix_dsl.compiler.stages import reference_sharing
-from tunix_dsl.data.datasets import CANONICAL_COLUMNS, Row, read_jsonl, synthetic_rows
+from tunix_dsl.data.datasets import Row
 from tunix_dsl.data.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer
 from tunix_dsl.models.config import ModelConfig, ModelConfigError
 from tunix_dsl.models.info import resolve_path
@@ -18,11 +18,8 @@ from tunix_dsl.runtime.run_dir import derived_seed
 from tunix_dsl.schemas.base import ModelRef
 from tunix_dsl.schemas.sources import (
     BytesTokenizer,
-    DatasetSource,
+    DatasetSchema,
     HFTokenizerSource,
-    JsonlSource,
-    ParquetSource,
-    SyntheticSource,
     TokenizerSource,
 )
 from tunix_dsl.schemas.stages import STAGE_KINDS
@@ -36,25 +33,16 @@ def make_tokenizer(spec: TokenizerSource, base_dir: Path) -> Tokenizer:
     raise TypeError(f"unsupported tokenizer source {type(spec).__name__}")
 
 
-def dataset_rows(spec: DatasetSource, base_dir: Path, consumer: str | None = None) -> list[Row]:
-    """The rows of a dataset declaration; `consumer` makes jsonl name the line of a missing column."""
-    if isinstance(spec, SyntheticSource):
-        return synthetic_rows(spec.task, count=spec.count, seed=spec.seed, **spec.params)
-    if isinstance(spec, JsonlSource):
-        mapping = {col: getattr(spec, col) for col in CANONICAL_COLUMNS if getattr(spec, col, None)}
-        return read_jsonl(resolve_path(spec.path, base_dir), mapping, consumer=consumer)
-    if isinstance(spec, ParquetSource):
-        from tunix_dsl.data.parquet import read_parquet
-
-        return read_parquet(resolve_path(spec.path, base_dir), spec.mapping(), consumer=consumer,
-                            split=spec.split)
-    # a plugin source: its `implementation` gives the rows (jax-free code)
+def dataset_rows(spec: DatasetSchema, base_dir: Path, consumer: str | None = None) -> list[Row]:
+    """The rows of a dataset declaration, from its schema's `implementation` (built-in and
+    plugin sources alike; `tunix_dsl.data.sources`); `consumer` lets a file reader name the
+    line of a row the layout cannot use."""
     from tunix_dsl.schemas.plugins import load_implementation
 
     rows = load_implementation("tunix_dsl.datasets", type(spec))
     if not callable(rows):
         raise TypeError(f"the implementation of `{type(spec).call_name}(...)` is not a function")
-    return list(rows(spec, base_dir))
+    return list(rows(spec, base_dir, consumer))
 
 
 class Resources:

@@ -51,19 +51,11 @@ class RewardError(Exception):
         self.completion = completion
 
 
-BUILDERS: dict[type, Callable[[Any, Path, str], RewardFn]] = {}
+# The built-in rewards' run-time halves: each schema names its builder in `implementation`
+# (`tunix_dsl.schemas.sources`), exactly as a plugin reward does.
 
 
-def builds(schema: type) -> Callable:
-    def register(fn: Callable[[Any, Path, str], RewardFn]) -> Callable[[Any, Path, str], RewardFn]:
-        BUILDERS[schema] = fn
-        return fn
-
-    return register
-
-
-@builds(ExactMatchReward)
-def _exact_match(spec: ExactMatchReward, _base: Path, name: str) -> RewardFn:
+def exact_match(spec: ExactMatchReward, _base: Path, name: str) -> RewardFn:
     def score(prompts, completions, lengths, columns) -> np.ndarray:
         expected = columns[spec.field]
         norm = (lambda s: s.strip()) if spec.strip else (lambda s: s)
@@ -73,8 +65,7 @@ def _exact_match(spec: ExactMatchReward, _base: Path, name: str) -> RewardFn:
     return score
 
 
-@builds(RegexReward)
-def _regex(spec: RegexReward, _base: Path, name: str) -> RewardFn:
+def regex(spec: RegexReward, _base: Path, name: str) -> RewardFn:
     pattern = re.compile(spec.pattern)
 
     def score(prompts, completions, lengths, columns) -> np.ndarray:
@@ -83,8 +74,7 @@ def _regex(spec: RegexReward, _base: Path, name: str) -> RewardFn:
     return score
 
 
-@builds(LengthPenaltyReward)
-def _length_penalty(spec: LengthPenaltyReward, _base: Path, name: str) -> RewardFn:
+def length_penalty(spec: LengthPenaltyReward, _base: Path, name: str) -> RewardFn:
     def score(prompts, completions, lengths, columns) -> np.ndarray:
         over = np.maximum(np.asarray(lengths, np.float32) - spec.target, 0.0)
         return (-spec.weight * over).astype(np.float32)
@@ -92,8 +82,7 @@ def _length_penalty(spec: LengthPenaltyReward, _base: Path, name: str) -> Reward
     return score
 
 
-@builds(PythonReward)
-def _python(spec: PythonReward, base: Path, name: str) -> RewardFn:
+def python_function(spec: PythonReward, base: Path, name: str) -> RewardFn:
     path = Path(spec.file) if Path(spec.file).is_absolute() else base / spec.file
     if not path.is_file():
         raise RewardError(f"reward `{name}`: file {path} does not exist")
@@ -136,20 +125,19 @@ def _python(spec: PythonReward, base: Path, name: str) -> RewardFn:
 
 
 def build_reward(spec: RewardSchema, base_dir: Path, name: str) -> RewardFn:
-    """The scoring function of a reward declaration (a plugin reward's from its
-    `implementation`, loaded here, at run time)."""
-    builder = BUILDERS.get(type(spec))
-    if builder is None:
-        from tunix_dsl.schemas.kinds import LoweringError
-        from tunix_dsl.schemas.plugins import load_implementation
+    """The scoring function of a reward declaration: its schema's `implementation`
+    (`build(spec, base_dir, name) -> RewardFn`), loaded here, at run time; built-in and
+    plugin rewards alike."""
+    from tunix_dsl.schemas.kinds import LoweringError
+    from tunix_dsl.schemas.plugins import load_implementation
 
-        try:
-            builder = load_implementation("tunix_dsl.rewards", type(spec))  # type: ignore[assignment]
-        except LoweringError as err:
-            raise RewardError(f"reward `{name}`: {err}") from None
-        if not callable(builder):
-            raise RewardError(f"reward `{name}`: the implementation of "
-                              f"`{type(spec).call_name}` is not a function")
+    try:
+        builder = load_implementation("tunix_dsl.rewards", type(spec))
+    except LoweringError as err:
+        raise RewardError(f"reward `{name}`: {err}") from None
+    if not callable(builder):
+        raise RewardError(f"reward `{name}`: the implementation of "
+                          f"`{type(spec).call_name}` is not a function")
     return builder(spec, Path(base_dir), name)
 
 

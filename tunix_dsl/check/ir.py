@@ -281,31 +281,5 @@ class Pipeline:
 
 
 def _columns_of(decl: Decl[DatasetSource] | None, base_dir: Path) -> frozenset[str] | None:
-    from tunix_dsl.data.datasets import (
-        SYNTHETIC_TASKS,
-        DataError,
-        mapped_columns,
-        peek_jsonl_columns,
-    )
-    from tunix_dsl.schemas.sources import JsonlSource, ParquetSource, SyntheticSource
-
-    if decl is None:
-        return None
-    spec = decl.spec
-    if isinstance(spec, SyntheticSource):
-        task = SYNTHETIC_TASKS.get(spec.task)
-        return frozenset(task.columns) if task else None
-    if isinstance(spec, JsonlSource):
-        keys = peek_jsonl_columns(resolve_path(spec.path, base_dir))
-        if not isinstance(keys, set):
-            return None
-        return frozenset(mapped_columns(keys, spec.mapping()))
-    if isinstance(spec, ParquetSource):  # the footer of the first file: no rows read
-        from tunix_dsl.data.parquet import file_columns
-
-        try:
-            names = file_columns(resolve_path(spec.path, base_dir), spec.split)
-        except DataError:
-            return None
-        return frozenset(mapped_columns(names, spec.mapping()))
-    return spec.known_columns(base_dir)  # a plugin source says what it knows
+    # every source, built-in or plugin, says what it knows of its columns without reading rows
+    return None if decl is None else decl.spec.known_columns(base_dir)

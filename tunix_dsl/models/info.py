@@ -21,7 +21,6 @@ from tunix_dsl.schemas.sources import (
     BytesTokenizer,
     HFModelSource,
     HFTokenizerSource,
-    TransformerSource,
 )
 
 BYTE_VOCAB_SIZE = 259  # 256 bytes + pad, bos, eos (tunix_dsl.data.tokenizers.ByteTokenizer)
@@ -87,13 +86,7 @@ def model_size_info(spec: Any, tokenizer_spec: Any | None, precision: str,
     """The ModelConfig a model declaration describes (same rules as the runtime).
     `precision` is the compute dtype, `param_dtype` the parameters' storage dtype."""
     try:
-        if isinstance(spec, TransformerSource):
-            vocab = tokenizer_vocab_size(tokenizer_spec, base_dir)
-            if isinstance(vocab, str):
-                return SizeInfo(None, missing=vocab)
-            return SizeInfo(ModelConfig.from_preset(spec.preset, vocab, remat=spec.remat,
-                                                    dtype=precision, param_dtype=param_dtype,
-                                                    **spec.size_overrides()))
+        # a checkpoint: its config.json (the weights load at run time)
         if isinstance(spec, HFModelSource):
             config_path = resolve_path(spec.path, base_dir) / "config.json"
             try:
@@ -106,7 +99,8 @@ def model_size_info(spec: Any, tokenizer_spec: Any | None, precision: str,
                 return SizeInfo(None, missing=f"cannot read {spec.path}/config.json: {e}")
             return SizeInfo(checkpoint_config(hf, spec.preset, remat=spec.remat, dtype=precision,
                                               param_dtype=param_dtype))
-        # a plugin architecture: a config of the built-in decoder family, initialised randomly
+        # an architecture of the built-in decoder family, initialised randomly: transformer()
+        # and plugin models alike describe it through `ModelSchema.architecture`
         vocab = tokenizer_vocab_size(tokenizer_spec, base_dir)
         if isinstance(vocab, str):
             return SizeInfo(None, missing=vocab)

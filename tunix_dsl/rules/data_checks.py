@@ -7,15 +7,13 @@ not fit, would fail when its data is built, after earlier stages trained.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 
 from tunix_dsl.check.ir import Pipeline, Stage
-from tunix_dsl.data.datasets import CONSUMERS, MIN_SEQUENCE_TOKENS, peek_jsonl_rows, tokens_needed
+from tunix_dsl.data.datasets import CONSUMERS, MIN_SEQUENCE_TOKENS, tokens_needed
 from tunix_dsl.grammar.diagnostics import Diagnostic, Label, Severity
 from tunix_dsl.rules.codes import _with_stage
 from tunix_dsl.rules.registry import diagnostic, rule
-from tunix_dsl.schemas.sources import JsonlSource, SyntheticSource
 
 E = Severity.ERROR
 # Up to this many rows, lint generates (or reads) them and measures the shortest exactly.
@@ -48,8 +46,9 @@ def sequence_too_short(p: Pipeline) -> Iterator[Diagnostic]:
 
 
 @rule("TNX313", "rows-dropped", E,
-      "A max_seq_len at which every row of a dataset (synthetic, or the first rows of a jsonl "
-      "file) would be dropped: its completion alone does not fit.",
+      "A max_seq_len at which every row of a dataset (synthetic, the first rows of a jsonl "
+      "file, or what a plugin source's `row_lengths` offers) would be dropped: its completion "
+      "alone does not fit.",
       bad=_with_stage("model = tiny\ndata = sums\nsteps = 10\nmax_seq_len = 4").replace(
           "count = 100", "digits = 3, count = 100"),
       good=_with_stage("model = tiny\ndata = sums\nsteps = 10\nmax_seq_len = 16").replace(
@@ -77,36 +76,12 @@ def _shortest_row(p: Pipeline, stage: Stage, name: str) -> int | None:
     """Tokens the shortest row of a dataset needs, with a byte tokenizer (whose token count
     is known without loading anything); None when unknown or when no row is ever dropped.
 
-    A jsonl file is read up to its first rows: when all of those are dropped, the length
-    is wrong for this data even if a later row would fit."""
+    The rows measured are what the source's `row_lengths` offers (built-in or plugin): a
+    jsonl file's first rows, a synthetic task's rows or its bound."""
     decl = p.datasets.get(name)
     tokenizer = p.tokenizer_of(stage.trained)
     consumer = stage.info.consumer
     if decl is None or tokenizer is None or tokenizer[0] != "bytes" or not CONSUMERS[consumer].kept_whole:
         return None
-    spec = decl.spec
-    if isinstance(spec, SyntheticSource):
-        return _shortest(spec.task, spec.count, spec.seed, tuple(sorted(spec.params.items())),
-                         consumer)
-    if isinstance(spec, JsonlSource):
-        peeked = peek_jsonl_rows(p.resolve_path(spec.path), spec.mapping(), _EXACT_ROWS)
-        return None if not peeked or not peeked[0] else _needed(consumer, peeked[0])
-    return None
-
-
-def _needed(consumer: str, rows: list[dict[str, object]]) -> int:
-    return min(tokens_needed(consumer, {k: len(v.encode()) for k, v in row.items()
-                                        if isinstance(v, str)}) for row in rows)
-
-
-@functools.lru_cache(maxsize=64)
-def _shortest(task: str, count: int, seed: int, params: tuple[tuple[str, object], ...],
-              consumer: str) -> int:
-    """Exact over the rows for small datasets (the ones a task's bound may not reach); the
-    task's own bound over all possible rows for larger ones."""
-    from tunix_dsl.data.synthetic_tasks import SYNTHETIC_TASKS, default_values, synthetic_rows
-
-    if count > _EXACT_ROWS:
-        bound = SYNTHETIC_TASKS[task].shortest(default_values(task, dict(params)))
-        return tokens_needed(consumer, bound)
-    return _needed(consumer, synthetic_rows(task, count=count, seed=seed, **dict(params)))
+    lengths = decl.spec.row_lengths(p.base_dir, _EXACT_ROWS)
+    return min(tokens_needed(consumer, row) for row in lengths) if lengths else None

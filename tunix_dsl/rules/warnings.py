@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from tunix_dsl.check.ir import Pipeline
 from tunix_dsl.grammar.diagnostics import Diagnostic, Label, Severity
-from tunix_dsl.models.info import is_file
+from tunix_dsl.models.info import exists, is_file
 from tunix_dsl.rules.codes import _PRELUDE, _with_stage, without_sums
 from tunix_dsl.rules.registry import diagnostic, rule
 from tunix_dsl.schemas.sources import HFTokenizerSource, PythonReward
@@ -83,6 +83,13 @@ def paths_exist(p: Pipeline) -> Iterator[Diagnostic]:
                              decl.field_spans.get(("target",), decl.name_span),
                              label="loaded at run time",
                              help="paths are relative to the .tnx file's directory")
+    for dataset in p.datasets.values():  # what each source, built-in or plugin, reads
+        for field, written in dataset.spec.files().items():
+            if not exists(p.resolve_path(written)):
+                yield diagnostic("TNX403", f"data path \"{written}\" not found",
+                                 dataset.field_spans.get((field,), dataset.name_span),
+                                 label="columns not checked",
+                                 help="paths are relative to the .tnx file's directory")
     for tokenizer in p.tokenizers.values():
         if isinstance(tokenizer.spec, HFTokenizerSource):
             path = p.resolve_path(tokenizer.spec.path)

@@ -9,7 +9,9 @@ Relative paths are resolved against the directory of the `.tnx` file.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
@@ -26,9 +28,9 @@ from tunix_dsl.schemas.base import Problem, Schema, TokenizerInput
 class RewardSchema(Schema):
     """Base of every `reward NAME = f(...)` source.
 
-    A plugin reward sets `implementation = "module:build"`, imported only by
-    `tnx run`: `build(spec, base_dir, name)` returns the scoring function
-    `score(prompts, completions, lengths, columns) -> float32 array`
+    Every reward, built-in or plugin, sets `implementation = "module:build"`,
+    imported only by `tnx run`: `build(spec, base_dir, name)` returns the scoring
+    function `score(prompts, completions, lengths, columns) -> float32 array`
     (`tunix_dsl.runtime.rewards`).
     """
 
@@ -42,9 +44,10 @@ class RewardSchema(Schema):
 class DatasetSchema(Schema):
     """Base of every `dataset NAME = f(...)` source.
 
-    A plugin dataset sets `implementation = "module:rows"`, called at run time as
-    `rows(spec, base_dir) -> list[dict]` (jax-free code: `tnx plan` reads rows
-    for its checks); `known_columns` lets lint check the columns without reading rows.
+    Every dataset, built-in or plugin, sets `implementation = "module:rows"`, called
+    as `rows(spec, base_dir, consumer=None, required=()) -> list[dict]` (jax-free code:
+    `tnx plan` reads rows for its checks; `tunix_dsl.data.sources` holds the built-in
+    ones). The methods below feed lint and the pre-flight check without reading rows.
     """
 
     implementation: ClassVar[str] = ""
@@ -52,6 +55,19 @@ class DatasetSchema(Schema):
     def known_columns(self, base_dir: Path) -> frozenset[str] | None:
         """Columns every row has, or None when they cannot be known before reading."""
         return None
+
+    def row_lengths(self, base_dir: Path, limit: int) -> list[dict[str, int]] | None:
+        """UTF-8 byte lengths of the string columns of rows lint may measure cheaply (the
+        sequence-length check TNX313): every row, the first `limit` (when all of those are
+        dropped the length is wrong for this data), or one bound no row is below; None when
+        that is not known without reading the data."""
+        return None
+
+    def files(self) -> dict[str, str]:
+        """Field → path (as written, relative to the `.tnx` file) of each file the source
+        reads: the pre-flight check (TNX370/TNX371) finds them missing and reads their rows
+        through `implementation` before anything trains."""
+        return {}
 
 
 class ModelSchema(Schema):
@@ -129,6 +145,13 @@ class TransformerSource(ModelSchema):
                  "max_seq_len")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
+    def architecture(self, vocab_size: int, dtype: str, param_dtype: str) -> object:
+        # the same hook a plugin model describes its architecture with
+        from tunix_dsl.models.config import ModelConfig
+
+        return ModelConfig.from_preset(self.preset, vocab_size, remat=self.remat, dtype=dtype,
+                                       param_dtype=param_dtype, **self.size_overrides())
+
 
 class HFModelSource(ModelSchema):
     """A Llama/Qwen-family checkpoint directory: config.json + safetensors (+ tokenizer)."""
@@ -160,6 +183,7 @@ class SyntheticSource(DatasetSchema):
     """
 
     call_name = "synthetic"
+    implementation = "tunix_dsl.data.sources:synthetic"
     positional = ("task",)
     extras_field = "params"
     task: str = Field(description="task name, e.g. \"addition\"")
@@ -168,6 +192,18 @@ class SyntheticSource(DatasetSchema):
     params: dict[str, int | float | str | bool] = Field(
         default_factory=dict, description="the task's own parameters"
     )
+
+    def known_columns(self, base_dir: Path) -> frozenset[str] | None:
+        from tunix_dsl.data.datasets import SYNTHETIC_TASKS
+
+        task = SYNTHETIC_TASKS.get(self.task)
+        return frozenset(task.columns) if task else None
+
+    def row_lengths(self, base_dir: Path, limit: int) -> list[dict[str, int]] | None:
+        # exact over the rows of a small dataset (a task's bound may not be reached); the
+        # task's own bound over all possible rows for a larger one
+        return _synthetic_lengths(self.task, self.count, self.seed,
+                                  tuple(sorted(self.params.items())), limit)
 
     def problems(self) -> list[Problem]:
         from tunix_dsl.data.datasets import SYNTHETIC_TASKS
@@ -209,6 +245,25 @@ class SyntheticSource(DatasetSchema):
         return found
 
 
+@functools.lru_cache(maxsize=64)
+def _synthetic_lengths(task: str, count: int, seed: int,
+                       params: tuple[tuple[str, int | float | str | bool], ...],
+                       limit: int) -> list[dict[str, int]] | None:
+    from tunix_dsl.data.synthetic_tasks import SYNTHETIC_TASKS, default_values, synthetic_rows
+
+    if task not in SYNTHETIC_TASKS:
+        return None
+    if count > limit:
+        return [SYNTHETIC_TASKS[task].shortest(default_values(task, dict(params)))]
+    return [string_lengths(row) for row in
+            synthetic_rows(task, count=count, seed=seed, **dict(params))]
+
+
+def string_lengths(row: Mapping[str, object]) -> dict[str, int]:
+    """Column → UTF-8 byte length, for the string columns of a row (`row_lengths`)."""
+    return {k: len(v.encode()) for k, v in row.items() if isinstance(v, str)}
+
+
 class JsonlSource(DatasetSchema):
     """One JSON object per line. Each column field names the file key that holds it.
 
@@ -218,6 +273,7 @@ class JsonlSource(DatasetSchema):
     """
 
     call_name = "jsonl"
+    implementation = "tunix_dsl.data.sources:jsonl"
     positional = ("path",)
     path: str = Field(description="path of the .jsonl file", min_length=1)
     text: str | None = Field(None, description="file key holding the `text` column")
@@ -233,6 +289,24 @@ class JsonlSource(DatasetSchema):
         """Canonical column → file key, for the columns given explicitly."""
         return {n: getattr(self, n) for n in _COLUMN_FIELDS if getattr(self, n) is not None}
 
+    def known_columns(self, base_dir: Path) -> frozenset[str] | None:
+        """The keys of the first rows (a few lines read), mapped to canonical columns."""
+        from tunix_dsl.data.datasets import mapped_columns, peek_jsonl_columns
+        from tunix_dsl.models.info import resolve_path
+
+        keys = peek_jsonl_columns(resolve_path(self.path, base_dir))
+        return frozenset(mapped_columns(keys, self.mapping())) if isinstance(keys, set) else None
+
+    def row_lengths(self, base_dir: Path, limit: int) -> list[dict[str, int]] | None:
+        from tunix_dsl.data.datasets import peek_jsonl_rows
+        from tunix_dsl.models.info import resolve_path
+
+        peeked = peek_jsonl_rows(resolve_path(self.path, base_dir), self.mapping(), limit)
+        return None if not peeked or not peeked[0] else [string_lengths(r) for r in peeked[0]]
+
+    def files(self) -> dict[str, str]:
+        return {"path": self.path}
+
 
 _COLUMN_FIELDS = ("text", "prompt", "completion", "chosen", "rejected", "answer", "messages")
 
@@ -245,6 +319,7 @@ class ParquetSource(DatasetSchema):
     """
 
     call_name = "parquet"
+    implementation = "tunix_dsl.data.sources:parquet"
     positional = ("path",)
     path: str = Field(description="a .parquet file, or a directory searched for them", min_length=1)
     split: str | None = Field(
@@ -262,6 +337,21 @@ class ParquetSource(DatasetSchema):
     def mapping(self) -> dict[str, str]:
         """Canonical column → file column, for the columns given explicitly."""
         return {n: getattr(self, n) for n in _COLUMN_FIELDS if getattr(self, n) is not None}
+
+    def known_columns(self, base_dir: Path) -> frozenset[str] | None:
+        """The columns of the first file's footer (no rows read), mapped to canonical ones."""
+        from tunix_dsl.data.datasets import DataError, mapped_columns
+        from tunix_dsl.data.parquet import file_columns
+        from tunix_dsl.models.info import resolve_path
+
+        try:
+            names = file_columns(resolve_path(self.path, base_dir), self.split)
+        except DataError:
+            return None
+        return frozenset(mapped_columns(names, self.mapping()))
+
+    def files(self) -> dict[str, str]:
+        return {"path": self.path}
 
 
 DatasetSource = SyntheticSource | JsonlSource | ParquetSource
@@ -284,6 +374,7 @@ class ExactMatchReward(RewardSchema):
     """1.0 when the completion equals the row's `field` column, else 0.0."""
 
     call_name = "exact_match"
+    implementation = "tunix_dsl.runtime.rewards:exact_match"
     field: str = Field("answer", description="dataset column holding the expected answer")
     strip: bool = Field(True, description="ignore leading/trailing whitespace")
 
@@ -295,6 +386,7 @@ class RegexReward(RewardSchema):
     """`score` when the completion matches `pattern` (Python `re.search`), else 0.0."""
 
     call_name = "regex"
+    implementation = "tunix_dsl.runtime.rewards:regex"
     positional = ("pattern",)
     pattern: str = Field(description="regular expression searched in the completion")
     score: float = Field(1.0, description="reward for a match")
@@ -316,6 +408,7 @@ class LengthPenaltyReward(RewardSchema):
     """−weight × (tokens beyond `target`): discourages long completions."""
 
     call_name = "length_penalty"
+    implementation = "tunix_dsl.runtime.rewards:length_penalty"
     target: int = Field(32, ge=0, description="completion length (tokens) with no penalty")
     weight: float = Field(0.01, ge=0, description="penalty per token beyond `target`")
 
@@ -327,6 +420,7 @@ class PythonReward(RewardSchema):
     """A user function `fn(prompts, completions, **columns) -> list[float]`, loaded at run time."""
 
     call_name = "python"
+    implementation = "tunix_dsl.runtime.rewards:python_function"
     positional = ("target",)
     target: str = Field(description="\"file.py:function\", path relative to the .tnx file")
     columns_used: list[str] = Field(

@@ -36,7 +36,7 @@ class OptimizerBase(Schema):
     )
 
     # A plugin optimizer's direction, `"module:fn"` with `fn(spec) -> optax.GradientTransformation`,
-    # imported only by plan/run; the built-in ones live in `compiler/optim.py`.
+    # imported only by plan/run; the built-in ones name theirs in `compiler/optim.py`.
     implementation: ClassVar[str] = ""
 
 
@@ -44,6 +44,7 @@ class AdamW(OptimizerBase):
     """Adam with decoupled weight decay."""
 
     call_name = "adamw"
+    implementation = "tunix_dsl.compiler.optim:adam"
     b1: float = Field(0.9, ge=0, lt=1, description="first-moment decay")
     b2: float = Field(0.999, ge=0, lt=1, description="second-moment decay")
     eps: float = Field(1e-8, gt=0, description="denominator epsilon")
@@ -53,6 +54,7 @@ class Adafactor(OptimizerBase):
     """Adafactor: factored second moments, little optimizer memory."""
 
     call_name = "adafactor"
+    implementation = "tunix_dsl.compiler.optim:adafactor"
     decay_rate: float = Field(0.8, gt=0, le=1, description="second-moment decay exponent")
     eps: float = Field(1e-30, gt=0, description="regularisation epsilon")
 
@@ -61,6 +63,7 @@ class SGD(OptimizerBase):
     """Stochastic gradient descent with optional (Nesterov) momentum."""
 
     call_name = "sgd"
+    implementation = "tunix_dsl.compiler.optim:sgd"
     momentum: float = Field(0.0, ge=0, lt=1, description="momentum coefficient (0: plain SGD)")
     nesterov: bool = Field(False, description="Nesterov momentum (needs momentum > 0)")
 
@@ -76,6 +79,7 @@ class Lion(OptimizerBase):
     """Lion: sign of an interpolated momentum; use a ~3-10x smaller lr than AdamW."""
 
     call_name = "lion"
+    implementation = "tunix_dsl.compiler.optim:lion"
     b1: float = Field(0.9, ge=0, lt=1, description="interpolation factor of the update")
     b2: float = Field(0.99, ge=0, lt=1, description="momentum decay")
 

@@ -63,8 +63,10 @@ def collate(examples: Sequence[Any], length: int, pad: int) -> Batch:
 UNPAIRED_RULES = ConsumerRules(tokenize, collate)
 
 
-def unpaired_addition_rows(spec: Any, base_dir: Path) -> list[dict[str, Any]]:
-    """`count` rows `a+b=` → a completion, right with probability `desirable_fraction`."""
+def unpaired_addition_rows(spec: Any, base_dir: Path, consumer: str | None = None,
+                           required: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """`count` rows `a+b=` → a completion, right with probability `desirable_fraction`
+    (generated rows always have their four columns: `consumer`, `required` need no check)."""
     rng = np.random.default_rng([spec.seed, spec.digits])
     high = 10 ** spec.digits
     rows = []
