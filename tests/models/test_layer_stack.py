@@ -126,7 +126,7 @@ def test_lora_on_stacked_equals_lora_on_unrolled(targets: tuple[str, ...], dropo
 def _same_adapters(stacked: Transformer, unrolled: Transformer) -> None:
     """Give both models the same adapters, layer by layer; non-zero B: a real delta."""
     key = jax.random.key(7)
-    for path, var in nnx.to_flat_state(nnx.state(unrolled, nnx.LoRAParam)):
+    for _, var in nnx.to_flat_state(nnx.state(unrolled, nnx.LoRAParam)):
         key, sub = jax.random.split(key)
         var.set_value(0.05 * jax.random.normal(sub, var.get_value().shape))
     if not stacked.stacked:
@@ -180,3 +180,36 @@ def test_stacked_hf_model_matches_transformers_and_round_trips(tmp_path) -> None
     assert not unrolled.stacked
     np.testing.assert_allclose(np.asarray(unrolled(tokens)), np.asarray(model(tokens)), atol=1e-4,
                                rtol=0)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+@pytest.mark.parametrize("policy", ["full", "dots"])
+def test_remat_with_lora_differentiates_the_adapters(policy: str, dropout: float) -> None:
+    """Adapters on one layer (so the blocks run unrolled, each under remat) with the frozen base
+    outside the differentiated state: `nnx.remat` raised flax's TraceContextError here."""
+    model = Transformer(CFG, rngs=nnx.Rngs(6))
+    apply_lora(model, LoraSpec(rank=4, alpha=8, targets=("layers.1.attn",), dropout=dropout),
+               nnx.Rngs(2))
+    assert not model.stacked
+    for _, var in nnx.to_flat_state(nnx.state(model, nnx.LoRAParam)):  # B != 0: dropout matters
+        var.set_value(var.get_value() + 0.1)
+
+    def adapter_grads(m: Transformer) -> tuple[jax.Array, nnx.State]:
+        # split as the train step splits: RNG counters traced by the gradient transform too
+        graphdef, lora, frozen, rngs = nnx.split(m, nnx.LoRAParam, nnx.Not(nnx.RngState), ...)
+
+        def loss(p: nnx.State, r: nnx.State) -> jax.Array:
+            return -nnx.merge(graphdef, p, frozen, r).logps(TOKENS[:, :-1], TOKENS[:, 1:]).sum()
+
+        value, (grads, _) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), allow_int=True))(
+            lora, rngs)
+        return value, grads
+
+    (value, grads), (want, want_grads) = (adapter_grads(copy(model, remat=r)) for r in (policy, "none"))
+    np.testing.assert_allclose(float(value), float(want), rtol=1e-6)
+    for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-5, rtol=1e-5)
+    assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
+    if dropout:  # the RNG counter comes back out of the checkpointed block: masks change per call
+        remat = copy(model, remat=policy)
+        assert not np.array_equal(np.asarray(remat(TOKENS)), np.asarray(remat(TOKENS)))

@@ -110,7 +110,10 @@ def load_hf(
     with ExitStack() as stack:
         handles = {p: stack.enter_context(safe_open(p, framework="numpy"))
                    for p in sorted(set(files[t.hf] for t in expected))}
-        for stored, var in _stored_params(model).items():
+        order = {t.ours: n for n, t in enumerate(expected)}  # checkpoint order, for errors
+        stored_params = sorted(_stored_params(model).items(), key=lambda item: order[
+            layer_paths(tuple(item[0].split(".")), item[1])[0][0]])
+        for stored, var in stored_params:
             target = var.get_value()  # ShapeDtypeStruct
             axes = var.get_metadata().get("out_sharding")
             sharding = shardings(stored, tuple(target.shape), axes) if shardings else None

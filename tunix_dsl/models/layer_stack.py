@@ -38,6 +38,7 @@ from flax import nnx
 LAYER_AXIS = "layers"  # logical name of the stacked layer axis (compiler.sharding.LOGICAL_RULES)
 M = TypeVar("M", bound=nnx.Module)
 Carry = TypeVar("Carry")
+Out = TypeVar("Out")
 
 REMAT_POLICIES: dict[str, Callable[[], Any] | None] = {  # keys: model_config.REMAT_POLICIES
     "none": None,
@@ -55,12 +56,26 @@ def remat_policy(remat: bool | str) -> str:
     return remat
 
 
-def checkpointed(fn: Callable[..., Any], policy: str, **kwargs: Any) -> Callable[..., Any]:
-    """`fn` under `nnx.remat` with the named policy (unchanged for "none")."""
+def remat_call(module: M, policy: str, call: Callable[[M], Out]) -> Out:
+    """`call(module)` under `jax.checkpoint` with the named policy (a plain call for "none").
+
+    The module enters the checkpointed function as its state and only its RNG state comes
+    back out (LoRA dropout's counter): `nnx.remat` would write every variable back, and a
+    parameter created outside the trace that differentiates (LoRA's frozen base) cannot be
+    written from inside it (flax's TraceContextError)."""
     make = REMAT_POLICIES[policy]
     if make is None:
-        return fn
-    return nnx.remat(fn, policy=make(), **kwargs)
+        return call(module)
+    graphdef, state = nnx.split(module)
+
+    def pure(state: nnx.State) -> tuple[Out, nnx.State]:
+        inner = nnx.merge(graphdef, state)
+        return call(inner), nnx.state(inner, nnx.RngState)
+
+    out, rng_state = jax.checkpoint(pure, policy=make())(state)
+    if jax.tree.leaves(rng_state):
+        nnx.update(module, rng_state)
+    return out
 
 
 def _is_variable(x: Any) -> bool:

@@ -33,8 +33,7 @@ from tunix_dsl.model_config import ModelConfig
 from tunix_dsl.models.chunked import chunked_logps, default_loss_chunk, gather_logps
 from tunix_dsl.models.kv_cache import KVCache
 from tunix_dsl.models.layer_stack import (
-    REMAT_POLICIES,
-    checkpointed,
+    remat_call,
     remat_policy,
     scan_stacked,
     stack,
@@ -86,17 +85,6 @@ class Block(nnx.Module):
         x = x + h
         x = x + self.mlp(self.mlp_norm(x))
         return x, kv, probs
-
-
-def _run_block(block: Block, x: jax.Array, rope: Rope, mask: jax.Array, kv: LayerKV | None,
-               cache_index: jax.Array | None,
-               return_probs: bool) -> tuple[jax.Array, LayerKV | None, jax.Array | None]:
-    return block(x, rope, mask, kv, cache_index, return_probs)
-
-
-# Activation checkpointing of one unrolled block, per remat policy (`layer_stack`).
-_RUN_BLOCK = {policy: checkpointed(_run_block, policy, static_argnums=(6,))
-              for policy in REMAT_POLICIES}
 
 
 class Transformer(nnx.Module):
@@ -174,12 +162,12 @@ class Transformer(nnx.Module):
                 hidden_states=tuple(hs) if return_hidden else None,  # [L,B,T,D] -> L x [B,T,D]
                 attentions=tuple(ps) if return_attention else None)
 
-        run = _RUN_BLOCK[policy]
         hiddens, maps, ks, vs = [], [], [], []
         for i, block in enumerate(self.blocks()):
             kv = (cache.k[i], cache.v[i]) if cache is not None else None
             index = cache.index if cache is not None else None
-            x, kv, probs = run(block, x, rope, mask, kv, index, return_attention)
+            x, kv, probs = remat_call(block, policy, lambda b, x=x, kv=kv, index=index: b(
+                x, rope, mask, kv, index, return_attention))
             hiddens.append(x)
             maps.append(probs)
             if kv is not None:
