@@ -91,7 +91,9 @@ def logical_axes(variable: nnx.Variable) -> tuple[str | None, ...]:
 def is_stacked(variable: nnx.Variable) -> bool:
     """Whether the variable's leading axis is the layer axis."""
     axes = variable.get_metadata().get("out_sharding")
-    return bool(axes) and axes[0] == LAYER_AXIS
+    if not axes:
+        return False
+    return bool(axes[0] == LAYER_AXIS)
 
 
 def stacked_variable(kind: type[nnx.Variable], value: jax.Array,

@@ -150,7 +150,7 @@ class Transformer(nnx.Module):
         rope = rope_tables(positions, jnp.asarray(rope_inv_freq(self.cfg)))
         policy = remat_policy(self.cfg.remat)
         x = self.embed(tokens)  # [B,T,D]
-        if cache is None and self.stacked:
+        if cache is None and isinstance(self.layers, Block):  # stacked
             # training and scoring forwards: one traced block body for every layer
             def step(block: Block, h: jax.Array) -> tuple[jax.Array, tuple[Any, Any]]:
                 h, _, probs = block(h, rope, mask, return_probs=return_attention)
@@ -166,8 +166,12 @@ class Transformer(nnx.Module):
         for i, block in enumerate(self.blocks()):
             kv = (cache.k[i], cache.v[i]) if cache is not None else None
             index = cache.index if cache is not None else None
-            x, kv, probs = remat_call(block, policy, lambda b, x=x, kv=kv, index=index: b(
-                x, rope, mask, kv, index, return_attention))
+            def call(b: Block, x: jax.Array = x, kv: LayerKV | None = kv,
+                     index: jax.Array | None = index) -> tuple[jax.Array, LayerKV | None,
+                                                               jax.Array | None]:
+                return b(x, rope, mask, kv, index, return_attention)
+
+            x, kv, probs = remat_call(block, policy, call)
             hiddens.append(x)
             maps.append(probs)
             if kv is not None:
