@@ -162,7 +162,10 @@ class Transformer(nnx.Module):
                 hidden_states=tuple(hs) if return_hidden else None,  # [L,B,T,D] -> L x [B,T,D]
                 attentions=tuple(ps) if return_attention else None)
 
-        hiddens, maps, ks, vs = [], [], [], []
+        hiddens: list[jax.Array] = []
+        maps: list[jax.Array] = []  # filled only with return_attention
+        ks: list[jax.Array] = []
+        vs: list[jax.Array] = []
         for i, block in enumerate(self.blocks()):
             kv = (cache.k[i], cache.v[i]) if cache is not None else None
             index = cache.index if cache is not None else None
@@ -173,7 +176,8 @@ class Transformer(nnx.Module):
 
             x, kv, probs = remat_call(block, policy, call)
             hiddens.append(x)
-            maps.append(probs)
+            if probs is not None:
+                maps.append(probs)
             if kv is not None:
                 ks.append(kv[0])
                 vs.append(kv[1])
