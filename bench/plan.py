@@ -1,7 +1,7 @@
 """Planned memory on TPU slices vs the analytic floor, and plan time (`tnx plan --target`).
 
 For each architecture preset × {full SFT, LoRA SFT} × target, one pipeline
-(bf16, remat for full SFT, seq 2048, every device on `fsdp`, one sequence per device per
+(bf16, full remat, seq 2048, every device on `fsdp`, one sequence per device per
 micro-batch) is planned in this process: the TPU executable is compiled by
 libtpu on this CPU host. Printed per row: XLA's peak per device (arguments +
 outputs + temporaries − donated + code), the analytic floor (parameters +
@@ -51,10 +51,7 @@ def plan_one(model: str, lora: bool, target_name: str, seq: int, workdir: Path) 
     target = get_target(target_name)
     devices = len(target_devices(target))
     path = workdir / f"{model}-{'lora' if lora else 'full'}.tnx"
-    # LoRA rows run without remat: `remat = true` with `lora` fails to trace in
-    # models/transformer.py (flax TraceContextError), on CPU as on TPU.
-    path.write_text(PIPELINE.format(model=model, batch=devices, seq=seq,
-                                    remat="false" if lora else "true",
+    path.write_text(PIPELINE.format(model=model, batch=devices, seq=seq, remat="true",
                                     lora="lora = lora(rank = 16)" if lora else ""))
     pipeline = load(str(path))
     assert pipeline.ok, [d.message for d in pipeline.errors]

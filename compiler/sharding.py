@@ -3,7 +3,7 @@
 The pipeline's `mesh` block names the sizes of three axes — `data`, `fsdp`,
 `tensor` — with `-1` meaning "every device left". Model parameters carry
 *logical* axis names (`vocab`, `embed`, `heads`, `kv_heads`, `head_dim`,
-`mlp`); `LOGICAL_RULES` maps those to mesh axes. A dimension that does not
+`mlp`, and `layers`, the leading axis of stacked blocks); `LOGICAL_RULES` maps those to mesh axes. A dimension that does not
 divide evenly by its mesh axes is replicated instead (tiny models on many
 devices), so a rule never turns into a runtime error.
 
@@ -32,6 +32,7 @@ LOGICAL_RULES: dict[str, tuple[str, ...] | None] = {
     "kv_heads": ("tensor",),
     "head_dim": None,
     "mlp": ("tensor",),
+    "layers": None,  # the stacked layer axis (models.layer_stack): each device holds every layer
 }
 
 

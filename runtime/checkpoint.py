@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -237,6 +238,13 @@ class StageCheckpoints:
         have = _layout(saved_tree)
         if want == have:
             return
+        if _per_layer(have) and not _per_layer(want):
+            raise CheckpointMismatch(
+                f"checkpoint {path} stores the decoder blocks one by one (`layers/0/...`, written "
+                "by tunix-dsl before blocks were stored stacked along a layer axis); this version "
+                "stores them stacked and cannot resume it. The checkpoint is kept; finish the "
+                "stage with the tunix-dsl that wrote it, or pass --force with this stage to start "
+                "it over (its checkpoints are moved aside, not deleted)")
         differs = sorted(set(want) ^ set(have)) or sorted(k for k in want if want[k] != have[k])
         first = differs[0]
         raise CheckpointMismatch(
@@ -337,6 +345,11 @@ def _layout(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
     with_paths, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))
     return {"/".join(key_name(e) for e in path): (tuple(leaf.shape), str(np.dtype(leaf.dtype)))
             for path, leaf in with_paths}
+
+
+def _per_layer(layout: dict[str, tuple[tuple[int, ...], str]]) -> bool:
+    """Whether a layout holds decoder blocks one by one (`.../layers/<i>/...`)."""
+    return any(re.search(r"(^|/)layers/\d+/", name) for name in layout)
 
 
 def _describe(entry: tuple[tuple[int, ...], str] | None) -> str:

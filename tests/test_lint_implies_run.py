@@ -201,11 +201,14 @@ def test_lint_knows_exactly_the_kernel_paths_apply_lora_matches(tied: bool) -> N
 
     from tunix_dsl.models.config import ModelConfig
     from tunix_dsl.models.info import dense_kernel_shapes
+    from tunix_dsl.models.layer_stack import layer_paths
     from tunix_dsl.models.layers import Dense
     from tunix_dsl.models.transformer import Transformer
 
     cfg = ModelConfig.from_preset("pico", 259, n_layers=2, tie_embeddings=tied)
     model = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
-    runtime = {".".join(str(p) for p in path) + ".kernel": tuple(module.kernel.shape)
-               for path, module in nnx.iter_modules(model) if isinstance(module, Dense)}
+    # per-layer paths, as apply_lora matches them also on stacked blocks ([L, in, out] kernels)
+    runtime = {name: tuple(module.kernel.shape)[0 if layer is None else 1:]
+               for path, module in nnx.iter_modules(model) if isinstance(module, Dense)
+               for name, layer in layer_paths((*path, "kernel"), module.kernel)}
     assert dense_kernel_shapes(cfg) == runtime

@@ -86,7 +86,7 @@ def test_missing_files(tmp_path, saved):
 
 def test_save_refuses_parameters_without_hf_name(tmp_path):
     model = Transformer(ModelConfig.from_preset("pico", 61), rngs=nnx.Rngs(0))
-    model.layers[0].attn.q_proj.extra = nnx.Param(nnx.initializers.zeros(None, (2,)))
+    model.layers.attn.q_proj.extra = nnx.Param(nnx.initializers.zeros(None, (2,)))
     with pytest.raises(ModelLoadError, match="merge_lora"):
         save_hf(model, tmp_path)
 

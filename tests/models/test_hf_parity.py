@@ -105,10 +105,10 @@ def test_load_hf_places_parameters_with_given_shardings(tmp_path):
 
     hf_model = make_hf_model("llama3-untied")
     model = load_hf(save_hf_model(hf_model, tmp_path / "hf"), shardings=shardings)
-    assert seen["layers.0.attn.q_proj.kernel"] == ("embed", "heads")
+    assert seen["layers.attn.q_proj.kernel"] == ("layers", "embed", "heads")  # stacked blocks
     assert seen["lm_head.kernel"] == ("embed", "vocab")
-    q = model.layers[0].attn.q_proj.kernel.get_value()
-    assert q.sharding.spec == PartitionSpec(None, "tensor")
+    q = model.layers.attn.q_proj.kernel.get_value()
+    assert q.sharding.spec == PartitionSpec(None, None, "tensor")
     np.testing.assert_allclose(np.asarray(model(TOKENS)), hf_logits(hf_model, TOKENS), atol=TOL,
                                rtol=0)
 
@@ -132,10 +132,10 @@ def test_bfloat16_checkpoint(tmp_path):
     np.testing.assert_allclose(np.asarray(model(TOKENS)), hf_logits(hf_model, TOKENS), atol=TOL,
                                rtol=0)
     mixed = load_hf(directory, dtype="bfloat16")
-    assert mixed.layers[0].attn.q_proj.bias.get_value().dtype == jnp.float32
+    assert mixed.blocks()[0].attn.q_proj.bias.get_value().dtype == jnp.float32
     assert mixed(TOKENS).dtype == jnp.bfloat16
     model16 = load_hf(directory, dtype="bfloat16", param_dtype="bfloat16")
-    assert model16.layers[0].attn.q_proj.bias.get_value().dtype == jnp.bfloat16
+    assert model16.blocks()[0].attn.q_proj.bias.get_value().dtype == jnp.bfloat16
 
 
 SHARDED_LOAD_SCRIPT = """

@@ -35,6 +35,9 @@ VOCAB = 259
 
 
 def make_model(seed: int = 0, **overrides) -> Transformer:
+    """Blocks stored one by one (these tests address `layers[i]`); LoRA on stacked blocks is
+    compared with this layout in test_layer_stack.py."""
+    overrides.setdefault("scan_layers", False)
     cfg = ModelConfig.from_preset("pico", VOCAB, **overrides)
     return Transformer(cfg, rngs=nnx.Rngs(seed))
 

@@ -15,7 +15,7 @@ from tunix_dsl.models import ModelOutput, Transformer, init_cache
 from tunix_dsl.models.config import PRESETS, ModelConfig
 
 VOCAB = 67
-LOGICAL_AXES = {"vocab", "embed", "heads", "kv_heads", "head_dim", "mlp"}
+LOGICAL_AXES = {"vocab", "embed", "heads", "kv_heads", "head_dim", "mlp", "layers"}
 CONFIGS = {
     "llama": ModelConfig.from_preset(
         "pico", VOCAB, tie_embeddings=False,
@@ -71,7 +71,8 @@ def test_every_parameter_has_logical_axes_and_count_matches(name):
         assert axes is not None and len(axes) == var.get_value().ndim, path
         assert set(axes) <= LOGICAL_AXES, (path, axes)
     assert sum(v.get_value().size for v in params.values()) == model.cfg.param_count()
-    assert params["layers.0.attn.q_proj.kernel"].get_value().shape == (64, 4 * model.cfg.head_dim)
+    assert params["layers.attn.q_proj.kernel"].get_value().shape == (  # stacked blocks
+        model.cfg.n_layers, 64, 4 * model.cfg.head_dim)
     assert ("lm_head.kernel" in params) == (not model.cfg.tie_embeddings)
 
 
@@ -206,7 +207,7 @@ def test_remat_gives_same_loss_and_grads():
 def test_bfloat16_parameters_and_activations():
     tokens = _tokens(2, 8)
     model32, model16 = _model("llama"), _model("llama", dtype="bfloat16")
-    assert model16.layers[0].mlp.up_proj.kernel.get_value().dtype == jnp.bfloat16
+    assert model16.blocks()[0].mlp.up_proj.kernel.get_value().dtype == jnp.bfloat16
     mask = np.ones((2, 8), bool)
     logits = forward(model16, tokens, mask)
     assert logits.dtype == jnp.bfloat16

@@ -247,3 +247,19 @@ def test_a_run_directory_in_use_is_refused(tmp_path: Path) -> None:
     first.release()
     second.prepare()  # free again once the first run ends (or dies: flock goes with the process)
     second.release()
+
+
+def test_a_checkpoint_of_per_layer_blocks_says_blocks_are_stacked_now(tmp_path: Path) -> None:
+    """Checkpoints written before decoder blocks were stored stacked (`layers/0/...`) are kept,
+    with a message naming the change, when the program now holds `layers/...` [L, ...]."""
+    state = make_state(0)
+    kernel = jnp.ones((4, 3), jnp.float32)
+    per_layer = dataclasses.replace(state, trainable={"layers": {0: {"w": kernel}, 1: {"w": kernel}}})
+    stacked = dataclasses.replace(state, trainable={"layers": {"w": jnp.stack([kernel, kernel])}})
+    checkpoints = StageCheckpoints(tmp_path / "checkpoints", keep=5)
+    checkpoints.save(1, per_layer, {"fingerprint": "fp", "cursor": 0})
+    checkpoints.wait()
+    with pytest.raises(CheckpointMismatch, match=r"stores the decoder blocks one by one .*--force"):
+        checkpoints.restore_latest(abstract_of(stacked), jax.tree.map(lambda x: x.sharding, stacked),
+                                   "fp")
+    assert (tmp_path / "checkpoints" / "1").is_dir()

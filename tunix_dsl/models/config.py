@@ -81,7 +81,7 @@ class ModelConfig:
     family: str = "llama"
     remat: bool | str = False  # a remat policy (models.layer_stack): none | full | dots |
     # dots_no_batch | offload; True means "full", False "none"
-    scan_layers: bool = False  # run the blocks as one lax.scan (models.layer_stack)
+    scan_layers: bool = True  # store the blocks stacked and run them as one scan (models.layer_stack)
     dtype: str = "float32"  # compute (activation) dtype; norms, softmax and losses run in float32
     param_dtype: str = "float32"  # storage dtype of the parameters (the master weights);
     # each parameter is cast to `dtype` where it is used, so gradients arrive in `param_dtype`

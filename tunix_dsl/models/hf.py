@@ -6,6 +6,8 @@ read from the memory-mapped safetensors file(s) with `safe_open(...,
 framework="numpy")`. With `shardings`, each device's shard is sliced out of
 the mapped file by `jax.make_array_from_callback`, so a host reads only what
 its devices hold. Names and the (absent) RoPE permutation: see `hf_names`.
+Stacked blocks (`layer_stack`) read layer `i`'s tensor into slice `[i]` of the
+stacked array and write slice `[i]` back as layer `i`'s tensor.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from safetensors.numpy import save_file
 
 from tunix_dsl.models.config import ModelConfig, ModelConfigError
 from tunix_dsl.models.hf_names import TensorName, is_ignorable, tensor_names
+from tunix_dsl.models.layer_stack import layer_paths
 from tunix_dsl.models.transformer import Transformer
 
 # (our parameter path, its shape, its logical axes) -> where the parameter lives.
@@ -76,6 +79,7 @@ def load_hf(
     shardings: ShardingFn | None = None,
     remat: bool | str = False,
     param_dtype: str | None = None,
+    scan_layers: bool = True,
 ) -> Transformer:
     """A `Transformer` with the weights of a HF Llama / Qwen2 / Qwen3 checkpoint.
 
@@ -83,10 +87,11 @@ def load_hf(
     param_dtype: parameter (storage) dtype, default float32; checkpoint tensors are cast.
     shardings: `fn(path, shape, logical_axes) -> jax.sharding.Sharding` placing each parameter;
     without it parameters go to the default device.
+    scan_layers: store the blocks stacked (`layer_stack`), or one by one.
     """
     directory = Path(directory)
     cfg = read_hf_config(directory, dtype=dtype or "float32", remat=remat,
-                         param_dtype=param_dtype or "float32")
+                         param_dtype=param_dtype or "float32", scan_layers=scan_layers)
     files = _tensor_files(directory)
     expected = tensor_names(cfg)
     missing = [t.hf for t in expected if t.hf not in files]
@@ -101,25 +106,42 @@ def load_hf(
             f"model built from config.json (config and weights disagree)")
 
     model = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
-    params = {".".join(map(str, path)): var
-              for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    by_name = {t.ours: t for t in expected}
     with ExitStack() as stack:
         handles = {p: stack.enter_context(safe_open(p, framework="numpy"))
                    for p in sorted(set(files[t.hf] for t in expected))}
-        for name in expected:
-            var = params[name.ours]
+        order = {t.ours: n for n, t in enumerate(expected)}  # checkpoint order, for errors
+        stored_params = sorted(_stored_params(model).items(), key=lambda item: order[
+            layer_paths(tuple(item[0].split(".")), item[1])[0][0]])
+        for stored, var in stored_params:
             target = var.get_value()  # ShapeDtypeStruct
             axes = var.get_metadata().get("out_sharding")
-            sharding = shardings(name.ours, tuple(target.shape), axes) if shardings else None
-            var.set_value(_read_param(handles[files[name.hf]], name, target, sharding, directory))
+            sharding = shardings(stored, tuple(target.shape), axes) if shardings else None
+            logical = layer_paths(tuple(stored.split(".")), var)
+            stacked = logical[0][1] is not None
+            readers = [_reader(handles[files[by_name[ours].hf]], by_name[ours], target, stacked,
+                               directory) for ours, _ in logical]
+            var.set_value(_read_param(readers, stacked, target, sharding))
     return model
 
 
-def _read_param(handle: Any, name: TensorName, target: jax.ShapeDtypeStruct,
-                sharding: jax.sharding.Sharding | None, directory: Path) -> jax.Array:
+def _stored_params(model: Transformer) -> dict[str, nnx.Variable]:
+    """Stored dotted path -> parameter (`layers.attn.q_proj.kernel` when stacked)."""
+    return {".".join(map(str, path)): var
+            for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+Reader = Callable[[tuple[slice, ...]], np.ndarray]
+
+
+def _reader(handle: Any, name: TensorName, target: jax.ShapeDtypeStruct, stacked: bool,
+            directory: Path) -> Reader:
+    """`read(index)`: the piece `index` of one checkpoint tensor, in our layout and dtype
+    (one layer of a stacked target: `index` then addresses `target.shape[1:]`)."""
     tensor = handle.get_slice(name.hf)
     hf_shape = tuple(tensor.get_shape())
-    want = tuple(reversed(target.shape)) if name.transpose else tuple(target.shape)
+    shape = tuple(target.shape[1:] if stacked else target.shape)
+    want = tuple(reversed(shape)) if name.transpose else shape
     if hf_shape != want:
         raise ModelLoadError(
             f"{directory}: tensor {name.hf!r} has shape {list(hf_shape)}, config.json implies "
@@ -129,6 +151,19 @@ def _read_param(handle: Any, name: TensorName, target: jax.ShapeDtypeStruct,
         # `index` addresses our (in, out) layout; HF stores (out, in) for transposed kernels.
         piece = tensor[tuple(reversed(index))].T if name.transpose else tensor[index]
         return np.asarray(piece).astype(target.dtype, copy=False)
+
+    return read
+
+
+def _read_param(readers: list[Reader], stacked: bool, target: jax.ShapeDtypeStruct,
+                sharding: jax.sharding.Sharding | None) -> jax.Array:
+    """One parameter from its tensor's reader, or a stacked one from one reader per layer
+    (a shard reads only its own layers)."""
+    def read(index: tuple[slice, ...]) -> np.ndarray:
+        if not stacked:
+            return readers[0](index)
+        layers = range(*index[0].indices(len(readers)))
+        return np.stack([readers[i](index[1:]) for i in layers])
 
     full = tuple(slice(None) for _ in target.shape)
     if sharding is None:
@@ -160,8 +195,10 @@ def save_hf(model: Transformer, directory: str | Path, tokenizer: Any = None,
     cfg: ModelConfig = model.cfg
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    params = {".".join(map(str, path)): var
-              for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    # logical (per-layer) path -> (stored array, layer index): a stacked parameter's slice [i]
+    # is layer i's tensor, sliced only when it is written (one copy at a time)
+    params = {ours: (var.get_value(), i) for stored, var in _stored_params(model).items()
+              for ours, i in layer_paths(tuple(stored.split(".")), var)}
     names = tensor_names(cfg)
     extra = sorted(set(params) - {t.ours for t in names})
     if extra:
@@ -189,27 +226,33 @@ def save_hf(model: Transformer, directory: str | Path, tokenizer: Any = None,
     for i, group in enumerate(shards):
         file = SINGLE_FILE if len(shards) == 1 else \
             f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        tensors = {t.hf: _to_hf_array(params[t.ours].get_value(), t, target) for t in group}
+        tensors = {t.hf: _to_hf_array(params[t.ours], t, target) for t in group}
         save_file(tensors, directory / file, metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(tensors, file))
     if len(shards) > 1:
-        total = sum(int(np.prod(v.get_value().shape)) * target.itemsize for v in params.values())
+        total = sum(int(np.prod(_shape(*v))) * target.itemsize for v in params.values())
         (directory / INDEX_FILE).write_text(json.dumps(
             {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
     return directory
 
 
-def _to_hf_array(value: jax.Array, name: TensorName, dtype: np.dtype) -> np.ndarray:
+def _shape(value: jax.Array, layer: int | None) -> tuple[int, ...]:
+    return tuple(value.shape if layer is None else value.shape[1:])
+
+
+def _to_hf_array(stored: tuple[jax.Array, int | None], name: TensorName,
+                 dtype: np.dtype) -> np.ndarray:
+    value = stored[0] if stored[1] is None else stored[0][stored[1]]
     host = np.asarray(jax.device_get(value.astype(dtype)))
     return np.ascontiguousarray(host.T if name.transpose else host)
 
 
-def _shard_groups(names: list[TensorName], params: dict[str, nnx.Variable],
+def _shard_groups(names: list[TensorName], params: dict[str, tuple[jax.Array, int | None]],
                   max_bytes: int, itemsize: int) -> Iterator[list[TensorName]]:
     group: list[TensorName] = []
     size = 0
     for t in names:
-        nbytes = int(np.prod(params[t.ours].get_value().shape)) * itemsize
+        nbytes = int(np.prod(_shape(*params[t.ours]))) * itemsize
         if group and size + nbytes > max_bytes:
             yield group
             group, size = [], 0

@@ -1,22 +1,23 @@
-"""Running the decoder's blocks: unrolled, or as one scan, under a rematerialisation policy.
+"""The decoder's blocks stored stacked, run as one scan, under a rematerialisation policy.
 
-Unrolled, every block is traced and compiled on its own: compile time grows
-with depth (seconds per layer for real widths). Scanned, one block body is
-traced once and `jax.lax.scan` runs it over the layers: compile time is
-nearly flat in depth. Parameters stay stored per layer (`layers.{i}.…`, the
-paths LoRA regexes, the HF name map and checkpoints see); the scan reads a
-stacked view `[L, ...]` of them built inside the step, and the gradient of
-that view flows back to each layer's own parameters.
+Storage. With `ModelConfig.scan_layers` (the default) every parameter of the
+`L` blocks is one array with a leading layer axis, `[L, ...]`, named `layers`
+in its logical axes (`compiler.sharding` keeps that axis unsharded), and the
+model holds one stacked `Block` at `layers` (paths `layers.attn.q_proj.kernel`).
+Without it the blocks are an `nnx.List` (`layers.{i}.attn.q_proj.kernel`).
+Outside the stored paths, everything speaks of layer `i` as `layers.{i}.…`:
+LoRA targets, the HF name map and `tnx lint` see per-layer paths whichever
+way the model stores them (`layer_paths`).
 
-Scanning is off by default (`ModelConfig.scan_layers`): while parameters are
-stored per layer, the optimizer update and the stacking are still 9·L leaves
-and XLA:CPU compiles the scanned step no faster (bench/README.md, "Compile
-time vs depth"); stacked parameter storage is what makes it pay.
+Running. Training and scoring forwards scan one block body over the stacked
+parameters (`scan_stacked`): the step program, its gradient and the
+optimizer update hold 9 arrays per parameter kind instead of 9·L, so trace
+and compile time stay nearly flat in depth. Forwards with a KV cache loop
+over per-layer views of the stacked arrays (`unstack`), as unrolled models do.
 
-A block can join the scan when every block has the same structure (LoRA on
-all layers or none) and none holds RNG state (LoRA dropout advances a
-per-layer counter that a scan body could not hand back); otherwise the blocks
-run unrolled.
+Every stacked variable is stacked: a module with state that a scan cannot
+slice (LoRA dropout's RNG counter, adapters on some layers only) is unstacked
+first (`lora.apply_lora` does this), and runs unrolled.
 
 Remat policies (what the backward keeps instead of recomputing):
 `none` keeps every activation; `full` keeps only each block's input;
@@ -28,11 +29,16 @@ memory where the backend has it (GPU/TPU pinned host memory).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+LAYER_AXIS = "layers"  # logical name of the stacked layer axis (compiler.sharding.LOGICAL_RULES)
+M = TypeVar("M", bound=nnx.Module)
+Carry = TypeVar("Carry")
+Out = TypeVar("Out")
 
 REMAT_POLICIES: dict[str, Callable[[], Any] | None] = {  # keys: model_config.REMAT_POLICIES
     "none": None,
@@ -50,35 +56,113 @@ def remat_policy(remat: bool | str) -> str:
     return remat
 
 
-def checkpointed(fn: Callable[..., Any], policy: str, **kwargs: Any) -> Callable[..., Any]:
-    """`fn` under `nnx.remat` with the named policy (unchanged for "none")."""
+def remat_call(module: M, policy: str, call: Callable[[M], Out]) -> Out:
+    """`call(module)` under `jax.checkpoint` with the named policy (a plain call for "none").
+
+    The module enters the checkpointed function as its state and only its RNG state comes
+    back out (LoRA dropout's counter): `nnx.remat` would write every variable back, and a
+    parameter created outside the trace that differentiates (LoRA's frozen base) cannot be
+    written from inside it (flax's TraceContextError)."""
     make = REMAT_POLICIES[policy]
     if make is None:
-        return fn
-    return nnx.remat(fn, policy=make(), **kwargs)
+        return call(module)
+    graphdef, state = nnx.split(module)
+
+    def pure(state: nnx.State) -> tuple[Out, nnx.State]:
+        inner = nnx.merge(graphdef, state)
+        return call(inner), nnx.state(inner, nnx.RngState)
+
+    out, rng_state = jax.checkpoint(pure, policy=make())(state)
+    if jax.tree.leaves(rng_state):
+        nnx.update(module, rng_state)
+    return out
 
 
-def scannable(blocks: Sequence[nnx.Module]) -> bool:
-    """Whether the blocks can run as one scan: one structure, no RNG state."""
-    graphdefs = [nnx.graphdef(b) for b in blocks]
-    return all(g == graphdefs[0] for g in graphdefs) and not any(
-        jax.tree.leaves(nnx.state(b, nnx.RngState)) for b in blocks)
+def _is_variable(x: Any) -> bool:
+    return isinstance(x, nnx.Variable)
 
 
-def scan_blocks(blocks: Sequence[nnx.Module], x: jax.Array, policy: str,
-                call: Callable[[nnx.Module, jax.Array], jax.Array]) -> jax.Array:
-    """x after `call(block, x)` for every block in order, as one `lax.scan` over the blocks'
-    stacked parameters; each step under the remat `policy`."""
+def logical_axes(variable: nnx.Variable) -> tuple[str | None, ...]:
+    """A variable's logical axis names (None for each axis when it has none)."""
+    axes = variable.get_metadata().get("out_sharding")
+    return tuple(axes) if axes else (None,) * jnp.ndim(variable.get_value())
+
+
+def is_stacked(variable: nnx.Variable) -> bool:
+    """Whether the variable's leading axis is the layer axis."""
+    axes = variable.get_metadata().get("out_sharding")
+    if not axes:
+        return False
+    return bool(axes[0] == LAYER_AXIS)
+
+
+def stacked_variable(kind: type[nnx.Variable], value: jax.Array,
+                     axes: tuple[str | None, ...]) -> nnx.Variable:
+    """A new variable of a stacked module: `value` [L, ...] with `axes` naming the rest."""
+    return kind(value, out_sharding=(LAYER_AXIS, *axes), eager_sharding=False)
+
+
+def stack(blocks: Sequence[M]) -> M:
+    """One module like `blocks[0]` whose every variable is the blocks' variables stacked along
+    a leading `layers` axis. The blocks must share one structure (`nnx.graphdef`)."""
     graphdef = nnx.graphdef(blocks[0])
-    stacked = jax.tree.map(lambda *layer: jnp.stack(layer), *(nnx.state(b) for b in blocks))
+    for i, block in enumerate(blocks[1:], 1):
+        if nnx.graphdef(block) != graphdef:
+            raise ValueError(f"layer {i} differs in structure from layer 0; cannot stack them")
 
-    def body(h: jax.Array, state: nnx.State) -> tuple[jax.Array, None]:
-        return call(nnx.merge(graphdef, state), h), None
+    def one(*layer: nnx.Variable) -> nnx.Variable:
+        value = jnp.stack([v.get_value() for v in layer])
+        return layer[0].replace(value, out_sharding=(LAYER_AXIS, *logical_axes(layer[0])))
+
+    states = [nnx.state(b) for b in blocks]
+    return nnx.merge(graphdef, jax.tree.map(one, *states, is_leaf=_is_variable))
+
+
+def n_stacked(module: nnx.Module) -> int:
+    """The length of a stacked module's layer axis."""
+    leaves = jax.tree.leaves(nnx.state(module), is_leaf=_is_variable)
+    return int(jnp.shape(leaves[0].get_value())[0])
+
+
+def unstack(module: M) -> list[M]:
+    """Per-layer modules with the slices `[i]` of a stacked module's variables (views inside
+    a traced function; fresh arrays eagerly)."""
+    graphdef, state = nnx.split(module)
+
+    def layer(i: int) -> M:
+        def one(v: nnx.Variable) -> nnx.Variable:
+            return v.replace(v.get_value()[i], out_sharding=logical_axes(v)[1:])
+        return nnx.merge(graphdef, jax.tree.map(one, state, is_leaf=_is_variable))
+
+    return [layer(i) for i in range(n_stacked(module))]
+
+
+def scan_stacked(module: M, x: Carry, policy: str,
+                 call: Callable[[M, Carry], tuple[Carry, Any]]) -> tuple[Carry, Any]:
+    """`(x, ys)` after `x, y_i = call(layer_i, x)` for every layer of a stacked module, as one
+    `lax.scan` over its stacked variables (ys stacked along a leading axis); each step under
+    the remat `policy`."""
+    graphdef, state = nnx.split(module)
+    bad = [v for v in jax.tree.leaves(state, is_leaf=_is_variable) if not is_stacked(v)]
+    assert not bad, f"a stacked module holds an unstacked variable: {bad[0]!r}"
+
+    def body(h: Carry, layer_state: nnx.State) -> tuple[Carry, Any]:
+        return call(nnx.merge(graphdef, layer_state), h)
 
     make = REMAT_POLICIES[policy]
     if make is not None:
         # prevent_cse=False: inside a scan the loop already keeps XLA from merging the
         # recomputation into the forward
         body = jax.checkpoint(body, policy=make(), prevent_cse=False)
-    out, _ = jax.lax.scan(body, x, stacked)
-    return out
+    return jax.lax.scan(body, x, state)
+
+
+def layer_paths(path: tuple[Any, ...], variable: nnx.Variable) -> list[tuple[str, int | None]]:
+    """The per-layer dotted paths a stored variable stands for, each with its index along the
+    stacked axis: `layers.attn.q_proj.kernel` [L, ...] -> `layers.{i}.attn.q_proj.kernel`
+    for every i; an unstacked variable stands for its own path (index None)."""
+    dotted = ".".join(str(p) for p in path)
+    if not is_stacked(variable):
+        return [(dotted, None)]
+    head, rest = str(path[0]), ".".join(str(p) for p in path[1:])
+    return [(f"{head}.{i}.{rest}", i) for i in range(jnp.shape(variable.get_value())[0])]

@@ -10,7 +10,11 @@ dequantized in the forward.
 `apply_lora` swaps each targeted `Dense` for a `LoRADense` in place. The base
 weight keeps its path (`layers.0.attn.q_proj.kernel`); adapters appear beside
 it as `...q_proj.lora_a` / `.lora_b` (QLoRA: `...q_proj.codes` / `.scales`
-instead of `.kernel`). Adapters are `LoRAParam` variables, so a trainer
+instead of `.kernel`). Targets match per-layer paths also when the blocks are
+stored stacked (`layer_stack`): a stacked `Dense` whose every layer matches
+gets stacked adapters `[L, in, r]` / `[L, r, out]`; when only some layers
+match, or with dropout (an RNG counter a scan cannot carry), the model's
+blocks are unstacked first and run unrolled. Adapters are `LoRAParam` variables, so a trainer
 differentiates only them with `nnx.DiffState(0, LoRAParam)`. Every new
 variable carries the base kernel's logical axis names (rank axis: None).
 
@@ -32,6 +36,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tunix_dsl.models.info import match_lora_targets
+from tunix_dsl.models.layer_stack import is_stacked, layer_paths, logical_axes
 from tunix_dsl.models.layers import Dense
 from tunix_dsl.models.quant import QUANT_FORMATS, QuantizedKernel
 
@@ -84,21 +89,26 @@ class LoraSpec:
         return self.alpha / self.rank
 
 
-def _axes(variable: nnx.Variable) -> tuple[str | None, ...]:
-    axes = variable.get_metadata().get("out_sharding")
-    return tuple(axes) if axes else (None,) * variable[...].ndim
+_axes = logical_axes
 
 
 def _variable(kind: type[V], value: jax.Array, axes: tuple) -> V:
     return kind(value, out_sharding=axes, eager_sharding=False)
 
 
+def _per_layer(fn: Any, stacked: bool, *arrays: jax.Array) -> Any:
+    """fn on one layer's arrays, mapped over the leading layer axis of stacked ones."""
+    return jax.vmap(fn)(*arrays) if stacked else fn(*arrays)
+
+
 class LoRADense(nnx.Module):
     """A `Dense` with a low-rank adapter; the base is frozen (float or quantized)."""
 
     def __init__(self, base: Dense, spec: LoraSpec, *, rngs: nnx.Rngs):
-        in_features, out_features = base.kernel[...].shape
-        in_axis, out_axis = _axes(base.kernel)
+        # a stacked base (layer_stack) has kernel [L, in, out]: its adapters are stacked too
+        *lead, in_features, out_features = base.kernel[...].shape
+        *lead_axes, in_axis, out_axis = _axes(base.kernel)
+        stacked = is_stacked(base.kernel)
         self.in_features, self.out_features = in_features, out_features
         self.scale = spec.scale
         # A static attribute (part of the nnx graph definition, not of the state), so a
@@ -110,25 +120,37 @@ class LoRADense(nnx.Module):
         if spec.quantize is None:
             self.kernel = base.kernel  # the same variable: in place, no copy
         else:
-            q = QUANT_FORMATS[spec.quantize].quantize(base.kernel[...])
-            scale_axes = (in_axis, out_axis) if q.scales.ndim == 2 else (out_axis,)
-            self.codes = _variable(QuantizedWeight, q.codes, (in_axis, out_axis))
-            self.scales = _variable(QuantizedWeight, q.scales, scale_axes)
+            quantize = QUANT_FORMATS[spec.quantize].quantize
+
+            def codes_scales(w: jax.Array) -> tuple[jax.Array, jax.Array]:
+                q = quantize(w)
+                return q.codes, q.scales
+
+            codes, scales = _per_layer(codes_scales, stacked, base.kernel[...])
+            scale_axes = (in_axis, out_axis) if scales.ndim == 2 + len(lead) else (out_axis,)
+            self.codes = _variable(QuantizedWeight, codes, (*lead_axes, in_axis, out_axis))
+            self.scales = _variable(QuantizedWeight, scales, (*lead_axes, *scale_axes))
             self.kernel_dtype = base.kernel[...].dtype
         bound = 1.0 / math.sqrt(in_features)
-        a = jax.random.uniform(rngs.params(), (in_features, spec.rank), jnp.float32, -bound, bound)
-        self.lora_a = _variable(LoRAParam, a, (in_axis, None))
-        self.lora_b = _variable(
-            LoRAParam, jnp.zeros((spec.rank, out_features), jnp.float32), (None, out_axis)
-        )
+        a = jax.random.uniform(rngs.params(), (*lead, in_features, spec.rank), jnp.float32,
+                               -bound, bound)
+        self.lora_a = _variable(LoRAParam, a, (*lead_axes, in_axis, None))
+        self.lora_b = _variable(LoRAParam, jnp.zeros((*lead, spec.rank, out_features), jnp.float32),
+                                (*lead_axes, None, out_axis))
         self.dropout = nnx.Dropout(spec.dropout, rngs=rngs) if spec.dropout > 0 else None
 
     def base_kernel(self) -> jax.Array:
-        """The frozen W (in, out), dequantized for QLoRA."""
+        """The frozen W (in, out), dequantized for QLoRA ([L, in, out] when stacked)."""
         if self.quantize is None:
             return self.kernel[...]
-        q = QuantizedKernel(self.codes[...], self.scales[...], self.in_features)
-        return QUANT_FORMATS[self.quantize].dequantize(q).astype(self.kernel_dtype)
+        dequantize = QUANT_FORMATS[self.quantize].dequantize
+
+        def one(codes: jax.Array, scales: jax.Array) -> jax.Array:
+            return dequantize(QuantizedKernel(codes, scales, self.in_features))
+
+        # `stacked` describes storage; inside a scan this module sees one layer's slices
+        stacked = self.codes[...].ndim == 3
+        return _per_layer(one, stacked, self.codes[...], self.scales[...]).astype(self.kernel_dtype)
 
     def delta(self) -> jax.Array:
         """scale * A @ B (in, out): what merging adds to W."""
@@ -174,12 +196,13 @@ def _replace(model: nnx.Module, path: tuple, new: nnx.Module) -> None:
 
 def apply_lora(model: M, spec: LoraSpec, rngs: nnx.Rngs) -> M:
     """Wrap every `Dense` whose kernel path (e.g. "layers.0.attn.q_proj.kernel") any
-    target regex matches (`re.search`) with a `LoRADense`, in place; returns `model`."""
+    target regex matches (`re.search`) with a `LoRADense`, in place; returns `model`.
+    Paths are per layer also for stacked blocks (see the module docstring)."""
     modules = list(_dense_paths(model))
     if any(isinstance(m, LoRADense) for _, m in modules):
         raise LoraError("the model already has LoRA adapters; merge_lora(model) first")
-    kernel_paths = {_dotted(path) + ".kernel": (path, module) for path, module in modules
-                    if isinstance(module, Dense)}  # (none is a LoRADense: checked above)
+    kernel_paths = {name: (path, module) for path, module in modules if isinstance(module, Dense)
+                    for name, _ in layer_paths((*path, "kernel"), module.kernel)}
     # the same matching the linter does (TNX309), so what lints clean applies here
     matched, unmatched = match_lora_targets(spec.targets, kernel_paths)
     if unmatched:
@@ -187,8 +210,20 @@ def apply_lora(model: M, spec: LoraSpec, rngs: nnx.Rngs) -> M:
         raise LoraError(
             f"LoRA target {unmatched[0]!r} matches no Dense kernel; paths look like: {shown}"
         )
+    chosen: dict[tuple, tuple[Dense, int]] = {}
     for name in matched:
         path, module = kernel_paths[name]
+        chosen[path] = (module, chosen.get(path, (module, 0))[1] + 1)
+    per_layer = [m for m, count in chosen.values() if is_stacked(m.kernel)
+                 and (count < m.kernel[...].shape[0] or spec.dropout > 0)]
+    if per_layer:
+        # some layers differ from the others: they cannot share one stacked block
+        from tunix_dsl.models.transformer import Transformer
+
+        assert isinstance(model, Transformer), "only a Transformer's blocks are stacked"
+        model.unstack_layers()
+        return apply_lora(model, spec, rngs)
+    for path, (module, _) in chosen.items():
         _replace(model, path, LoRADense(module, spec, rngs=rngs))
     return model
 
@@ -237,7 +272,7 @@ def merge_lora(model: nnx.Module) -> nnx.Module:
         axes = (
             _axes(module.kernel)
             if module.quantize is None
-            else (_axes(module.lora_a)[0], _axes(module.lora_b)[1])
+            else (*_axes(module.lora_a)[:-1], _axes(module.lora_b)[-1])
         )
         dense = Dense(
             module.in_features,

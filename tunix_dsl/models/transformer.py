@@ -7,9 +7,10 @@ Parameter paths (what LoRA regexes and the HF name map see):
 `embed.embedding`, `layers.{i}.attn_norm.scale`, `layers.{i}.attn.{q,k,v,o}_proj.kernel`
 (+ `.bias` on q/k/v for Qwen2), `layers.{i}.attn.{q,k}_norm.scale` (Qwen3),
 `layers.{i}.mlp_norm.scale`, `layers.{i}.mlp.{gate,up,down}_proj.kernel`,
-`final_norm.scale`, `lm_head.kernel` (untied only). Layers are an `nnx.List`
-of blocks, run unrolled or as one scan over their stacked parameters, each
-under a remat policy (`layer_stack`).
+`final_norm.scale`, `lm_head.kernel` (untied only). Those are the logical
+paths; by default (`scan_layers`) the blocks are stored stacked, as one `Block`
+whose arrays carry a leading layer axis (`layers.attn.q_proj.kernel` [L, D, H·Dh]),
+and run as one scan, each block under a remat policy (`layer_stack`).
 
 Padding: `attention_mask [B,T]` (True = real token) supports left-padded
 batches. Real tokens never attend to padding keys (a padding query attends only
@@ -32,11 +33,11 @@ from tunix_dsl.models.chunked import chunked_logps, default_loss_chunk, gather_l
 from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.models.kv_cache import KVCache
 from tunix_dsl.models.layer_stack import (
-    REMAT_POLICIES,
-    checkpointed,
+    remat_call,
     remat_policy,
-    scan_blocks,
-    scannable,
+    scan_stacked,
+    stack,
+    unstack,
 )
 from tunix_dsl.models.layers import (
     Attention,
@@ -86,24 +87,15 @@ class Block(nnx.Module):
         return x, kv, probs
 
 
-def _run_block(block: Block, x: jax.Array, rope: Rope, mask: jax.Array, kv: LayerKV | None,
-               cache_index: jax.Array | None,
-               return_probs: bool) -> tuple[jax.Array, LayerKV | None, jax.Array | None]:
-    return block(x, rope, mask, kv, cache_index, return_probs)
-
-
-# Activation checkpointing of one unrolled block, per remat policy (`layer_stack`).
-_RUN_BLOCK = {policy: checkpointed(_run_block, policy, static_argnums=(6,))
-              for policy in REMAT_POLICIES}
-
-
 class Transformer(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         dtype = jnp.dtype(cfg.param_dtype)
         self.embed = Embed(cfg.vocab_size, cfg.d_model, dtype=dtype,
                            compute_dtype=jnp.dtype(cfg.dtype), rngs=rngs)
-        self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
+        blocks = [Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)]
+        # one initialisation either way: the same seed gives the same weights stacked or not
+        self.layers: Block | nnx.List[Block] = stack(blocks) if cfg.scan_layers else nnx.List(blocks)
         self.final_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, dtype=dtype)
         self.lm_head = None if cfg.tie_embeddings else Dense(
             cfg.d_model, cfg.vocab_size, axes=("embed", "vocab"), dtype=dtype, rngs=rngs)
@@ -158,19 +150,34 @@ class Transformer(nnx.Module):
         rope = rope_tables(positions, jnp.asarray(rope_inv_freq(self.cfg)))
         policy = remat_policy(self.cfg.remat)
         x = self.embed(tokens)  # [B,T,D]
-        if cache is None and not return_hidden and not return_attention and self._scan():
+        if cache is None and isinstance(self.layers, Block):  # stacked
             # training and scoring forwards: one traced block body for every layer
-            x = scan_blocks(list(self.layers), x, policy, lambda b, h: b(h, rope, mask)[0])
-            return self.final_norm(x), ModelOutput(logits=None)  # type: ignore[arg-type]
+            def step(block: Block, h: jax.Array) -> tuple[jax.Array, tuple[Any, Any]]:
+                h, _, probs = block(h, rope, mask, return_probs=return_attention)
+                return h, (h if return_hidden else None, probs)
 
-        run = _RUN_BLOCK[policy]
-        hiddens, maps, ks, vs = [], [], [], []
-        for i, block in enumerate(self.layers):
+            x, (hs, ps) = scan_stacked(self.layers, x, policy, step)
+            return self.final_norm(x), ModelOutput(
+                logits=None,  # type: ignore[arg-type]  # filled in by __call__
+                hidden_states=tuple(hs) if return_hidden else None,  # [L,B,T,D] -> L x [B,T,D]
+                attentions=tuple(ps) if return_attention else None)
+
+        hiddens: list[jax.Array] = []
+        maps: list[jax.Array] = []  # filled only with return_attention
+        ks: list[jax.Array] = []
+        vs: list[jax.Array] = []
+        for i, block in enumerate(self.blocks()):
             kv = (cache.k[i], cache.v[i]) if cache is not None else None
             index = cache.index if cache is not None else None
-            x, kv, probs = run(block, x, rope, mask, kv, index, return_attention)
+            def call(b: Block, x: jax.Array = x, kv: LayerKV | None = kv,
+                     index: jax.Array | None = index) -> tuple[jax.Array, LayerKV | None,
+                                                               jax.Array | None]:
+                return b(x, rope, mask, kv, index, return_attention)
+
+            x, kv, probs = remat_call(block, policy, call)
             hiddens.append(x)
-            maps.append(probs)
+            if probs is not None:
+                maps.append(probs)
             if kv is not None:
                 ks.append(kv[0])
                 vs.append(kv[1])
@@ -184,10 +191,27 @@ class Transformer(nnx.Module):
         )
         return self.final_norm(x), out
 
-    def _scan(self) -> bool:
-        """Scan the blocks when configured (`scan_layers`) and they can be
-        (`layer_stack.scannable`)."""
-        return self.cfg.scan_layers and self.cfg.n_layers > 1 and scannable(list(self.layers))
+    @property
+    def stacked(self) -> bool:
+        """Whether the blocks are stored stacked along a leading layer axis."""
+        return not isinstance(self.layers, nnx.List)
+
+    def blocks(self) -> list[Block]:
+        """One module per layer: the stored blocks, or views of the stacked arrays."""
+        return unstack(self.layers) if isinstance(self.layers, Block) else list(self.layers)
+
+    def unstack_layers(self) -> None:
+        """Store the blocks one by one from now on (in place): what a model with per-layer
+        differences (LoRA on some layers, LoRA dropout) needs."""
+        if isinstance(self.layers, Block):
+            self.layers = nnx.List(unstack(self.layers))
+            self.cfg = self.cfg.replace(scan_layers=False)
+
+    def stack_layers(self) -> None:
+        """Store the blocks stacked from now on (in place); they must share one structure."""
+        if isinstance(self.layers, nnx.List):
+            self.layers = stack(list(self.layers))
+            self.cfg = self.cfg.replace(scan_layers=True)
 
     def unembed(self, h: jax.Array) -> jax.Array:
         """Output head: final hidden [.., D] -> logits [.., V]."""
