@@ -113,7 +113,7 @@ class StageProgram:
         shardings = self.batch_shardings(arrays)
         if jax.process_count() == 1:
             return jax.device_put(arrays, shardings)
-        # Each process holds only its rows (`runtime/data.py` LocalRows): the global batch is
+        # Each process holds only its rows (`runtime/batches.py` LocalRows): the global batch is
         # assembled from every process's part.
         k, a, m = self.layout.steps_per_call, self.layout.grad_accum, self.layout.micro_batch
         return {n: jax.make_array_from_process_local_data(shardings[n], v, (k, a, m, *v.shape[3:]))

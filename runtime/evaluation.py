@@ -19,7 +19,8 @@ import numpy as np
 from tunix_dsl.data.tokenizers import Tokenizer
 from tunix_dsl.models import Transformer
 from tunix_dsl.models.sampler import Sampler
-from tunix_dsl.runtime.data import length_buckets, ordered_batches, tokenize_rows
+from tunix_dsl.runtime.batches import length_buckets, ordered_batches
+from tunix_dsl.runtime.data import tokenize_rows
 from tunix_dsl.runtime.rewards import RewardFn, RowName, score_rows
 
 

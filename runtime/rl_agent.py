@@ -60,7 +60,8 @@ class StageAgent:
                  max_prompt_len: int, batch_size: int, seed: int) -> float:
         """Mean score of one episode per held-out row (the stage's sampling, a fixed key):
         accuracy *with* the tools, which the plain `eval` blocks cannot measure."""
-        from tunix_dsl.runtime.data import ordered_batches, tokenize_rows
+        from tunix_dsl.runtime.batches import ordered_batches
+        from tunix_dsl.runtime.data import tokenize_rows
 
         data = tokenize_rows(rows, "prompt", self.rollout.tokenizer, max_prompt_len, source="eval")
         single = AgentRollout(self.rollout.env, self.rollout.tokenizer, self.rollout.settings,

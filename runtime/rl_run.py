@@ -22,7 +22,8 @@ from tunix_dsl.compiler.rl_program import RLProgram, lower_rl_stage, prompts_per
 from tunix_dsl.compiler.rl_step import rl_config
 from tunix_dsl.compiler.stages import StageModels
 from tunix_dsl.compiler.train_step import TrainState
-from tunix_dsl.runtime.data import BatchStream, tokenize_rows
+from tunix_dsl.runtime.batches import BatchStream
+from tunix_dsl.runtime.data import tokenize_rows
 from tunix_dsl.runtime.evaluation import evaluate_model
 from tunix_dsl.runtime.preemption import StopSignals
 from tunix_dsl.runtime.progress import StageProgress

@@ -36,15 +36,9 @@ from tunix_dsl.compiler.stages import StageModels
 from tunix_dsl.compiler.train_step import TrainState
 from tunix_dsl.data.tokenizers import Tokenizer
 from tunix_dsl.models import Transformer
+from tunix_dsl.runtime.batches import BatchStream, LocalRows, ordered_batches, without_filler
 from tunix_dsl.runtime.checkpoint import StageCheckpoints, state_nbytes
-from tunix_dsl.runtime.data import (
-    BatchStream,
-    LocalRows,
-    TokenizedData,
-    ordered_batches,
-    tokenize_rows,
-    without_filler,
-)
+from tunix_dsl.runtime.data import TokenizedData, tokenize_rows
 from tunix_dsl.runtime.distributed import host_copy, local_rows, on_primary, process_count
 from tunix_dsl.runtime.metrics import MetricsSink, read_metrics
 from tunix_dsl.runtime.preemption import StopSignals

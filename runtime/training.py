@@ -26,8 +26,8 @@ import numpy as np
 
 from tunix_dsl.compiler.program import StageProgram
 from tunix_dsl.compiler.train_step import TrainState
+from tunix_dsl.runtime.batches import BatchStream
 from tunix_dsl.runtime.checkpoint import StageCheckpoints
-from tunix_dsl.runtime.data import BatchStream
 from tunix_dsl.runtime.metrics import MetricsSink
 from tunix_dsl.runtime.preemption import Preempted, StopSignals
 from tunix_dsl.runtime.progress import RunLog, StageProgress

@@ -17,7 +17,8 @@ from tunix_dsl.data.datasets import synthetic_rows
 from tunix_dsl.data.tokenizers import ByteTokenizer
 from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.models.lora import LoraSpec, apply_lora
-from tunix_dsl.runtime.data import BatchStream, tokenize_rows
+from tunix_dsl.runtime.batches import BatchStream
+from tunix_dsl.runtime.data import tokenize_rows
 from tunix_dsl.schemas.base import ModelRef
 from tunix_dsl.schemas.stages import SFTConfig
 from tunix_dsl.schemas.training import AdamW, Lora

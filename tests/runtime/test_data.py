@@ -12,15 +12,15 @@ from hypothesis import strategies as st
 
 from tunix_dsl.data.datasets import DataError, read_jsonl, synthetic_rows
 from tunix_dsl.data.tokenizers import ByteTokenizer
-from tunix_dsl.runtime.data import (
+from tunix_dsl.runtime.batches import (
     BatchStream,
     LocalRows,
     bucket_for,
     check_batch_size,
     length_buckets,
     ordered_batches,
-    tokenize_rows,
 )
+from tunix_dsl.runtime.data import tokenize_rows
 
 BOS, EOS, PAD = 257, 258, 256
 TOK = ByteTokenizer()
