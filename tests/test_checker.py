@@ -434,3 +434,14 @@ def test_paths_longer_than_the_os_allows_are_warnings_not_crashes(tmp_path: Path
     p = parse(text.replace("{long}", "x" * 300), str(tmp_path / "p.tnx"))
     found = [(d.code, d.span.column) for d in p.diagnostics if d.code != "TNX402"]
     assert found == [("TNX403", column)]
+
+
+def test_an_unknown_source_with_no_near_name_points_at_plugins_only_where_plugins_exist():
+    (dataset,) = [d for d in parse("dataset judged = unpaired_addition(digits = 1)\n").diagnostics
+                  if d.code == "TNX105"]
+    assert "a plugin package adds more" in dataset.help and "`synthetic`" in dataset.help
+    (tokenizer,) = [d for d in parse("tokenizer t = sentencepiece_model()\n").diagnostics
+                    if d.code == "TNX105"]
+    assert "plugin" not in tokenizer.help  # tokenizers are not a plugin group
+    (near,) = [d for d in parse("dataset d = jsonll(\"x.jsonl\")\n").diagnostics if d.code == "TNX105"]
+    assert near.help == "did you mean `jsonl`?"
