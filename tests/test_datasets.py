@@ -56,7 +56,7 @@ def test_generation_does_not_touch_global_random_state() -> None:
 def test_catalog_params_unpack_as_type_default_doc() -> None:
     kind, default, doc = SYNTHETIC_TASKS["addition"].params["digits"]
     assert (kind, default) == (int, 2) and doc
-    assert set(SYNTHETIC_TASKS["addition"].params) == {"digits", "count", "seed"}
+    assert set(SYNTHETIC_TASKS["addition"].params) == {"digits", "split", "count", "seed"}
     assert SYNTHETIC_TASKS["addition"].columns[:3] == ("prompt", "completion", "answer")
     assert SYNTHETIC_TASKS["addition_preferences"].columns == (
         "prompt", "chosen", "rejected", "answer")
@@ -88,6 +88,23 @@ def test_addition_preferences_reject_a_plausible_wrong_sum() -> None:
     assert len({r["rejected"] for r in rows}) > 50
 
 
+def test_addition_splits_share_no_sum() -> None:
+    def prompts(task: str, split: str, seed: int) -> set[str]:
+        return {r["prompt"] for r in synthetic_rows(task, count=3000, seed=seed, split=split)}
+
+    test = prompts("addition", "test", 2)
+    train = prompts("addition", "train", 1) | prompts("addition_preferences", "train", 3)
+    unsplit = prompts("addition", "all", 1)
+    assert test and train and not test & train
+    # Without the split, a draw of the same size shares most test sums: the split is what holds out.
+    assert len(test & unsplit) > len(test) // 4
+    # One digit: 100 pairs, partitioned (about a tenth for test) whatever the seeds.
+    one = {split: {r["prompt"] for seed in (1, 2) for r in synthetic_rows(
+        "addition", digits=1, count=2000, seed=seed, split=split)} for split in ("train", "test")}
+    assert not one["train"] & one["test"] and len(one["train"] | one["test"]) == 100
+    assert 4 <= len(one["test"]) <= 20
+
+
 def test_copy_and_reverse() -> None:
     for row in synthetic_rows("copy", count=30, min_length=2, max_length=4, alphabet="xy"):
         s = row["prompt"].removeprefix("copy ").removesuffix("=")
@@ -106,11 +123,13 @@ def test_twenty_thousand_rows() -> None:
     ("sums", {}, "unknown synthetic task 'sums'; known tasks: addition, "
                  "addition_preferences, copy, reverse"),
     ("addition", {"digit": 2}, "synthetic('addition') has no parameter 'digit'; "
-                               "parameters: count, digits, seed"),
+                               "parameters: count, digits, seed, split"),
     ("addition", {"digits": "2"}, "synthetic('addition'): digits must be int, got '2'"),
     ("addition", {"count": True}, "synthetic('addition'): count must be int, got True"),
     ("addition", {"digits": 0}, "synthetic('addition'): digits must be in [1, 18], got 0"),
     ("addition", {"count": 0}, "synthetic('addition'): count must be in [1, 100000000], got 0"),
+    ("addition", {"split": "dev"},
+     "synthetic('addition'): split must be one of 'all', 'train', 'test', got 'dev'"),
     ("copy", {"min_length": 5, "max_length": 4},
      "synthetic('copy'): max_length must be in [5, 10000], got 4"),
     ("copy", {"alphabet": ""}, "synthetic('copy'): alphabet must not be empty"),
@@ -124,7 +143,8 @@ def test_bad_synthetic_params(task: str, params: dict, message: str) -> None:
 
 
 def test_check_synthetic_params_fills_defaults() -> None:
-    assert check_synthetic_params("addition", {"count": 5}) == {"digits": 2, "count": 5, "seed": 0}
+    assert check_synthetic_params("addition", {"count": 5}) == {
+        "digits": 2, "split": "all", "count": 5, "seed": 0}
 
 
 # --- consumers ----------------------------------------------------------------

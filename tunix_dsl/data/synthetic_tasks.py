@@ -11,6 +11,7 @@ give the same rows. Completions are text only: the runtime appends eos.
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -136,16 +137,35 @@ def _out_of_range(key: str, value: int, lo: int, hi: int) -> RangeProblem | None
     return None if lo <= value <= hi else (key, f"{key} must be in [{lo}, {hi}], got {value}")
 
 
-def _check_digits(values: dict[str, Any]) -> RangeProblem | None:
+def _check_addition(values: dict[str, Any]) -> RangeProblem | None:
+    if values["split"] not in _SPLITS:
+        return "split", f"split must be one of {', '.join(map(repr, _SPLITS))}, got {values['split']!r}"
     return _out_of_range("digits", values["digits"], 1, 18)
 
 
-_DIGITS = ParamInfo(int, 2, "maximum number of digits of each operand (1..18)")
+# "test" holds one operand pair in ten, "train" the other nine, "all" both: a test
+# draw then never shares a sum with training data, whatever the seeds and counts.
+_SPLITS = ("all", "train", "test")
+_ADDITION_PARAMS: dict[str, ParamInfo] = {
+    "digits": ParamInfo(int, 2, "maximum number of digits of each operand (1..18)"),
+    "split": ParamInfo(
+        str, "all",
+        '"all"; "test": only operand pairs of a fixed tenth of all pairs; "train": only the rest',
+    ),
+}
 
 
-def _addition_operands(rng: random.Random, digits: int) -> tuple[int, int]:
+def _in_test_split(a: int, b: int) -> bool:
+    # crc32, not hash(): the partition must not change with PYTHONHASHSEED.
+    return zlib.crc32(f"{a}+{b}".encode()) % 10 == 0
+
+
+def _addition_operands(rng: random.Random, digits: int, split: str) -> tuple[int, int]:
     high = 10**digits - 1
-    return rng.randint(0, high), rng.randint(0, high)
+    while True:  # rejection: a draw is kept with probability 1/10 ("test") or 9/10 ("train")
+        a, b = rng.randint(0, high), rng.randint(0, high)
+        if split == "all" or _in_test_split(a, b) == (split == "test"):
+            return a, b
 
 
 def _shortest_sum(values: dict[str, Any]) -> dict[str, int]:
@@ -153,14 +173,14 @@ def _shortest_sum(values: dict[str, Any]) -> dict[str, int]:
 
 
 @synthetic_task(
-    "addition", ("prompt", "completion", "answer", "text"), {"digits": _DIGITS}, _check_digits,
+    "addition", ("prompt", "completion", "answer", "text"), _ADDITION_PARAMS, _check_addition,
     _shortest_sum,
 )
-def _addition(rng: random.Random, count: int, digits: int) -> list[Row]:
+def _addition(rng: random.Random, count: int, digits: int, split: str) -> list[Row]:
     """Sums of two random integers: prompt "12+34=", completion and answer "46"."""
     rows = []
     for _ in range(count):
-        a, b = _addition_operands(rng, digits)
+        a, b = _addition_operands(rng, digits, split)
         prompt, total = f"{a}+{b}=", str(a + b)
         rows.append({"prompt": prompt, "completion": total, "answer": total, "text": prompt + total})
     return rows
@@ -193,14 +213,14 @@ def _wrong_sums(a: int, b: int) -> list[str]:
 
 
 @synthetic_task(
-    "addition_preferences", ("prompt", "chosen", "rejected", "answer"), {"digits": _DIGITS},
-    _check_digits, _shortest_sum,
+    "addition_preferences", ("prompt", "chosen", "rejected", "answer"), _ADDITION_PARAMS,
+    _check_addition, _shortest_sum,
 )
-def _addition_preferences(rng: random.Random, count: int, digits: int) -> list[Row]:
+def _addition_preferences(rng: random.Random, count: int, digits: int, split: str) -> list[Row]:
     """Addition with a chosen (right) and a rejected (plausibly wrong) sum."""
     rows = []
     for _ in range(count):
-        a, b = _addition_operands(rng, digits)
+        a, b = _addition_operands(rng, digits, split)
         total = str(a + b)
         rows.append({
             "prompt": f"{a}+{b}=",

@@ -63,6 +63,8 @@ def _synthetic_tasks_text() -> str:
         lines.append(f"  {task.name}: columns {', '.join(task.columns)}; {params}")
         if task.doc:
             lines.append(f"    {task.doc}")
+        # count and seed are documented once, in the fields above.
+        lines += [f"    {k}: {p.doc}" for k, p in task.params.items() if k not in ("count", "seed")]
     return "\n".join(lines)
 
 
