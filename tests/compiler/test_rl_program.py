@@ -164,7 +164,7 @@ def test_ppo_critic_from_a_named_model_trains_at_its_own_rate(tmp_path: Path) ->
     stage = pipeline.stages[0]
     program = rl_run.lower(executor, stage, executor.stage_models(stage, 0))
     critic = program.rl.modules.critic
-    assert len(critic.trunk.layers) == 2 and len(program.rl.modules.policy.layers) == 1  # the named model
+    assert critic.trunk.cfg.n_layers == 2 and program.rl.modules.policy.cfg.n_layers == 1  # the named model
     state = program.init_state()
     prompts = program.put({"tokens": np.full((8, 8), 257, np.int32), "attention_mask": np.ones((8, 8), bool)})
     frozen = program.split.frozen
