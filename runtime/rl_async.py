@@ -90,7 +90,8 @@ class AsyncRollouts:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f"{step}.tmp.npz"
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            # (numpy's stubs read `**arrays` as possibly `allow_pickle`; the names all hold a '/')
+            np.savez(f, **arrays)  # type: ignore[arg-type]
         os.replace(tmp, self.folder / f"{step}.npz")  # a kill mid-write leaves the old file
 
     def resume(self, step: int) -> bool:
@@ -99,7 +100,7 @@ class AsyncRollouts:
         if not path.is_file():
             return False
         with np.load(path) as saved:
-            count = len({key.split("/", 1)[0] for key in saved.files})
+            count = len({key.split("/", 1)[0] for key in saved.files if "/" in key})
             for i in range(count):
                 prefix = f"{i}/"
                 batch = {k[len(prefix):]: saved[k] for k in saved.files
