@@ -1,16 +1,16 @@
 """Agentic RL benchmark (not a test): sync vs async rollout on the calculator task.
 
-    python bench/agentic.py [--sft-steps 300] [--steps 10] [--sleep 0.05] [--run-dir DIR]
+    python bench/agentic.py [--sft-steps 300] [--steps 10] [--rounds 3] [--sleep 0.05] [--run-dir DIR]
 
 One pipeline, run once: a short SFT stage on `examples/data/agent_calculator.jsonl`
-teaches the pico model the hermes tool-call format, then two GRPO stages start from it
-side by side, identical but for `rollout = "sync"` vs `rollout = "async"`
-(`max_staleness = 1`). Their tool is the example's `calculate` slowed by `--sleep`
+teaches the pico model the hermes tool-call format, then GRPO stages start from it,
+identical but for `rollout = "sync"` vs `rollout = "async"` (`max_staleness = 1`),
+alternating sync, async, sync, ... for `--rounds` rounds so machine noise hits both alike. Their tool is the example's `calculate` slowed by `--sleep`
 seconds per call (the latency of a real tool: a search, a sandbox, an API).
 
 A step's time is the wall time between two consecutive dispatches of the stage
 (`Executor(on_dispatch=...)`); the median is taken over the steps after the first two
-(which compile the programs). The SFT stage is cached in `--run-dir`, so a rerun only
+(which compile the programs), pooled over the rounds. The SFT stage is cached in `--run-dir`, so a rerun only
 repeats the two GRPO stages (delete the directory to start over).
 """
 
@@ -28,9 +28,12 @@ SKIP = 2  # steps whose time includes compilation
 
 TOOLS = '''"""`calculate` with a fixed latency per call (bench/agentic.py writes this file)."""
 
+import sys
 import time
+from pathlib import Path
 
-from agent_tools import calculate as _calculate
+sys.path.insert(0, str(Path(__file__).parent))  # tools are loaded from their file, not a package
+from agent_tools import calculate as _calculate  # noqa: E402
 
 
 def calculate(expression: str) -> str:
@@ -90,20 +93,31 @@ stage {name}: grpo {{
 MODES = ("sync", "async")
 
 
-def write_workdir(work: Path, sft_steps: int, steps: int, sleep: float) -> Path:
+def stage_names(rounds: int) -> list[tuple[str, str]]:
+    return [(mode, f"{mode}_rl_{r}") for r in range(rounds) for mode in MODES]
+
+
+def write_workdir(work: Path, sft_steps: int, steps: int, rounds: int, sleep: float) -> Path:
     (work / "data").mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "examples" / "data" / "agent_calculator.jsonl", work / "data")
-    shutil.copy(ROOT / "examples" / "agent_tools.py", work)
-    (work / "slow_tools.py").write_text(TOOLS.format(sleep=sleep))
-    stages = "".join(GRPO.format(name=f"{mode}_rl", steps=steps, mode=mode) for mode in MODES)
-    (work / "bench.tnx").write_text(PIPELINE.format(sft_steps=sft_steps, stages=stages))
+    # copy2 keeps modification times, so a rerun finds the SFT stage's inputs unchanged (cached)
+    shutil.copy2(ROOT / "examples" / "data" / "agent_calculator.jsonl", work / "data")
+    shutil.copy2(ROOT / "examples" / "agent_tools.py", work)
+    stages = "".join(GRPO.format(name=name, steps=steps, mode=mode) for mode, name in stage_names(rounds))
+    write_if_changed(work / "slow_tools.py", TOOLS.format(sleep=sleep))
+    write_if_changed(work / "bench.tnx", PIPELINE.format(sft_steps=sft_steps, stages=stages))
     return work / "bench.tnx"
+
+
+def write_if_changed(path: Path, text: str) -> None:
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sft-steps", type=int, default=300)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="sync/async stage pairs, interleaved")
     parser.add_argument("--sleep", type=float, default=0.05, help="seconds per tool call")
     parser.add_argument("--run-dir", type=Path, default=Path("/tmp/tnx_bench_agentic"))
     args = parser.parse_args()
@@ -113,7 +127,7 @@ def main() -> None:
     from tunix_dsl.runtime.executor import Executor
 
     work = args.run_dir / "work"
-    pipeline_file = write_workdir(work, args.sft_steps, args.steps, args.sleep)
+    pipeline_file = write_workdir(work, args.sft_steps, args.steps, args.rounds, args.sleep)
     pipeline = load(str(pipeline_file))
     assert pipeline.ok, "\n".join(str(d) for d in pipeline.diagnostics)
     stamps: dict[str, list[float]] = defaultdict(list)
@@ -121,26 +135,32 @@ def main() -> None:
     def on_dispatch(stage: str, done: int) -> None:
         stamps[stage].append(time.perf_counter())
 
-    for mode in MODES:  # a rerun must time both stages again, not read them from the cache
-        shutil.rmtree(args.run_dir / "run" / "stages" / f"{mode}_rl", ignore_errors=True)
+    for _, name in stage_names(args.rounds):  # a rerun times the RL stages again, not the cache
+        shutil.rmtree(args.run_dir / "run" / "stages" / name, ignore_errors=True)
     Executor(pipeline, args.run_dir / "run", on_dispatch=on_dispatch).run()
 
     from tunix_dsl.runtime.report import read_rows
 
-    results = {}
-    for mode in MODES:
-        name = f"{mode}_rl"
-        times = [b - a for a, b in zip(stamps[name][SKIP - 1:], stamps[name][SKIP:], strict=False)]
+    times: dict[str, list[float]] = defaultdict(list)
+    per_round: dict[str, list[float]] = defaultdict(list)
+    calls: dict[str, float] = {}
+    for mode, name in stage_names(args.rounds):
+        steps = [b - a for a, b in zip(stamps[name][SKIP - 1:], stamps[name][SKIP:], strict=False)]
+        times[mode] += steps
+        per_round[mode].append(statistics.median(steps))
         rows = read_rows(args.run_dir / "run" / "stages" / name / "metrics.jsonl")
-        calls = max((v for r in rows for k, v in r.items() if k.endswith("/calls")), default=0.0)
-        results[mode] = (statistics.median(times), calls / len(rows), rows[-1].get("reward", float("nan")))
-    print(f"\n{args.steps} GRPO steps per stage (median over steps {SKIP + 1}..{args.steps}), "
-          f"16 episodes a step, tool latency {args.sleep * 1000:.0f} ms")
-    print("| rollout | s / step | tool calls / step | last reward |")
+        # the tool counts are cumulative over the stage (its own tool pool)
+        calls[mode] = max((v for r in rows for k, v in r.items() if k.endswith("/calls")), default=0.0) / len(rows)
+    print(f"\n{args.rounds} rounds of {args.steps} GRPO steps per mode (median over steps "
+          f"{SKIP + 1}..{args.steps} of every round), 16 episodes a step, tool latency "
+          f"{args.sleep * 1000:.0f} ms")
+    print("| rollout | s / step (median) | medians of the rounds | tool calls / step |")
     print("|---|---|---|---|")
-    for mode, (seconds, calls, reward) in results.items():
-        print(f"| {mode} | {seconds:.3f} | {calls:.1f} | {reward:.3f} |")
-    print(f"| ratio async / sync | **{results['async'][0] / results['sync'][0]:.2f}x** | | |")
+    for mode in MODES:
+        rounds = ", ".join(f"{t:.3f}" for t in per_round[mode])
+        print(f"| {mode} | {statistics.median(times[mode]):.3f} | {rounds} | {calls[mode]:.1f} |")
+    ratio = statistics.median(times["async"]) / statistics.median(times["sync"])
+    print(f"| ratio async / sync | **{ratio:.2f}x** | | |")
 
 
 if __name__ == "__main__":

@@ -78,6 +78,11 @@ class AsyncRollouts:
         assert ready.step == step, f"async rollout of step {ready.step} taken at step {step}"
         return ready
 
+    def wait(self) -> None:
+        """Let the rollouts in flight finish (an error in one is raised here)."""
+        for future in self._queue:
+            future.result()
+
     def save(self, step: int) -> None:
         """Wait for the rollouts in flight and write them for a resume from checkpoint `step`."""
         arrays: dict[str, np.ndarray] = {}

@@ -15,7 +15,7 @@ checkpoint, where they are checked finite before anything is saved. With
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -61,11 +61,25 @@ class RLLoop(DurableLoop[RLProgram, RLConfig]):
             if start_step and not self._async.resume(start_step):
                 self.log(f"  {self.name}: no async rollouts saved with checkpoint {start_step}; "
                          "the first steps roll out on the restored weights")
+        held_out: Callable[[TrainState], dict[str, float]] | None = self.evaluate
+        if self._async is not None and held_out is not None:
+            self.evaluate = self.drained(held_out, self._async)
         try:
             return super().run(state, start_step)
         finally:
+            self.evaluate = held_out
             if self._async is not None:
                 self._async.close()
+
+    @staticmethod
+    def drained(evaluate: Callable[[TrainState], dict[str, float]], pipe: AsyncRollouts
+                ) -> Callable[[TrainState], dict[str, float]]:
+        """Held-out episodes share the environment (tool pool, its call counts) with the
+        worker's: they run once the rollouts in flight are done, never beside them."""
+        def run(state: TrainState) -> dict[str, float]:
+            pipe.wait()
+            return evaluate(state)
+        return run
 
     def save(self, state: TrainState, step: int, started: float) -> None:
         if self._async is not None:  # the rollouts in flight are part of the resumable state
