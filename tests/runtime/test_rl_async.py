@@ -112,3 +112,14 @@ def test_async_agent_episodes_match_sync_on_the_first_step(tmp_path: Path) -> No
     assert [r["rollout_staleness"] for r in lagged] == [0.0, 1.0, 1.0]
     first = {k: v for k, v in sync[0].items() if k.startswith(("reward", "agent/turns", "agent/model"))}
     assert "agent/turns" in first and all(lagged[0][k] == v for k, v in first.items()), (sync[0], lagged[0])
+
+
+def test_async_ppo_trains_on_rollouts_one_step_old(tmp_path: Path) -> None:
+    work = fresh_workdir(tmp_path, "rl_ppo.tnx")
+    text = (work / "p.tnx").read_text()
+    end = text.index("\n}", text.index(": ppo {"))
+    (work / "p.tnx").write_text(text[:end] + '\n  rollout = "async"' + text[end:])
+    assert run(work) == 0
+    rows = metric_rows(work / "run", "solve")
+    assert [r["rollout_staleness"] for r in rows] == [0.0] + [1.0] * (len(rows) - 1)
+    assert sum(r["reward"] for r in rows[-3:]) > sum(r["reward"] for r in rows[:3])  # it learns
