@@ -7,13 +7,16 @@ rollout's PRNG key is derived from (stage seed, step) inside the program and the
 data cursor is an integer, so a run resumed from a checkpoint (policy, critic,
 optimizer state, RNG state, cursor) replays exactly the steps an uninterrupted
 run takes. Device metrics stay on the device until a log window or a
-checkpoint, where they are checked finite before anything is saved.
+checkpoint, where they are checked finite before anything is saved. With
+`rollout = "async"` the rollouts of later steps run in a worker thread meanwhile
+(`runtime/rl_async.py`).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import jax
@@ -28,6 +31,7 @@ from tunix_dsl.runtime.agent_env import PythonEnv
 from tunix_dsl.runtime.evaluation import completions_text
 from tunix_dsl.runtime.rewards import RowName, score_rows
 from tunix_dsl.runtime.rl_agent import StageAgent
+from tunix_dsl.runtime.rl_async import AsyncRollouts, Prepared, snapshot
 from tunix_dsl.runtime.rl_rewards import StageRewards
 from tunix_dsl.runtime.training import DurableLoop, LoopResult
 from tunix_dsl.schemas.stages import GRPOConfig
@@ -43,13 +47,49 @@ class RLLoop(DurableLoop[RLProgram, RLConfig]):
     rewards: StageRewards
     row_name: RowName  # row id -> where the row is (a reward error names it)
     agent: StageAgent | None = None  # with an `environment`: multi-turn episodes (rl_agent.py)
+    _async: AsyncRollouts | None = field(default=None, init=False)  # rollout = "async", set by run
 
     eval_keys: ClassVar[tuple[str, ...]] = ("reward",)
     blame: ClassVar[str] = "check the rewards"
 
     def run(self, state: TrainState, start_step: int) -> tuple[TrainState, LoopResult]:
         self._rollout_s = 0.0
-        return super().run(state, start_step)
+        self._async = None
+        if getattr(self.config, "rollout", "sync") == "async":
+            assert not getattr(self.config, "dynamic_sampling", False), "async + dynamic_sampling (TNX520)"
+            self._async = AsyncRollouts(int(self.config.max_staleness),
+                                        self.checkpoints.directory.parent / "async_rollouts",
+                                        self.produce, self.program.put)
+            if start_step and not self._async.resume(start_step):
+                self.log(f"  {self.name}: no async rollouts saved with checkpoint {start_step}; "
+                         "the first steps roll out on the restored weights")
+        held_out: Callable[[TrainState], dict[str, float]] | None = self.evaluate
+        if self._async is not None and held_out is not None:
+            self.evaluate = self.drained(held_out, self._async)
+        try:
+            return super().run(state, start_step)
+        finally:
+            self.evaluate = held_out
+            if self._async is not None:
+                self._async.close()
+
+    @staticmethod
+    def drained(evaluate: Callable[[TrainState], dict[str, float]], pipe: AsyncRollouts
+                ) -> Callable[[TrainState], dict[str, float]]:
+        """Held-out episodes share the environment (tool pool, its call counts) with the
+        worker's: they run once the rollouts in flight are done, never beside them."""
+        def run(state: TrainState) -> dict[str, float]:
+            pipe.wait()
+            return evaluate(state)
+        return run
+
+    def save(self, state: TrainState, step: int, started: float) -> None:
+        if self._async is not None:  # the rollouts in flight are part of the resumable state
+            self._async.save(step)
+        super().save(state, step, started)
+        if self._async is not None:
+            checkpoints = self.checkpoints.directory
+            self._async.prune(lambda s: s == step or (checkpoints / str(s)).is_dir())
 
     def dispatch(self, state: TrainState, done: int) -> tuple[TrainState, int]:
         state, host, device = self.step(state, done)
@@ -66,6 +106,8 @@ class RLLoop(DurableLoop[RLProgram, RLConfig]):
     def step(self, state: TrainState, done: int
              ) -> tuple[TrainState, dict[str, float], dict[str, jax.Array]]:
         """One RL step: returns the new state, host metrics and (still on device) update metrics."""
+        if self._async is not None:
+            return self.async_step(state, done)
         program = self.program
         frozen = program.split.frozen
         if getattr(self.config, "dynamic_sampling", False):
@@ -80,9 +122,41 @@ class RLLoop(DurableLoop[RLProgram, RLConfig]):
             batch = {**rollout, **scores, **program.put({"rewards": reward})}
             extra = {}
         state, metrics = program.update(state, frozen, batch)
+        return state, self.host_metrics(reward, parts, lengths, extra), metrics
+
+    def async_step(self, state: TrainState, done: int
+                   ) -> tuple[TrainState, dict[str, float], dict[str, jax.Array]]:
+        """Take step `done`'s rollout, queue the one `max_staleness` steps ahead on a copy of
+        the current weights, and dispatch the update while the worker generates."""
+        pipe, total = self._async, int(self.config.steps)
+        assert pipe is not None
+        weights = None
+        if not len(pipe):  # a fresh start: the first rollouts come from the starting weights
+            weights = snapshot(state)
+            for ahead in range(done, min(done + pipe.depth, total)):
+                pipe.submit(weights, done, ahead, self.stream.next_batch())
+        ready = pipe.take(done)
+        if done + pipe.depth < total:
+            weights = weights if weights is not None else snapshot(state)
+            pipe.submit(weights, done, done + pipe.depth, self.stream.next_batch())
+        state, metrics = self.program.update(state, self.program.split.frozen, ready.batch)
+        return state, {**ready.host, "rollout_staleness": float(done - ready.behaviour)}, metrics
+
+    def produce(self, weights: TrainState, behaviour: int, step: int,
+                prompts: Mapping[str, np.ndarray]) -> Prepared:
+        """The worker's job: rollout, score (behaviour log-probs) and host rewards of one step."""
+        program = self.program
+        rollout, row_ids = self.sample(weights, step, 0, prompts)
+        scores = program.score(weights, program.split.frozen, rollout) if program.score is not None else {}
+        reward, parts, lengths = self.score_on_host(rollout, row_ids)
+        batch = {**rollout, **scores, **program.put({"rewards": reward})}
+        return Prepared(step, behaviour, batch, self.host_metrics(reward, parts, lengths, {}))
+
+    def host_metrics(self, reward: np.ndarray, parts: dict[str, np.ndarray], lengths: np.ndarray,
+                     extra: dict[str, float]) -> dict[str, float]:
         if self.agent is not None:
             extra = {**extra, **self.agent.metrics(self._episodes)}
-        host = {
+        return {
             "reward": float(reward.mean()),
             "reward_std": float(reward.std()),
             **{f"reward/{name}": float(v.mean()) for name, v in parts.items()},
@@ -91,12 +165,13 @@ class RLLoop(DurableLoop[RLProgram, RLConfig]):
             "rollout_tokens_per_s": self._step_tokens / max(self._step_s, 1e-9),
             **extra,
         }
-        return state, host, metrics
 
-    def sample(self, state: TrainState, done: int, draw: int) -> tuple[dict[str, jax.Array], np.ndarray]:
-        """Dispatch the rollout of the next prompts; (rollout batch on device, row id per row)."""
+    def sample(self, state: TrainState, done: int, draw: int, batch: Mapping[str, np.ndarray] | None = None
+               ) -> tuple[dict[str, jax.Array], np.ndarray]:
+        """Dispatch the rollout of `batch` (default: the next prompts); (rollout batch on device,
+        row id per row)."""
         program = self.program
-        batch = self.stream.next_batch()
+        batch = self.stream.next_batch() if batch is None else batch
         row_ids = np.repeat(batch["example_ids"], program.rl.generations)
         self._t0 = time.perf_counter()
         if self.agent is not None:  # episodes run on the host between device turns

@@ -4,9 +4,10 @@ Per step (`compiler/rl_program.py` runs the programs; this file is the math):
 
 1. rollout: B prompts, G completions each (one shared prefill per prompt).
 2. score, no gradients, one program:
-   - old-policy log-probs `old_t` — only when μ = `iterations` > 1; with μ = 1 the
-     policy has not moved since the rollout, so `old = sg(logp)` inside the update
-     (the first ratio is exactly 1, and a forward is saved);
+   - old-policy log-probs `old_t` — only when μ = `iterations` > 1 or the rollout is
+     async (older weights generated it); with μ = 1 and a sync rollout the policy has not
+     moved since the rollout, so `old = sg(logp)` inside the update (the first ratio is
+     exactly 1, and a forward is saved);
    - reference log-probs `ref_t` — only when β > 0; with LoRA and a reference equal
      to the policy's start, the policy's base with its adapters off (no copy).
 3. host: rewards r = Σ_i w_i·r_i (+ the overlong penalty, in tokens).
@@ -85,9 +86,13 @@ def build(config: GRPOConfig, models: StageModels) -> RLStep:
     norm = float(config.max_new_tokens)
     chunk = loss_chunk(config, models.models["policy"])  # completion tokens per output-head slice
 
+    # The behaviour policy's log-probs: after μ > 1 passes, or under async rollout (weights up
+    # to `max_staleness` steps older than the update's), the policy is no longer the sampler.
+    off_policy = mu > 1 or config.rollout == "async"
+
     def score(modules: Container, batch: Batch) -> dict[str, jax.Array]:
         out = {}
-        if mu > 1:
+        if off_policy:
             out["old_logps"] = completion_logps(modules.policy, batch, chunk, group)
         if beta > 0:
             out["ref_logps"] = reference_logps(modules, batch, chunk, group)
@@ -102,7 +107,7 @@ def build(config: GRPOConfig, models: StageModels) -> RLStep:
     def micro_loss(modules: Container, mb: Batch) -> tuple[jax.Array, Sums]:
         mask = mb["completion_mask"]
         logps, entropy = completion_terms(modules.policy, mb, chunk, group)  # entropy: a metric
-        old = mb["old_logps"] if mu > 1 else jax.lax.stop_gradient(logps)
+        old = mb["old_logps"] if off_policy else jax.lax.stop_gradient(logps)
         token_log_ratio = logps - jax.lax.stop_gradient(old)
         ratio = losses_rl.gspo_token_ratio(logps, old, mask) if gspo else jnp.exp(token_log_ratio)
         per_token, clipped, dual = losses_rl.clipped_surrogate_per_token(
