@@ -47,7 +47,7 @@ def _decl_exprs(decl: ast.Decl) -> list[tuple[str, ast.Expr]]:
 
 # Source families a plugin package can extend (entry points), and what TNX105 says of them.
 PLUGGABLE = frozenset({"model", "dataset", "reward"})
-PLUGIN_HINT = "; a plugin package adds more once installed (`tnx explain plugins` lists them)"
+PLUGIN_HINT = "a plugin package adds more once installed (`tnx explain plugins` lists them)"
 
 
 class Checker:
@@ -182,8 +182,8 @@ class Checker:
             help_text = (f"`{expr.func}(...)` makes a {elsewhere[0]}: declare it with "
                          f"`{elsewhere[0]} {decl.name} = ...`" if elsewhere else
                          did_you_mean(expr.func, family, f"{decl.keyword} sources"))
-            if decl.keyword in PLUGGABLE and not help_text.startswith(("did you mean", "`")):
-                help_text += PLUGIN_HINT  # no near name: perhaps a plugin that is not installed
+            if decl.keyword in PLUGGABLE and not (help_text or "`").startswith(("did you mean", "`")):
+                help_text = "; ".join(filter(None, (help_text, PLUGIN_HINT)))  # no near name: perhaps a plugin that is not installed
             self.diags.append(diagnostic(
                 "TNX105", f"unknown {decl.keyword} source `{expr.func}`", expr.func_span,
                 label=f"not a {decl.keyword} source", help=help_text))
