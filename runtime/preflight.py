@@ -45,14 +45,10 @@ from tunix_dsl.grammar.spans import Span
 from tunix_dsl.models.info import model_size_info
 from tunix_dsl.rules.registry import diagnostic
 from tunix_dsl.schemas.base import ModelRef
+from tunix_dsl.schemas.datasets import DatasetSchema
 from tunix_dsl.schemas.kinds import LoweringError
 from tunix_dsl.schemas.plugins import load_implementation
-from tunix_dsl.schemas.sources import (
-    DatasetSchema,
-    HFModelSource,
-    HFTokenizerSource,
-    PythonReward,
-)
+from tunix_dsl.schemas.sources import HFModelSource, HFTokenizerSource, PythonReward
 
 SINGLE_WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"

@@ -16,12 +16,8 @@ from tunix_dsl.models.config import ModelConfig, ModelConfigError
 from tunix_dsl.models.info import resolve_path
 from tunix_dsl.runtime.run_dir import derived_seed
 from tunix_dsl.schemas.base import ModelRef
-from tunix_dsl.schemas.sources import (
-    BytesTokenizer,
-    DatasetSchema,
-    HFTokenizerSource,
-    TokenizerSource,
-)
+from tunix_dsl.schemas.datasets import DatasetSchema
+from tunix_dsl.schemas.sources import BytesTokenizer, HFTokenizerSource, TokenizerSource
 from tunix_dsl.schemas.stages import STAGE_KINDS
 
 

@@ -27,11 +27,10 @@ import numpy as np
 
 from tunix_dsl.data.datasets import jsonl_row_lines
 from tunix_dsl.models.info import resolve_path
+from tunix_dsl.schemas.datasets import JsonlSource, ParquetSource
 from tunix_dsl.schemas.sources import (
     ExactMatchReward,
-    JsonlSource,
     LengthPenaltyReward,
-    ParquetSource,
     PythonReward,
     RegexReward,
     RewardSchema,

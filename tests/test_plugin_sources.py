@@ -16,7 +16,7 @@ TSV_PLUGIN = '''
 from pydantic import Field
 
 from tunix_dsl.data.datasets import DataError
-from tunix_dsl.schemas.sources import DatasetSchema
+from tunix_dsl.schemas.datasets import DatasetSchema
 
 
 class TsvPairs(DatasetSchema):
@@ -111,7 +111,7 @@ def test_every_built_in_source_names_a_loadable_implementation(group, table):
 
 def test_a_built_in_dataset_reads_its_rows_through_its_implementation(tmp_path):
     from tunix_dsl.runtime.resources import dataset_rows
-    from tunix_dsl.schemas.sources import JsonlSource
+    from tunix_dsl.schemas.datasets import JsonlSource
 
     (tmp_path / "qa.jsonl").write_text('{"q": "1+1=", "a": "2"}\n')
     spec = JsonlSource(path="qa.jsonl", prompt="q", completion="a")

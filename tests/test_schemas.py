@@ -18,9 +18,9 @@ from tunix_dsl.schemas import (
     explain_text,
     explainable_names,
 )
+from tunix_dsl.schemas.datasets import SyntheticSource
 from tunix_dsl.schemas.explain import ref_kind
 from tunix_dsl.schemas.pipeline import Mesh
-from tunix_dsl.schemas.sources import SyntheticSource
 from tunix_dsl.schemas.stages import DPOConfig, GRPOConfig
 from tunix_dsl.schemas.training import AdamW, Lora
 

@@ -9,7 +9,7 @@ import pytest
 
 from tunix_dsl.runtime.rewards import RewardError, dataset_row_names, score_rows
 from tunix_dsl.runtime.rl_rewards import StageRewards, overlong_penalty
-from tunix_dsl.schemas.sources import JsonlSource, ParquetSource, SyntheticSource
+from tunix_dsl.schemas.datasets import JsonlSource, ParquetSource, SyntheticSource
 from tunix_dsl.schemas.training import OverlongPenalty
 
 

@@ -27,8 +27,8 @@ from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.models.info import SizeInfo, model_size_info, resolve_path, tokenizer_identity
 from tunix_dsl.schemas import STAGE_KINDS, EvalConfig, ExportConfig, ModelRef, PipelineSettings
 from tunix_dsl.schemas.agents import EnvironmentSource, PythonTool
+from tunix_dsl.schemas.datasets import DatasetSource
 from tunix_dsl.schemas.sources import (
-    DatasetSource,
     HFModelSource,
     HFTokenizerSource,
     ModelSource,

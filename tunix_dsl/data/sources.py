@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tunix_dsl.data.datasets import Row, read_jsonl, synthetic_rows
 from tunix_dsl.models.info import resolve_path
-from tunix_dsl.schemas.sources import JsonlSource, ParquetSource, SyntheticSource
+from tunix_dsl.schemas.datasets import JsonlSource, ParquetSource, SyntheticSource
 
 
 def synthetic(spec: SyntheticSource, base_dir: Path, consumer: str | None = None,

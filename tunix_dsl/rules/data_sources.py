@@ -18,7 +18,7 @@ from tunix_dsl.grammar.diagnostics import Diagnostic, Severity
 from tunix_dsl.models.info import exists
 from tunix_dsl.rules.codes import _PRELUDE
 from tunix_dsl.rules.registry import diagnostic, rule
-from tunix_dsl.schemas.sources import ParquetSource
+from tunix_dsl.schemas.datasets import ParquetSource
 
 # A warning (TNX4xx): lint may run before the file is final; `tnx run`'s pre-flight reads
 # every row and stops on a bad one (TNX371).

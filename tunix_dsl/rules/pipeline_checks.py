@@ -13,7 +13,7 @@ from tunix_dsl.models.info import dense_kernel_shapes, exists, match_lora_target
 from tunix_dsl.rules.codes import _PRELUDE, _with_stage
 from tunix_dsl.rules.registry import diagnostic, rule
 from tunix_dsl.rules.run_checks import mesh_batch_diagnostics
-from tunix_dsl.schemas.sources import JsonlSource, SyntheticSource
+from tunix_dsl.schemas.datasets import JsonlSource, SyntheticSource
 
 E = Severity.ERROR
 _PREFS = 'dataset prefs = synthetic("addition_preferences", count = 100)\n'

@@ -100,7 +100,8 @@ def _registry_of(group: str) -> dict[str, object]:
 
 
 def _base_of(group: str) -> type[Schema]:
-    from tunix_dsl.schemas.sources import DatasetSchema, ModelSchema, RewardSchema
+    from tunix_dsl.schemas.datasets import DatasetSchema
+    from tunix_dsl.schemas.sources import ModelSchema, RewardSchema
     from tunix_dsl.schemas.training import OptimizerBase
 
     return {"tunix_dsl.rewards": RewardSchema, "tunix_dsl.datasets": DatasetSchema,

@@ -13,8 +13,9 @@ from pydantic import Field
 
 from tunix_dsl.data.datasets import ConsumerInfo
 from tunix_dsl.schemas.base import Problem
+from tunix_dsl.schemas.datasets import DatasetSchema
 from tunix_dsl.schemas.kinds import StageKind
-from tunix_dsl.schemas.sources import DatasetSchema, RewardSchema
+from tunix_dsl.schemas.sources import RewardSchema
 from tunix_dsl.schemas.stages import (
     AdapterConfig,
     PolicyConfig,
