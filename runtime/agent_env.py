@@ -18,7 +18,6 @@ Python cannot kill a thread.)
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tunix_dsl.runtime.tool_calls import ToolCall, observation_text, parse_tool_calls
+from tunix_dsl.runtime.user_code import import_user_file
 from tunix_dsl.schemas.agents import PythonEnvironment, PythonTool, ToolsEnvironment
 
 
@@ -38,16 +38,7 @@ class AgentError(Exception):
 
 def load_object(file: str, name: str, base_dir: Path, what: str) -> Any:
     """`name` from the user file `file` (relative to the .tnx file), imported now."""
-    path = Path(file) if Path(file).is_absolute() else Path(base_dir) / file
-    if not path.is_file():
-        raise AgentError(f"{what}: file {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"tnx_agent_{path.stem}_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as err:  # the user's module: report, don't crash with its traceback
-        raise AgentError(f"{what}: importing {path} failed: {type(err).__name__}: {err}") from err
+    module, path = import_user_file(file, base_dir, what, f"tnx_agent_{Path(file).stem}_{name}", AgentError)
     value = getattr(module, name, None)
     if value is None:
         raise AgentError(f"{what}: {path} has no `{name}`")

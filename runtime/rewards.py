@@ -15,7 +15,6 @@ number), in training, held-out scoring and eval blocks alike.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +26,7 @@ import numpy as np
 
 from tunix_dsl.data.datasets import jsonl_row_lines
 from tunix_dsl.models.info import resolve_path
+from tunix_dsl.runtime.user_code import import_user_file
 from tunix_dsl.schemas.datasets import JsonlSource, ParquetSource
 from tunix_dsl.schemas.sources import (
     ExactMatchReward,
@@ -82,16 +82,7 @@ def length_penalty(spec: LengthPenaltyReward, _base: Path, name: str) -> RewardF
 
 
 def python_function(spec: PythonReward, base: Path, name: str) -> RewardFn:
-    path = Path(spec.file) if Path(spec.file).is_absolute() else base / spec.file
-    if not path.is_file():
-        raise RewardError(f"reward `{name}`: file {path} does not exist")
-    module_spec = importlib.util.spec_from_file_location(f"tnx_reward_{name}", path)
-    assert module_spec is not None and module_spec.loader is not None
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as err:  # the user's module: report, don't crash with its traceback
-        raise RewardError(f"reward `{name}`: importing {path} failed: {type(err).__name__}: {err}") from err
+    module, path = import_user_file(spec.file, base, f"reward `{name}`", f"tnx_reward_{name}", RewardError)
     fn = getattr(module, spec.function, None)
     if not callable(fn):
         raise RewardError(f"reward `{name}`: {path} has no function `{spec.function}`")
