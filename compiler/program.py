@@ -99,9 +99,7 @@ class StageProgram:
         total: dict[str, jax.Array] | None = None
         for host in batches:
             arrays = {n: v for n, v in host.items() if n not in ("example_ids", "valid")}
-            placed = jax.device_put(
-                arrays, {n: sharding.batch_sharding(self.mesh, v.ndim) for n, v in arrays.items()}
-            )
+            placed = sharding.place(arrays, {n: sharding.batch_sharding(self.mesh, v.ndim) for n, v in arrays.items()})
             sums = self.eval_sums(state, self.split.frozen, placed)
             total = sums if total is None else jax.tree.map(jnp.add, total, sums)
         assert total is not None, "an eval set has at least one batch"

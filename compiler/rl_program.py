@@ -109,8 +109,7 @@ class RLProgram:
         return nnx.merge(self.split.graphdef, state.trainable, self.split.frozen, state.rest)
 
     def put(self, arrays: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-        return jax.device_put(
-            dict(arrays), {n: sharding.batch_sharding(self.mesh, np.ndim(v)) for n, v in arrays.items()})
+        return sharding.place(arrays, {n: sharding.batch_sharding(self.mesh, np.ndim(v)) for n, v in arrays.items()})
 
 
 def sampling_config(config: GenerationConfig, generations: int, stop_ids: tuple[int, ...], pad_id: int) -> SamplingConfig:

@@ -127,6 +127,21 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def place(host: Mapping[str, np.ndarray], shardings: Mapping[str, NamedSharding]) -> dict[str, jax.Array]:
+    """Global arrays from host values that every process holds in full (RL batches, eval prompts).
+
+    One process: `device_put`. Several: each process fills only the shards its own
+    devices hold, from its (identical) copy, so no process sends data to another's
+    devices; the callers make sure the copies agree (same data order, rewards
+    checked with `runtime.distributed.agree`).
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(dict(host), dict(shardings))
+    return {name: jax.make_array_from_callback(np.shape(value), shardings[name],
+                                               lambda index, v=value: np.asarray(v)[index])
+            for name, value in host.items()}
+
+
 def parameter_sharding_fn(mesh: Mesh):
     """`fn(path, shape, logical_axes) -> NamedSharding`, for loaders that place tensor by tensor."""
 

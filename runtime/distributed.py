@@ -280,16 +280,28 @@ def host_copy(tree: T) -> T:
 # ----------------------------------------------------------------------------- what is not built
 
 def unsupported(pipeline: Any) -> str | None:
-    """What of `pipeline` cannot run with several processes yet (checked before anything runs)."""
+    """What of `pipeline` cannot run with several processes yet (checked before anything runs).
+
+    RL stages and `eval` blocks run: every process generates and scores the whole
+    batch (rewards on the host, compared across processes), and the device arrays
+    take each process's shards. Two things stay single-process: a worker thread
+    issuing collectives beside the main loop's (async rollout) could interleave them
+    differently on each host, and tool calls (timeouts, latency) need not agree
+    across hosts.
+    """
     from tunix_dsl.schemas.stages import STAGE_KINDS
 
-    rl = [s for s in pipeline.stages if STAGE_KINDS[s.kind].program == "rl"]
-    if rl:
-        return (f"stage `{rl[0].name}` ({rl[0].kind}) cannot run with several processes yet "
-                "(RL rollouts and host rewards are single-process); run RL stages on one host "
-                "(their checkpoints and cached outputs are shared with multi-process runs)")
-    if pipeline.evals:
-        return (f"eval `{pipeline.evals[0].name}` cannot run with several processes yet "
-                "(generation is single-process); run the same command on one host afterwards: "
-                "the trained stages are cached, so only the evaluation runs")
+    for stage in pipeline.stages:
+        if STAGE_KINDS[stage.kind].program != "rl":
+            continue
+        config = stage.config
+        if getattr(config, "rollout", "sync") == "async":
+            return (f"stage `{stage.name}`: rollout = \"async\" cannot run with several processes yet; "
+                    "use rollout = \"sync\" for the multi-process job, or run the stage on one host "
+                    "(its checkpoints and cached outputs are shared with multi-process runs)")
+        if getattr(config, "environment", None) is not None:
+            return (f"stage `{stage.name}`: an `environment` (multi-turn episodes with tools) cannot run "
+                    "with several processes yet (a tool's answer or timeout may differ between hosts); "
+                    "run the stage on one host (its checkpoints and cached outputs are shared with "
+                    "multi-process runs)")
     return None

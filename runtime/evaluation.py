@@ -21,6 +21,7 @@ from tunix_dsl.models import Transformer
 from tunix_dsl.models.sampler import Sampler
 from tunix_dsl.runtime.batches import length_buckets, ordered_batches
 from tunix_dsl.runtime.data import tokenize_rows
+from tunix_dsl.runtime.distributed import host_copy
 from tunix_dsl.runtime.rewards import RewardFn, RowName, score_rows
 
 
@@ -66,7 +67,7 @@ def evaluate_model(
         prompts = [row[real].tolist() for row, real in zip(batch["tokens"], batch["attention_mask"], strict=True)]
         out = sampler(prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                       prompt_length=batch["tokens"].shape[1], key=jax.random.fold_in(key, i))
-        tokens, lengths = jax.device_get((out.tokens, out.lengths))
+        tokens, lengths = host_copy((out.tokens, out.lengths))
         texts = completions_text(np.asarray(tokens), np.asarray(lengths), tokenizer)
         row_ids = batch["example_ids"]
         chosen = [rows[int(r)] for r in row_ids]

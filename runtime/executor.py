@@ -313,8 +313,8 @@ class Executor:
                                     "every stage is finished; run the same command to evaluate")
                 evals[block.name] = self.evaluate(block)
         if evals:
-            (self.layout.root / "evals.json").write_text(json.dumps(
-                {name: [asdict(r) for r in rs] for name, rs in evals.items()}, indent=2))
+            text = json.dumps({name: [asdict(r) for r in rs] for name, rs in evals.items()}, indent=2)
+            on_primary("write evals.json", lambda: (self.layout.root / "evals.json").write_text(text))
         on_primary("write the report", lambda: self.write_report(results, evals))
         return results
 

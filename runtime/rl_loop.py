@@ -28,6 +28,7 @@ from tunix_dsl.compiler.train_step import TrainState
 from tunix_dsl.data.tokenizers import Tokenizer
 from tunix_dsl.runtime import rl_dynamic
 from tunix_dsl.runtime.agent_env import PythonEnv
+from tunix_dsl.runtime.distributed import agree, host_copy
 from tunix_dsl.runtime.evaluation import completions_text
 from tunix_dsl.runtime.rewards import RowName, score_rows
 from tunix_dsl.runtime.rl_agent import StageAgent
@@ -191,7 +192,7 @@ class RLLoop(DurableLoop[RLProgram, RLConfig]):
             lengths = self._episodes.own_lengths
             texts = self._episodes.final_texts
         else:
-            tokens, lengths = jax.device_get((rollout["tokens"], rollout["lengths"]))
+            tokens, lengths = host_copy((rollout["tokens"], rollout["lengths"]))
             self._step_s = time.perf_counter() - self._t0
             completion = np.asarray(tokens)[:, -self.program.sampling.max_new_tokens:]
             lengths = np.asarray(lengths)
@@ -206,6 +207,10 @@ class RLLoop(DurableLoop[RLProgram, RLConfig]):
         if self.agent is not None and isinstance(self.agent.rollout.env, PythonEnv):
             parts["environment"] = self._episodes.rewards
             reward = reward + self._episodes.rewards
+        # Several processes: each scored every row; the update's batch takes each process's
+        # shards from its own copy, so the copies must be the same.
+        agree(f"the rewards of stage `{self.name}` (a reward must score alike on every host: "
+              "no unseeded randomness, clocks or per-host state)", reward.tobytes().hex())
         return reward, parts, lengths
 
     def dynamic_batch(self, state: TrainState, done: int) -> tuple[
@@ -220,7 +225,7 @@ class RLLoop(DurableLoop[RLProgram, RLConfig]):
             rollout, row_ids = self.sample(state, done, draw)
             reward, named, length = self.score_on_host(rollout, row_ids)
             tokens, seconds = tokens + self._step_tokens, seconds + self._step_s
-            draws.append({**jax.device_get(rollout), "rewards": reward})
+            draws.append({**host_copy(rollout), "rewards": reward})
             rewards.append(reward)
             parts.append(named)
             lengths.append(length)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import jax
 
-from tunix_dsl.runtime import training
+from tunix_dsl.runtime import rl_loop, training
 from tunix_dsl.runtime.cli_commands import main as tnx
 
 
@@ -24,17 +25,21 @@ def main(argv: list[str]) -> int:
     kill, args = argv[0], argv[2:]
     if kill != "-":
         stage, step, name = kill.split(":")
-        original = training.StageLoop.dispatch
-
-        def dispatch_then_die(self: training.StageLoop, state: Any, done: int) -> tuple[Any, int]:
-            state, k = original(self, state, done)
-            if self.name == stage and done + k >= int(step):
-                jax.block_until_ready(state)
-                os.kill(os.getpid(), signal.Signals[name])
-            return state, k
-
-        training.StageLoop.dispatch = dispatch_then_die  # type: ignore[method-assign]
+        for loop in (training.StageLoop, rl_loop.RLLoop):  # supervised and RL stages
+            loop.dispatch = _dying(loop.dispatch, stage, int(step), signal.Signals[name])  # type: ignore[method-assign]
     return tnx("run", args)
+
+
+def _dying(dispatch: Callable[..., tuple[Any, int]], stage: str, step: int, sig: signal.Signals
+           ) -> Callable[..., tuple[Any, int]]:
+    def dispatch_then_die(self: Any, state: Any, done: int) -> tuple[Any, int]:
+        state, k = dispatch(self, state, done)
+        if self.name == stage and done + k >= step:
+            jax.block_until_ready(state)
+            os.kill(os.getpid(), sig)
+        return state, k
+
+    return dispatch_then_die
 
 
 if __name__ == "__main__":

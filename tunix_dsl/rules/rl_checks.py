@@ -14,6 +14,7 @@ from tunix_dsl.check.ir import Pipeline, Stage
 from tunix_dsl.grammar.diagnostics import Diagnostic, Severity
 from tunix_dsl.rules.codes import _with_stage
 from tunix_dsl.rules.registry import diagnostic, rule
+from tunix_dsl.rules.run_checks import mesh_batch_diagnostics
 
 E, W = Severity.ERROR, Severity.WARNING
 _REWARD = "reward ok = exact_match()\n"
@@ -30,26 +31,15 @@ def _prompts(stage: Stage) -> int:
 
 @rule("TNX350", "rl-prompts-vs-mesh", E,
       "An RL stage whose prompts per step (batch_size / generations) do not split over the "
-      "mesh's batch axes (data × fsdp): the rollout shards prompts, not completions.",
+      "mesh's batch axes (data × fsdp; with a -1 axis: over the fixed axes, and at `tnx run` "
+      "over the devices found): the rollout shards prompts, not completions.",
       bad="pipeline demo {\n  mesh = { data = 4, fsdp = 1 }\n}\n\n"
       + _with_stage(_GRPO + "batch_size = 16\ngenerations = 8", kind="grpo", extra=_REWARD),
       good="pipeline demo {\n  mesh = { data = 4, fsdp = 1 }\n}\n\n"
       + _with_stage(_GRPO + "batch_size = 32\ngenerations = 8", kind="grpo", extra=_REWARD))
 def rl_prompts_vs_mesh(p: Pipeline) -> Iterator[Diagnostic]:
-    shards = p.settings.mesh.batch_shards()
-    if not shards or shards == 1:
-        return
-    for stage in _rl_stages(p):
-        prompts = _prompts(stage)
-        generations = getattr(stage.config, "generations", 1)
-        if prompts and prompts % shards:
-            fixed = -(-prompts // shards) * shards
-            yield diagnostic(
-                "TNX350", f"{prompts} prompts per step of stage `{stage.name}` do not split over "
-                f"{shards} batch shards", stage.span_of("batch_size"),
-                label=f"batch_size / generations = {prompts} prompts",
-                help=f"mesh data × fsdp = {shards}: use batch_size = {fixed * generations} "
-                     f"({fixed} prompts × {generations})")
+    # the run checks the same on the devices it finds (runtime.planning.check_mesh)
+    yield from (d for d in mesh_batch_diagnostics(p) if d.code == "TNX350")
 
 
 @rule("TNX352", "rl-steps-per-call", E,

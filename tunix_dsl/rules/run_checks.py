@@ -110,7 +110,7 @@ def batch_shards(mesh: Mesh, devices: int | None = None) -> tuple[int, bool] | N
 
 
 def mesh_batch_diagnostics(p: Pipeline, devices: int | None = None) -> list[Diagnostic]:
-    """TNX305 for every stage whose micro-batch does not split over the mesh; with `devices`,
+    """TNX305 / TNX350 for every stage whose batch does not split over the mesh; with `devices`,
     the mesh's -1 axis takes the devices left (what `tnx plan --devices N` and the run see)."""
     mesh = p.settings.mesh
     found = batch_shards(mesh, devices)
@@ -124,14 +124,26 @@ def mesh_batch_diagnostics(p: Pipeline, devices: int | None = None) -> list[Diag
 
 
 def batch_split_diagnostics(p: Pipeline, shards: int, where: str, axes: str) -> list[Diagnostic]:
-    """TNX305 at every stage whose micro-batch does not split into `shards` batch shards
-    (lint's fixed mesh, `--devices`, or the mesh a `--target` resolves)."""
-    return [diagnostic(
-        "TNX305", f"micro-batch {micro} does not split over {shards} batch shards{where}",
-        stage.span_of("batch_size"), label=f"batch_size / grad_accum = {micro}",
-        help=f"{axes}: make batch_size / grad_accum a multiple of {shards}")
-        for stage in p.stages
-        if (micro := stage.config.batch_size // stage.config.grad_accum) % shards]
+    """At every stage whose batch does not split into `shards` batch shards (lint's fixed mesh,
+    `--devices`, the run's devices, or the mesh a `--target` resolves): TNX305 for a
+    micro-batch, TNX350 for an RL stage's prompts per step (the rollout's leading axis)."""
+    found = []
+    for stage in p.stages:
+        config = stage.config
+        if (micro := config.batch_size // config.grad_accum) % shards:
+            found.append(diagnostic(
+                "TNX305", f"micro-batch {micro} does not split over {shards} batch shards{where}",
+                stage.span_of("batch_size"), label=f"batch_size / grad_accum = {micro}",
+                help=f"{axes}: make batch_size / grad_accum a multiple of {shards}"))
+        generations = getattr(config, "generations", 1)
+        if stage.info.program == "rl" and (prompts := config.batch_size // generations) % shards:
+            fixed = -(-prompts // shards) * shards
+            found.append(diagnostic(
+                "TNX350", f"{prompts} prompts per step of stage `{stage.name}` do not split over "
+                f"{shards} batch shards{where}", stage.span_of("batch_size"),
+                label=f"batch_size / generations = {prompts} prompts",
+                help=f"{axes}: use batch_size = {fixed * generations} ({fixed} prompts × {generations})"))
+    return found
 
 
 def _fixed(mesh: Mesh) -> bool:
