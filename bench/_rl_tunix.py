@@ -155,11 +155,6 @@ class Driven:
         return dict(self.times)
 
 
-def reply(obj: dict) -> None:
-    sys.stdout.write("@@ " + json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
 def serve(prompts: np.ndarray, rewards: np.ndarray) -> None:
     driven: Driven | None = None
     for line in sys.stdin:
@@ -170,25 +165,23 @@ def serve(prompts: np.ndarray, rewards: np.ndarray) -> None:
                 driven = Driven(prompts, rewards)
                 for _ in range(2):  # compile + one warm iteration
                     driven.iteration()
-                reply({"built": time.perf_counter() - start})
+                common.reply({"built": time.perf_counter() - start})
             except Exception as err:
                 traceback.print_exc(file=sys.stderr)
-                reply({"error": f"{type(err).__name__}: {err}"})
+                common.reply({"error": f"{type(err).__name__}: {err}"})
         elif "run" in request:
             assert driven is not None
             runs = [driven.iteration() for _ in range(int(request["run"]))]
-            reply({clock: {phase: [r.get(phase, (0.0, 0.0))[i] for r in runs] for phase in PHASES}
+            common.reply({clock: {phase: [r.get(phase, (0.0, 0.0))[i] for r in runs] for phase in PHASES}
                    for i, clock in enumerate(("wall", "cpu"))})
         else:
             return
 
 
+def serve_the_parents_batch() -> None:
+    arrays = json.loads(sys.stdin.readline())  # the parent's prompts and rewards: one batch for all sides
+    serve(np.asarray(arrays["prompts"], np.int32), np.asarray(arrays["rewards"], np.float32))
+
+
 if __name__ == "__main__":
-    try:
-        import tunix.rl.grpo.grpo_learner  # noqa: F401
-    except Exception as err:
-        reply({"unavailable": f"{type(err).__name__}: {err}"})
-    else:
-        reply({"ready": True})
-        arrays = json.loads(sys.stdin.readline())  # the parent's prompts and rewards: one batch for all sides
-        serve(np.asarray(arrays["prompts"], np.int32), np.asarray(arrays["rewards"], np.float32))
+    common.worker_main("tunix.rl.grpo.grpo_learner", serve_the_parents_batch)

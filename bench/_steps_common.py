@@ -7,7 +7,10 @@ jax/numpy/optax only. Sizes are those of `bench/models.py` (issue 3).
 
 from __future__ import annotations
 
+import importlib
+import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -108,3 +111,22 @@ def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
     for row in rows:
         print("| " + " | ".join(row) + " |")
     print()
+
+
+def reply(obj: dict) -> None:
+    """One reply of a Tunix worker (`_steps_tunix.py`, `_rl_tunix.py`): a line `@@ <json>`, so
+    the parent can tell it from a library's chatter on stdout."""
+    sys.stdout.write("@@ " + json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def worker_main(probe: str, serve: Callable[[], None]) -> None:
+    """A Tunix worker's start: `{"unavailable": why}` when `probe` cannot be imported (no
+    `google-tunix` in this interpreter), else `{"ready": true}` and then `serve()`."""
+    try:
+        importlib.import_module(probe)
+    except Exception as err:
+        reply({"unavailable": f"{type(err).__name__}: {err}"})
+    else:
+        reply({"ready": True})
+        serve()

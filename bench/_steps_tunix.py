@@ -153,11 +153,6 @@ class Driven:
         self.trainer.train([self.example])
 
 
-def reply(obj: dict) -> None:
-    sys.stdout.write("@@ " + json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
 def serve() -> None:
     driven: dict[str, Driven] = {}
     for line in sys.stdin:
@@ -173,18 +168,12 @@ def serve() -> None:
                 except Exception as err:  # report, keep serving the others
                     errors[name] = f"{type(err).__name__}: {err}"
                     traceback.print_exc(file=sys.stderr)
-            reply({"built": built, "errors": errors})
+            common.reply({"built": built, "errors": errors})
         elif "run" in request:
-            reply({"times": common.time_steps(driven[request["run"]].step, request["steps"])})
+            common.reply({"times": common.time_steps(driven[request["run"]].step, request["steps"])})
         else:
             return
 
 
 if __name__ == "__main__":
-    try:
-        import tunix  # noqa: F401
-    except Exception as err:
-        reply({"unavailable": f"{type(err).__name__}: {err}"})
-    else:
-        reply({"ready": True})
-        serve()
+    common.worker_main("tunix", serve)
