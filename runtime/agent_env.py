@@ -245,7 +245,10 @@ def build_environment(env: Any, tools: Mapping[str, Any], base_dir: Path, config
                 raise AgentError(f"tool `{tool_name}`: `{spec.name}` is not a function")
             functions[spec.name] = fn  # the model calls a tool by its function's name
             schemas.append(tool_json_schema(fn, spec, base_dir))
-        runner = ToolRunner(functions, float(config.tool_timeout))
+        # a worker per call a turn can make: a batch's calls wait together, never in waves
+        # (threads start lazily, and a waiting tool holds no core)
+        workers = max(16, int(config.batch_size) * max(int(config.max_tool_calls), 1))
+        runner = ToolRunner(functions, float(config.tool_timeout), workers=workers)
         return ToolsEnv(runner, int(config.max_tool_calls), float(env.call_reward), schemas)
     assert isinstance(env, PythonEnvironment)
     cls = load_object(env.file, env.name, base_dir, f"environment `{name}`")

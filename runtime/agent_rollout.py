@@ -120,7 +120,9 @@ class Episodes:
 
     def batch(self, prompt_tokens: np.ndarray, prompt_mask: np.ndarray, generations: int
               ) -> dict[str, np.ndarray]:
-        """The RL rollout batch: prompt rows repeated G times, then the episode."""
+        """The RL rollout batch: prompt rows repeated G times, then the episode. `old_logps`
+        are the sampler's behaviour log-probs (temperature 1, as a full forward computes them,
+        within 1e-5): an off-policy update (async, μ > 1) reads them instead of a score forward."""
         prompt_tokens = np.repeat(prompt_tokens, generations, axis=0)
         prompt_mask = np.repeat(prompt_mask, generations, axis=0)
         mask = np.concatenate([prompt_mask, self.real], axis=1)
@@ -130,6 +132,7 @@ class Episodes:
             "positions": np.maximum(np.cumsum(mask, axis=1, dtype=np.int32) - 1, 0),
             "completion_mask": self.own,
             "lengths": self.own_lengths,
+            "old_logps": self.logps,
         }
 
 

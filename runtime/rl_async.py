@@ -49,9 +49,15 @@ class Prepared:
 Produce = Callable[[TrainState, int, int, Mapping[str, np.ndarray]], Prepared]
 
 
+@jax.jit
+def _copy(state: TrainState) -> TrainState:
+    return jax.tree.map(jnp.copy, state)
+
+
 def snapshot(state: TrainState) -> TrainState:
-    """A copy of the weights the update is about to donate, for the worker to read."""
-    return jax.block_until_ready(jax.tree.map(jnp.copy, state))
+    """A copy of the weights the update is about to donate, for the worker to read: one
+    program (not a dispatch per leaf), waited for so the donation cannot overtake it."""
+    return jax.block_until_ready(_copy(state))
 
 
 class AsyncRollouts:
