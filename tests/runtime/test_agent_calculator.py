@@ -1,7 +1,7 @@
 """examples/agent_calculator.tnx: GRPO with the calculator in the loop raises tool-use accuracy.
 
 Shaping first, on a hand-built turn: `call_reward` credits each call that ran, nothing else.
-Then the example itself, its GRPO stage shortened to 20 steps: after SFT on a mix of
+Then the example itself, its GRPO stage shortened to 10 steps: after SFT on a mix of
 tool-use and answer-from-memory demonstrations the pico model reaches for the tool on about
 half of the questions and does not always write the call right; GRPO, rewarded for right
 answers and working calls, raises the share of episodes with a working call
@@ -41,12 +41,12 @@ def test_calculator_grpo_raises_tool_use_accuracy(tmp_path: Path) -> None:
     for name in ("agent_calculator.tnx", "agent_tools.py"):
         shutil.copy(EXAMPLES / name, tmp_path / name)
     args = [str(tmp_path / "agent_calculator.tnx"), "--run-dir", str(tmp_path / "run"),
-            "--set", "practice_steps=20"]
+            "--set", "practice_steps=10"]
     assert tnx("run", args) == 0
     rows = metric_rows(tmp_path / "run", "practice")
     success = [row["agent/tool_success"] for row in rows]
-    assert len(success) == 20
-    first, last = sum(success[:4]) / 4, sum(success[-4:]) / 4  # the first and last 20 % of steps
+    assert len(success) == 10
+    first, last = sum(success[:2]) / 2, sum(success[-2:]) / 2  # the first and last 20 % of steps
     # seeds 0, 1, 2 by hand: see docs/agents.md; the margin is well inside every one of them
-    assert last > first + 0.1, (first, last, success)
+    assert last > first + 0.2, (first, last, success)
     assert rows[-1]["reward/tool_calls"] > 0 and "reward/correct" in rows[-1]
