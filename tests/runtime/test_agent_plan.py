@@ -55,7 +55,8 @@ def test_agent_stage_is_planned_with_the_episode_width_and_async_counts_its_stat
 
     update = sync["grpo/update"]
     held = {p.kind: p for p in plans(tmp_path / "async", 'rollout = "async"')}["grpo/update"]
-    copy = held.argument_bytes - update.argument_bytes
-    # float32 weights and adamw's two moments, plus the step counters and the RNG state
-    assert 3 * 4 * update.trainable_params <= copy < 3 * 4 * update.trainable_params + 4096
+    copy = 3 * 4 * update.trainable_params  # float32 weights and adamw's two moments
+    copy += 3 * 4  # three int32 step counters (the train state's and the optimizer's)
     assert f"({copy:,} bytes)" in held.note
+    # the async update also reads the behaviour log-probs: [rows, episode] float32
+    assert held.argument_bytes - update.argument_bytes == copy + 8 * episode * 4
