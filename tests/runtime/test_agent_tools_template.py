@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 from tests.chat_tokenizer import CHATML_TOOLS, write_chatml_tokenizer
 from tunix_dsl.data.tokenizers import HFTokenizer
 from tunix_dsl.runtime.agent_env import build_environment, tool_json_schema
 from tunix_dsl.runtime.agent_rollout import ObservationFraming
 from tunix_dsl.runtime.data import tokenize_rows
-from tunix_dsl.schemas.agents import AgentConfig, PythonTool, ToolsEnvironment
+from tunix_dsl.schemas.agents import PythonTool, ToolsEnvironment
 from tunix_dsl.schemas.tool_schema import explain_tool
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -20,8 +21,9 @@ QUESTION = [{"role": "user", "content": "12*34=?"}]
 
 def calculator_schemas() -> list[dict]:
     spec = PythonTool(target="agent_tools.py:calculate")
+    stage = SimpleNamespace(tool_timeout=1.0, max_tool_calls=1, batch_size=4)  # a grpo stage's fields
     env = build_environment(ToolsEnvironment(tools=["calc"], reward="ok"), {"calc": spec}, EXAMPLES,
-                            AgentConfig(), "math")
+                            stage, "math")
     try:
         return [dict(s) for s in env.schemas]
     finally:
