@@ -2,8 +2,8 @@
 
     python bench/agentic.py [--sft-steps 300] [--steps 10] [--rounds 3] [--sleep 0.05] [--run-dir DIR]
 
-One pipeline, run once: a short SFT stage on `examples/data/agent_calculator.jsonl`
-teaches the pico model the hermes tool-call format, then GRPO stages start from it,
+One pipeline, run once: a short SFT stage on `synthetic("calculator_tools")` transcripts
+(every one calls the tool) teaches the pico model the hermes tool-call format, then GRPO stages start from it,
 identical but for `rollout = "sync"` vs `rollout = "async"` (`max_staleness = 1`),
 alternating sync, async, sync, ... for `--rounds` rounds so machine noise hits both alike. Their tool is the example's `calculate` slowed by `--sleep`
 seconds per call (the latency of a real tool: a search, a sandbox, an API).
@@ -52,7 +52,7 @@ PIPELINE = '''pipeline agentic_bench {{
 
 tokenizer chars = bytes()
 model tiny = transformer(preset = "pico", tokenizer = chars, max_seq_len = 256)
-dataset transcripts = jsonl("data/agent_calculator.jsonl")
+dataset transcripts = synthetic("calculator_tools", count = 400)
 reward correct = exact_match(field = "answer")
 tool calc = python("slow_tools.py:calculate")
 environment calculator = tools([calc], reward = correct)
@@ -62,7 +62,7 @@ stage imitate: sft {{
   data        = transcripts
   steps       = {sft_steps}
   batch_size  = 32
-  max_seq_len = 160
+  max_seq_len = 136
   optimizer   = adamw(lr = 5e-3, warmup = 20)
 }}
 {stages}
@@ -98,9 +98,8 @@ def stage_names(rounds: int) -> list[tuple[str, str]]:
 
 
 def write_workdir(work: Path, sft_steps: int, steps: int, rounds: int, sleep: float) -> Path:
-    (work / "data").mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     # copy2 keeps modification times, so a rerun finds the SFT stage's inputs unchanged (cached)
-    shutil.copy2(ROOT / "examples" / "data" / "agent_calculator.jsonl", work / "data")
     shutil.copy2(ROOT / "examples" / "agent_tools.py", work)
     stages = "".join(GRPO.format(name=name, steps=steps, mode=mode) for mode, name in stage_names(rounds))
     write_if_changed(work / "slow_tools.py", TOOLS.format(sleep=sleep))

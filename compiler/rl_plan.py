@@ -26,13 +26,16 @@ from tunix_dsl.compiler.stages import StageModels
 
 def plan_rl_stage(
     name: str, kind: str, config: RLConfig, models: StageModels, mesh: Mesh, *,
-    stop_ids: tuple[int, ...], pad_id: int,
+    stop_ids: tuple[int, ...], pad_id: int, episode_width: int | None = None,
 ) -> list[StagePlan]:
+    """`episode_width`: an agent stage's completion width (its longest episode after the
+    prompt), which the score and update programs see in place of `max_new_tokens`."""
     program = lower_rl_stage(name, kind, config, models, mesh, stop_ids=stop_ids, pad_id=pad_id)
     state, frozen = program.abstract_state(), program.split.frozen
     prompts, group = prompts_per_step(config, program.rl), program.rl.generations
     rows = prompts * group
     prompt_len, new = int(config.max_prompt_len), int(config.max_new_tokens)
+    width = new if episode_width is None else episode_width
     placed = sharding.batch_sharding(mesh, 2)
     scalar = jax.ShapeDtypeStruct((), jnp.int32)
     compiled = {
@@ -41,7 +44,7 @@ def plan_rl_stage(
             jax.ShapeDtypeStruct((prompts, prompt_len), jnp.bool_, sharding=placed), scalar, scalar,
         ).compile(),
     }
-    batch = _abstract_rollout(config, group, prompts)
+    batch = _abstract_rollout(config, group, prompts, width)
     scores: dict[str, Any] = {}
     if program.score is not None:
         compiled["score"] = program.score.lower(state, frozen, batch).compile()
@@ -52,18 +55,30 @@ def plan_rl_stage(
     # what the stage holds: models it does not use (a reference with β = 0) are not counted,
     # a critic copied from the policy is
     trainable, total = _count(program.split.trainable), _count(nnx.state(program.rl.modules, nnx.Param))
-    tokens = {"rollout": rows * new, "score": rows * (prompt_len + new), "update": rows * (prompt_len + new)}
+    tokens = {"rollout": rows * new, "score": rows * (prompt_len + width), "update": rows * (prompt_len + width)}
+    # rollout = "async": the worker reads a copy of the train state while the update trains
+    copy = _bytes(state) // mesh.devices.size if getattr(config, "rollout", "sync") == "async" else 0
     plans = []
     for label, executable in compiled.items():
         memory = executable.memory_analysis()
+        held = copy if label == "update" else 0
         cost = executable.cost_analysis()
         if isinstance(cost, list):
             cost = cost[0] if cost else {}
         plans.append(StagePlan(
             name=name, kind=f"{kind}/{label}", trainable_params=trainable, total_params=total,
             tokens_per_step=tokens[label],
-            argument_bytes=int(memory.argument_size_in_bytes), output_bytes=int(memory.output_size_in_bytes),
+            argument_bytes=int(memory.argument_size_in_bytes) + held,
+            output_bytes=int(memory.output_size_in_bytes),
             temp_bytes=int(memory.temp_size_in_bytes), alias_bytes=int(memory.alias_size_in_bytes),
             flops_per_step=float((cost or {}).get("flops", 0.0)), devices=mesh.devices.size,
+            note=f"arguments include the async rollout's copy of the train state ({held:,} bytes)"
+            if held else "",
         ))
     return plans
+
+
+def _bytes(tree: Any) -> int:
+    """Bytes of an abstract pytree (the whole of every array, unsharded)."""
+    return sum(int(leaf.size) * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree)
+               if hasattr(leaf, "dtype"))

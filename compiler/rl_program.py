@@ -234,8 +234,12 @@ def prompts_per_step(config: TrainingConfig, rl: RLStep) -> int:
     return int(config.batch_size) // rl.generations
 
 
-def _abstract_rollout(config: GenerationConfig, generations: int, prompts: int) -> dict[str, jax.ShapeDtypeStruct]:
-    rows, prompt, new = prompts * generations, int(config.max_prompt_len), int(config.max_new_tokens)
+def _abstract_rollout(config: GenerationConfig, generations: int, prompts: int,
+                      width: int | None = None) -> dict[str, jax.ShapeDtypeStruct]:
+    """The rollout batch's shapes; `width`: completion tokens (default `max_new_tokens`; an
+    agent stage's episode is wider)."""
+    rows, prompt = prompts * generations, int(config.max_prompt_len)
+    new = int(config.max_new_tokens) if width is None else width
     s = jax.ShapeDtypeStruct
     return {
         "tokens": s((rows, prompt + new), jnp.int32), "attention_mask": s((rows, prompt + new), jnp.bool_),

@@ -33,17 +33,6 @@ def _evaluate(node: ast.expr) -> int:
     raise ValueError(f"unsupported expression: {ast.unparse(node)}")
 
 
-def digits_right(prompts: list[str], completions: list[str], answer: list[str]) -> list[float]:
-    """Partial credit for GRPO: the fraction of the answer's digits the completion has right
-    (position by position), so that nearly-right answers beat wrong ones."""
-    scores = []
-    for completion, expected in zip(completions, answer, strict=True):
-        got = completion.strip()
-        same = sum(a == b for a, b in zip(got, expected, strict=False))
-        scores.append(same / max(len(expected), len(got), 1))
-    return scores
-
-
 class GuessNumber:
     """An environment: the model guesses a number; each observation says higher or lower.
 

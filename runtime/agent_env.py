@@ -18,6 +18,10 @@ Python cannot kill a thread.)
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import inspect
+import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +33,7 @@ from typing import Any
 from tunix_dsl.runtime.tool_calls import ToolCall, observation_text, parse_tool_calls
 from tunix_dsl.runtime.user_code import import_user_file
 from tunix_dsl.schemas.agents import PythonEnvironment, PythonTool, ToolsEnvironment
+from tunix_dsl.schemas.tool_schema import ToolSchema, schema_of, tool_schema
 
 
 class AgentError(Exception):
@@ -83,6 +88,10 @@ class ToolRunner:
 
     def run(self, calls: Sequence[ToolCall]) -> list[str]:
         """Every call at once; one observation text per call, in order."""
+        return [text for text, _ in self.outcomes(calls)]
+
+    def outcomes(self, calls: Sequence[ToolCall]) -> list[tuple[str, bool]]:
+        """Every call at once; (observation text, whether the call ran without error) per call."""
         started: list[tuple[float, Future[Any] | None]] = []
         for call in calls:
             fn = self.tools.get(call.name)
@@ -90,14 +99,14 @@ class ToolRunner:
                 started.append((0.0, None))
                 continue
             started.append((self.clock(), self.pool.submit(fn, **call.arguments)))
-        out = []
+        out: list[tuple[str, bool]] = []
         for call, (t0, future) in zip(calls, started, strict=True):
             if future is None:
-                out.append(self._refused(call))
+                out.append((self._refused(call), False))
                 continue
             text, error = self._result(call, future, t0)
             self.stats.add(call.name, self.clock() - t0, error)
-            out.append(text)
+            out.append((text, not error))
         return out
 
     def _refused(self, call: ToolCall) -> str:
@@ -126,6 +135,7 @@ class Reply:
     observation: str | None  # None: the episode ends here
     reward: float = 0.0
     role: str = "tool"  # the chat role the observation is rendered with
+    calls_ok: int = 0  # tool calls of this turn that ran without error
 
 
 class ToolsEnv:
@@ -133,9 +143,12 @@ class ToolsEnv:
 
     role = "tool"
 
-    def __init__(self, runner: ToolRunner, max_tool_calls: int):
+    def __init__(self, runner: ToolRunner, max_tool_calls: int, call_reward: float = 0.0,
+                 schemas: Sequence[Mapping[str, Any]] = ()):
         self.runner = runner
         self.max_tool_calls = max_tool_calls
+        self.call_reward = call_reward
+        self.schemas = tuple(schemas)  # the chat template's `tools`: rendered into every prompt
 
     def start(self, rows: Sequence[Mapping[str, Any]]) -> list[str | None]:
         self.used = [0] * len(rows)
@@ -156,9 +169,11 @@ class ToolsEnv:
                 self.used[episode] += 1
                 calls.append(call)
                 owners.append(i)
-        for owner, text in zip(owners, self.runner.run(calls), strict=True):
-            current = replies[owner].observation
-            replies[owner].observation = text if not current else f"{current}\n{text}"
+        for owner, (text, ok) in zip(owners, self.runner.outcomes(calls), strict=True):
+            reply = replies[owner]
+            reply.observation = text if not reply.observation else f"{reply.observation}\n{text}"
+            reply.calls_ok += ok
+            reply.reward += self.call_reward * ok
         return replies
 
 
@@ -166,6 +181,7 @@ class PythonEnv:
     """`python("env.py:Class")`: one instance per episode, `reset(row)` then `step(text)`."""
 
     role = "user"
+    schemas: tuple[Mapping[str, Any], ...] = ()  # no tools for the chat template to list
 
     def __init__(self, cls: Callable[[], Any], name: str):
         self.cls = cls
@@ -196,19 +212,44 @@ def _text(observation: Any) -> str | None:
     return None if observation is None else observation_text(observation)
 
 
+def tool_json_schema(fn: Callable[..., Any], spec: PythonTool, base_dir: Path) -> dict[str, Any]:
+    """The JSON schema a tool-aware chat template lists for `fn`: read from its file as
+    `tnx explain` reads it, or, for a function bound by an import there, from the source of
+    the function it is bound to. A function without readable source (a builtin) is listed by
+    name with its parameters untyped."""
+    schema = tool_schema(base_dir / spec.file, spec.name)  # its file parsed and checked by lint
+    if schema is None:
+        try:
+            node = ast.parse(textwrap.dedent(inspect.getsource(fn))).body[0]
+        except (OSError, TypeError, SyntaxError, IndexError):
+            node = None
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            schema = schema_of(node)
+        else:
+            names = tuple(inspect.signature(fn).parameters)
+            schema = ToolSchema(spec.name, "", {n: {} for n in names}, names)
+    # the model calls a tool by the declared function's name, whatever it is bound to
+    return dataclasses.replace(schema, name=spec.name).as_json()
+
+
 def build_environment(env: Any, tools: Mapping[str, Any], base_dir: Path, config: Any,
                       name: str) -> ToolsEnv | PythonEnv:
     """The run-time environment of a validated `environment` declaration."""
     if isinstance(env, ToolsEnvironment):
         functions = {}
+        schemas = []
         for tool_name in env.tools:
             spec: PythonTool = tools[tool_name]
             fn = load_object(spec.file, spec.name, base_dir, f"tool `{tool_name}`")
             if not callable(fn):
                 raise AgentError(f"tool `{tool_name}`: `{spec.name}` is not a function")
             functions[spec.name] = fn  # the model calls a tool by its function's name
-        runner = ToolRunner(functions, float(config.tool_timeout))
-        return ToolsEnv(runner, int(config.max_tool_calls))
+            schemas.append(tool_json_schema(fn, spec, base_dir))
+        # a worker per call a turn can make: a batch's calls wait together, never in waves
+        # (threads start lazily, and a waiting tool holds no core)
+        workers = max(16, int(config.batch_size) * max(int(config.max_tool_calls), 1))
+        runner = ToolRunner(functions, float(config.tool_timeout), workers=workers)
+        return ToolsEnv(runner, int(config.max_tool_calls), float(env.call_reward), schemas)
     assert isinstance(env, PythonEnvironment)
     cls = load_object(env.file, env.name, base_dir, f"environment `{name}`")
     return PythonEnv(cls, name)

@@ -62,14 +62,16 @@ class ObservationFraming:
     after: str
 
     @classmethod
-    def of(cls, tokenizer: Tokenizer, role: str) -> ObservationFraming:
+    def of(cls, tokenizer: Tokenizer, role: str,
+           tools: Sequence[Mapping[str, Any]] | None = None) -> ObservationFraming:
         """Read from the chat template: what follows an assistant message when a `role`
-        message and the generation prompt come next."""
+        message and the generation prompt come next (rendered with the prompts' `tools`)."""
         user = {"role": "user", "content": "?"}
-        alone = tokenizer.apply_chat_template([user, {"role": "assistant", "content": _MARK}])
+        alone = tokenizer.apply_chat_template([user, {"role": "assistant", "content": _MARK}],
+                                              tools=tools)
         then = tokenizer.apply_chat_template(
             [user, {"role": "assistant", "content": _MARK}, {"role": role, "content": _BODY}],
-            add_generation_prompt=True)
+            add_generation_prompt=True, tools=tools)
         end = alone.index(_MARK) + len(_MARK)
         end_of_turn = alone[end:]
         if not then.startswith(alone) or _BODY not in then:
@@ -104,6 +106,7 @@ class Episodes:
     turn_texts: list[list[str]]  # per row, each model turn's text
     rewards: np.ndarray  # [R] float32: the environment's own rewards (python envs), summed
     observation_cuts: int = 0  # observations cut to max_observation_tokens
+    calls_ok: np.ndarray | None = None  # [R] int32: tool calls that ran without error (tools envs)
     metrics: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -117,7 +120,9 @@ class Episodes:
 
     def batch(self, prompt_tokens: np.ndarray, prompt_mask: np.ndarray, generations: int
               ) -> dict[str, np.ndarray]:
-        """The RL rollout batch: prompt rows repeated G times, then the episode."""
+        """The RL rollout batch: prompt rows repeated G times, then the episode. `old_logps`
+        are the sampler's behaviour log-probs (temperature 1, as a full forward computes them,
+        within 1e-5): an off-policy update (async, μ > 1) reads them instead of a score forward."""
         prompt_tokens = np.repeat(prompt_tokens, generations, axis=0)
         prompt_mask = np.repeat(prompt_mask, generations, axis=0)
         mask = np.concatenate([prompt_mask, self.real], axis=1)
@@ -127,6 +132,7 @@ class Episodes:
             "positions": np.maximum(np.cumsum(mask, axis=1, dtype=np.int32) - 1, 0),
             "completion_mask": self.own,
             "lengths": self.own_lengths,
+            "old_logps": self.logps,
         }
 
 
@@ -164,7 +170,7 @@ class AgentRollout:
         self.sampling = SamplingConfig(
             settings.max_new_tokens, sampling.temperature, sampling.top_k, sampling.top_p,
             sampling.num_samples, sampling.stop_ids, sampling.pad_id, stops)
-        self.framing = ObservationFraming.of(tokenizer, env.role)
+        self.framing = ObservationFraming.of(tokenizer, env.role, env.schemas or None)
         turn_end = tokenizer.encode(self.framing.end_of_turn)
         if tokenizer.eos_id is not None and not set(turn_end) & set(tokenizer.stop_ids):
             turn_end.append(tokenizer.eos_id)  # as a chat transcript's reply ends (chat_data.py)
@@ -200,6 +206,7 @@ class AgentRollout:
         turns = np.zeros(episodes, np.int32)
         texts: list[list[str]] = [[] for _ in range(episodes)]
         rewards = np.zeros(episodes, np.float32)
+        calls_ok = np.zeros(episodes, np.int32)
         cuts = 0
 
         def put(row: int, ids: Sequence[int] | np.ndarray, mine: bool,
@@ -246,6 +253,7 @@ class AgentRollout:
             pending = [None] * episodes
             for row, reply in zip(stepping, replies, strict=True):
                 rewards[row] += reply.reward
+                calls_ok[row] += reply.calls_ok
                 if reply.observation is None or turn == s.max_turns - 1:
                     active[row] = False
                     continue
@@ -255,7 +263,8 @@ class AgentRollout:
                 put(row, ids, False)
             if not active.any():
                 break
-        return Episodes(tokens, real, own, logps, turns, texts, rewards, cuts)
+        return Episodes(tokens, real, own, logps, turns, texts, rewards, cuts,
+                        calls_ok if isinstance(self.env, ToolsEnv) else None)
 
     def _feed(self, graphdef: Any, state: Any, cache: KVCache, pending: Sequence[list[int] | None],
               last_tok: np.ndarray, last_real: np.ndarray) -> tuple[jax.Array, KVCache]:

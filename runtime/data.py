@@ -258,9 +258,10 @@ class TokenizedData:
 
 def tokenize_rows(
     rows: Sequence[Mapping[str, Any]], consumer: str, tokenizer: Tokenizer, max_len: int,
-    source: str = "dataset",
+    source: str = "dataset", tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> TokenizedData:
-    """Tokenise ``rows`` for ``consumer`` with sequences of at most ``max_len`` tokens."""
+    """Tokenise ``rows`` for ``consumer`` with sequences of at most ``max_len`` tokens;
+    conversations are rendered with ``tools`` (JSON schemas) as the chat template's `tools`."""
     if tokenizer.eos_id is None:
         raise ValueError("the tokenizer has no eos id; completions need one to end")
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
@@ -271,7 +272,7 @@ def tokenize_rows(
         return tokenizer.encode(text, add_bos=False)
 
     chat = ChatCodec(encode, lambda messages, generation: tokenizer.apply_chat_template(
-        messages, add_generation_prompt=generation), tokenizer.bos_id, tokenizer.eos_id,
+        messages, add_generation_prompt=generation, tools=tools), tokenizer.bos_id, tokenizer.eos_id,
         frozenset(tokenizer.stop_ids))
     ids = TokenIds(encode, bos, tokenizer.eos_id, max_len, chat)
     rules, info = consumer_rules(consumer), CONSUMERS[consumer]

@@ -117,8 +117,15 @@ def _plan_rl(pipeline: Pipeline, resources: Resources, stage: Stage, mesh: Mesh)
     config = rl_config(stage.config)
     models, _ = _abstract_models(pipeline, resources, stage)
     tokenizer = resources.tokenizer_for(config.policy)
+    width = None
+    if config.environment is not None:  # an episode: every turn and the observations between
+        from tunix_dsl.rules.agent_checks import episode_tokens
+        from tunix_dsl.schemas.agents import PythonEnvironment
+
+        opening = isinstance(pipeline.environments[config.environment].spec, PythonEnvironment)
+        width = episode_tokens(config, int(config.max_new_tokens), opening)
     return plan_rl_stage(stage.name, stage.kind, config, models, mesh,
-                         stop_ids=tuple(tokenizer.stop_ids), pad_id=tokenizer.pad_id)
+                         stop_ids=tuple(tokenizer.stop_ids), pad_id=tokenizer.pad_id, episode_width=width)
 
 
 def run_statuses(pipeline: Pipeline, run_dir: Path, force: Iterable[str] = ()) -> dict[str, str]:

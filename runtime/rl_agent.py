@@ -41,6 +41,12 @@ class StageAgent:
                                 self.generations)
         return program.put(arrays), episodes
 
+    @property
+    def tools(self) -> list[Mapping[str, Any]] | None:
+        """The JSON schemas of the environment's tools, the `tools` its prompts are rendered
+        with (a tool-aware chat template lists them); None without tools."""
+        return list(self.rollout.env.schemas) or None
+
     def metrics(self, episodes: Episodes) -> dict[str, float]:
         """Turns and length per episode, and (cumulative) per-tool calls, errors, latency."""
         out = {
@@ -52,6 +58,9 @@ class StageAgent:
         env = self.rollout.env
         if isinstance(env, ToolsEnv):
             out.update({f"agent/{k}": v for k, v in env.runner.stats.metrics().items()})
+            assert episodes.calls_ok is not None
+            # this step's tool-use accuracy: episodes with a call that ran and returned
+            out["agent/tool_success"] = float((episodes.calls_ok > 0).mean())
         if isinstance(env, PythonEnv):
             out["agent/environment_reward"] = float(episodes.rewards.mean())
         return out
@@ -63,7 +72,8 @@ class StageAgent:
         from tunix_dsl.runtime.batches import ordered_batches
         from tunix_dsl.runtime.data import tokenize_rows
 
-        data = tokenize_rows(rows, "prompt", self.rollout.tokenizer, max_prompt_len, source="eval")
+        data = tokenize_rows(rows, "prompt", self.rollout.tokenizer, max_prompt_len, source="eval",
+                             tools=self.tools)
         single = AgentRollout(self.rollout.env, self.rollout.tokenizer, self.rollout.settings,
                               dataclasses.replace(self.rollout.sampling, num_samples=1))
         scores = []

@@ -27,7 +27,7 @@ from tunix_dsl.compiler.rl_step import RLConfig
 from tunix_dsl.compiler.train_step import TrainState
 from tunix_dsl.data.tokenizers import Tokenizer
 from tunix_dsl.runtime import rl_dynamic
-from tunix_dsl.runtime.agent_env import PythonEnv
+from tunix_dsl.runtime.agent_env import PythonEnv, ToolsEnv
 from tunix_dsl.runtime.distributed import agree, host_copy
 from tunix_dsl.runtime.evaluation import completions_text
 from tunix_dsl.runtime.rewards import RowName, score_rows
@@ -206,6 +206,10 @@ class RLLoop(DurableLoop[RLProgram, RLConfig]):
                                    lambda i: self.row_name(int(row_ids[i])))
         if self.agent is not None and isinstance(self.agent.rollout.env, PythonEnv):
             parts["environment"] = self._episodes.rewards
+            reward = reward + self._episodes.rewards
+        elif self.agent is not None and isinstance(self.agent.rollout.env, ToolsEnv) \
+                and self.agent.rollout.env.call_reward:  # `call_reward` per call that ran
+            parts["tool_calls"] = self._episodes.rewards
             reward = reward + self._episodes.rewards
         # Several processes: each scored every row; the update's batch takes each process's
         # shards from its own copy, so the copies must be the same.

@@ -123,12 +123,13 @@ def run_rl_stage(executor: Executor, stage: Stage, status: StageStatus, signals:
     head = begin_stage(executor, stage, status, program, models)
     tokenizer = executor.tokenizer_for(config.policy)
     rows = executor.resources.rows(config.data, "prompt")
-    data = tokenize_rows(rows, "prompt", tokenizer, int(config.max_prompt_len), source=config.data)
+    agent = stage_agent(executor, stage, program, tokenizer, seed)
+    data = tokenize_rows(rows, "prompt", tokenizer, int(config.max_prompt_len), source=config.data,
+                         tools=None if agent is None else agent.tools)
     executor.log(f"  data {config.data}: {data.summary()}")
     stream = BatchStream(data, prompts_per_step(config, program.rl), seed, start_cursor=head.cursor)
     progress = StageProgress(executor.log, stage.name, config.steps, head.start, headline="reward")
     rewards = stage_rewards(executor, stage)
-    agent = stage_agent(executor, stage, program, tokenizer, seed)
     loop = RLLoop(stage.name, config, program, stream, head.checkpoints, head.sink, progress, executor.log,
                   signals, head.fingerprint, on_dispatch=executor.on_dispatch,
                   evaluate=held_out(executor, stage, program, rewards, agent),

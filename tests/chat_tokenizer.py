@@ -16,8 +16,14 @@ CHATML = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# Like Qwen2.5's: with `tools`, a system message lists each tool's JSON schema.
+CHATML_TOOLS = (
+    "{% if tools %}<|im_start|>system\n# Tools\n{% for tool in tools %}{{ tool | tojson }}\n"
+    "{% endfor %}<|im_end|>\n{% endif %}" + CHATML
+)
 
-def write_chatml_tokenizer(directory: Path) -> Path:
+
+def write_chatml_tokenizer(directory: Path, template: str = CHATML) -> Path:
     from tokenizers import AddedToken, decoders, models, pre_tokenizers
     from tokenizers import Tokenizer as Core
 
@@ -32,5 +38,5 @@ def write_chatml_tokenizer(directory: Path) -> Path:
     core.save(str(directory / "tokenizer.json"))
     (directory / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": None,
-        "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": CHATML}))
+        "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": template}))
     return directory

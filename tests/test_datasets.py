@@ -22,6 +22,7 @@ from tunix_dsl.data.datasets import (
     read_jsonl,
     synthetic_rows,
 )
+from tunix_dsl.data.messages import is_conversation
 
 # --- synthetic tasks --------------------------------------------------------
 
@@ -39,7 +40,8 @@ def test_rows_have_exactly_the_catalog_columns(task: str) -> None:
     info = SYNTHETIC_TASKS[task]
     rows = synthetic_rows(task, count=20)
     assert all(set(row) == set(info.columns) for row in rows)
-    assert all(isinstance(v, str) for row in rows for v in row.values())
+    # text, or a conversation (tool-use transcripts): what a jsonl row may hold
+    assert all(isinstance(v, str) or is_conversation(v) for row in rows for v in row.values())
     assert set(info.columns) <= set(CANONICAL_COLUMNS)
 
 
@@ -121,7 +123,7 @@ def test_twenty_thousand_rows() -> None:
 
 @pytest.mark.parametrize(("task", "params", "message"), [
     ("sums", {}, "unknown synthetic task 'sums'; known tasks: addition, "
-                 "addition_preferences, copy, reverse"),
+                 "addition_preferences, calculator_tools, copy, reverse"),
     ("addition", {"digit": 2}, "synthetic('addition') has no parameter 'digit'; "
                                "parameters: count, digits, seed, split"),
     ("addition", {"digits": "2"}, "synthetic('addition'): digits must be int, got '2'"),

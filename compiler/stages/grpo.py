@@ -92,7 +92,7 @@ def build(config: GRPOConfig, models: StageModels) -> RLStep:
 
     def score(modules: Container, batch: Batch) -> dict[str, jax.Array]:
         out = {}
-        if off_policy:
+        if off_policy and "old_logps" not in batch:  # agent episodes bring the sampler's
             out["old_logps"] = completion_logps(modules.policy, batch, chunk, group)
         if beta > 0:
             out["ref_logps"] = reference_logps(modules, batch, chunk, group)

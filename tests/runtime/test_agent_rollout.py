@@ -115,6 +115,7 @@ class Scripted:
     """A python-style environment: replies `obs<turn>` twice, then ends (reward per turn)."""
 
     role = "user"
+    schemas = ()  # no tools for the chat template
 
     def start(self, rows):
         self.turn = [0] * len(rows)

@@ -276,3 +276,7 @@ def _copy(rng: random.Random, count: int, **params: Any) -> list[Row]:
 def _reverse(rng: random.Random, count: int, **params: Any) -> list[Row]:
     """Reverse a random string: prompt "reverse abc=", completion "cba"."""
     return _string_task("reverse", rng, count, transform=lambda s: s[::-1], **params)
+
+
+# Tasks defined in their own modules register on import, after the registry above exists.
+from tunix_dsl.data import synthetic_agents  # noqa: E402, F401

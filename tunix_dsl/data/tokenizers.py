@@ -34,7 +34,8 @@ class Tokenizer(Protocol):
     def encode(self, text: str, add_bos: bool = False) -> list[int]: ...
     def decode(self, ids: Sequence[int], skip_special: bool = True) -> str: ...
     def apply_chat_template(
-        self, messages: Sequence[Message], add_generation_prompt: bool = False
+        self, messages: Sequence[Message], add_generation_prompt: bool = False,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> str: ...
     def save(self, directory: str | Path) -> None: ...
 
@@ -99,12 +100,15 @@ class ByteTokenizer:
         return "".join(out)
 
     def apply_chat_template(
-        self, messages: Sequence[Message], add_generation_prompt: bool = False
+        self, messages: Sequence[Message], add_generation_prompt: bool = False,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> str:
         """A plain built-in template: one "role: content" line per message.
 
         With `add_generation_prompt`, ends with "assistant: " so the model
-        continues as the assistant.
+        continues as the assistant. Like the many HF templates without a tool
+        section, it does not list `tools` (a model learns the calls from its SFT
+        transcripts: `tool_format = "hermes"`).
         """
         lines = []
         for n, message in enumerate(messages):
@@ -313,9 +317,12 @@ class HFTokenizer:
         return self._core.decode(ids, skip_special_tokens=skip_special)
 
     def apply_chat_template(
-        self, messages: Sequence[Message], add_generation_prompt: bool = False
+        self, messages: Sequence[Message], add_generation_prompt: bool = False,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> str:
-        """Render tokenizer_config.json's jinja `chat_template` the way transformers does."""
+        """Render tokenizer_config.json's jinja `chat_template` the way transformers does;
+        `tools` (JSON schemas, `{"type": "function", "function": {...}}`) is the template's
+        `tools` variable, which tool-aware templates list for the model (None: no tools)."""
         template = self.chat_template
         if template is None:
             raise TokenizerError(
@@ -346,7 +353,8 @@ class HFTokenizer:
         }
         try:
             return env.from_string(template).render(
-                messages=list(messages), add_generation_prompt=add_generation_prompt, **specials
+                messages=list(messages), add_generation_prompt=add_generation_prompt,
+                tools=None if tools is None else list(tools), **specials
             )
         except jinja2.TemplateError as err:
             raise TokenizerError(f"{self.source}: chat template failed: {err}") from err

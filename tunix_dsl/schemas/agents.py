@@ -85,6 +85,10 @@ class ToolsEnvironment(Schema):
     positional = ("tools",)
     tools: list[ToolInput] = Field(min_length=1, description="tool declarations the model may call")
     reward: RewardInput = Field(description="reward declaration scoring the final answer")
+    call_reward: float = Field(
+        0.0, ge=0, description="reward per tool call that runs and returns (no error "
+        "observation: well-formed, a known tool, arguments it accepts, in time), added to the "
+        "episode's reward: shaping that credits using the tools right before the answer is")
 
 
 EnvironmentSource = PythonEnvironment | ToolsEnvironment
