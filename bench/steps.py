@@ -317,7 +317,14 @@ def main() -> None:
         parser.error("--steps must be at least --rounds")
     if args.profile:
         return profile(args.profile)
+    from tunix_dsl.runtime.host_memory import cpu_host, reuse_freed_memory
+
+    # what `tnx run` does on a CPU host before jax starts (runtime/host_memory.py); it holds
+    # for the hand-written steps too, which share this process
+    reused = cpu_host() and reuse_freed_memory()
     start = time.perf_counter()
+    print(f"host memory reuse (runtime/host_memory.py): {'on' if reused else 'off'}; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} for PyTorch")
     print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}, numpy {np.__version__}\n")
     if args.only != "per-call":
