@@ -12,10 +12,16 @@ reference) and logit-distillation steps against
     `google-tunix`, run in its own venv by `bench/_steps_tunix.py`, a
     subprocess that keeps its trainers alive between rounds) — target: ours
     ≤ 0.8x Tunix for SFT and DPO, and our LoRA step faster than our full step;
-(c) the `nano` preset with `steps_per_call` 1 vs 8 at two shapes, calls made as
+(c) PyTorch eager, what a TRL user runs (`bench/_steps_torch.py`, its own
+    subprocess): `transformers`' `LlamaForCausalLM` (sdpa attention) loaded
+    from the HF export of our initial weights, `torch.optim.AdamW`, SFT and DPO
+    only — target: ours ≤ 1.0x; run with `OMP_WAIT_POLICY=PASSIVE` when other
+    jobs share the cores (spinning OpenMP threads then cost PyTorch 4-5x CPU);
+(d) the `nano` preset with `steps_per_call` 1 vs 8 at two shapes, calls made as
     `tnx run` makes them (host batch → device, dispatch, no per-step sync).
 
-Sizes are `bench/models.py`'s: vocab 1024, 4 layers, d_model 256, 4 heads,
+Like `tnx run` on a CPU host, the process first keeps freed heap memory for
+reuse (`runtime/host_memory.py`). Sizes are `bench/models.py`'s: vocab 1024, 4 layers, d_model 256, 4 heads,
 MLP 1024, seq 128, batch 8 (DPO: 8 pairs), float32, one CPU device. Every
 variant is compiled and warmed up (2 steps) first; then `--rounds` rounds run
 `--steps / --rounds` steps of every variant in turn (the order rotates each
@@ -252,7 +258,7 @@ NANO_SHAPES = ((8, 32), (1, 16))  # (batch, seq): the addition pipeline's, and a
 
 
 def steps_per_call_table(steps: int, rounds: int, per_call: int) -> None:
-    """(c): `nano` at steps_per_call 1 vs `per_call`; one sample = `per_call` optimizer steps,
+    """(d): `nano` at steps_per_call 1 vs `per_call`; one sample = `per_call` optimizer steps,
     dispatched the way `tnx run` does (host batch → device, step, no per-step sync)."""
     from _steps_ours import ModelBank, OurStep
 
@@ -306,7 +312,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12, help="timed steps per variant")
     parser.add_argument("--rounds", type=int, default=4, help="interleaving rounds")
-    parser.add_argument("--per-call", type=int, default=8, help="steps_per_call of case (c)")
+    parser.add_argument("--per-call", type=int, default=8, help="steps_per_call of case (d)")
     parser.add_argument("--tunix-python", default="/tmp/tunix-venv/bin/python")
     parser.add_argument("--no-tunix", action="store_true", help="skip the Tunix columns")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
