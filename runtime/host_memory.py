@@ -65,7 +65,7 @@ def cpu_host(env: Mapping[str, str] = os.environ) -> bool:
 
 def _glibc() -> bool:
     try:
-        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
     except (ValueError, OSError, AttributeError):  # not a glibc system (or not a POSIX one)
         return False
 
