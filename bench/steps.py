@@ -12,10 +12,16 @@ reference) and logit-distillation steps against
     `google-tunix`, run in its own venv by `bench/_steps_tunix.py`, a
     subprocess that keeps its trainers alive between rounds) — target: ours
     ≤ 0.8x Tunix for SFT and DPO, and our LoRA step faster than our full step;
-(c) the `nano` preset with `steps_per_call` 1 vs 8 at two shapes, calls made as
+(c) PyTorch eager, what a TRL user runs (`bench/_steps_torch.py`, its own
+    subprocess): `transformers`' `LlamaForCausalLM` (sdpa attention) loaded
+    from the HF export of our initial weights, `torch.optim.AdamW`, SFT and DPO
+    only — target: ours ≤ 1.0x; run with `OMP_WAIT_POLICY=PASSIVE` when other
+    jobs share the cores (spinning OpenMP threads then cost PyTorch 4-5x CPU);
+(d) the `nano` preset with `steps_per_call` 1 vs 8 at two shapes, calls made as
     `tnx run` makes them (host batch → device, dispatch, no per-step sync).
 
-Sizes are `bench/models.py`'s: vocab 1024, 4 layers, d_model 256, 4 heads,
+Like `tnx run` on a CPU host, the process first keeps freed heap memory for
+reuse (`runtime/host_memory.py`). Sizes are `bench/models.py`'s: vocab 1024, 4 layers, d_model 256, 4 heads,
 MLP 1024, seq 128, batch 8 (DPO: 8 pairs), float32, one CPU device. Every
 variant is compiled and warmed up (2 steps) first; then `--rounds` rounds run
 `--steps / --rounds` steps of every variant in turn (the order rotates each
@@ -36,28 +42,34 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import _steps_common as common
 import jax
 import numpy as np
+from flax import nnx
+
+if TYPE_CHECKING:
+    from _steps_ours import ModelBank
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = ("sft", "sft lora", "dpo", "dpo lora", "distill logit")
 TUNIX_TARGET = {"sft": 0.8, "dpo": 0.8}  # variants with a ratio target against Tunix
+TORCH_TARGET = {"sft": 1.0, "dpo": 1.0}  # the variants PyTorch runs, and their targets
 HAND_TARGET = 1.05
 
 
-class TunixWorker:
-    """The Tunix subprocess (`_steps_tunix.py`) and its line protocol; its stderr goes to a
-    log file that an error message points to."""
+class Worker:
+    """A subprocess that builds and times steps (`_steps_tunix.py`, `_steps_torch.py`) and its
+    line protocol; its stderr goes to a log file that an error message points to."""
 
-    def __init__(self, python: str, script: str = "_steps_tunix.py"):
-        self.why = ""
+    def __init__(self, python: str, script: str, missing: str):
+        self.why, self.script = "", script
         self.proc: subprocess.Popen | None = None
         if not Path(python).exists():
-            self.why = f"no Tunix venv at {python} (see bench/README.md, models section)"
+            self.why = missing
             return
-        self.log = tempfile.NamedTemporaryFile("w", prefix="steps_tunix_", suffix=".log",
+        self.log = tempfile.NamedTemporaryFile("w", prefix=Path(script).stem + "_", suffix=".log",
                                                delete=False)
         self.proc = subprocess.Popen(
             [python, str(HERE / script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -78,7 +90,7 @@ class TunixWorker:
         for line in self.proc.stdout:
             if line.startswith("@@ "):
                 return json.loads(line[3:])
-        raise RuntimeError(f"the Tunix subprocess exited (code {self.proc.wait()}); "
+        raise RuntimeError(f"the {self.script} subprocess exited (code {self.proc.wait()}); "
                            f"its errors are in {self.log.name}")
 
     def step_fn(self, name: str, count: int) -> list[float]:
@@ -136,12 +148,12 @@ def fmt_ratio(ratio: float, target: float | None, below: bool = False) -> str:
     return f"{ratio:.2f}x ({'met' if met else 'MISSED'}, {'<' if below else '≤'} {target:g})"
 
 
-def build_steps() -> dict[str, Callable[[], object]]:
-    """Ours and hand-written steps by '<side> <variant>', compiled and warmed up."""
+def build_steps(bank: ModelBank) -> tuple[dict[str, Callable[[], object]], dict[str, float]]:
+    """Ours and hand-written steps by '<side> <variant>', compiled and warmed up, and the
+    first loss of each."""
     from _steps_hand import hand_steps
-    from _steps_ours import ModelBank, our_steps
+    from _steps_ours import our_steps
 
-    bank = ModelBank()
     steps = {"ours " + n: f for n, f in our_steps(bank).items()}
     steps.update({"hand " + n: f for n, f in hand_steps(bank).items()})
     spent, first = warm(steps)
@@ -150,45 +162,94 @@ def build_steps() -> dict[str, Callable[[], object]]:
     print("first-step loss ours / hand: " + ", ".join(
         f"{n} {first_loss(first['ours ' + n]):.4f} / {first_loss(first['hand ' + n]):.4f}"
         for n in VARIANTS))
-    return steps
+    return steps, {name: first_loss(result) for name, result in first.items()}
 
 
-def main_table(steps: int, rounds: int, tunix_python: str | None) -> None:
-    tunix = TunixWorker(tunix_python) if tunix_python else None
+def start_torch(bank: ModelBank, checkpoint: str) -> Worker:
+    """The PyTorch subprocess, asked to build its steps from the HF export of the weights
+    every other side starts from (it builds while we compile)."""
+    from tunix_dsl.models.hf import save_hf
+
+    save_hf(bank.model(0), checkpoint)
+    torch = Worker(sys.executable, "_steps_torch.py", "")
+    torch.send({"build": list(TORCH_TARGET), "checkpoint": checkpoint})
+    return torch
+
+
+def torch_built(torch: Worker, bank: ModelBank, first: dict[str, float]) -> dict[str, str]:
+    """Check the PyTorch side's model and first losses against ours; its errors by variant."""
+    built = torch.receive()
+    ours = sum(x.size for x in jax.tree.leaves(nnx.state(bank.model(0), nnx.Param)))
+    if built["built"] and built["params"] != ours:
+        raise SystemExit(f"the PyTorch model has {built['params']} parameters, ours {ours}: "
+                         "the sizes differ (bench/_steps_torch.py loads our HF export)")
+    print(f"torch {built['threads']} threads, compile-free build + 1 step (s): "
+          + ", ".join(f"{n} {s:.0f}" for n, s in built["built"].items()))
+    print(f"parameters ours / PyTorch: {ours} / {built['params']}; first-step loss ours / PyTorch: "
+          + ", ".join(f"{n} {first['ours ' + n]:.4f} / {loss:.4f}"
+                      for n, loss in built["first_loss"].items()))
+    return {n: f"error: {e}" for n, e in built["errors"].items()}
+
+
+def main_table(steps: int, rounds: int, tunix_python: str | None, with_torch: bool) -> None:
+    from _steps_ours import ModelBank  # noqa: F811  (the runtime import of the type above)
+
+    tunix = Worker(tunix_python, "_steps_tunix.py",
+                   f"no Tunix venv at {tunix_python} (see bench/README.md, models section)",
+                   ) if tunix_python else None  # fmt: skip
     if tunix is not None and tunix.proc is not None:
         tunix.send({"build": list(VARIANTS)})  # compiles in its own process meanwhile
+    bank = ModelBank()
+    checkpoint = tempfile.TemporaryDirectory(prefix="steps_torch_")
+    torch = start_torch(bank, checkpoint.name) if with_torch else None
+    built, first = build_steps(bank)
     runners: dict[str, Runner] = {
-        name: (lambda n, f=fn: common.time_steps(f, n)) for name, fn in build_steps().items()
+        name: (lambda n, f=fn: common.time_steps(f, n)) for name, fn in built.items()
     }
-    why_no_tunix: dict[str, str] = {}
+    why_not: dict[str, dict[str, str]] = {"tunix": {}, "torch": {}}
+    if torch is not None:
+        why_not["torch"] = torch_built(torch, bank, first)
+        for name in TORCH_TARGET:
+            if name not in why_not["torch"]:
+                runners["torch " + name] = lambda n, name=name: torch.step_fn(name, n)
+    else:
+        why_not["torch"] = dict.fromkeys(VARIANTS, "skipped (--no-torch)")
     if tunix is not None and tunix.proc is not None:
-        built = tunix.receive()
-        why_no_tunix.update(built["errors"])
-        print("tunix compile + 1 step (s): " + ", ".join(f"{n} {s:.0f}" for n, s in built["built"].items()))
-        for name in built["built"]:
+        reply = tunix.receive()
+        why_not["tunix"] = reply["errors"]
+        print("tunix compile + 1 step (s): " + ", ".join(f"{n} {s:.0f}" for n, s in reply["built"].items()))
+        for name in reply["built"]:
             runners["tunix " + name] = lambda n, name=name: tunix.step_fn(name, n)
     else:
         why = tunix.why if tunix is not None else "skipped (--no-tunix)"
-        why_no_tunix = dict.fromkeys(VARIANTS, why)
+        why_not["tunix"] = dict.fromkeys(VARIANTS, why)
     times = interleaved(runners, steps, rounds)
-    if tunix is not None:
-        tunix.close()
+    for worker in (tunix, torch):
+        if worker is not None:
+            worker.close()
+    checkpoint.cleanup()
     for clock in ("cpu", "wall"):
-        report(times, clock, why_no_tunix)
+        report(times, clock, why_not)
 
 
-def report(times: dict[str, dict[str, list[float]]], clock: str, why_no_tunix: dict[str, str]) -> None:
+def report(times: dict[str, dict[str, list[float]]], clock: str,
+           why_not: dict[str, dict[str, str]]) -> None:
     med = {name: common.median_ms(t[clock]) for name, t in times.items()}
     what = "process CPU time" if clock == "cpu" else "wall time"
     print(f"\n## Step {what} (median of {len(times['ours sft'][clock])} steps per variant, ms)\n")
     rows = []
     for name in VARIANTS:
-        o, h, t = med["ours " + name], med["hand " + name], med.get("tunix " + name)
-        rows.append((
-            name, f"{o:.0f}", f"{h:.0f}", f"{t:.0f}" if t else "—", fmt_ratio(o / h, HAND_TARGET),
-            fmt_ratio(o / t, TUNIX_TARGET.get(name)) if t else why_no_tunix.get(name, "—"),
-        ))  # fmt: skip
-    common.table(rows, ("step", "ours", "hand-written", "Tunix", "ours / hand", "ours / Tunix"))
+        o, h = med["ours " + name], med["hand " + name]
+        row = [name, f"{o:.0f}", f"{h:.0f}"]
+        ratios = [fmt_ratio(o / h, HAND_TARGET)]
+        for side, targets in (("torch", TORCH_TARGET), ("tunix", TUNIX_TARGET)):
+            other = med.get(f"{side} {name}")
+            row.append(f"{other:.0f}" if other else "—")
+            ratios.append(fmt_ratio(o / other, targets.get(name)) if other
+                          else why_not[side].get(name, "—"))
+        rows.append(tuple(row + ratios))
+    common.table(rows, ("step", "ours", "hand-written", "PyTorch", "Tunix", "ours / hand",
+                        "ours / PyTorch", "ours / Tunix"))
     ratio = med["ours sft lora"] / med["ours sft"]
     print(f"ours LoRA SFT / ours full SFT: {fmt_ratio(ratio, 1.0, below=True)}")
 
@@ -197,7 +258,7 @@ NANO_SHAPES = ((8, 32), (1, 16))  # (batch, seq): the addition pipeline's, and a
 
 
 def steps_per_call_table(steps: int, rounds: int, per_call: int) -> None:
-    """(c): `nano` at steps_per_call 1 vs `per_call`; one sample = `per_call` optimizer steps,
+    """(d): `nano` at steps_per_call 1 vs `per_call`; one sample = `per_call` optimizer steps,
     dispatched the way `tnx run` does (host batch → device, step, no per-step sync)."""
     from _steps_ours import ModelBank, OurStep
 
@@ -251,9 +312,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12, help="timed steps per variant")
     parser.add_argument("--rounds", type=int, default=4, help="interleaving rounds")
-    parser.add_argument("--per-call", type=int, default=8, help="steps_per_call of case (c)")
+    parser.add_argument("--per-call", type=int, default=8, help="steps_per_call of case (d)")
     parser.add_argument("--tunix-python", default="/tmp/tunix-venv/bin/python")
     parser.add_argument("--no-tunix", action="store_true", help="skip the Tunix columns")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
     parser.add_argument("--only", choices=("main", "per-call"), help="run one table")
     parser.add_argument("--profile", choices=VARIANTS, help="only profile our step of this kind")
     args = parser.parse_args()
@@ -261,11 +323,19 @@ def main() -> None:
         parser.error("--steps must be at least --rounds")
     if args.profile:
         return profile(args.profile)
+    from tunix_dsl.runtime.host_memory import cpu_host, reuse_freed_memory
+
+    # what `tnx run` does on a CPU host before jax starts (runtime/host_memory.py); it holds
+    # for the hand-written steps too, which share this process
+    reused = cpu_host() and reuse_freed_memory()
     start = time.perf_counter()
+    print(f"host memory reuse (runtime/host_memory.py): {'on' if reused else 'off'}; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} for PyTorch")
     print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}, numpy {np.__version__}\n")
     if args.only != "per-call":
-        main_table(args.steps, args.rounds, None if args.no_tunix else args.tunix_python)
+        main_table(args.steps, args.rounds, None if args.no_tunix else args.tunix_python,
+                   not args.no_torch)
     if args.only != "main":
         steps_per_call_table(args.steps, args.rounds, args.per_call)
     print(f"total {time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.1f}")

@@ -142,6 +142,10 @@ def run(argv: list[str]) -> int:
     pipeline, code = _load_checked(args)
     if pipeline is None:
         return code
+    from tunix_dsl.runtime.host_memory import cpu_host, reuse_freed_memory
+
+    if cpu_host():  # before jax starts XLA's threads; see host_memory
+        reuse_freed_memory()
     try:  # before anything asks jax for its devices
         initialize(flags)
     except DistributedError as err:
