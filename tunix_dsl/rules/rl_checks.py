@@ -14,6 +14,7 @@ from tunix_dsl.check.ir import Pipeline, Stage
 from tunix_dsl.grammar.diagnostics import Diagnostic, Severity
 from tunix_dsl.rules.codes import _with_stage
 from tunix_dsl.rules.registry import diagnostic, rule
+from tunix_dsl.rules.run_checks import batch_axes
 
 E, W = Severity.ERROR, Severity.WARNING
 _REWARD = "reward ok = exact_match()\n"
@@ -48,7 +49,7 @@ def rl_prompts_vs_mesh(p: Pipeline) -> Iterator[Diagnostic]:
                 "TNX350", f"{prompts} prompts per step of stage `{stage.name}` do not split over "
                 f"{shards} batch shards", stage.span_of("batch_size"),
                 label=f"batch_size / generations = {prompts} prompts",
-                help=f"mesh data × fsdp = {shards}: use batch_size = {fixed * generations} "
+                help=f"mesh {batch_axes(p.settings.mesh.dcn)} = {shards}: use batch_size = {fixed * generations} "
                      f"({fixed} prompts × {generations})")
 
 
