@@ -5,8 +5,11 @@ For each architecture preset × {full SFT, LoRA SFT} × target, one pipeline
 micro-batch) is planned in this process: the TPU executable is compiled by
 libtpu on this CPU host. Printed per row: XLA's peak per device (arguments +
 outputs + temporaries − donated + code), the analytic floor (parameters +
-gradients + optimizer state at the stage's sharding), their ratio, whether it
-fits the chip's HBM, and the wall time of the plan (lowering + compile).
+gradients + optimizer state at the stage's sharding), their ratio, the floor
+plus the layer inputs that full remat keeps for the backward (n_layers × the
+device's rows × seq × d_model in bf16: issue 12's floor) and the ratio to that,
+whether it fits the chip's HBM, and the wall time of the plan (lowering +
+compile).
 
     python bench/plan.py [--models qwen3-0.6b,llama3.2-1b,llama3.1-8b]
                          [--targets tpu-v5p-8,tpu-v5e-16] [--seq 2048] [--modes full,lora]
@@ -81,9 +84,14 @@ def plan_one(model: str, lora: bool, target_name: str, seq: int, workdir: Path,
     start = time.perf_counter()
     (plan,) = plan_pipeline(pipeline, target=target)
     seconds = time.perf_counter() - start
+    cfg = pipeline.model_config(pipeline.stages[0].models["model"])
+    assert cfg is not None, "an architecture preset has a config"
+    rows = (batch or devices) // devices  # every device on fsdp: rows of the batch per device
+    saved = cfg.n_layers * rows * seq * cfg.d_model * 2  # bf16 input of every layer
     return {"model": model, "mode": "LoRA" if lora else "full", "target": target_name,
-            "needed": plan.needed_bytes, "floor": plan.floor_bytes, "hbm": plan.hbm_bytes,
-            "fits": plan.fits, "compiled": plan.compiled, "seconds": seconds}
+            "batch": batch or devices, "needed": plan.needed_bytes, "floor": plan.floor_bytes,
+            "saved": saved, "hbm": plan.hbm_bytes, "fits": plan.fits, "compiled": plan.compiled,
+            "seconds": seconds}
 
 
 def main() -> int:
@@ -100,9 +108,9 @@ def main() -> int:
     cache: dict[str, dict] = json.loads(args.cache.read_text()) if args.cache and args.cache.exists() else {}
     code = source_digest()
     gib = 2**30
-    print("| model | SFT | target | planned peak / device | analytic floor | ratio | fits HBM "
-          "| plan time |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | SFT | target | batch | planned peak / device | analytic floor | ratio "
+          "| floor + saved inputs | ratio | fits HBM | plan time |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
             for lora in [m == "lora" for m in args.modes.split(",")]:
@@ -115,8 +123,10 @@ def main() -> int:
                             args.cache.write_text(json.dumps(cache, indent=1))
                     r = cache[key]
                     peak = f"{r['needed'] / gib:.2f} GiB" + ("" if r["compiled"] else " (floor)")
-                    print(f"| {r['model']} | {r['mode']} | {r['target']} | {peak} | "
+                    bar = r["floor"] + r["saved"]
+                    print(f"| {r['model']} | {r['mode']} | {r['target']} | {r['batch']} | {peak} | "
                           f"{r['floor'] / gib:.2f} GiB | {r['needed'] / r['floor']:.2f} | "
+                          f"{bar / gib:.2f} GiB | {r['needed'] / bar:.2f} | "
                           f"{'yes' if r['fits'] else 'no'} ({r['hbm'] / gib:.0f} GiB) | "
                           f"{r['seconds']:.1f} s |", flush=True)
     return 0

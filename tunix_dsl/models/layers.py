@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tunix_dsl.models.activations import pin_rows
 from tunix_dsl.models.chunked import attention_chunk, over_chunks
 from tunix_dsl.models.config import ModelConfig
 
@@ -297,4 +298,4 @@ class SwiGLU(nnx.Module):
                                rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:  # [B,T,D] -> [B,T,D]
-        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(pin_rows(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x)))

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tunix_dsl.models.activations import pin_rows
 from tunix_dsl.models.chunked import chunked_logps, default_loss_chunk, gather_logps
 from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.models.kv_cache import KVCache
@@ -81,9 +82,10 @@ class Block(nnx.Module):
         cache_index: jax.Array | None = None,
         return_probs: bool = False,
     ) -> tuple[jax.Array, LayerKV | None, jax.Array | None]:
+        x = pin_rows(x)  # FSDP: gather this layer's weights, not the batch (models.activations)
         h, kv, probs = self.attn(self.attn_norm(x), rope, mask, kv, cache_index, return_probs)
-        x = x + h
-        x = x + self.mlp(self.mlp_norm(x))
+        x = pin_rows(x + h)
+        x = pin_rows(x + self.mlp(self.mlp_norm(x)))
         return x, kv, probs
 
 
