@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tunix_dsl.models.activations import pin_rows
+from tunix_dsl.models.activations import head_logits, pin_rows
 from tunix_dsl.models.chunked import attention_chunk, over_chunks
 from tunix_dsl.models.config import ModelConfig
 
@@ -93,8 +93,7 @@ class Embed(nnx.Module):
         return jnp.take(self.embedding[...], tokens, axis=0).astype(self.compute_dtype)  # [B,T,D]
 
     def attend(self, x: jax.Array) -> jax.Array:
-        flat = x.reshape(-1, x.shape[-1]) @ self.embedding[...].astype(x.dtype).T  # 2-D, as in Dense
-        return flat.reshape(*x.shape[:-1], flat.shape[-1])  # [B,T,D] -> [B,T,V]
+        return head_logits(x, self.embedding[...].T)  # [B,T,D] -> [B,T,V]
 
 
 class RMSNorm(nnx.Module):
