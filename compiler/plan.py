@@ -196,6 +196,13 @@ def plan_stage(
         compiled = program.step.lower(state, split.frozen, batch).compile()
     except jax.errors.JaxRuntimeError as err:
         needed = _oom_bytes(str(err))
+        if hbm_bytes and needed is None and "UNIMPLEMENTED" in str(err):
+            # XLA:TPU lacks a lowering for this layout; known: replicated parameters whose
+            # gradients reduce over a multi-slice dcn × data mesh (fsdp within slices compiles)
+            hint = (" put each slice's devices on fsdp: `mesh = { dcn = N, data = 1, fsdp = -1 }`"
+                    if mesh.shape.get("dcn", 1) > 1 else " try another mesh layout (`--mesh`)")
+            raise ValueError(f"stage `{name}`: XLA:TPU cannot compile this step on mesh "
+                             f"{dict(mesh.shape)}: {str(err).splitlines()[0]};{hint}") from None
         if not hbm_bytes or needed is None:
             raise
         # XLA:TPU refuses programs that do not fit; its message carries what it needed.

@@ -10,9 +10,10 @@ train state donated. The same lowering on abstract inputs
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,23 @@ from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.optim import Schedule, build_optimizer, build_schedule
 from tunix_dsl.compiler.stages import StageLoss, StageModels
 from tunix_dsl.compiler.train_step import SplitModules, TrainState, build_step, split_modules
+from tunix_dsl.models.activations import rows_sharded_over
 from tunix_dsl.schemas.stages import TrainingConfig
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def rows_pinned(fn: Callable[P, R], mesh: Mesh) -> Callable[P, R]:
+    """`fn` whose trace pins the model's activation rows to the mesh's batch axes
+    (models.activations: FSDP gathers weights, never the global batch)."""
+
+    @functools.wraps(fn)
+    def traced(*args: P.args, **kwargs: P.kwargs) -> R:
+        with rows_sharded_over(mesh, sharding.BATCH_AXES):
+            return fn(*args, **kwargs)
+
+    return traced
 
 
 @dataclass
@@ -174,7 +191,7 @@ def lower_stage(
         skip_nonfinite=config.on_nonfinite == "skip",
     )
     step = jax.jit(
-        step_fn,
+        rows_pinned(step_fn, mesh),
         in_shardings=(state_sh, frozen_sh, None),  # batch: committed by put_batch
         out_shardings=(state_sh, sharding.replicated(mesh)),
         donate_argnums=(0,),
@@ -186,7 +203,7 @@ def lower_stage(
         modules = nnx.view(modules, only=nnx.Dropout, deterministic=True, raise_if_not_found=False)
         return loss.micro_sums(modules, batch)
 
-    eval_sums = jax.jit(eval_fn, in_shardings=(state_sh, frozen_sh, None), out_shardings=sharding.replicated(mesh))
+    eval_sums = jax.jit(rows_pinned(eval_fn, mesh), in_shardings=(state_sh, frozen_sh, None), out_shardings=sharding.replicated(mesh))
     return StageProgram(
         name=name,
         kind=kind,

@@ -1,13 +1,16 @@
 """Meshes and shardings.
 
-The pipeline's `mesh` block names the sizes of three axes — `data`, `fsdp`,
-`tensor` — with `-1` meaning "every device left". Model parameters carry
+The pipeline's `mesh` block names the sizes of four axes — `dcn`, `data`,
+`fsdp`, `tensor` — with `-1` meaning "every device left". `dcn` is the
+outermost, data-parallel axis across TPU slices (multi-slice: slices talk
+over the data-center network, far slower than the chips' ICI links), so
+only the once-per-step gradient reduction crosses it. Model parameters carry
 *logical* axis names (`vocab`, `embed`, `heads`, `kv_heads`, `head_dim`,
 `mlp`, and `layers`, the leading axis of stacked blocks); `LOGICAL_RULES` maps those to mesh axes. A dimension that does not
 divide evenly by its mesh axes is replicated instead (tiny models on many
 devices), so a rule never turns into a runtime error.
 
-Batches shard their leading (example) axis over (`data`, `fsdp`).
+Batches shard their leading (example) axis over (`dcn`, `data`, `fsdp`).
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-MESH_AXES: tuple[str, ...] = ("data", "fsdp", "tensor")
-BATCH_AXES: tuple[str, ...] = ("data", "fsdp")
+MESH_AXES: tuple[str, ...] = ("dcn", "data", "fsdp", "tensor")
+BATCH_AXES: tuple[str, ...] = ("dcn", "data", "fsdp")
 
 # logical parameter axis -> mesh axes it is split over (None: replicated).
 LOGICAL_RULES: dict[str, tuple[str, ...] | None] = {
@@ -61,15 +64,38 @@ def mesh_shape(spec: Mapping[str, int], n_devices: int) -> dict[str, int]:
     return sizes
 
 
+def slice_count(devices: Sequence[Any]) -> int:
+    """How many TPU slices `devices` span (devices without `slice_index` form one)."""
+    return len({getattr(d, "slice_index", 0) for d in devices})
+
+
+def hybrid_grid(sizes: Mapping[str, int], devices: Sequence[Any]) -> np.ndarray:
+    """Devices of several slices as a grid over MESH_AXES: `dcn` across slices, the other
+    axes inside each slice laid out along its ICI (`create_hybrid_device_mesh`)."""
+    from jax.experimental import mesh_utils
+
+    slices = slice_count(devices)
+    if sizes["dcn"] != slices:
+        raise ValueError(f"mesh dcn = {sizes['dcn']}, but the devices span {slices} slices: "
+                         f"set `dcn = {slices}` in the pipeline's mesh block")
+    inner = tuple(1 if a == "dcn" else sizes[a] for a in MESH_AXES)
+    outer = tuple(sizes["dcn"] if a == "dcn" else 1 for a in MESH_AXES)
+    return mesh_utils.create_hybrid_device_mesh(inner, outer, list(devices),
+                                                allow_split_physical_axes=True)
+
+
 def make_mesh(spec: Mapping[str, int], devices: Sequence[Any] | None = None) -> Mesh:
     """The mesh over `devices`, in their order; by default over every device of every process,
-    laid out by `jax.make_mesh` after the physical topology (host-local neighbours on TPU)."""
+    laid out by `jax.make_mesh` after the physical topology (host-local neighbours on TPU).
+    Devices of several slices get the hybrid ICI × DCN layout, `dcn` across slices."""
+    present = list(jax.devices()) if devices is None else list(devices)
+    sizes = mesh_shape(spec, len(present))
+    if slice_count(present) > 1:
+        return Mesh(hybrid_grid(sizes, present), MESH_AXES)
     if devices is None:
-        sizes = mesh_shape(spec, jax.device_count())
         return jax.make_mesh(tuple(sizes[a] for a in MESH_AXES), MESH_AXES,
                              axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
-    sizes = mesh_shape(spec, len(devices))
-    grid = np.asarray(list(devices)).reshape(tuple(sizes[a] for a in MESH_AXES))
+    grid = np.asarray(present).reshape(tuple(sizes[a] for a in MESH_AXES))
     return Mesh(grid, MESH_AXES)
 
 

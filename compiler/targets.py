@@ -69,7 +69,8 @@ def target_devices(target: Target, devices: int | None = None) -> list[Any]:
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     with _native_stderr_captured() as log:
         try:
-            topology = topologies.get_topology_desc(platform="tpu", topology_name=target.topology)
+            topology = topologies.get_topology_desc(platform="tpu", topology_name=target.topology,
+                                                    num_slices=target.slices)
             error = None
         except Exception as e:  # noqa: BLE001 — any libtpu failure becomes one message
             error = e
@@ -82,17 +83,20 @@ def target_devices(target: Target, devices: int | None = None) -> list[Any]:
 
 def hbm_per_device(target: Target, n_devices: int) -> int:
     """HBM one compile device owns (v4's topology has one device per TensorCore)."""
-    return target.hbm_per_chip * target.chips // max(n_devices, 1)
+    return target.hbm_per_chip * target.all_chips // max(n_devices, 1)
 
 
 def target_mesh(spec: Mapping[str, int], devices: Sequence[Any], target: Target) -> Mesh:
     """The pipeline's mesh over the target's devices; on a TPU slice laid out along the
-    interconnect (`mesh_utils`), so the axes that talk most get the nearest chips."""
+    interconnect (`mesh_utils`), so the axes that talk most get the nearest chips; over
+    several slices the hybrid ICI × DCN mesh, `dcn` across slices."""
     if not target.is_tpu:
         return sharding.make_mesh(spec, devices)
     from jax.experimental import mesh_utils
 
     sizes = sharding.mesh_shape(spec, len(devices))
+    if target.slices > 1:
+        return Mesh(sharding.hybrid_grid(sizes, devices), sharding.MESH_AXES)
     shape = tuple(sizes[a] for a in sharding.MESH_AXES)
     try:
         grid = mesh_utils.create_device_mesh(shape, list(devices))
@@ -102,7 +106,8 @@ def target_mesh(spec: Mapping[str, int], devices: Sequence[Any], target: Target)
 
 
 def parse_mesh(text: str) -> dict[str, int]:
-    """`--mesh data=2,fsdp=8` → {"data": 2, "fsdp": 8}; unnamed axes default to 1."""
+    """`--mesh data=2,fsdp=8` → {"dcn": 1, "data": 2, "fsdp": 8, "tensor": 1}; unnamed axes
+    default to 1."""
     out: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         axis, sep, value = part.partition("=")
@@ -116,4 +121,6 @@ def parse_mesh(text: str) -> dict[str, int]:
             raise ValueError(f"--mesh {text!r}: size of `{axis}` must be an integer") from None
         if out[axis] == 0 or out[axis] < -1:
             raise ValueError(f"--mesh {text!r}: `{axis}` must be a positive size or -1")
+        if axis == "dcn" and out[axis] < 1:
+            raise ValueError(f"--mesh {text!r}: `dcn` counts slices: a positive size, not -1")
     return {axis: out.get(axis, 1) for axis in sharding.MESH_AXES}

@@ -111,7 +111,7 @@ class Executor:
         self._owns_log = not isinstance(log, RunLog)  # then `run` closes its run.log itself
         if not is_primary():  # process 0 alone prints and keeps run.log
             self.log, self._owns_log = RunLog(emit=lambda _line: None), True
-        mesh_spec = self.settings.mesh.model_dump(include={"data", "fsdp", "tensor"})
+        mesh_spec = self.settings.mesh.axes()
         self.mesh = sharding.make_mesh(mesh_spec, devices)
         self.outputs: dict[str, Transformer] = {}
         self._decl_models: dict[str, Transformer] = {}

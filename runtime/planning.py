@@ -77,7 +77,7 @@ def plan_pipeline(pipeline: Pipeline, devices: int | None = None, target: Target
     if mesh_spec is None:
         if not target.is_tpu:  # a target's mesh is checked by target_diagnostics (TNX381/TNX305)
             check_mesh(pipeline, len(placed), f"--devices {devices}: " if devices is not None else "")
-        mesh_spec = pipeline.settings.mesh.model_dump(include={"data", "fsdp", "tensor"})
+        mesh_spec = pipeline.settings.mesh.axes()
     mesh = target_mesh(mesh_spec, placed, target)
     hbm = hbm_per_device(target, len(placed)) if target.is_tpu else 0
     plans = []

@@ -30,7 +30,9 @@ from tunix_dsl.schemas.training import AdamW
 
 def main(kind: str, mesh_spec: dict[str, int], devices: int, grad_accum: int, steps_per_call: int) -> dict:
     tok = ByteTokenizer()
-    cfg = ModelConfig(vocab_size=tok.vocab_size, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
+    # 264 rows of embedding (259 byte ids + 5 unused) divide over 8 batch shards: the sharded
+    # step splits the output head over the vocabulary (models.activations.head_logits)
+    cfg = ModelConfig(vocab_size=264, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
                       head_dim=16, mlp_dim=128, max_seq_len=32)
     mesh = sharding.make_mesh(mesh_spec, jax.devices()[:devices])
     model = init_model(cfg, mesh, seed=0)

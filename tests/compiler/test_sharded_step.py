@@ -18,10 +18,12 @@ import pytest
 SCRIPT = Path(__file__).with_name("sharded_run.py")
 SINGLE = {"data": 1}
 MESH_222 = {"data": 2, "fsdp": 2, "tensor": 2}
+MESH_DCN = {"dcn": 2, "data": 2, "fsdp": 2}  # a dcn axis shards the batch like data
 # name -> [kind, mesh, devices, grad_accum, steps_per_call]
 CONFIGS = {
     "sft_1": ["sft", SINGLE, 1, 1, 1],
     "sft_222": ["sft", MESH_222, 8, 1, 1],
+    "sft_dcn": ["sft", MESH_DCN, 8, 1, 1],
     "dpo_1": ["dpo", SINGLE, 1, 1, 1],
     "dpo_222": ["dpo", MESH_222, 8, 1, 1],
     "sft_accum4": ["sft", SINGLE, 1, 4, 1],
@@ -50,6 +52,11 @@ def assert_same(a: dict, b: dict, tol: float = 1e-5) -> None:
 def test_mesh_2x2x2_matches_one_device(results: dict, kind: str) -> None:
     assert results[f"{kind}_222"]["devices"] == 8
     assert_same(results[f"{kind}_222"], results[f"{kind}_1"])
+
+
+def test_dcn_axis_matches_one_device(results: dict) -> None:
+    assert results["sft_dcn"]["devices"] == 8
+    assert_same(results["sft_dcn"], results["sft_1"])
 
 
 def test_grad_accumulation_matches_big_batch(results: dict) -> None:

@@ -72,3 +72,29 @@ def test_implementation_is_chosen_per_backend(monkeypatch: pytest.MonkeyPatch, b
     monkeypatch.setattr(layers.jax, "default_backend", lambda: backend)
     q = jax.ShapeDtypeStruct((1, 4, 2, head_dim), dtype)
     assert layers.attention_implementation(q) == expected
+
+
+def test_query_chunked_attention_equals_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long sequences attend a query chunk at a time on XLA's path (`attention_chunk`); the
+    scores budget shrunk so 12 queries split into chunks of 4 (and a padded last chunk of 13)."""
+    from tunix_dsl.models import chunked
+
+    model = Transformer(CFG, rngs=nnx.Rngs(2))
+    graphdef, params = nnx.split(model, nnx.Param)
+    for T in (12, 13):
+        tokens, mask = left_padded(T=T)
+
+        def loss(p: nnx.State, tokens: jax.Array = tokens, mask: jax.Array = mask) -> jax.Array:
+            out = nnx.merge(graphdef, p)(tokens, attention_mask=mask)
+            return jnp.sum(jnp.where(mask[..., None], out, 0.0) ** 2)
+
+        whole = jax.value_and_grad(loss)(params)
+        heads, keys = CFG.n_heads, T
+        monkeypatch.setattr(chunked, "SCORES_PER_ROW", heads * 4 * keys)
+        monkeypatch.setattr(chunked, "MIN_CHUNK", 4)
+        assert chunked.attention_chunk(T, keys, heads) == 4
+        chunks = jax.value_and_grad(loss)(params)
+        monkeypatch.undo()
+        np.testing.assert_allclose(float(chunks[0]), float(whole[0]), rtol=1e-6)
+        for a, b in zip(jax.tree.leaves(chunks[1]), jax.tree.leaves(whole[1]), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)

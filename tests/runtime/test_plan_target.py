@@ -50,13 +50,58 @@ def test_target_table_names_chips_and_hbm() -> None:
         get_target("tpu-v5e-61")
 
 
+def test_multi_slice_targets_are_named_slice_x_count() -> None:
+    two = get_target("tpu-v5e-16x2")
+    assert (two.topology, two.chips, two.slices, two.all_chips) == ("v5e:4x4", 16, 2, 32)
+    assert get_target("tpu-v5p-8x1") == TARGETS["tpu-v5p-8"]
+    with pytest.raises(TargetError, match="did you mean"):
+        get_target("tpu-v5e-15x2")
+
+
+SMALL_ON_SLICES = """pipeline small {{
+  mesh = {{ {mesh} }}
+}}
+tokenizer t = bytes()
+model m = transformer(preset = "pico", tokenizer = t)
+dataset d = synthetic("addition", count = 100)
+
+stage tune: sft {{
+  model = m
+  data = d
+  steps = 10
+  batch_size = 16
+  max_seq_len = 32
+}}
+export tune.model to "out" as "hf"
+"""
+
+
+def test_small_pipeline_plans_on_two_slices(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # fsdp within each slice: XLA:TPU cannot lower a dcn × data reduction of replicated weights
+    (tmp_path / "small.tnx").write_text(SMALL_ON_SLICES.format(mesh="dcn = 2, data = 1, fsdp = -1"))
+    code, out, err = plan(tmp_path, capsys, str(tmp_path / "small.tnx"), "--target", "tpu-v5e-4x2",
+                          "--format", "json")
+    assert code == 0, err
+    (stage,) = json.loads(out)
+    assert stage["target"] == "tpu-v5e-4x2" and stage["devices"] == 8
+    assert stage["mesh"] == {"dcn": 2, "data": 1, "fsdp": 4, "tensor": 1}
+    assert stage["compiled"] and stage["fits"] is True and stage["hbm_bytes"] == 16 * GIB
+
+
+def test_dcn_must_match_the_targets_slices(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "small.tnx").write_text(SMALL_ON_SLICES.format(mesh="data = -1"))
+    code, _, err = plan(tmp_path, capsys, str(tmp_path / "small.tnx"), "--target", "tpu-v5e-4x2")
+    assert code == 1 and "error[TNX237]" in err and "small.tnx:2:10" in err
+    assert "dcn = 2" in err
+
+
 def test_small_pipeline_plans_on_a_v5e_slice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = plan(tmp_path, capsys, str(ROOT / "examples" / "dpo.tnx"),
                           "--target", "tpu-v5e-16", "--format", "json")
     assert code == 0, err
     (stage,) = json.loads(out)
     assert stage["target"] == "tpu-v5e-16" and stage["devices"] == 16
-    assert stage["mesh"] == {"data": 16, "fsdp": 1, "tensor": 1}
+    assert stage["mesh"] == {"dcn": 1, "data": 16, "fsdp": 1, "tensor": 1}
     assert stage["hbm_bytes"] == 16 * GIB and stage["fits"] is True
     assert stage["compiled"] and stage["generated_code_bytes"] > 0 and stage["flops_per_step"] > 0
     # the step holds at least its state; XLA's peak is above the analytic floor
@@ -101,15 +146,27 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 def target_codes(text: str) -> list[str]:
+    """Target diagnostics of a rule example, for the target its first line names."""
     pipeline = parse(text, "example.tnx", base_dir=ROOT)
     assert pipeline.ok, pipeline.diagnostics
-    return [d.code for d in target_diagnostics(pipeline, TARGETS["tpu-v5e-8"], devices=8)]
+    target = get_target(text.splitlines()[0].split("--target ")[1])
+    return [d.code for d in target_diagnostics(pipeline, target, devices=target.all_chips)]
 
 
-def test_mesh_vs_target_example() -> None:
-    entry = RULES["TNX381"]
-    assert "TNX381" in target_codes(entry.bad)
+@pytest.mark.parametrize("code", ["TNX381", "TNX236", "TNX237"])
+def test_mesh_vs_target_examples(code: str) -> None:
+    entry = RULES[code]
+    assert code in target_codes(entry.bad)
     assert target_codes(entry.good) == []
+
+
+def test_dcn_on_one_slice_points_at_the_dcn_value() -> None:
+    text = RULES["TNX236"].bad
+    pipeline = parse(text, "example.tnx", base_dir=ROOT)
+    (found,) = target_diagnostics(pipeline, TARGETS["tpu-v5e-8"], devices=8)
+    line = text.splitlines()[found.span.line - 1]
+    assert line[found.span.column - 1:found.span.end_column - 1] == "2" and "dcn" in line
+    assert "--target tpu-v5e-8x2" in (found.help or "")
 
 
 def test_batch_is_checked_on_the_mesh_the_target_resolves() -> None:

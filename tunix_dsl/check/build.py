@@ -270,6 +270,8 @@ class Builder:
             return FAIL if built is FAIL else built.value
         if isinstance(expr, ast.MapExpr) and len(schemas) == 1 and not family_name:
             built = self.build(schemas[0], entries_of(expr.entries), expr.span, f"`{role}`")
+            if built is not FAIL and spans is not None:  # `mesh.dcn` for the target checks
+                spans.update({(*loc, *inner): span for inner, span in built.spans.items()})
             return FAIL if built is FAIL else built.value
         value = self.ev.value(expr, shown)
         if value is FAIL:

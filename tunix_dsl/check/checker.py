@@ -333,7 +333,8 @@ def check_module(module: ast.Module | None, file: str, sources: Mapping[str, str
         tokenizers=checker.tables["tokenizer"], models=checker.tables["model"],
         datasets=checker.tables["dataset"], rewards=checker.tables["reward"],
         stages=stages, evals=checker.evals, exports=checker.exports, dataflow=checker.dataflow,
-        diagnostics=diags, tools=checker.tables["tool"], environments=checker.tables["environment"])
+        diagnostics=diags, tools=checker.tables["tool"], environments=checker.tables["environment"],
+        settings_spans=checker.settings_spans)
     checker.model_sizes(pipeline)
     diags.extend(run_rules(pipeline))
     diags.sort(key=lambda d: _position(d, file))

@@ -159,6 +159,8 @@ class Pipeline:
     io_error: bool = False  # the file could not be read: exit code 2, not 1
     tools: dict[str, Decl[PythonTool]] = field(default_factory=dict)
     environments: dict[str, Decl[EnvironmentSource]] = field(default_factory=dict)
+    # where each `pipeline { ... }` setting's value is written (`("mesh", "dcn")`)
+    settings_spans: dict[Loc, Span] = field(default_factory=dict, compare=False, repr=False)
     _sizes: dict[str, SizeInfo] = field(default_factory=dict, repr=False)
     _columns: dict[str, frozenset[str] | None] = field(default_factory=dict, repr=False)
     _stage_index: dict[str, Stage] = field(default_factory=dict, repr=False)

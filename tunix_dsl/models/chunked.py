@@ -11,6 +11,11 @@ their gradient) and a few tens of MB.
 
 When the chunk covers the whole sequence the function runs once, unscanned:
 small-vocabulary models (the CPU presets) compile exactly as without chunking.
+
+Attention on XLA's path has the same shape of problem: `[B, H, T, S]` float32
+scores. Each query row's softmax reads only its own row, so the queries can be
+cut into chunks the same way (`attention_chunk`): at seq 2048 with 32 heads the
+scores of 4 rows are 2 GiB at once, 256 MiB per 256-query chunk.
 """
 
 from __future__ import annotations
@@ -26,12 +31,22 @@ import jax.numpy as jnp
 # a 128k vocabulary gets 128-token chunks, a 32k one 512, a byte vocabulary no chunking.
 LOGITS_PER_ROW = 2**24
 MIN_CHUNK = 16
+# float32 attention scores per sequence row that one query chunk may hold (64 MiB per row)
+SCORES_PER_ROW = 2**24
 
 
 def default_loss_chunk(vocab_size: int) -> int:
     """Tokens per chunk for a vocabulary: the largest power of two whose `[1, c, V]`
     float32 logits fit `LOGITS_PER_ROW`, at least `MIN_CHUNK`."""
     return max(MIN_CHUNK, 2 ** int(math.log2(max(1, LOGITS_PER_ROW // vocab_size))))
+
+
+def attention_chunk(queries: int, keys: int, heads: int) -> int:
+    """Queries per chunk so one chunk's `[1, H, c, S]` float32 scores fit `SCORES_PER_ROW`
+    (a power of two, at least `MIN_CHUNK`); `queries` itself when all of them fit."""
+    if heads * queries * keys <= SCORES_PER_ROW:
+        return queries
+    return max(MIN_CHUNK, 2 ** int(math.log2(max(1, SCORES_PER_ROW // (heads * keys)))))
 
 
 def over_chunks(fn: Callable[..., Any], chunk: int, *arrays: jax.Array) -> Any:

@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tunix_dsl.models.activations import head_logits, pin_rows
+from tunix_dsl.models.chunked import attention_chunk, over_chunks
 from tunix_dsl.models.config import ModelConfig
 
 Axes = tuple[str | None, ...]
@@ -91,8 +93,7 @@ class Embed(nnx.Module):
         return jnp.take(self.embedding[...], tokens, axis=0).astype(self.compute_dtype)  # [B,T,D]
 
     def attend(self, x: jax.Array) -> jax.Array:
-        flat = x.reshape(-1, x.shape[-1]) @ self.embedding[...].astype(x.dtype).T  # 2-D, as in Dense
-        return flat.reshape(*x.shape[:-1], flat.shape[-1])  # [B,T,D] -> [B,T,V]
+        return head_logits(x, self.embedding[...].T)  # [B,T,D] -> [B,T,V]
 
 
 class RMSNorm(nnx.Module):
@@ -270,8 +271,17 @@ def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -
     mask [B,T,S] bool -> [B,T,H,Dh]. Query head h reads kv head h // (H/K), as the reference
     path does. Every query row must allow at least one key (the transformer lets padding
     queries see themselves): a fully masked row would be NaN in cuDNN's kernel."""
-    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], scale=1.0 / math.sqrt(q.shape[-1]),
-                                        implementation=attention_implementation(q))
+    kernel = attention_implementation(q)
+
+    def attend(q: jax.Array, mask: jax.Array) -> jax.Array:
+        return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None],
+                                            scale=1.0 / math.sqrt(q.shape[-1]), implementation=kernel)
+
+    if kernel != "xla":  # a flash kernel never holds the scores
+        return attend(q, mask)
+    # XLA's path materialises [B,H,T,S] float32 scores: long sequences attend one query
+    # chunk at a time (each row's softmax is its own, so the result is the same)
+    return over_chunks(attend, attention_chunk(q.shape[1], k.shape[1], q.shape[2]), q, mask)
 
 
 class SwiGLU(nnx.Module):
@@ -287,4 +297,4 @@ class SwiGLU(nnx.Module):
                                rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:  # [B,T,D] -> [B,T,D]
-        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(pin_rows(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x)))

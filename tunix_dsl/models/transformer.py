@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tunix_dsl.models.activations import head_logits, pin_rows
 from tunix_dsl.models.chunked import chunked_logps, default_loss_chunk, gather_logps
 from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.models.kv_cache import KVCache
@@ -81,9 +82,10 @@ class Block(nnx.Module):
         cache_index: jax.Array | None = None,
         return_probs: bool = False,
     ) -> tuple[jax.Array, LayerKV | None, jax.Array | None]:
+        x = pin_rows(x)  # FSDP: gather this layer's weights, not the batch (models.activations)
         h, kv, probs = self.attn(self.attn_norm(x), rope, mask, kv, cache_index, return_probs)
-        x = x + h
-        x = x + self.mlp(self.mlp_norm(x))
+        x = pin_rows(x + h)
+        x = pin_rows(x + self.mlp(self.mlp_norm(x)))
         return x, kv, probs
 
 
@@ -214,8 +216,13 @@ class Transformer(nnx.Module):
             self.cfg = self.cfg.replace(scan_layers=True)
 
     def unembed(self, h: jax.Array) -> jax.Array:
-        """Output head: final hidden [.., D] -> logits [.., V]."""
-        return self.lm_head(h) if self.lm_head is not None else self.embed.attend(h)
+        """Output head: final hidden [.., D] -> logits [.., V]; a plain (or tied) head is
+        split over the vocabulary in a sharded step (`activations.head_logits`)."""
+        if self.lm_head is None:
+            return self.embed.attend(h)
+        if type(self.lm_head) is Dense and self.lm_head.bias is None:  # not LoRA-wrapped
+            return head_logits(h, self.lm_head.kernel[...])
+        return self.lm_head(h)
 
     def logps(self, tokens: jax.Array, targets: jax.Array, *, chunk: int | None = None,
               **kwargs: Any) -> jax.Array:

@@ -92,11 +92,16 @@ def eval_context(p: Pipeline) -> Iterator[Diagnostic]:
             break
 
 
+def batch_axes(dcn: int) -> str:
+    """How messages name the batch axes: `dcn` joins them only when the mesh has slices."""
+    return "dcn × data × fsdp" if dcn > 1 else "data × fsdp"
+
+
 def batch_shards(mesh: Mesh, devices: int | None = None) -> tuple[int, bool] | None:
-    """(data × fsdp, exact) for `mesh` on `devices`; with a -1 axis and no device count, the
-    fixed part of data × fsdp (exact False): any device count splits the batch a multiple
+    """(dcn × data × fsdp, exact) for `mesh` on `devices`; with a -1 axis and no device count,
+    the fixed part of those axes (exact False): any device count splits the batch a multiple
     of it. None: the mesh cannot be laid out on `devices` at all."""
-    sizes = {"data": mesh.data, "fsdp": mesh.fsdp, "tensor": mesh.tensor}
+    sizes = mesh.axes()
     free = [axis for axis, size in sizes.items() if size == -1]
     if free and devices is not None:
         fixed = math.prod(size for size in sizes.values() if size != -1)
@@ -106,7 +111,7 @@ def batch_shards(mesh: Mesh, devices: int | None = None) -> tuple[int, bool] | N
     elif devices is not None and math.prod(sizes.values()) != devices:
         return None
     exact = not free or devices is not None
-    return math.prod(max(sizes[a], 1) for a in ("data", "fsdp")), exact
+    return math.prod(max(sizes[a], 1) for a in ("dcn", "data", "fsdp")), exact
 
 
 def mesh_batch_diagnostics(p: Pipeline, devices: int | None = None) -> list[Diagnostic]:
@@ -117,8 +122,9 @@ def mesh_batch_diagnostics(p: Pipeline, devices: int | None = None) -> list[Diag
     if found is None or found[0] == 1:
         return []
     shards, exact = found
-    axes = (f"mesh data × fsdp = {shards}" if exact else
-            f"with any device count, mesh data × fsdp is a multiple of {shards}")
+    names = batch_axes(mesh.dcn)
+    axes = (f"mesh {names} = {shards}" if exact else
+            f"with any device count, mesh {names} is a multiple of {shards}")
     where = f" on {devices} devices" if devices is not None and not _fixed(mesh) else ""
     return batch_split_diagnostics(p, shards, where, axes)
 
@@ -147,12 +153,12 @@ def batch_split_diagnostics(p: Pipeline, shards: int, where: str, axes: str) -> 
 
 
 def _fixed(mesh: Mesh) -> bool:
-    return -1 not in (mesh.data, mesh.fsdp, mesh.tensor)
+    return -1 not in mesh.axes().values()
 
 
 def mesh_layout_problem(mesh: Mesh, devices: int) -> str | None:
     """Why `mesh` cannot be laid out on `devices` devices, or None."""
-    sizes = {"data": mesh.data, "fsdp": mesh.fsdp, "tensor": mesh.tensor}
+    sizes = mesh.axes()
     fixed = math.prod(size for size in sizes.values() if size != -1)
     if _fixed(mesh):
         return None if fixed == devices else (

@@ -1,4 +1,5 @@
-"""Checks that need the mesh resolved against a device count, or a target (TNX38x, TNX450).
+"""Checks that need the mesh resolved against a device count, or a target (TNX38x, TNX450,
+TNX236–237).
 
 TNX305 (batch vs mesh) is lint's code; here it is given for the mesh a target resolves.
 
@@ -6,6 +7,8 @@ TNX305 (batch vs mesh) is lint's code; here it is given for the mesh a target re
 must use exactly the target's devices, and every stage's micro-batch must
 split over the resolved data × fsdp axes (the global batch is cut into one
 slice per batch shard, so across hosts it also divides by the process count).
+On a multi-slice target (`tpu-v5e-16x2`) the mesh's `dcn` axis must be the
+slice count, and a single-slice target takes no `dcn` (TNX236, TNX237).
 Tensor-axis replication is also a lint rule whenever the mesh block fixes
 `tensor`: today `compiler/sharding.py` silently replicates a dimension the
 tensor axis does not divide, which costs memory on every device.
@@ -24,11 +27,11 @@ from tunix_dsl.grammar.spans import Span
 from tunix_dsl.models.config import ModelConfig
 from tunix_dsl.rules.codes import _with_stage
 from tunix_dsl.rules.registry import declare, diagnostic, rule
-from tunix_dsl.rules.run_checks import batch_split_diagnostics
+from tunix_dsl.rules.run_checks import batch_axes, batch_split_diagnostics
 from tunix_dsl.schemas.targets import Target
 
 E, W = Severity.ERROR, Severity.WARNING
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("dcn", "data", "fsdp", "tensor")
 _ON_V5E_8 = "# tnx plan example.tnx --target tpu-v5e-8\n"
 _BIG = _with_stage("model = big\ndata = sums\nsteps = 10\nbatch_size = 16\nmax_seq_len = 512",
                    extra='model big = transformer(preset = "llama3.1-8b", tokenizer = chars)\n'
@@ -52,6 +55,47 @@ declare("TNX380", "stage-does-not-fit", E,
 declare("TNX381", "mesh-vs-target", E,
         "A mesh block whose sizes do not use exactly the target's devices (`tnx plan --target`).",
         bad=_on_v5e_8("data = 2, fsdp = 2"), good=_on_v5e_8("data = 2, fsdp = -1"), owner="plan")
+
+_ON_V5E_8X2 = "# tnx plan example.tnx --target tpu-v5e-8x2\n"
+_SMALL = _with_stage("model = tiny\ndata = sums\nsteps = 10\nbatch_size = 16")
+
+
+def _mesh_file(header: str, mesh: str) -> str:
+    return f"{header}pipeline demo {{\n  mesh = {{ {mesh} }}\n}}\n\n{_SMALL}"
+
+
+declare("TNX236", "dcn-on-one-slice", E,
+        "A mesh with `dcn` above 1 planned for a single-slice target: `dcn` spans slices "
+        "joined over the data-center network (`tnx plan --target`).",
+        bad=_mesh_file(_ON_V5E_8, "dcn = 2, data = -1"),
+        good=_mesh_file(_ON_V5E_8X2, "dcn = 2, data = -1"), owner="plan")
+declare("TNX237", "dcn-vs-slices", E,
+        "A multi-slice target whose slice count differs from the mesh's `dcn` axis "
+        "(`tnx plan --target`).",
+        bad=_mesh_file(_ON_V5E_8X2, "data = -1"),
+        good=_mesh_file(_ON_V5E_8X2, "dcn = 2, data = -1"), owner="plan")
+
+
+def dcn_diagnostics(p: Pipeline, target: Target, dcn: int, overridden: bool) -> list[Diagnostic]:
+    """TNX236/237: the mesh's `dcn` against the target's slices (the hybrid mesh puts exactly
+    one slice at each `dcn` index, the other axes inside the slice)."""
+    if not target.is_tpu or dcn == target.slices:
+        return []
+    span = p.settings_spans.get(("mesh", "dcn")) or p.settings_spans.get(("mesh",)) \
+        or pipeline_span(p)
+    where = "--mesh" if overridden else "the mesh block"
+    if target.slices == 1:
+        return [diagnostic(
+            "TNX236", f"dcn = {dcn} in {where}, but {target.name} is one slice", span,
+            label="slices over the data-center network",
+            help=f"plan {dcn} slices with `--target {target.name}x{dcn}`, or move the "
+                 f"{dcn} onto `data` (one slice has no DCN axis)")]
+    return [diagnostic(
+        "TNX237", f"{target.name} has {target.slices} slices, but {where} has dcn = {dcn}",
+        span, label=f"must be {target.slices}: one slice per dcn index",
+        help=f"write `dcn = {target.slices}` in the mesh block (slices are data-parallel "
+             f"replicas; the other axes split each slice's {target.chips} chips)")]
+
 
 def pipeline_span(p: Pipeline) -> Span:
     """Where the `pipeline` block is named (the mesh lives there); else the first stage."""
@@ -78,8 +122,12 @@ def resolve_mesh(spec: Mapping[str, int], devices: int) -> dict[str, int] | str:
 def target_diagnostics(p: Pipeline, target: Target, devices: int,
                        mesh: Mapping[str, int] | None = None) -> list[Diagnostic]:
     """Mesh vs the target's devices, then batches and tensor splits on the resolved mesh."""
-    spec = dict(mesh) if mesh is not None else p.settings.mesh.model_dump(include=set(MESH_AXES))
-    written = ", ".join(f"{a} = {spec.get(a, 1)}" for a in MESH_AXES)
+    spec = dict(mesh) if mesh is not None else p.settings.mesh.axes()
+    slices = dcn_diagnostics(p, target, int(spec.get("dcn", 1)), mesh is not None)
+    if slices:  # before the device count: a wrong dcn is the cause, not its symptom
+        return slices
+    written = ", ".join(f"{a} = {spec.get(a, 1)}" for a in MESH_AXES
+                        if a != "dcn" or spec.get(a, 1) != 1)
     sizes = resolve_mesh(spec, devices)
     if isinstance(sizes, str):
         return [diagnostic(
@@ -87,10 +135,10 @@ def target_diagnostics(p: Pipeline, target: Target, devices: int,
             pipeline_span(p), label=sizes,
             help=f"let one axis take the rest, e.g. `mesh = {{ data = -1 }}`, or sizes whose "
                  f"product is {devices}")]
-    shards = sizes["data"] * sizes["fsdp"]
+    shards = sizes["dcn"] * sizes["data"] * sizes["fsdp"]
     found = batch_split_diagnostics(  # lint's TNX305, on the mesh the target resolves
         p, shards, f" on {target.name}",
-        f"on {target.name}, data × fsdp = {shards} (or move devices to `tensor`)")
+        f"on {target.name}, {batch_axes(sizes['dcn'])} = {shards} (or move devices to `tensor`)")
     found += tensor_replication(p, sizes["tensor"])
     return found
 

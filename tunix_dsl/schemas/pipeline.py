@@ -13,6 +13,8 @@ class Mesh(Schema):
     """Device mesh: one size per axis; -1 takes every remaining device (at most one axis)."""
 
     call_name = "mesh"
+    dcn: int = Field(1, ge=1, description="slices joined over the data-center network "
+                     "(multi-slice TPU): the outermost, data-parallel axis (batch sharding)")
     data: int = Field(-1, ge=-1, description="data-parallel axis (batch sharding)")
     fsdp: int = Field(1, ge=-1, description="fully-sharded axis (batch and parameter sharding)")
     tensor: int = Field(1, ge=-1, description="tensor-parallel axis (heads, mlp, vocab)")
@@ -29,11 +31,16 @@ class Mesh(Schema):
                                                 f"and `{wildcards[1]}` both are"))
         return found
 
+    def axes(self) -> dict[str, int]:
+        """Each mesh axis's written size, outermost first (the order of compiler/sharding.py)."""
+        return {"dcn": self.dcn, "data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
+
     def batch_shards(self) -> int | None:
-        """Devices the global batch is split over (data × fsdp), None if a -1 makes it unknown."""
+        """Devices the global batch is split over (dcn × data × fsdp), None if a -1 makes it
+        unknown."""
         if self.data == -1 or self.fsdp == -1:
             return None
-        return self.data * self.fsdp
+        return self.dcn * self.data * self.fsdp
 
 
 class PipelineSettings(Schema):
@@ -48,7 +55,7 @@ class PipelineSettings(Schema):
         "float32", description="storage dtype of the trained parameters (and Adam's moments); "
         "bfloat16 halves their memory at the cost of update precision"
     )
-    mesh: Mesh = Field(default_factory=Mesh, description="{ data = .., fsdp = .., tensor = .. }")
+    mesh: Mesh = Field(default_factory=Mesh, description="{ dcn = .., data = .., fsdp = .., tensor = .. }")
     run_dir: str = Field("runs", min_length=1, description="where run directories are created")
     plugins: list[str] = Field(
         default_factory=list, description="local plugin files (relative to the .tnx file) that "

@@ -8,12 +8,18 @@ v5e and v6e it counts chips (`tpu-v5e-16` is 16 chips).
 
 HBM per chip (Cloud TPU documentation): v4 32 GiB, v5e 16 GiB, v5p 95 GiB,
 v6e 32 GiB.
+
+Multi-slice: `tpu-v5e-16x2` is two `tpu-v5e-16` slices joined over the
+data-center network (DCN), as Cloud TPU Multislice provisions them (one
+accelerator type, `--num-slices 2`). XLA compiles for all of them at once; the
+pipeline's mesh then needs `dcn` equal to the slice count (TNX236).
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 GIB = 2**30
 
@@ -23,12 +29,17 @@ class Target:
     name: str  # "tpu-v5e-16"
     generation: str  # "v5e"
     topology: str  # XLA topology name, "v5e:4x4"
-    chips: int
+    chips: int  # of one slice
     hbm_per_chip: int  # bytes
+    slices: int = 1  # slices joined over DCN (`tpu-v5e-16x2`: 2)
 
     @property
     def is_tpu(self) -> bool:
         return self.generation != "cpu"
+
+    @property
+    def all_chips(self) -> int:
+        return self.chips * self.slices
 
 
 @dataclass(frozen=True)
@@ -72,12 +83,24 @@ class TargetError(ValueError):
     """An unknown target name; the message lists the close ones."""
 
 
+_MULTI_SLICE = re.compile(r"(?P<slice>tpu-[a-z0-9]+-[0-9]+)x(?P<slices>[0-9]+)")
+
+
 def get_target(name: str) -> Target:
+    """A target by name; `NAMExN` is N slices of the TPU target NAME (multi-slice)."""
     if name in TARGETS:
         return TARGETS[name]
+    multi = _MULTI_SLICE.fullmatch(name)
+    if multi is not None and multi["slice"] in TARGETS:
+        slices = int(multi["slices"])
+        if slices < 1:
+            raise TargetError(f"target {name!r}: the slice count after `x` must be at least 1")
+        if slices == 1:
+            return TARGETS[multi["slice"]]
+        return replace(TARGETS[multi["slice"]], name=name, slices=slices)
     close = difflib.get_close_matches(name, list(TARGETS), n=3)
     hint = f"did you mean {', '.join(close)}?" if close else "targets: cpu, " + ", ".join(
-        f"tpu-{g}-N" for g in GENERATIONS)
+        f"tpu-{g}-N" for g in GENERATIONS) + " (xK for K slices)"
     raise TargetError(f"unknown target {name!r}; {hint} (`tnx explain targets` lists all)")
 
 
@@ -85,4 +108,6 @@ def targets_table() -> str:
     lines = [f"{'target':<16}{'topology':<14}{'chips':>6}{'HBM/chip':>10}"]
     lines += [f"{t.name:<16}{t.topology:<14}{t.chips:>6}{t.hbm_per_chip // GIB:>8}Gi"
               for t in TARGETS.values() if t.is_tpu]
+    lines.append("multi-slice: append xK for K slices over DCN, e.g. tpu-v5e-16x2 "
+                 "(mesh needs dcn = K)")
     return "\n".join(lines)
