@@ -25,10 +25,6 @@ def _rl_stages(p: Pipeline) -> Iterator[Stage]:
     return (s for s in p.stages if s.info.program == "rl")
 
 
-def _prompts(stage: Stage) -> int:
-    return stage.config.batch_size // getattr(stage.config, "generations", 1)
-
-
 @rule("TNX350", "rl-prompts-vs-mesh", E,
       "An RL stage whose prompts per step (batch_size / generations) do not split over the "
       "mesh's batch axes (data × fsdp; with a -1 axis: over the fixed axes, and at `tnx run` "
