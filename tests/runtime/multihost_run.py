@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -36,10 +38,21 @@ def _dying(dispatch: Callable[..., tuple[Any, int]], stage: str, step: int, sig:
         state, k = dispatch(self, state, done)
         if self.name == stage and done + k >= step:
             jax.block_until_ready(state)
+            _committed(self.checkpoints.directory, int(self.config.checkpoint_every or 0), done + k)
             os.kill(os.getpid(), sig)
         return state, k
 
     return dispatch_then_die
+
+
+def _committed(directory: Path, every: int, reached: int, timeout_s: float = 120.0) -> None:
+    """Wait until the newest checkpoint due before step `reached` is committed (orbax renames
+    its temporary directory to the step number), so the test kills after a durable save rather
+    than racing the background commit."""
+    due = (reached - 1) // every * every if every else 0
+    deadline = time.monotonic() + timeout_s
+    while due and not (directory / str(due)).is_dir() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 if __name__ == "__main__":
