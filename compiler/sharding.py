@@ -163,9 +163,13 @@ def place(host: Mapping[str, np.ndarray], shardings: Mapping[str, NamedSharding]
     """
     if jax.process_count() == 1:
         return jax.device_put(dict(host), dict(shardings))
-    return {name: jax.make_array_from_callback(np.shape(value), shardings[name],
-                                               lambda index, v=value: np.asarray(v)[index])
-            for name, value in host.items()}
+    def global_array(value: np.ndarray, where: NamedSharding) -> jax.Array:
+        def shard(index: Any) -> np.ndarray:
+            return np.asarray(value)[index]
+
+        return jax.make_array_from_callback(np.shape(value), where, shard)
+
+    return {name: global_array(value, shardings[name]) for name, value in host.items()}
 
 
 def parameter_sharding_fn(mesh: Mesh):

@@ -192,10 +192,10 @@ class RLLoop(DurableLoop[RLProgram, RLConfig]):
             lengths = self._episodes.own_lengths
             texts = self._episodes.final_texts
         else:
-            tokens, lengths = host_copy((rollout["tokens"], rollout["lengths"]))
+            fetched = host_copy((rollout["tokens"], rollout["lengths"]))  # every process: all rows
             self._step_s = time.perf_counter() - self._t0
-            completion = np.asarray(tokens)[:, -self.program.sampling.max_new_tokens:]
-            lengths = np.asarray(lengths)
+            completion = np.asarray(fetched[0])[:, -self.program.sampling.max_new_tokens:]
+            lengths = np.asarray(fetched[1])
             texts = completions_text(completion, lengths, self.tokenizer)
         self._step_tokens = int(lengths.sum())
         self._tokens += self._step_tokens
@@ -229,7 +229,7 @@ class RLLoop(DurableLoop[RLProgram, RLConfig]):
             rollout, row_ids = self.sample(state, done, draw)
             reward, named, length = self.score_on_host(rollout, row_ids)
             tokens, seconds = tokens + self._step_tokens, seconds + self._step_s
-            draws.append({**host_copy(rollout), "rewards": reward})
+            draws.append({**{n: np.asarray(v) for n, v in host_copy(rollout).items()}, "rewards": reward})
             rewards.append(reward)
             parts.append(named)
             lengths.append(length)
