@@ -143,7 +143,7 @@ def state_shardings(state: nnx.State, mesh: Mesh) -> nnx.State:
 
 
 def batch_sharding(mesh: Mesh, ndim: int, leading: int = 0) -> NamedSharding:
-    """Shard axis `leading` of a batch array over (data, fsdp), the rest replicated."""
+    """Shard axis `leading` of a batch array over (dcn, data, fsdp), the rest replicated."""
     parts: list[Any] = [None] * ndim
     parts[leading] = BATCH_AXES
     return NamedSharding(mesh, PartitionSpec(*parts))
@@ -163,11 +163,14 @@ def place(host: Mapping[str, np.ndarray], shardings: Mapping[str, NamedSharding]
     """
     if jax.process_count() == 1:
         return jax.device_put(dict(host), dict(shardings))
-    def global_array(value: np.ndarray, where: NamedSharding) -> jax.Array:
-        def shard(index: Any) -> np.ndarray:
-            return np.asarray(value)[index]
 
-        return jax.make_array_from_callback(np.shape(value), where, shard)
+    def global_array(value: np.ndarray, where: NamedSharding) -> jax.Array:
+        whole = np.asarray(value)
+
+        def shard(index: Any) -> np.ndarray:
+            return whole[index]
+
+        return jax.make_array_from_callback(whole.shape, where, shard)
 
     return {name: global_array(value, shardings[name]) for name, value in host.items()}
 

@@ -180,7 +180,7 @@ def batch_vs_generations(p: Pipeline) -> Iterator[Diagnostic]:
 
 
 @rule("TNX305", "batch-vs-mesh", E,
-      "A micro-batch (batch_size / grad_accum) that does not split evenly over data × fsdp "
+      "A micro-batch (batch_size / grad_accum) that does not split evenly over dcn × data × fsdp "
       "(with a -1 axis: over the fixed axes, which every device count multiplies).",
       bad="pipeline demo {\n  mesh = { data = 4, fsdp = 1 }\n}\n\n"
       + _with_stage("model = tiny\ndata = sums\nsteps = 10\nbatch_size = 6"),

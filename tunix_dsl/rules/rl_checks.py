@@ -27,7 +27,7 @@ def _rl_stages(p: Pipeline) -> Iterator[Stage]:
 
 @rule("TNX350", "rl-prompts-vs-mesh", E,
       "An RL stage whose prompts per step (batch_size / generations) do not split over the "
-      "mesh's batch axes (data × fsdp; with a -1 axis: over the fixed axes, and at `tnx run` "
+      "mesh's batch axes (dcn × data × fsdp; with a -1 axis: over the fixed axes, and at `tnx run` "
       "over the devices found): the rollout shards prompts, not completions.",
       bad="pipeline demo {\n  mesh = { data = 4, fsdp = 1 }\n}\n\n"
       + _with_stage(_GRPO + "batch_size = 16\ngenerations = 8", kind="grpo", extra=_REWARD),

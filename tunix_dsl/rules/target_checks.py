@@ -5,7 +5,7 @@ TNX305 (batch vs mesh) is lint's code; here it is given for the mesh a target re
 
 `tnx plan --target NAME` runs `target_diagnostics` before compiling: the mesh
 must use exactly the target's devices, and every stage's micro-batch must
-split over the resolved data × fsdp axes (the global batch is cut into one
+split over the resolved dcn × data × fsdp axes (the global batch is cut into one
 slice per batch shard, so across hosts it also divides by the process count).
 On a multi-slice target (`tpu-v5e-16x2`) the mesh's `dcn` axis must be the
 slice count, and a single-slice target takes no `dcn` (TNX236, TNX237).
