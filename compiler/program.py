@@ -25,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding
 from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.optim import Schedule, build_optimizer, build_schedule
 from tunix_dsl.compiler.stages import StageLoss, StageModels
+from tunix_dsl.compiler.storage_dtype import frozen_in_compute_dtype
 from tunix_dsl.compiler.train_step import SplitModules, TrainState, build_step, split_modules
 from tunix_dsl.models.activations import rows_sharded_over
 from tunix_dsl.schemas.stages import TrainingConfig
@@ -182,7 +183,7 @@ def lower_stage(
 
     loss = STAGE_KINDS[kind].load_lowering()(config, models)
     assert isinstance(loss, StageLoss), f"the lowering of kind `{kind}` must return a StageLoss"
-    split = split_modules(loss.modules, loss.trainable)
+    split = frozen_in_compute_dtype(split_modules(loss.modules, loss.trainable), models)
     optimizer, schedule = optimizer_for(config)
     state_sh = _state_shardings(split, optimizer, mesh)
     frozen_sh = sharding.state_shardings(split.frozen, mesh)

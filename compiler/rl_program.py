@@ -38,6 +38,7 @@ from tunix_dsl.compiler.program import _state_shardings
 from tunix_dsl.compiler.rl_step import Batch, Metrics, RLConfig, RLStep, Sums
 from tunix_dsl.compiler.stages import StageModels
 from tunix_dsl.compiler.stages.base import Container
+from tunix_dsl.compiler.storage_dtype import frozen_in_compute_dtype
 from tunix_dsl.compiler.train_step import (
     SplitModules,
     TrainState,
@@ -188,7 +189,7 @@ def lower_rl_stage(
 
     rl = STAGE_KINDS[kind].load_lowering()(config, models)
     assert isinstance(rl, RLStep), f"the lowering of RL kind `{kind}` must return an RLStep"
-    split = split_modules(rl.modules, rl.trainable)
+    split = frozen_in_compute_dtype(split_modules(rl.modules, rl.trainable), models)
     updates_total = int(config.steps) * rl.iterations  # the schedule counts optimizer updates
     schedule = build_schedule(config.optimizer, updates_total)
     base = build_optimizer(config.optimizer, schedule=schedule)

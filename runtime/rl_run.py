@@ -21,6 +21,7 @@ from tunix_dsl.check.ir import Stage
 from tunix_dsl.compiler.rl_program import RLProgram, lower_rl_stage, prompts_per_step
 from tunix_dsl.compiler.rl_step import rl_config
 from tunix_dsl.compiler.stages import StageModels
+from tunix_dsl.compiler.storage_dtype import models_hold_frozen
 from tunix_dsl.compiler.train_step import TrainState
 from tunix_dsl.runtime.batches import BatchStream
 from tunix_dsl.runtime.data import tokenize_rows
@@ -69,9 +70,11 @@ def lower(executor: Executor, stage: Stage, models: StageModels) -> RLProgram:
     # TNX307 (a completion) and TNX515 (an episode) refuse longer sequences at lint time.
     assert config.max_prompt_len + width <= context, (
         f"stage `{stage.name}`: prompt + completion exceed the policy's context of {context} (TNX307/TNX515)")
-    return lower_rl_stage(stage.name, stage.kind, config, models, executor.mesh,
-                          stop_ids=tuple(tokenizer.stop_ids), pad_id=tokenizer.pad_id,
-                          fingerprint=executor.fingerprints[stage.name])
+    program = lower_rl_stage(stage.name, stage.kind, config, models, executor.mesh,
+                             stop_ids=tuple(tokenizer.stop_ids), pad_id=tokenizer.pad_id,
+                             fingerprint=executor.fingerprints[stage.name])
+    models_hold_frozen(program.rl.modules, program.split)
+    return program
 
 
 def held_out(executor: Executor, stage: Stage, program: RLProgram, rewards: StageRewards,

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from tunix_dsl.check.ir import Stage
@@ -33,6 +34,7 @@ from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.program import StageProgram, lower_stage
 from tunix_dsl.compiler.rl_program import RLProgram
 from tunix_dsl.compiler.stages import StageModels
+from tunix_dsl.compiler.storage_dtype import in_param_dtype, models_hold_frozen
 from tunix_dsl.compiler.train_step import TrainState
 from tunix_dsl.data.tokenizers import Tokenizer
 from tunix_dsl.models import Transformer
@@ -139,11 +141,13 @@ def lower(executor: Executor, stage: Stage, models: StageModels) -> StageProgram
     shards = sharding.batch_parallelism(executor.mesh)
     assert (config.batch_size // config.grad_accum) % shards == 0, (
         f"stage `{stage.name}`: micro-batch does not split over {shards} batch shards (TNX305)")
-    return lower_stage(
+    program = lower_stage(
         stage.name, stage.kind, config, models, executor.mesh,
         batch_size=config.batch_size, grad_accum=config.grad_accum,
         steps_per_call=config.steps_per_call,
     )
+    models_hold_frozen(program.loss.modules, program.split)
+    return program
 
 
 # ---------------------------------------------------------------------- head and tail
@@ -156,7 +160,11 @@ def begin_stage(executor: Executor, stage: Stage, status: StageStatus, program: 
     directory = executor.layout.stage(stage.name)
     fingerprint = executor.fingerprints[stage.name]
     abstract = jax.eval_shape(program.init_state)
-    output_bytes = state_nbytes(nnx.state(models.models[STAGE_KINDS[stage.kind].trained], nnx.Param))
+    trained = models.models[STAGE_KINDS[stage.kind].trained]
+    # the output: every weight in the master dtype (a frozen base is held narrower meanwhile),
+    # and a LoRA stage's adapter beside it
+    output_bytes = (trained.cfg.param_count() * jnp.dtype(trained.cfg.param_dtype).itemsize
+                    + state_nbytes(nnx.state(trained, nnx.LoRAParam)))
     executor.layout.check_free_space(
         stage.name, state_nbytes(abstract) * (config.keep_checkpoints + 1) + output_bytes)
     # Only now, with every input resolved, does the stage directory change: earlier work of
@@ -194,7 +202,8 @@ def finish_stage(executor: Executor, stage: Stage, program: Program, models: Sta
     marked finished with its files, superseded work dropped."""
     config, directory = stage.config, head.directory
     trained = STAGE_KINDS[stage.kind].trained
-    model = getattr(program.merged_modules(state), trained)  # containers use the field names
+    # containers use the field names; frozen weights were held in the compute dtype
+    model = in_param_dtype(getattr(program.merged_modules(state), trained))
     if models.lora:
         from tunix_dsl.models.lora import LoRAParam, merge_lora
 
