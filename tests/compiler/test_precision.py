@@ -88,14 +88,16 @@ def sft_program(cfg: ModelConfig, grad_accum: int = 1):
     return lower_stage("s", "sft", config, models, MESH, batch_size=8, grad_accum=grad_accum)
 
 
-def train_steps(program, steps: int) -> tuple[object, list[float]]:
+def train_steps(program, steps: int, frozen: nnx.State | None = None) -> tuple[object, list[float]]:
+    """`steps` steps on one-digit sums; `frozen` replaces the program's own frozen weights."""
     stream = BatchStream(tokenize_rows(synthetic_rows("addition", count=64, seed=1), "lm", TOK, 32), 8,
                          seed=0, buckets=(32,))
     state, losses = program.init_state(), []
     for _ in range(steps):
         batch = stream.next_batches(1)
         batch.pop("example_ids")
-        state, metrics = program.step(state, program.split.frozen, program.put_batch(batch))
+        state, metrics = program.step(state, program.split.frozen if frozen is None else frozen,
+                                      program.put_batch(batch))
         losses.append(float(metrics["loss"][0]))
     return state, losses
 

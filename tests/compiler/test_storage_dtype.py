@@ -15,15 +15,12 @@ import numpy as np
 from flax import nnx
 from safetensors.numpy import load_file
 
-from tests.compiler.test_precision import MESH, PICO, TOK, floating_dtypes, run
+from tests.compiler.test_precision import MESH, PICO, RESUMABLE, floating_dtypes, run, train_steps
 from tunix_dsl.compiler.model_init import init_model
 from tunix_dsl.compiler.program import StageProgram, lower_stage
 from tunix_dsl.compiler.stages import StageModels
 from tunix_dsl.compiler.storage_dtype import in_param_dtype
-from tunix_dsl.data.datasets import synthetic_rows
 from tunix_dsl.models.lora import LoRAParam, LoraSpec, apply_lora, merge_lora
-from tunix_dsl.runtime.batches import BatchStream
-from tunix_dsl.runtime.data import tokenize_rows
 from tunix_dsl.schemas.base import ModelRef
 from tunix_dsl.schemas.stages import DPOConfig, SFTConfig
 from tunix_dsl.schemas.training import AdamW
@@ -39,32 +36,20 @@ def lora_program() -> StageProgram:
     return lower_stage("s", "sft", config, StageModels({"model": model}, lora=True), MESH, batch_size=8)
 
 
-def losses_with(program: StageProgram, frozen: nnx.State, steps: int = 3) -> tuple[object, list[float]]:
-    stream = BatchStream(tokenize_rows(synthetic_rows("addition", count=64, seed=1), "lm", TOK, 32), 8,
-                         seed=0, buckets=(32,))
-    state, losses = program.init_state(), []
-    for _ in range(steps):
-        batch = stream.next_batches(1)
-        batch.pop("example_ids")
-        state, metrics = program.step(state, frozen, program.put_batch(batch))
-        losses.append(float(metrics["loss"][0]))
-    return state, losses
-
-
 def test_lora_base_is_held_in_bfloat16_and_computes_the_same_losses() -> None:
     program = lora_program()
     assert floating_dtypes(program.split.frozen) == {"bfloat16"}  # base kernels, embedding, norms
     assert floating_dtypes(program.split.trainable) == {"float32"}  # the adapters keep a master
     as_float32 = jax.tree.map(lambda x: x.astype(jnp.float32), program.split.frozen)
-    _, held_bf16 = losses_with(program, program.split.frozen)
-    _, held_f32 = losses_with(program, as_float32)
+    _, held_bf16 = train_steps(program, 3)
+    _, held_f32 = train_steps(program, 3, as_float32)
     assert held_bf16 == held_f32  # the forward casts to bf16 at every use either way
     assert held_bf16[-1] < held_bf16[0]
 
 
 def test_lora_output_is_float32_base_plus_the_update() -> None:
     program = lora_program()
-    state, _ = losses_with(program, program.split.frozen, steps=2)
+    state, _ = train_steps(program, 2)
     trained = program.merged_modules(state).model
     output = merge_lora(in_param_dtype(trained))
     assert floating_dtypes(nnx.state(output, nnx.Param)) == {"float32"}
@@ -97,25 +82,8 @@ def test_float32_run_keeps_everything_float32() -> None:
     assert floating_dtypes(program.split.frozen) == {"float32"}
 
 
-LORA_PIPELINE = """
-pipeline mp {
-  seed      = 0
-  precision = "bfloat16"
-}
-
-tokenizer chars = bytes()
-model tiny = transformer(preset = "pico", tokenizer = chars, n_layers = 1)
-dataset sums = synthetic("addition", digits = 1, count = 64, seed = 1)
-
-stage base: pretrain {
-  model       = tiny
-  data        = sums
-  steps       = 2
-  batch_size  = 4
-  max_seq_len = 16
-  optimizer   = adamw(lr = 1e-2)
-}
-
+# test_precision's bf16 pretrain, then a LoRA stage on its output
+LORA_PIPELINE = RESUMABLE[: RESUMABLE.index("export")] + """
 stage tune: sft {
   model       = base.model
   data        = sums
