@@ -257,7 +257,7 @@ def adapters_disabled(model: nnx.Module) -> Iterator[None]:
             module.adapters_enabled = enabled
 
 
-def merge_lora(model: nnx.Module) -> nnx.Module:
+def merge_lora(model: M) -> M:
     """A copy of `model` with plain `Dense` modules whose kernel is W + scale * A @ B
     (W dequantized for QLoRA); `model` itself keeps its adapters."""
     adapted = lora_modules(model)
