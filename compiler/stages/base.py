@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import jax
 from flax import nnx
@@ -24,6 +24,7 @@ from tunix_dsl.schemas.stages import TrainingConfig
 if TYPE_CHECKING:
     from tunix_dsl.models.transformer import Transformer
 
+T = TypeVar("T")
 
 @dataclass
 class StageModels:
@@ -80,6 +81,28 @@ class Container(nnx.Module):
     if TYPE_CHECKING:  # the roles are set by name at run time (policy, reference, student, …)
         def __getattr__(self, role: str) -> Any: ...
         def __setattr__(self, role: str, value: Any) -> None: ...
+
+
+def policy_and_reference(models: StageModels, reference: bool = True) -> Container:
+    """The policy, and its frozen reference when the stage needs one and it is a model of its own
+    (a LoRA stage's shared reference is the policy's base: `reference_of` switches adapters off)."""
+    container = Container(policy=models.models["policy"])
+    if reference and not models.shared_reference:
+        container.reference = models.models["reference"]
+    return container
+
+
+def reference_of(modules: Container, measure: Callable[[nnx.Module], T]) -> T:
+    """`measure(reference)` without gradient: the reference model, or the policy with its
+    adapters off when the reference is shared (no second copy of the weights)."""
+    if hasattr(modules, "reference"):
+        out = measure(modules.reference)
+    else:
+        from tunix_dsl.models.lora import adapters_disabled
+
+        with adapters_disabled(modules.policy):
+            out = measure(modules.policy)
+    return jax.lax.stop_gradient(out)
 
 
 def trainable_filter(role: str, lora: bool, extra: tuple[str, ...] = ()) -> Any:

@@ -25,6 +25,8 @@ from tunix_dsl.compiler.stages.base import (
     StageModels,
     forward_hidden,
     loss_chunk,
+    policy_and_reference,
+    reference_of,
     trainable_filter,
 )
 from tunix_dsl.models.transformer import Transformer
@@ -49,18 +51,6 @@ def sequence_logps(model: Transformer, both: Mapping[str, jax.Array], chunk: int
     return seq[:half], seq[half:]
 
 
-def reference_logps(modules: Container, both: Mapping[str, jax.Array],
-                    chunk: int) -> tuple[jax.Array, jax.Array]:
-    if hasattr(modules, "reference"):
-        chosen, rejected = sequence_logps(modules.reference, both, chunk)
-    else:  # shared reference: the policy's base weights, adapters off
-        from tunix_dsl.models.lora import adapters_disabled
-
-        with adapters_disabled(modules.policy):
-            chosen, rejected = sequence_logps(modules.policy, both, chunk)
-    return jax.lax.stop_gradient(chosen), jax.lax.stop_gradient(rejected)
-
-
 def real_pairs(mb: Mapping[str, jax.Array]) -> jax.Array:
     """[B] bool: pairs with a completion (padding rows of an eval batch have none)."""
     return jnp.sum(mb["chosen_loss_mask"], axis=-1) > 0
@@ -78,17 +68,14 @@ def build(config: DPOConfig, models: StageModels) -> StageLoss:
     def micro_sums(modules: Container, mb: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         both = pair_batch(mb)
         chosen, rejected = sequence_logps(modules.policy, both, chunk)
-        ref_chosen, ref_rejected = reference_logps(modules, both, chunk)
+        ref_chosen, ref_rejected = reference_of(modules, lambda model: sequence_logps(model, both, chunk))
         return losses.dpo_sums(
             chosen, rejected, ref_chosen, ref_rejected, beta=beta, label_smoothing=label_smoothing,
             pair_mask=real_pairs(mb),
         )
 
-    container = Container(policy=models.models["policy"])
-    if not models.shared_reference:
-        container.reference = models.models["reference"]
     return StageLoss(
-        modules=container,
+        modules=policy_and_reference(models),
         trainable=trainable_filter("policy", models.lora),
         counts=pair_counts,
         micro_sums=micro_sums,

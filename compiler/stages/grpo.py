@@ -42,7 +42,14 @@ from tunix_dsl.compiler.rl_step import (
     masked_total,
     ratio_of_sums,
 )
-from tunix_dsl.compiler.stages.base import Container, StageModels, loss_chunk, trainable_filter
+from tunix_dsl.compiler.stages.base import (
+    Container,
+    StageModels,
+    loss_chunk,
+    policy_and_reference,
+    reference_of,
+    trainable_filter,
+)
 from tunix_dsl.schemas.stages import GRPOConfig
 
 # loss variant -> (divide advantages by the group std, default aggregation, default ε_high)
@@ -68,12 +75,7 @@ def effective(config: GRPOConfig) -> tuple[bool, str, float]:
 
 
 def reference_logps(modules: Container, batch: Batch, chunk: int, group: int) -> jax.Array:
-    if hasattr(modules, "reference"):
-        return completion_logps(modules.reference, batch, chunk, group)
-    from tunix_dsl.models.lora import adapters_disabled
-
-    with adapters_disabled(modules.policy):  # the policy's base: no second copy of the weights
-        return completion_logps(modules.policy, batch, chunk, group)
+    return reference_of(modules, lambda model: completion_logps(model, batch, chunk, group))
 
 
 def build(config: GRPOConfig, models: StageModels) -> RLStep:
@@ -127,11 +129,8 @@ def build(config: GRPOConfig, models: StageModels) -> RLStep:
         }
         return loss, sums
 
-    container = Container(policy=models.models["policy"])
-    if beta > 0 and not models.shared_reference:
-        container.reference = models.models["reference"]
     return RLStep(
-        modules=container,
+        modules=policy_and_reference(models, reference=beta > 0),
         trainable=trainable_filter("policy", models.lora),
         generations=group,
         iterations=mu,

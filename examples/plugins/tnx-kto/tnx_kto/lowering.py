@@ -22,6 +22,8 @@ from tunix_dsl.compiler.stages.base import (
     StageModels,
     forward_hidden,
     loss_chunk,
+    policy_and_reference,
+    reference_of,
     trainable_filter,
 )
 
@@ -39,14 +41,7 @@ def build(config: Any, models: StageModels) -> StageLoss:
     chunk = loss_chunk(config, models.models["policy"])
 
     def reference(modules: Container, batch: Mapping[str, jax.Array], prefix: str) -> jax.Array:
-        if hasattr(modules, "reference"):
-            out = _sequence_logps(modules.reference, batch, prefix, chunk)
-        else:  # shared reference: the policy's base weights, adapters off
-            from tunix_dsl.models.lora import adapters_disabled
-
-            with adapters_disabled(modules.policy):
-                out = _sequence_logps(modules.policy, batch, prefix, chunk)
-        return jax.lax.stop_gradient(out)
+        return reference_of(modules, lambda model: _sequence_logps(model, batch, prefix, chunk))
 
     def micro_sums(modules: Container, mb: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         real = jnp.sum(mb["loss_mask"], axis=-1) > 0  # padding rows of an eval batch have none
@@ -60,11 +55,8 @@ def build(config: Any, models: StageModels) -> StageLoss:
     def counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         return {"examples": jnp.sum(jnp.sum(batch["loss_mask"], axis=-1) > 0, dtype=jnp.float32)}
 
-    container = Container(policy=models.models["policy"])
-    if not models.shared_reference:
-        container.reference = models.models["reference"]
     return StageLoss(
-        modules=container,
+        modules=policy_and_reference(models),
         trainable=trainable_filter("policy", models.lora),
         counts=counts,
         micro_sums=micro_sums,
