@@ -92,7 +92,7 @@ def policy_and_reference(models: StageModels, reference: bool = True) -> Contain
     return container
 
 
-def reference_of(modules: Container, measure: Callable[[nnx.Module], T]) -> T:
+def reference_of(modules: Container, measure: Callable[[Transformer], T]) -> T:
     """`measure(reference)` without gradient: the reference model, or the policy with its
     adapters off when the reference is shared (no second copy of the weights)."""
     if hasattr(modules, "reference"):
