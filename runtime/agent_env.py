@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunix_dsl.data.row_tools import TOOLS_COLUMN, DeclaredTools, entry_name, offered_functions
 from tunix_dsl.runtime.tool_calls import ToolCall, observation_text, parse_tool_calls
 from tunix_dsl.runtime.user_code import import_user_file
 from tunix_dsl.schemas.agents import PythonEnvironment, PythonTool, ToolsEnvironment
@@ -144,14 +145,20 @@ class ToolsEnv:
     role = "tool"
 
     def __init__(self, runner: ToolRunner, max_tool_calls: int, call_reward: float = 0.0,
-                 schemas: Sequence[Mapping[str, Any]] = ()):
+                 schemas: Sequence[Mapping[str, Any]] = (), declared: Sequence[str] = ()):
         self.runner = runner
         self.max_tool_calls = max_tool_calls
         self.call_reward = call_reward
         self.schemas = tuple(schemas)  # the chat template's `tools`: rendered into every prompt
+        # `declared`: the `tool` declaration of each schema (a row may name a tool by either)
+        self.declared = DeclaredTools(self.schemas, tuple(declared)
+                                      or tuple(str(entry_name(s)) for s in self.schemas))
 
     def start(self, rows: Sequence[Mapping[str, Any]]) -> list[str | None]:
         self.used = [0] * len(rows)
+        # a row's own `tools` column: its episodes may call those alone (data/row_tools.py)
+        self.offered = [None if row.get(TOOLS_COLUMN) is None else offered_functions(
+            self.declared.for_row(row, lambda i=i: f"episode {i}")) for i, row in enumerate(rows)]
         return [None] * len(rows)
 
     def step(self, episodes: Sequence[int], texts: Sequence[str]) -> list[Reply]:
@@ -163,9 +170,13 @@ class ToolsEnv:
             found = parse_tool_calls(text)
             replies.append(Reply(None if not found else ""))
             for call in found:
+                allowed = self.offered[episode]
                 if self.used[episode] >= self.max_tool_calls:
                     call = ToolCall(call.name, error=f"the episode used its {self.max_tool_calls} "
                                                      "tool calls; answer now")
+                elif call.error is None and allowed is not None and call.name not in allowed:
+                    call = ToolCall(call.name, error=f"there is no tool `{call.name}` (tools: "
+                                                     f"{', '.join(sorted(allowed))})")
                 self.used[episode] += 1
                 calls.append(call)
                 owners.append(i)
@@ -232,24 +243,39 @@ def tool_json_schema(fn: Callable[..., Any], spec: PythonTool, base_dir: Path) -
     return dataclasses.replace(schema, name=spec.name).as_json()
 
 
+def load_tools(names: Sequence[str], tools: Mapping[str, Any], base_dir: Path
+               ) -> tuple[dict[str, Callable[..., Any]], list[dict[str, Any]]]:
+    """The functions of the `tool` declarations `names`, by function name (how the model calls
+    them), and their JSON schemas in declaration order."""
+    functions = {}
+    schemas = []
+    for tool_name in names:
+        spec: PythonTool = tools[tool_name]
+        fn = load_object(spec.file, spec.name, base_dir, f"tool `{tool_name}`")
+        if not callable(fn):
+            raise AgentError(f"tool `{tool_name}`: `{spec.name}` is not a function")
+        functions[spec.name] = fn  # the model calls a tool by its function's name
+        schemas.append(tool_json_schema(fn, spec, base_dir))
+    return functions, schemas
+
+
+def declared_tools(names: Sequence[str], tools: Mapping[str, Any], base_dir: Path) -> DeclaredTools:
+    """The schemas of the `tool` declarations `names` (an sft stage's `tools`), loaded as an
+    agent stage loads them, so both render the same `tools` for the chat template."""
+    _, schemas = load_tools(names, tools, base_dir)
+    return DeclaredTools(tuple(schemas), tuple(names))
+
+
 def build_environment(env: Any, tools: Mapping[str, Any], base_dir: Path, config: Any,
                       name: str) -> ToolsEnv | PythonEnv:
     """The run-time environment of a validated `environment` declaration."""
     if isinstance(env, ToolsEnvironment):
-        functions = {}
-        schemas = []
-        for tool_name in env.tools:
-            spec: PythonTool = tools[tool_name]
-            fn = load_object(spec.file, spec.name, base_dir, f"tool `{tool_name}`")
-            if not callable(fn):
-                raise AgentError(f"tool `{tool_name}`: `{spec.name}` is not a function")
-            functions[spec.name] = fn  # the model calls a tool by its function's name
-            schemas.append(tool_json_schema(fn, spec, base_dir))
+        functions, schemas = load_tools(env.tools, tools, base_dir)
         # a worker per call a turn can make: a batch's calls wait together, never in waves
         # (threads start lazily, and a waiting tool holds no core)
         workers = max(16, int(config.batch_size) * max(int(config.max_tool_calls), 1))
         runner = ToolRunner(functions, float(config.tool_timeout), workers=workers)
-        return ToolsEnv(runner, int(config.max_tool_calls), float(env.call_reward), schemas)
+        return ToolsEnv(runner, int(config.max_tool_calls), float(env.call_reward), schemas, env.tools)
     assert isinstance(env, PythonEnvironment)
     cls = load_object(env.file, env.name, base_dir, f"environment `{name}`")
     return PythonEnv(cls, name)

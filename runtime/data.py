@@ -259,9 +259,11 @@ class TokenizedData:
 def tokenize_rows(
     rows: Sequence[Mapping[str, Any]], consumer: str, tokenizer: Tokenizer, max_len: int,
     source: str = "dataset", tools: Sequence[Mapping[str, Any]] | None = None,
+    row_tools: Sequence[Sequence[Mapping[str, Any]]] | None = None,
 ) -> TokenizedData:
     """Tokenise ``rows`` for ``consumer`` with sequences of at most ``max_len`` tokens;
-    conversations are rendered with ``tools`` (JSON schemas) as the chat template's `tools`."""
+    conversations are rendered with ``tools`` (JSON schemas) as the chat template's `tools`,
+    or with ``row_tools[i]`` for row i (the tools that row is offered, `data/row_tools.py`)."""
     if tokenizer.eos_id is None:
         raise ValueError("the tokenizer has no eos id; completions need one to end")
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
@@ -271,10 +273,13 @@ def tokenize_rows(
     def encode(text: str) -> list[int]:
         return tokenizer.encode(text, add_bos=False)
 
-    chat = ChatCodec(encode, lambda messages, generation: tokenizer.apply_chat_template(
-        messages, add_generation_prompt=generation, tools=tools), tokenizer.bos_id, tokenizer.eos_id,
-        frozenset(tokenizer.stop_ids))
-    ids = TokenIds(encode, bos, tokenizer.eos_id, max_len, chat)
+    def token_ids(offered: Sequence[Mapping[str, Any]] | None) -> TokenIds:
+        chat = ChatCodec(encode, lambda messages, generation: tokenizer.apply_chat_template(
+            messages, add_generation_prompt=generation, tools=offered or None), tokenizer.bos_id,
+            tokenizer.eos_id, frozenset(tokenizer.stop_ids))
+        return TokenIds(encode, bos, tokenizer.eos_id, max_len, chat)
+
+    ids = token_ids(tools)
     rules, info = consumer_rules(consumer), CONSUMERS[consumer]
     examples: list[Example] = []
     row_ids: list[int] = []
@@ -285,7 +290,7 @@ def tokenize_rows(
             raise DataError(source, None, f"row {i + 1} has no column {missing[0]!r}, which "
                             f"{consumer} data needs ({', '.join(info.required)})")
         try:
-            example, cut = rules.tokenize(row, ids)
+            example, cut = rules.tokenize(row, ids if row_tools is None else token_ids(row_tools[i]))
         except (ChatError, TokenizerError, ValueError) as err:  # a conversation the template refuses
             raise DataError(source, None, f"row {i + 1}: {err}") from None
         if example is None:

@@ -124,8 +124,10 @@ def run_rl_stage(executor: Executor, stage: Stage, status: StageStatus, signals:
     tokenizer = executor.tokenizer_for(config.policy)
     rows = executor.resources.rows(config.data, "prompt")
     agent = stage_agent(executor, stage, program, tokenizer, seed)
+    row_name = row_names(executor, config.data)
     data = tokenize_rows(rows, "prompt", tokenizer, int(config.max_prompt_len), source=config.data,
-                         tools=None if agent is None else agent.tools)
+                         tools=None if agent is None else agent.tools,
+                         row_tools=None if agent is None else agent.row_tools(rows, row_name))
     executor.log(f"  data {config.data}: {data.summary()}")
     stream = BatchStream(data, prompts_per_step(config, program.rl), seed, start_cursor=head.cursor)
     progress = StageProgress(executor.log, stage.name, config.steps, head.start, headline="reward")
@@ -134,7 +136,7 @@ def run_rl_stage(executor: Executor, stage: Stage, status: StageStatus, signals:
                   signals, head.fingerprint, on_dispatch=executor.on_dispatch,
                   evaluate=held_out(executor, stage, program, rewards, agent),
                   rows=rows, tokenizer=tokenizer, rewards=rewards, agent=agent,
-                  row_name=row_names(executor, config.data))
+                  row_name=row_name)
     try:
         state, result = drive(loop, head, progress)
     finally:

@@ -107,7 +107,18 @@ def tokenized(executor: Executor, stage: Stage, dataset: str) -> TokenizedData:
     assert isinstance(config, SequenceConfig), f"supervised kind {stage.kind} has no max_seq_len"
     max_len = min(config.max_seq_len, executor.config_for(stage.trained).max_seq_len)
     rows = executor.resources.rows(dataset, info.consumer)
-    return tokenize_rows(rows, info.consumer, executor.tokenizer_for(stage.trained), max_len, source=dataset)
+    names = getattr(config, "tools", None)  # sft: conversations list these tools' schemas
+    if not names:
+        return tokenize_rows(rows, info.consumer, executor.tokenizer_for(stage.trained), max_len,
+                             source=dataset)
+    from tunix_dsl.runtime.agent_env import declared_tools
+    from tunix_dsl.runtime.rewards import dataset_row_names
+
+    pipeline = executor.pipeline
+    tools = declared_tools(names, {n: d.spec for n, d in pipeline.tools.items()}, executor.base_dir)
+    where = dataset_row_names(pipeline.datasets[dataset].spec, executor.base_dir, dataset)
+    return tokenize_rows(rows, info.consumer, executor.tokenizer_for(stage.trained), max_len,
+                         source=dataset, tools=tools.schemas, row_tools=tools.per_row(rows, where))
 
 
 def stage_data(executor: Executor, stage: Stage, seed: int, start_cursor: int = 0) -> BatchStream:

@@ -23,6 +23,7 @@ from tunix_dsl.rules import rl_checks as _rl_checks  # noqa: F401
 from tunix_dsl.rules import run_checks as _run_checks  # noqa: F401
 from tunix_dsl.rules import run_limits as _run_limits  # noqa: F401
 from tunix_dsl.rules import target_checks as _target_checks  # noqa: F401
+from tunix_dsl.rules import tool_rows as _tool_rows  # noqa: F401
 from tunix_dsl.rules import warnings as _warnings  # noqa: F401
 from tunix_dsl.rules.registry import RULES, Rule, diagnostic
 
