@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,7 @@ class ToolsEnv:
         self.used = [0] * len(rows)
         # a row's own `tools` column: its episodes may call those alone (data/row_tools.py)
         self.offered = [None if row.get(TOOLS_COLUMN) is None else offered_functions(
-            self.declared.for_row(row, lambda i=i: f"episode {i}")) for i, row in enumerate(rows)]
+            self.declared.for_row(row, partial("episode {}".format, i))) for i, row in enumerate(rows)]
         return [None] * len(rows)
 
     def step(self, episodes: Sequence[int], texts: Sequence[str]) -> list[Reply]:

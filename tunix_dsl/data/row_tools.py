@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 TOOLS_COLUMN = "tools"
@@ -94,7 +95,7 @@ class DeclaredTools:
         """The offered schemas of every row; None when no row has its own `tools`."""
         if not any(row.get(TOOLS_COLUMN) is not None for row in rows):
             return None
-        return [self.for_row(row, lambda i=i: where(i)) for i, row in enumerate(rows)]
+        return [self.for_row(row, partial(where, i)) for i, row in enumerate(rows)]
 
 
 def offered_functions(schemas: Sequence[Schema]) -> frozenset[str]:
