@@ -57,7 +57,7 @@ def agent_rollout_cost(program: RLProgram, state: TrainState, settings: AgentSet
                                 sds((rows, chunk), jnp.bool_)).compile(),
     }
     runs = {"prefill": 1, "turn": settings.max_turns, "append": settings.max_turns - 1 + opening}
-    memory = {label: exe.memory_analysis() for label, exe in compiled.items()}
+    memory = {label: _memory(exe) for label, exe in compiled.items()}
 
     def peak(label: str) -> int:
         m = memory[label]
@@ -78,6 +78,12 @@ def agent_rollout_cost(program: RLProgram, state: TrainState, settings: AgentSet
               f"program's peak shown; KV cache {rows} rows × {prompt_len + width} slots "
               f"({cache_bytes:,} bytes)"),
     )
+
+
+def _memory(executable: Any) -> Any:
+    memory = executable.memory_analysis()
+    assert memory is not None, "XLA gave no memory analysis for a compiled program"
+    return memory
 
 
 def _flops(executable: Any) -> float:
