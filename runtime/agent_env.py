@@ -27,11 +27,10 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tunix_dsl.data.row_tools import TOOLS_COLUMN, DeclaredTools, entry_name, offered_functions
+from tunix_dsl.data.row_tools import TOOLS_COLUMN, offered, offered_functions
 from tunix_dsl.runtime.tool_calls import ToolCall, observation_text, parse_tool_calls
 from tunix_dsl.runtime.user_code import import_user_file
 from tunix_dsl.schemas.agents import PythonEnvironment, PythonTool, ToolsEnvironment
@@ -146,20 +145,17 @@ class ToolsEnv:
     role = "tool"
 
     def __init__(self, runner: ToolRunner, max_tool_calls: int, call_reward: float = 0.0,
-                 schemas: Sequence[Mapping[str, Any]] = (), declared: Sequence[str] = ()):
+                 schemas: Sequence[Mapping[str, Any]] = ()):
         self.runner = runner
         self.max_tool_calls = max_tool_calls
         self.call_reward = call_reward
         self.schemas = tuple(schemas)  # the chat template's `tools`: rendered into every prompt
-        # `declared`: the `tool` declaration of each schema (a row may name a tool by either)
-        self.declared = DeclaredTools(self.schemas, tuple(declared)
-                                      or tuple(str(entry_name(s)) for s in self.schemas))
 
     def start(self, rows: Sequence[Mapping[str, Any]]) -> list[str | None]:
         self.used = [0] * len(rows)
         # a row's own `tools` column: its episodes may call those alone (data/row_tools.py)
-        self.offered = [None if row.get(TOOLS_COLUMN) is None else offered_functions(
-            self.declared.for_row(row, partial("episode {}".format, i))) for i, row in enumerate(rows)]
+        self.offered = [None if row.get(TOOLS_COLUMN) is None
+                        else offered_functions(offered(row, self.schemas)) for row in rows]
         return [None] * len(rows)
 
     def step(self, episodes: Sequence[int], texts: Sequence[str]) -> list[Reply]:
@@ -260,13 +256,6 @@ def load_tools(names: Sequence[str], tools: Mapping[str, Any], base_dir: Path
     return functions, schemas
 
 
-def declared_tools(names: Sequence[str], tools: Mapping[str, Any], base_dir: Path) -> DeclaredTools:
-    """The schemas of the `tool` declarations `names` (an sft stage's `tools`), loaded as an
-    agent stage loads them, so both render the same `tools` for the chat template."""
-    _, schemas = load_tools(names, tools, base_dir)
-    return DeclaredTools(tuple(schemas), tuple(names))
-
-
 def build_environment(env: Any, tools: Mapping[str, Any], base_dir: Path, config: Any,
                       name: str) -> ToolsEnv | PythonEnv:
     """The run-time environment of a validated `environment` declaration."""
@@ -276,7 +265,7 @@ def build_environment(env: Any, tools: Mapping[str, Any], base_dir: Path, config
         # (threads start lazily, and a waiting tool holds no core)
         workers = max(16, int(config.batch_size) * max(int(config.max_tool_calls), 1))
         runner = ToolRunner(functions, float(config.tool_timeout), workers=workers)
-        return ToolsEnv(runner, int(config.max_tool_calls), float(env.call_reward), schemas, env.tools)
+        return ToolsEnv(runner, int(config.max_tool_calls), float(env.call_reward), schemas)
     assert isinstance(env, PythonEnvironment)
     cls = load_object(env.file, env.name, base_dir, f"environment `{name}`")
     return PythonEnv(cls, name)

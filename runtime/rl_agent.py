@@ -13,7 +13,7 @@ tools).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,13 +47,6 @@ class StageAgent:
         with (a tool-aware chat template lists them); None without tools."""
         return list(self.rollout.env.schemas) or None
 
-    def row_tools(self, rows: Sequence[Mapping[str, Any]], where: Callable[[int], str]
-                  ) -> list[tuple[Mapping[str, Any], ...]] | None:
-        """Per row, the schemas its prompt lists when rows carry their own `tools` column
-        (`data/row_tools.py`); None when none does. An undeclared name raises, naming the row."""
-        env = self.rollout.env
-        return env.declared.per_row(rows, where) if isinstance(env, ToolsEnv) else None
-
     def metrics(self, episodes: Episodes) -> dict[str, float]:
         """Turns and length per episode, and (cumulative) per-tool calls, errors, latency."""
         out = {
@@ -80,8 +73,7 @@ class StageAgent:
         from tunix_dsl.runtime.data import tokenize_rows
 
         data = tokenize_rows(rows, "prompt", self.rollout.tokenizer, max_prompt_len, source="eval",
-                             tools=self.tools,
-                             row_tools=self.row_tools(rows, lambda i: f"held-out row {i + 1}"))
+                             tools=self.tools)
         single = AgentRollout(self.rollout.env, self.rollout.tokenizer, self.rollout.settings,
                               dataclasses.replace(self.rollout.sampling, num_samples=1))
         scores = []

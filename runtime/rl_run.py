@@ -22,6 +22,7 @@ from tunix_dsl.compiler.rl_program import RLProgram, lower_rl_stage, prompts_per
 from tunix_dsl.compiler.rl_step import rl_config
 from tunix_dsl.compiler.stages import StageModels
 from tunix_dsl.compiler.train_step import TrainState
+from tunix_dsl.data.row_tools import check_rows
 from tunix_dsl.runtime.batches import BatchStream
 from tunix_dsl.runtime.data import tokenize_rows
 from tunix_dsl.runtime.evaluation import evaluate_model
@@ -125,9 +126,11 @@ def run_rl_stage(executor: Executor, stage: Stage, status: StageStatus, signals:
     rows = executor.resources.rows(config.data, "prompt")
     agent = stage_agent(executor, stage, program, tokenizer, seed)
     row_name = row_names(executor, config.data)
+    tools = None if agent is None else agent.tools
+    if tools:  # a row's own `tools` names only the environment's (TNX527 peeks; all rows here)
+        check_rows(rows, tools, row_name)
     data = tokenize_rows(rows, "prompt", tokenizer, int(config.max_prompt_len), source=config.data,
-                         tools=None if agent is None else agent.tools,
-                         row_tools=None if agent is None else agent.row_tools(rows, row_name))
+                         tools=tools)
     executor.log(f"  data {config.data}: {data.summary()}")
     stream = BatchStream(data, prompts_per_step(config, program.rl), seed, start_cursor=head.cursor)
     progress = StageProgress(executor.log, stage.name, config.steps, head.start, headline="reward")

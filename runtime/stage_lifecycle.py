@@ -111,14 +111,15 @@ def tokenized(executor: Executor, stage: Stage, dataset: str) -> TokenizedData:
     if not names:
         return tokenize_rows(rows, info.consumer, executor.tokenizer_for(stage.trained), max_len,
                              source=dataset)
-    from tunix_dsl.runtime.agent_env import declared_tools
+    from tunix_dsl.data.row_tools import check_rows
+    from tunix_dsl.runtime.agent_env import load_tools
     from tunix_dsl.runtime.rewards import dataset_row_names
 
-    pipeline = executor.pipeline
-    tools = declared_tools(names, {n: d.spec for n, d in pipeline.tools.items()}, executor.base_dir)
-    where = dataset_row_names(pipeline.datasets[dataset].spec, executor.base_dir, dataset)
+    pipeline = executor.pipeline  # the schemas an agent stage with these tools renders
+    _, schemas = load_tools(names, {n: d.spec for n, d in pipeline.tools.items()}, executor.base_dir)
+    check_rows(rows, schemas, dataset_row_names(pipeline.datasets[dataset].spec, executor.base_dir, dataset))
     return tokenize_rows(rows, info.consumer, executor.tokenizer_for(stage.trained), max_len,
-                         source=dataset, tools=tools.schemas, row_tools=tools.per_row(rows, where))
+                         source=dataset, tools=schemas)
 
 
 def stage_data(executor: Executor, stage: Stage, seed: int, start_cursor: int = 0) -> BatchStream:

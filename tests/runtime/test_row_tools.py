@@ -1,5 +1,5 @@
 """A row's own `tools` column: the schemas its prompt lists, the calls its episodes may make,
-and TNX527 when it names a tool the stage does not declare."""
+and TNX527 when it names a tool the stage does not offer."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tunix_dsl.api import load
-from tunix_dsl.data.row_tools import DeclaredTools, RowToolsError
+from tunix_dsl.data.row_tools import RowToolsError, check_rows, offered
 from tunix_dsl.data.tokenizers import ByteTokenizer
 from tunix_dsl.runtime.agent_env import ToolRunner, ToolsEnv
 from tunix_dsl.runtime.data import tokenize_rows
@@ -20,31 +20,28 @@ def schema(name: str, description: str = "") -> dict:
                                              "parameters": {"type": "object", "properties": {}}}}
 
 
-DECLARED = DeclaredTools((schema("add"), schema("shout")), ("plus", "loud"))
+SCHEMAS = (schema("add"), schema("shout"))
 
 
-def test_a_row_narrows_its_tools_by_declaration_or_function_name_or_schema() -> None:
-    where = lambda: "row 1"  # noqa: E731
-    assert DECLARED.for_row({"prompt": "x"}, where) == DECLARED.schemas
-    assert DECLARED.for_row({"tools": None}, where) == DECLARED.schemas
-    assert DECLARED.for_row({"tools": ["loud"]}, where) == (schema("shout"),)
-    assert DECLARED.for_row({"tools": ["add"]}, where) == (schema("add"),)
-    assert DECLARED.for_row({"tools": []}, where) == ()
+def test_a_row_narrows_its_tools_by_function_name_or_schema() -> None:
+    assert offered({"prompt": "x"}, SCHEMAS) == SCHEMAS
+    assert offered({"tools": None}, SCHEMAS) == SCHEMAS
+    assert offered({"tools": ["shout"]}, SCHEMAS) == (schema("shout"),)
+    assert offered({"tools": []}, SCHEMAS) == ()
     own = schema("add", "Add, as this row describes it.")  # rendered as the row gives it
-    assert DECLARED.for_row({"tools": [own["function"], "loud"]}, where) == (own["function"],
-                                                                               schema("shout"))
-    for bad, problem in ((["search"], "`search`, which is not a declared tool"),
-                         ([schema("plus")], "`plus`, which is not a declared tool"),  # a schema names a function
+    assert offered({"tools": [own["function"], "shout"]}, SCHEMAS) == (own["function"], schema("shout"))
+    for bad, problem in ((["search"], "names `search`, which is not one of the stage's tools \\(add, shout\\)"),
+                         ([schema("search")], "names `search`, which is not one"),
                          ("add", "must be a list"), ([3], "entry 0 is neither")):
-        with pytest.raises(RowToolsError, match=f"^row 1: .*{problem}"):
-            DECLARED.for_row({"tools": bad}, where)
-    assert DECLARED.per_row([{"prompt": "a"}], lambda i: f"row {i}") is None
+        with pytest.raises(RowToolsError, match=f"^`tools` {problem}"):
+            offered({"tools": bad}, SCHEMAS)
+    with pytest.raises(RowToolsError, match="^row 2 of `d` \\(d.jsonl:3\\): `tools` names `search`"):
+        check_rows([{"tools": ["add"]}, {"tools": ["search"]}], SCHEMAS,
+                   lambda i: f"row {i + 1} of `d` (d.jsonl:{i + 2})")
 
 
 def test_a_prompt_lists_its_rows_tools_and_its_episodes_may_call_only_those() -> None:
-    rows = [{"prompt": "a", "tools": ["plus"]}, {"prompt": "b"}]
-    per_row = DECLARED.per_row(rows, lambda i: f"row {i}")
-    assert per_row == [(schema("add"),), DECLARED.schemas]
+    rows = [{"prompt": "a", "tools": ["add"]}, {"prompt": "b"}]
     tok = ByteTokenizer()
     listed: list[list[str]] = []
     real = tok.apply_chat_template
@@ -55,12 +52,12 @@ def test_a_prompt_lists_its_rows_tools_and_its_episodes_may_call_only_those() ->
 
     tok.apply_chat_template = render  # type: ignore[method-assign]
     prompts = [{**row, "prompt": [{"role": "user", "content": row["prompt"]}]} for row in rows]
-    tokenize_rows(prompts, "prompt", tok, 64, tools=DECLARED.schemas, row_tools=per_row)
+    tokenize_rows(prompts, "prompt", tok, 64, tools=SCHEMAS)
     assert listed == [["add"], ["add", "shout"]]
 
     runner = ToolRunner({"add": lambda: "3", "shout": lambda: "HI"}, timeout=5.0)
     try:
-        env = ToolsEnv(runner, max_tool_calls=4, schemas=DECLARED.schemas, declared=DECLARED.declared)
+        env = ToolsEnv(runner, max_tool_calls=4, schemas=SCHEMAS)
         env.start(rows)
         call = '<tool_call>{"name": "shout", "arguments": {}}</tool_call>'
         narrowed, free = env.step([0, 1], [call, call])
@@ -101,13 +98,14 @@ def test_lint_names_the_line_of_a_row_offering_an_undeclared_tool(tmp_path: Path
     (tmp_path / "tools.py").write_text('def calculate(expression: str) -> str:\n    """Eval."""\n'
                                        "    return expression\n")
     rows = [{"prompt": "1+1", "answer": "2", "tools": ["calculate"]},
-            {"prompt": "2+2", "answer": "4", "tools": ["calc", "search"]}]
+            {"prompt": "2+2", "answer": "4", "tools": ["calculate", "search"]}]
     (tmp_path / "asks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     found = [d for d in load(tmp_path / "p.tnx").diagnostics if d.code == "TNX527"]
     assert len(found) == 1
-    assert found[0].message == "asks.jsonl:2: `tools` names `search`, which is not a declared tool"
-    assert (found[0].span.line, found[0].label) == (10, "offers calc")
+    assert found[0].message == ("asks.jsonl:2: `tools` names `search`, which is not one of the "
+                                "stage's tools (calculate)")
+    assert (found[0].span.line, found[0].label) == (10, "offers `calculate`")
 
-    rows[1]["tools"] = ["calc"]
+    rows[1]["tools"] = ["calculate"]
     (tmp_path / "asks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert [d.code for d in load(tmp_path / "p.tnx").diagnostics] == []

@@ -1,22 +1,22 @@
-"""The tools a dataset row is offered: all the stage's declared tools, or the row's `tools`.
+"""The tools a dataset row is offered: all the stage's tools, or the row's own `tools` column.
 
-A row may carry a `tools` column: a list whose entries are tool names — a `tool`
-declaration's name (`calc`) or its function's (`calculate`, what the model calls) — or JSON
-schemas (`{"type": "function", "function": {"name": ...}}`, or the inner `{"name": ...}`)
-named by a declared tool's function, rendered as the row gives them. That row's conversation is rendered with
-those schemas alone (the chat template's `tools`), and in an agent stage its episodes may
-call those tools alone: a call to another declared tool gets an error observation, as an
-unknown tool does. A row without the column (or with null) is offered every declared tool.
+A row may carry a `tools` column: a list whose entries are tool names — the function name
+the model calls (`calculate`), as tool-use datasets spell them — or JSON schemas
+(`{"type": "function", "function": {"name": ...}}`, or the inner `{"name": ...}`) named by
+one, rendered as the row gives them. Every name must be one of the stage's tools (an sft
+stage's `tools`, or its environment's). The row's conversation is rendered with those
+schemas alone (the chat template's `tools`, `runtime/data.py`), and in an agent stage its
+episodes may call those alone: a call to another tool gets an error observation, as an
+unknown tool does (`runtime/agent_env.py`). A row without the column (or with null) is
+offered every tool; `[]` offers none.
 
-jax-free: lint (`tunix_dsl.rules.agent_checks`, TNX527) checks the rows it can read cheaply
-with `unknown_tool_names`; the runtime resolves every row with `DeclaredTools`.
+jax-free: lint (TNX527, `tunix_dsl/rules/tool_rows.py`) checks the rows it can read cheaply
+with `row_tools_problems`; the run checks every row before it trains (`check_rows`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 TOOLS_COLUMN = "tools"
@@ -25,12 +25,12 @@ Schema = Mapping[str, Any]
 
 
 class RowToolsError(ValueError):
-    """A row's `tools` column that names an undeclared tool or is not a list; says which."""
+    """A row's `tools` column that names a tool the stage does not offer, or is not a list."""
 
 
 def entry_name(entry: Any) -> str | None:
-    """The tool name of one `tools` entry: the string, or a schema's function name; None for
-    an entry of neither shape."""
+    """The tool name of one `tools` entry (or of a schema): the string, or the schema's
+    function name; None for an entry of neither shape."""
     if isinstance(entry, str):
         return entry
     if isinstance(entry, Mapping):
@@ -40,10 +40,9 @@ def entry_name(entry: Any) -> str | None:
     return None
 
 
-def unknown_tool_names(value: Any, declared: set[str], functions: set[str]) -> list[str]:
-    """What is wrong with a row's `tools` value, given the `declared` tool names and their
-    `functions`: one line per problem, empty when every entry names a declared tool (a schema
-    by its function's name, the one the model calls)."""
+def row_tools_problems(value: Any, functions: Collection[str]) -> list[str]:
+    """What is wrong with a row's `tools` value, given the stage's tool `functions`: one line
+    per problem, empty when every entry names one of them."""
     if value is None:
         return []
     if not isinstance(value, list):
@@ -55,49 +54,37 @@ def unknown_tool_names(value: Any, declared: set[str], functions: set[str]) -> l
         if name is None:
             problems.append(f"`{TOOLS_COLUMN}` entry {n} is neither a tool name nor a JSON "
                             "schema with a function name")
-        elif name not in (functions if isinstance(entry, Mapping) else declared | functions):
-            problems.append(f"`{TOOLS_COLUMN}` names `{name}`, which is not a declared tool")
+        elif name not in functions:
+            problems.append(f"`{TOOLS_COLUMN}` names `{name}`, which is not one of the "
+                            f"stage's tools ({', '.join(functions) or 'none'})")
     return problems
 
 
-@dataclass(frozen=True)
-class DeclaredTools:
-    """A stage's declared tools: their JSON schemas (declaration order) and the names a row
-    may call each by."""
-
-    schemas: tuple[Schema, ...]
-    declared: tuple[str, ...]  # the `tool` declaration of each schema
-
-    @property
-    def functions(self) -> tuple[str, ...]:
-        return tuple(str(entry_name(s)) for s in self.schemas)
-
-    def _index(self) -> dict[str, int]:
-        return {**{f: i for i, f in enumerate(self.functions)},
-                **{d: i for i, d in enumerate(self.declared)}}
-
-    def for_row(self, row: Mapping[str, Any], where: Callable[[], str]) -> tuple[Schema, ...]:
-        """The schemas offered to `row`; `where()` names the row in an error."""
-        value = row.get(TOOLS_COLUMN)
-        if value is None:
-            return self.schemas
-        index = self._index()
-        problems = unknown_tool_names(value, set(self.declared), set(self.functions))
-        if problems:
-            raise RowToolsError(f"{where()}: {problems[0]} (declared: "
-                                f"{', '.join(self.declared)}); list declared tools by name, "
-                                "or declare the tool")
-        return tuple(entry if isinstance(entry, Mapping) else self.schemas[index[entry]]
-                     for entry in value)
-
-    def per_row(self, rows: Sequence[Mapping[str, Any]], where: Callable[[int], str]
-                ) -> list[tuple[Schema, ...]] | None:
-        """The offered schemas of every row; None when no row has its own `tools`."""
-        if not any(row.get(TOOLS_COLUMN) is not None for row in rows):
-            return None
-        return [self.for_row(row, partial(where, i)) for i, row in enumerate(rows)]
+def offered(row: Mapping[str, Any], schemas: Sequence[Schema]) -> Sequence[Schema]:
+    """The schemas `row` is offered out of the stage's `schemas` (all of them without a
+    `tools` column); raises RowToolsError for a name not among them."""
+    value = row.get(TOOLS_COLUMN)
+    if value is None:
+        return schemas
+    by_name = {entry_name(s): s for s in schemas}
+    problems = row_tools_problems(value, [str(n) for n in by_name])
+    if problems:
+        raise RowToolsError(f"{problems[0]}; name the functions the stage offers, or add the "
+                            "tool to the stage")
+    return tuple(entry if isinstance(entry, Mapping) else by_name[entry] for entry in value)
 
 
 def offered_functions(schemas: Sequence[Schema]) -> frozenset[str]:
     """The function names a model may call, given the schemas it was offered."""
     return frozenset(str(entry_name(s)) for s in schemas)
+
+
+def check_rows(rows: Sequence[Mapping[str, Any]], schemas: Sequence[Schema],
+               where: Callable[[int], str]) -> None:
+    """Every row's `tools` against the stage's `schemas`; the first bad row raises,
+    named by `where(index)` (its file and line)."""
+    for i, row in enumerate(rows):
+        try:
+            offered(row, schemas)
+        except RowToolsError as err:
+            raise RowToolsError(f"{where(i)}: {err}") from None

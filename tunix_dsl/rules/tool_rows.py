@@ -1,4 +1,4 @@
-"""TNX527: a dataset row's own `tools` column names a tool the stage does not declare.
+"""TNX527: a dataset row's own `tools` column names a tool the stage does not offer.
 
 A row may narrow the tools it is offered (`tunix_dsl/data/row_tools.py`): an sft stage's
 `tools`, or the tools of an agent stage's `tools([...])` environment. Lint reads the first
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tunix_dsl.check.ir import Pipeline, Stage
-from tunix_dsl.data.row_tools import TOOLS_COLUMN, unknown_tool_names
+from tunix_dsl.data.row_tools import TOOLS_COLUMN, row_tools_problems
 from tunix_dsl.grammar.diagnostics import Diagnostic, Label, Severity
 from tunix_dsl.models.info import exists
 from tunix_dsl.rules.codes import _PRELUDE, without_sums
@@ -64,9 +64,9 @@ def _peek(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 @rule("TNX527", "row-tool-not-declared", Severity.ERROR,
-      "A dataset row's `tools` column names a tool the stage does not offer (an sft stage's "
-      "`tools`, or its environment's): declare it, or drop it from the row. Lint reads the "
-      "first rows of jsonl files; the run checks every row.",
+      "A dataset row's `tools` column names a function that is not one of the stage's tools "
+      "(an sft stage's `tools`, or its environment's): add the tool, or drop it from the row. "
+      "Lint reads the first rows of jsonl files; the run checks every row.",
       bad=_example("[calc]"), good=_example("[calc, units]"))
 def row_tool_not_declared(p: Pipeline) -> Iterator[Diagnostic]:
     for stage in p.stages:
@@ -77,16 +77,16 @@ def row_tool_not_declared(p: Pipeline) -> Iterator[Diagnostic]:
         path = p.resolve_path(decl.spec.path)
         if not exists(path):
             continue  # TNX403
-        functions = {p.tools[n].spec.name for n in names
-                     if n in p.tools and isinstance(p.tools[n].spec, PythonTool)}
+        functions = [p.tools[n].spec.name for n in names
+                     if n in p.tools and isinstance(p.tools[n].spec, PythonTool)]
         for lineno, value in _peek(Path(path)):
-            problems = unknown_tool_names(value, set(names), functions)
+            problems = row_tools_problems(value, functions)
             if problems:
                 yield diagnostic(
                     "TNX527", f"{decl.spec.path}:{lineno}: {problems[0]}", stage.span_of("data"),
-                    label=f"offers {', '.join(names)}",
+                    label=f"offers {', '.join(f'`{f}`' for f in functions)}",
                     secondary=[Label(decl.field_spans.get(("path",), decl.name_span),
                                      "the rows are read from here")],
                     help="declare the tool and add it to the stage's `tools` (or the "
-                    "environment's), or remove it from the row")
+                    "environment's), or remove it from the row; rows name a tool by its function")
                 break  # one row per stage; the run names every bad one
