@@ -34,7 +34,7 @@ def _agent(tool: str = "examples/agent_tools.py:calculate",
              f"environment math = {env}\n")
     body = ("policy = tiny\ndata = sums\nenvironment = math\nsteps = 10\nbatch_size = 16\n"
             "generations = 4\nmax_prompt_len = 32\nmax_new_tokens = 24\n"
-            "max_observation_tokens = 16\n" + fields)
+            "max_observation_tokens = 32\n" + fields)
     return _with_stage(body, kind="grpo", extra=extra)
 
 
