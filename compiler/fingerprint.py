@@ -130,6 +130,9 @@ def stage_fingerprints(pipeline: Pipeline) -> dict[str, str]:
     for stage in pipeline.stages:  # topological order: inputs are fingerprinted first
         environment = getattr(stage.config, "environment", None)
         excluded = set(OPERATIONAL_FIELDS) | (AGENT_FIELDS if environment is None else set())
+        tools = getattr(stage.config, "tools", None) or []  # an sft stage's rendered tools
+        if not tools:  # unset: fingerprints from before the field are unchanged
+            excluded.add("tools")
         payload = {
             "version": __version__,
             "settings": settings,
@@ -150,5 +153,7 @@ def stage_fingerprints(pipeline: Pipeline) -> dict[str, str]:
             payload["optimizer_origin"] = optimizer
         if environment is not None:
             payload["environment"] = environment_identity(environment)
+        if tools:  # their files' content shapes the schemas the template lists
+            payload["tools"] = [_spec_identity(pipeline.tools[t].spec, base_dir) for t in tools]
         out[stage.name] = _digest(payload)
     return out

@@ -289,30 +289,35 @@ def entropy_from_logits(logits: Array) -> Array:
 def gae(
     rewards: Array, values: Array, mask: Array, *, gamma: float = 1.0, lam: float = 0.95
 ) -> tuple[Array, Array]:
-    """Generalised advantage estimation (Schulman et al. 2016) over right-padded rows.
+    """Generalised advantage estimation (Schulman et al. 2016) over the real tokens of each row.
 
-    ``δ_t = r_t + γ·V_{t+1} − V_t``, ``A_t = δ_t + γλ·A_{t+1}``, ``returns = A + V``, where
-    ``V_{t+1}`` and ``A_{t+1}`` are 0 past a row's last real token. ``rewards`` is float
-    (e.g. the score on the last token minus β·KL per token). Returns float32
-    ``(advantages, returns)`` ``[B, T]``, 0 at padding.
+    ``δ_t = r_t + γ·V_{t'} − V_t``, ``A_t = δ_t + γλ·A_{t'}``, ``returns = A + V``, where
+    ``t'`` is the row's next position with ``mask`` true (``V_{t'}`` and ``A_{t'}`` are 0
+    past the row's last one). Positions with ``mask`` false are not time steps: the chain
+    jumps over them. For right-padded rows that is the usual GAE; in a multi-turn episode
+    (``mask`` = the model's own tokens) the observation between two turns is skipped, so the
+    last token of a turn bootstraps from the value at the first token of the next turn — read
+    after the observation — with one factor γ, and the episode's reward reaches every turn.
+    ``rewards`` is float (e.g. the score on the last token minus β·KL per token). Returns
+    float32 ``(advantages, returns)`` ``[B, T]``, 0 where ``mask`` is false.
     """
     mask = mask.astype(bool)
     rewards = jnp.where(mask, as_f32(rewards), 0.0)
     values = jnp.where(mask, as_f32(values), 0.0)
-    next_real = jnp.pad(mask[:, 1:], ((0, 0), (0, 1))).astype(jnp.float32)
-    next_values = jnp.pad(values[:, 1:], ((0, 0), (0, 1)))
-    deltas = rewards + gamma * next_values * next_real - values
 
-    def step(next_advantage: Array, inputs: tuple[Array, Array]) -> tuple[Array, Array]:
-        delta, continues = inputs
-        advantage = delta + gamma * lam * continues * next_advantage
-        return advantage, advantage
+    def step(carry: tuple[Array, Array], inputs: tuple[Array, Array, Array]
+             ) -> tuple[tuple[Array, Array], Array]:
+        next_advantage, next_value = carry
+        reward, value, real = inputs
+        advantage = reward + gamma * next_value - value + gamma * lam * next_advantage
+        # a masked-out position passes the next real token's (A, V) back unchanged
+        return ((jnp.where(real, advantage, next_advantage), jnp.where(real, value, next_value)),
+                jnp.where(real, advantage, 0.0))
 
     # scan runs over time (axis 0 after the transpose), from the last token backwards.
-    _, advantages = jax.lax.scan(
-        step, jnp.zeros(rewards.shape[0], jnp.float32), (deltas.T, next_real.T), reverse=True
-    )
-    advantages = jnp.where(mask, advantages.T, 0.0)
+    zeros = jnp.zeros(rewards.shape[0], jnp.float32)
+    _, advantages = jax.lax.scan(step, (zeros, zeros), (rewards.T, values.T, mask.T), reverse=True)
+    advantages = advantages.T
     return advantages, jnp.where(mask, advantages + values, 0.0)
 
 

@@ -6,10 +6,16 @@ B·G rows of P + N tokens, the score program's frozen forwards, the update's μ
 passes. XLA reports per-device bytes and FLOPs; the rollout's FLOPs count one
 trip of its decode loop body (XLA's cost analysis does not multiply by a
 while-loop's trip count), so they are a lower bound.
+
+An agent stage's rollout is not that program but the episode's (`runtime/agent_plan.py`:
+prefill, turn, append, with the KV cache at the episode's width); the runtime hands its
+figures in as `rollout`, a `RolloutCost`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -19,17 +25,41 @@ from jax.sharding import Mesh
 
 from tunix_dsl.compiler import sharding
 from tunix_dsl.compiler.plan import StagePlan, _count
-from tunix_dsl.compiler.rl_program import _abstract_rollout, lower_rl_stage, prompts_per_step
+from tunix_dsl.compiler.rl_program import (
+    RLProgram,
+    _abstract_rollout,
+    lower_rl_stage,
+    prompts_per_step,
+)
 from tunix_dsl.compiler.rl_step import RLConfig
 from tunix_dsl.compiler.stages import StageModels
+from tunix_dsl.compiler.train_step import TrainState
+
+
+@dataclass(frozen=True)
+class RolloutCost:
+    """A rollout row measured by the caller from programs of its own (an agent's episode)."""
+
+    argument_bytes: int
+    output_bytes: int
+    temp_bytes: int
+    alias_bytes: int
+    flops: float
+    tokens: int
+    note: str
+
+
+RolloutPlanner = Callable[[RLProgram, TrainState], RolloutCost]
 
 
 def plan_rl_stage(
     name: str, kind: str, config: RLConfig, models: StageModels, mesh: Mesh, *,
     stop_ids: tuple[int, ...], pad_id: int, episode_width: int | None = None,
+    rollout: RolloutPlanner | None = None,
 ) -> list[StagePlan]:
     """`episode_width`: an agent stage's completion width (its longest episode after the
-    prompt), which the score and update programs see in place of `max_new_tokens`."""
+    prompt), which the score and update programs see in place of `max_new_tokens`;
+    `rollout`: the agent's episode row, in place of the single-turn rollout program's."""
     program = lower_rl_stage(name, kind, config, models, mesh, stop_ids=stop_ids, pad_id=pad_id)
     state, frozen = program.abstract_state(), program.split.frozen
     prompts, group = prompts_per_step(config, program.rl), program.rl.generations
@@ -38,7 +68,7 @@ def plan_rl_stage(
     width = new if episode_width is None else episode_width
     placed = sharding.batch_sharding(mesh, 2)
     scalar = jax.ShapeDtypeStruct((), jnp.int32)
-    compiled = {
+    compiled = {} if rollout is not None else {
         "rollout": program.rollout.lower(
             state, frozen, jax.ShapeDtypeStruct((prompts, prompt_len), jnp.int32, sharding=placed),
             jax.ShapeDtypeStruct((prompts, prompt_len), jnp.bool_, sharding=placed), scalar, scalar,
@@ -59,19 +89,26 @@ def plan_rl_stage(
     # rollout = "async": the worker reads a copy of the train state while the update trains
     copy = _bytes(state) // mesh.devices.size if getattr(config, "rollout", "sync") == "async" else 0
     plans = []
+    if rollout is not None:
+        cost = rollout(program, state)
+        plans.append(StagePlan(
+            name=name, kind=f"{kind}/rollout", trainable_params=trainable, total_params=total,
+            tokens_per_step=cost.tokens, argument_bytes=cost.argument_bytes,
+            output_bytes=cost.output_bytes, temp_bytes=cost.temp_bytes, alias_bytes=cost.alias_bytes,
+            flops_per_step=cost.flops, devices=mesh.devices.size, note=cost.note))
     for label, executable in compiled.items():
         memory = executable.memory_analysis()
         held = copy if label == "update" else 0
-        cost = executable.cost_analysis()
-        if isinstance(cost, list):
-            cost = cost[0] if cost else {}
+        analysis = executable.cost_analysis()
+        if isinstance(analysis, list):
+            analysis = analysis[0] if analysis else {}
         plans.append(StagePlan(
             name=name, kind=f"{kind}/{label}", trainable_params=trainable, total_params=total,
             tokens_per_step=tokens[label],
             argument_bytes=int(memory.argument_size_in_bytes) + held,
             output_bytes=int(memory.output_size_in_bytes),
             temp_bytes=int(memory.temp_size_in_bytes), alias_bytes=int(memory.alias_size_in_bytes),
-            flops_per_step=float((cost or {}).get("flops", 0.0)), devices=mesh.devices.size,
+            flops_per_step=float((analysis or {}).get("flops", 0.0)), devices=mesh.devices.size,
             note=f"arguments include the async rollout's copy of the train state ({held:,} bytes)"
             if held else "",
         ))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunix_dsl.data.row_tools import TOOLS_COLUMN, offered, offered_functions
 from tunix_dsl.runtime.tool_calls import ToolCall, observation_text, parse_tool_calls
 from tunix_dsl.runtime.user_code import import_user_file
 from tunix_dsl.schemas.agents import PythonEnvironment, PythonTool, ToolsEnvironment
@@ -152,6 +153,9 @@ class ToolsEnv:
 
     def start(self, rows: Sequence[Mapping[str, Any]]) -> list[str | None]:
         self.used = [0] * len(rows)
+        # a row's own `tools` column: its episodes may call those alone (data/row_tools.py)
+        self.offered = [None if row.get(TOOLS_COLUMN) is None
+                        else offered_functions(offered(row, self.schemas)) for row in rows]
         return [None] * len(rows)
 
     def step(self, episodes: Sequence[int], texts: Sequence[str]) -> list[Reply]:
@@ -163,9 +167,13 @@ class ToolsEnv:
             found = parse_tool_calls(text)
             replies.append(Reply(None if not found else ""))
             for call in found:
+                allowed = self.offered[episode]
                 if self.used[episode] >= self.max_tool_calls:
                     call = ToolCall(call.name, error=f"the episode used its {self.max_tool_calls} "
                                                      "tool calls; answer now")
+                elif call.error is None and allowed is not None and call.name not in allowed:
+                    call = ToolCall(call.name, error=f"there is no tool `{call.name}` (tools: "
+                                                     f"{', '.join(sorted(allowed))})")
                 self.used[episode] += 1
                 calls.append(call)
                 owners.append(i)
@@ -232,19 +240,27 @@ def tool_json_schema(fn: Callable[..., Any], spec: PythonTool, base_dir: Path) -
     return dataclasses.replace(schema, name=spec.name).as_json()
 
 
+def load_tools(names: Sequence[str], tools: Mapping[str, Any], base_dir: Path
+               ) -> tuple[dict[str, Callable[..., Any]], list[dict[str, Any]]]:
+    """The functions of the `tool` declarations `names`, by function name (how the model calls
+    them), and their JSON schemas in declaration order."""
+    functions = {}
+    schemas = []
+    for tool_name in names:
+        spec: PythonTool = tools[tool_name]
+        fn = load_object(spec.file, spec.name, base_dir, f"tool `{tool_name}`")
+        if not callable(fn):
+            raise AgentError(f"tool `{tool_name}`: `{spec.name}` is not a function")
+        functions[spec.name] = fn  # the model calls a tool by its function's name
+        schemas.append(tool_json_schema(fn, spec, base_dir))
+    return functions, schemas
+
+
 def build_environment(env: Any, tools: Mapping[str, Any], base_dir: Path, config: Any,
                       name: str) -> ToolsEnv | PythonEnv:
     """The run-time environment of a validated `environment` declaration."""
     if isinstance(env, ToolsEnvironment):
-        functions = {}
-        schemas = []
-        for tool_name in env.tools:
-            spec: PythonTool = tools[tool_name]
-            fn = load_object(spec.file, spec.name, base_dir, f"tool `{tool_name}`")
-            if not callable(fn):
-                raise AgentError(f"tool `{tool_name}`: `{spec.name}` is not a function")
-            functions[spec.name] = fn  # the model calls a tool by its function's name
-            schemas.append(tool_json_schema(fn, spec, base_dir))
+        functions, schemas = load_tools(env.tools, tools, base_dir)
         # a worker per call a turn can make: a batch's calls wait together, never in waves
         # (threads start lazily, and a waiting tool holds no core)
         workers = max(16, int(config.batch_size) * max(int(config.max_tool_calls), 1))

@@ -7,7 +7,8 @@
         append [the turn's last token, observation] to the same cache        ── device
 
 Only the new tokens of each turn go through the model: the history stays in the cache.
-An observation is rendered through the chat template (`ObservationFraming`): the text the
+An observation is rendered through the chat template (`ObservationFraming`, jax-free in
+`data/observation_framing.py` so lint can size it): the text the
 template puts between an assistant message and a `tool` (or `user`) message, the
 observation, and the generation prompt that follows.
 
@@ -30,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tunix_dsl.data.observation_framing import FramingError, ObservationFraming
 from tunix_dsl.data.tokenizers import Tokenizer
 from tunix_dsl.models.kv_cache import KVCache
 from tunix_dsl.models.sampler import (
@@ -43,43 +45,6 @@ from tunix_dsl.models.sampler import (
 from tunix_dsl.models.transformer import ModelOutput
 from tunix_dsl.runtime.agent_env import AgentError, PythonEnv, ToolsEnv
 from tunix_dsl.runtime.tool_calls import CALL_CLOSE
-
-_MARK, _BODY = "\x00TNX-TURN\x00", "\x00TNX-OBSERVATION\x00"
-
-
-@dataclass(frozen=True)
-class ObservationFraming:
-    """Text around an observation, after a model turn: `end_of_turn`, then `before +
-    observation + after`.
-
-    `end_of_turn` is what the template writes after an assistant message's content; the
-    tokens of a chat SFT transcript add eos to it when the template writes no stop token
-    (`runtime/chat_data.py`), and `AgentRollout` does the same, so an episode reads like
-    the transcripts the model was taught on."""
-
-    end_of_turn: str
-    before: str
-    after: str
-
-    @classmethod
-    def of(cls, tokenizer: Tokenizer, role: str,
-           tools: Sequence[Mapping[str, Any]] | None = None) -> ObservationFraming:
-        """Read from the chat template: what follows an assistant message when a `role`
-        message and the generation prompt come next (rendered with the prompts' `tools`)."""
-        user = {"role": "user", "content": "?"}
-        alone = tokenizer.apply_chat_template([user, {"role": "assistant", "content": _MARK}],
-                                              tools=tools)
-        then = tokenizer.apply_chat_template(
-            [user, {"role": "assistant", "content": _MARK}, {"role": role, "content": _BODY}],
-            add_generation_prompt=True, tools=tools)
-        end = alone.index(_MARK) + len(_MARK)
-        end_of_turn = alone[end:]
-        if not then.startswith(alone) or _BODY not in then:
-            raise AgentError(f"the chat template does not render a `{role}` message after "
-                             "an assistant turn; declare `tool_format` or use a template "
-                             "with tool messages")
-        body = then.index(_BODY)
-        return cls(end_of_turn, then[end + len(end_of_turn):body], then[body + len(_BODY):])
 
 
 @dataclass(frozen=True)
@@ -170,12 +135,11 @@ class AgentRollout:
         self.sampling = SamplingConfig(
             settings.max_new_tokens, sampling.temperature, sampling.top_k, sampling.top_p,
             sampling.num_samples, sampling.stop_ids, sampling.pad_id, stops)
-        self.framing = ObservationFraming.of(tokenizer, env.role, env.schemas or None)
-        turn_end = tokenizer.encode(self.framing.end_of_turn)
-        if tokenizer.eos_id is not None and not set(turn_end) & set(tokenizer.stop_ids):
-            turn_end.append(tokenizer.eos_id)  # as a chat transcript's reply ends (chat_data.py)
-        self._before = turn_end + tokenizer.encode(self.framing.before)
-        self._after = tokenizer.encode(self.framing.after)
+        try:
+            self.framing = ObservationFraming.of(tokenizer, env.role, env.schemas or None)
+        except FramingError as err:
+            raise AgentError(str(err)) from None
+        self._before, self._after = self.framing.ids(tokenizer)
         budget = settings.max_observation_tokens - len(self._before) - len(self._after)
         if budget < 1:
             raise AgentError(

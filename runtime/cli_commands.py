@@ -222,10 +222,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         DataError, ModelConfigError, LoraError, RunError, RunDirError, NonFiniteLoss, TokenizerError,
         RewardError, SamplingError, OSError, CheckpointMismatch, CheckpointRestoreError,
     ]
+    from tunix_dsl.data.row_tools import RowToolsError
     from tunix_dsl.models.hf import ModelLoadError
+    from tunix_dsl.runtime.agent_env import AgentError
     from tunix_dsl.runtime.distributed import DistributedError
 
-    found += [ModelLoadError, DistributedError]
+    found += [ModelLoadError, DistributedError, AgentError, RowToolsError]
     return tuple(found)
 
 

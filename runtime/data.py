@@ -37,6 +37,7 @@ import numpy as np
 
 from tunix_dsl.data.datasets import CONSUMERS, DataError
 from tunix_dsl.data.messages import is_conversation
+from tunix_dsl.data.row_tools import TOOLS_COLUMN, offered
 from tunix_dsl.data.tokenizers import Tokenizer, TokenizerError
 from tunix_dsl.runtime.chat_data import (
     ChatCodec,
@@ -261,7 +262,8 @@ def tokenize_rows(
     source: str = "dataset", tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> TokenizedData:
     """Tokenise ``rows`` for ``consumer`` with sequences of at most ``max_len`` tokens;
-    conversations are rendered with ``tools`` (JSON schemas) as the chat template's `tools`."""
+    conversations are rendered with ``tools`` (JSON schemas) as the chat template's `tools`,
+    narrowed by a row's own `tools` column to the ones it names (`data/row_tools.py`)."""
     if tokenizer.eos_id is None:
         raise ValueError("the tokenizer has no eos id; completions need one to end")
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
@@ -271,10 +273,13 @@ def tokenize_rows(
     def encode(text: str) -> list[int]:
         return tokenizer.encode(text, add_bos=False)
 
-    chat = ChatCodec(encode, lambda messages, generation: tokenizer.apply_chat_template(
-        messages, add_generation_prompt=generation, tools=tools), tokenizer.bos_id, tokenizer.eos_id,
-        frozenset(tokenizer.stop_ids))
-    ids = TokenIds(encode, bos, tokenizer.eos_id, max_len, chat)
+    def token_ids(offered: Sequence[Mapping[str, Any]] | None) -> TokenIds:
+        chat = ChatCodec(encode, lambda messages, generation: tokenizer.apply_chat_template(
+            messages, add_generation_prompt=generation, tools=offered or None), tokenizer.bos_id,
+            tokenizer.eos_id, frozenset(tokenizer.stop_ids))
+        return TokenIds(encode, bos, tokenizer.eos_id, max_len, chat)
+
+    ids = token_ids(tools)
     rules, info = consumer_rules(consumer), CONSUMERS[consumer]
     examples: list[Example] = []
     row_ids: list[int] = []
@@ -285,7 +290,10 @@ def tokenize_rows(
             raise DataError(source, None, f"row {i + 1} has no column {missing[0]!r}, which "
                             f"{consumer} data needs ({', '.join(info.required)})")
         try:
-            example, cut = rules.tokenize(row, ids)
+            row_ids_of = ids  # a row's own `tools` narrows what its conversation lists
+            if tools is not None and row.get(TOOLS_COLUMN) is not None:
+                row_ids_of = token_ids(offered(row, tools))
+            example, cut = rules.tokenize(row, row_ids_of)
         except (ChatError, TokenizerError, ValueError) as err:  # a conversation the template refuses
             raise DataError(source, None, f"row {i + 1}: {err}") from None
         if example is None:

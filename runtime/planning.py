@@ -117,15 +117,26 @@ def _plan_rl(pipeline: Pipeline, resources: Resources, stage: Stage, mesh: Mesh)
     config = rl_config(stage.config)
     models, _ = _abstract_models(pipeline, resources, stage)
     tokenizer = resources.tokenizer_for(config.policy)
-    width = None
+    width, rollout = None, None
     if config.environment is not None:  # an episode: every turn and the observations between
+        from functools import partial
+
         from tunix_dsl.rules.agent_checks import episode_tokens
+        from tunix_dsl.runtime.agent_plan import agent_rollout_cost
+        from tunix_dsl.runtime.agent_rollout import AgentSettings
+        from tunix_dsl.runtime.tool_calls import CALL_CLOSE
         from tunix_dsl.schemas.agents import PythonEnvironment
 
         opening = isinstance(pipeline.environments[config.environment].spec, PythonEnvironment)
         width = episode_tokens(config, int(config.max_new_tokens), opening)
+        settings = AgentSettings(int(config.max_turns), int(config.max_new_tokens),
+                                 int(config.max_observation_tokens))
+        stops = () if opening else (tuple(tokenizer.encode(CALL_CLOSE)),)  # as AgentRollout stops
+        rollout = partial(agent_rollout_cost, settings=settings, prompt_len=int(config.max_prompt_len),
+                          opening=opening, stops=stops)
     return plan_rl_stage(stage.name, stage.kind, config, models, mesh,
-                         stop_ids=tuple(tokenizer.stop_ids), pad_id=tokenizer.pad_id, episode_width=width)
+                         stop_ids=tuple(tokenizer.stop_ids), pad_id=tokenizer.pad_id, episode_width=width,
+                         rollout=rollout)
 
 
 def run_statuses(pipeline: Pipeline, run_dir: Path, force: Iterable[str] = ()) -> dict[str, str]:

@@ -23,6 +23,7 @@ from tunix_dsl.compiler.rl_step import rl_config
 from tunix_dsl.compiler.stages import StageModels
 from tunix_dsl.compiler.storage_dtype import models_hold_frozen
 from tunix_dsl.compiler.train_step import TrainState
+from tunix_dsl.data.row_tools import check_rows
 from tunix_dsl.runtime.batches import BatchStream
 from tunix_dsl.runtime.data import tokenize_rows
 from tunix_dsl.runtime.evaluation import evaluate_model
@@ -127,8 +128,12 @@ def run_rl_stage(executor: Executor, stage: Stage, status: StageStatus, signals:
     tokenizer = executor.tokenizer_for(config.policy)
     rows = executor.resources.rows(config.data, "prompt")
     agent = stage_agent(executor, stage, program, tokenizer, seed)
+    row_name = row_names(executor, config.data)
+    tools = None if agent is None else agent.tools
+    if tools:  # a row's own `tools` names only the environment's (TNX527 peeks; all rows here)
+        check_rows(rows, tools, row_name)
     data = tokenize_rows(rows, "prompt", tokenizer, int(config.max_prompt_len), source=config.data,
-                         tools=None if agent is None else agent.tools)
+                         tools=tools)
     executor.log(f"  data {config.data}: {data.summary()}")
     stream = BatchStream(data, prompts_per_step(config, program.rl), seed, start_cursor=head.cursor)
     progress = StageProgress(executor.log, stage.name, config.steps, head.start, headline="reward")
@@ -137,7 +142,7 @@ def run_rl_stage(executor: Executor, stage: Stage, status: StageStatus, signals:
                   signals, head.fingerprint, on_dispatch=executor.on_dispatch,
                   evaluate=held_out(executor, stage, program, rewards, agent),
                   rows=rows, tokenizer=tokenizer, rewards=rewards, agent=agent,
-                  row_name=row_names(executor, config.data))
+                  row_name=row_name)
     try:
         state, result = drive(loop, head, progress)
     finally:

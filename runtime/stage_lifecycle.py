@@ -109,7 +109,19 @@ def tokenized(executor: Executor, stage: Stage, dataset: str) -> TokenizedData:
     assert isinstance(config, SequenceConfig), f"supervised kind {stage.kind} has no max_seq_len"
     max_len = min(config.max_seq_len, executor.config_for(stage.trained).max_seq_len)
     rows = executor.resources.rows(dataset, info.consumer)
-    return tokenize_rows(rows, info.consumer, executor.tokenizer_for(stage.trained), max_len, source=dataset)
+    names = getattr(config, "tools", None)  # sft: conversations list these tools' schemas
+    if not names:
+        return tokenize_rows(rows, info.consumer, executor.tokenizer_for(stage.trained), max_len,
+                             source=dataset)
+    from tunix_dsl.data.row_tools import check_rows
+    from tunix_dsl.runtime.agent_env import load_tools
+    from tunix_dsl.runtime.rewards import dataset_row_names
+
+    pipeline = executor.pipeline  # the schemas an agent stage with these tools renders
+    _, schemas = load_tools(names, {n: d.spec for n, d in pipeline.tools.items()}, executor.base_dir)
+    check_rows(rows, schemas, dataset_row_names(pipeline.datasets[dataset].spec, executor.base_dir, dataset))
+    return tokenize_rows(rows, info.consumer, executor.tokenizer_for(stage.trained), max_len,
+                         source=dataset, tools=schemas)
 
 
 def stage_data(executor: Executor, stage: Stage, seed: int, start_cursor: int = 0) -> BatchStream:

@@ -31,7 +31,7 @@ stage solve: grpo {
   max_turns = 2
   max_prompt_len = 32
   max_new_tokens = 24
-  max_observation_tokens = 16
+  max_observation_tokens = 24
   batch_size = 16
   generations = 4
   steps = 10
@@ -62,7 +62,7 @@ def test_tools_and_environments_check_into_the_pipeline():
 
 def test_a_stage_needs_rewards_or_an_environment():
     text = AGENT.replace("  environment = math\n", "").replace('  tool_format = "hermes"\n', "")
-    text = text.replace("  max_turns = 2\n", "").replace("  max_observation_tokens = 16\n", "")
+    text = text.replace("  max_turns = 2\n", "").replace("  max_observation_tokens = 24\n", "")
     assert "TNX102" in _codes(text)
 
 
@@ -96,12 +96,12 @@ def test_python_environment_class_is_checked(tmp_path: Path):
 
 
 def test_context_fit_counts_observations_between_turns():
-    # 32 + 2 × 24 + 1 × 16 = 96 fits pico's 128; 3 turns: 32 + 72 + 32 = 136 does not
+    # 32 + 2 × 24 + 1 × 24 = 104 fits pico's 128; 3 turns: 32 + 72 + 48 = 152 does not
     assert _codes(AGENT) == []
     pipeline = parse(AGENT.replace("max_turns = 2", "max_turns = 3"), "agent.tnx", base_dir=ROOT)
     (diag,) = pipeline.diagnostics
-    assert diag.code == "TNX515" and "136 tokens" in diag.message
-    assert diag.label == "32 + 3 × 24 + 2 × 16 = 136" and diag.help.startswith("at most 2 turns")
+    assert diag.code == "TNX515" and "152 tokens" in diag.message
+    assert diag.label == "32 + 3 × 24 + 2 × 24 = 152" and diag.help.startswith("at most 2 turns")
 
 
 def test_hf_tokenizer_with_a_tool_template_needs_no_tool_format(tmp_path: Path):
@@ -195,3 +195,33 @@ def test_fingerprints_follow_the_tools_code(tmp_path: Path):
     first = stage_fingerprints(parse(AGENT, "a.tnx", base_dir=tmp_path))
     tools.write_text(tools.read_text() + "\n# edited\n")
     assert stage_fingerprints(parse(AGENT, "a.tnx", base_dir=tmp_path)) != first
+
+
+def test_an_observation_budget_inside_the_framing_is_refused_as_the_rollout_would():
+    from tunix_dsl.data.tokenizers import ByteTokenizer
+    from tunix_dsl.models.sampler import SamplingConfig
+    from tunix_dsl.rules.agent_budget import framing_tokens
+    from tunix_dsl.runtime.agent_env import AgentError, ToolRunner, ToolsEnv
+    from tunix_dsl.runtime.agent_rollout import AgentRollout, AgentSettings
+
+    # "\n" + eos ends the turn, then "tool: " ... "\nassistant: " around the observation
+    assert framing_tokens("tool") == 2 + len("tool: ") + len("\nassistant: ") == 20
+    pipeline = parse(AGENT.replace("max_observation_tokens = 24", "max_observation_tokens = 20"),
+                     "agent.tnx", base_dir=ROOT)
+    (diag,) = pipeline.diagnostics
+    assert diag.code == "TNX528" and diag.message == (
+        "max_observation_tokens = 20 leaves no room for an observation: the chat template "
+        "frames each one with 20 tokens")
+    assert diag.span.line == 16  # the field's value
+    # the rollout draws the line at the same place
+    env = ToolsEnv(ToolRunner({}, 1.0), 1)
+    try:
+        for budget, fits in ((20, False), (21, True)):
+            settings = AgentSettings(2, 8, budget)
+            if fits:
+                AgentRollout(env, ByteTokenizer(), settings, SamplingConfig(8))
+            else:
+                with pytest.raises(AgentError, match="leaves no room"):
+                    AgentRollout(env, ByteTokenizer(), settings, SamplingConfig(8))
+    finally:
+        env.runner.close()

@@ -21,6 +21,19 @@ The critic is a transformer trunk plus a scalar value head (zero-initialised):
 a copy of the policy's starting weights, or the model named by `critic`. It
 trains fully, at `critic_lr` when given. Its states, values and returns live on
 the completion tokens: V_t is read where the policy predicts token t.
+
+With an `environment` the completion is a multi-turn episode (`runtime/rl_agent.py`):
+model turns with observations between them, `completion_mask` true on the model's own
+tokens only. The critic reads the whole episode, but only model tokens are time steps:
+
+- r_t, A_t, R_t and both losses live on model tokens; an observation token gets no
+  reward, advantage, return, policy or value loss (its V is never read);
+- "last" above is the episode's last model token: the episode's reward lands there;
+- at an observation boundary the last token t of turn k bootstraps from the first token
+  t' of turn k+1: δ_t = r_t + γ·V_{t'} − V_t, A_t = δ_t + γλ·A_{t'} (one factor γ, however
+  long the observation). V_{t'} is read where the policy predicts t', i.e. after the whole
+  observation, so the value target of turn k's end is the return of the episode's rest
+  given what the environment answered (`losses_rl.gae` skips masked-out positions).
 """
 
 from __future__ import annotations
@@ -70,8 +83,10 @@ class Critic(nnx.Module):
 
 
 def token_rewards(rewards: jax.Array, kl: jax.Array, mask: jax.Array, beta: float) -> jax.Array:
-    """−β·KL on every completion token plus the sequence reward on the last one (float32)."""
-    last = jnp.arange(mask.shape[1])[None, :] == (jnp.sum(mask, axis=1) - 1)[:, None]
+    """−β·KL on every trained token plus the sequence reward on the last one (float32): for an
+    episode, the model's last token, however many observation tokens lie between its turns."""
+    positions = jnp.arange(mask.shape[1])[None, :]
+    last = positions == jnp.max(jnp.where(mask, positions, -1), axis=1, keepdims=True)
     return jnp.where(mask, -beta * kl + jnp.where(last, rewards[:, None].astype(jnp.float32), 0.0), 0.0)
 
 

@@ -193,15 +193,16 @@ def entropy(logits) -> np.ndarray:
 
 
 def gae(rewards, values, mask, gamma, lam) -> tuple[np.ndarray, np.ndarray]:
+    """GAE over each row's real tokens in order (masked-out positions are not time steps)."""
     advantages = np.zeros(rewards.shape)
     for b in range(rewards.shape[0]):
-        length = int(np.sum(mask[b]))
-        running = 0.0
-        for t in reversed(range(length)):
-            next_value = values[b, t + 1] if t + 1 < length else 0.0
+        steps = np.flatnonzero(mask[b])  # the row's time steps, in order
+        running, next_value = 0.0, 0.0
+        for t in reversed(steps):
             delta = rewards[b, t] + gamma * next_value - values[b, t]
             running = delta + gamma * lam * running
             advantages[b, t] = running
+            next_value = values[b, t]
     returns = np.where(mask, advantages + values, 0.0)
     return advantages, returns
 

@@ -1,5 +1,6 @@
-"""`tnx plan` for agent stages: the score and update programs see the episode's width, and
-an async rollout's copy of the train state is counted with the update."""
+"""`tnx plan` for agent stages: the rollout row is the episode's programs (KV cache at the
+episode's width), the score and update programs see the episode's width, and an async
+rollout's copy of the train state is counted with the update."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ stage solve: grpo {{
   environment = math
   tool_format = "hermes"
   max_turns = 3
-  max_observation_tokens = 16
+  max_observation_tokens = 24
   generations = 2
   batch_size = 8
   max_prompt_len = 8
@@ -48,9 +49,16 @@ def plans(tmp_path: Path, fields: str = "") -> list[StagePlan]:
 def test_agent_stage_is_planned_with_the_episode_width_and_async_counts_its_state_copy(
         tmp_path: Path) -> None:
     sync = {p.kind: p for p in plans(tmp_path / "sync")}
-    episode = 3 * 4 + 2 * 16  # max_turns × max_new_tokens + (max_turns − 1) × observation
+    episode = 3 * 4 + 2 * 24  # max_turns × max_new_tokens + (max_turns − 1) × observation
     assert sync["grpo/update"].tokens_per_step == 8 * (8 + episode)
-    assert sync["grpo/rollout"].tokens_per_step == 8 * 4  # one turn's decode
+    # the episode's programs: 3 turns of 4 tokens and up to 24 observation tokens after each
+    rollout = sync["grpo/rollout"]
+    assert rollout.tokens_per_step == 8 * 3 * (4 + 24)
+    # the KV cache has room for the whole episode: 8 rows × (prompt 8 + episode) slots;
+    # pico: 2 kv heads of 16 dims, float32 keys and values, in its 1 layer; valid mask; index
+    cache = 2 * 1 * 8 * 2 * (8 + episode) * 16 * 4 + 8 * (8 + episode) + 4
+    assert f"KV cache 8 rows × {8 + episode} slots ({cache:,} bytes)" in rollout.note
+    assert rollout.argument_bytes > cache and rollout.flops_per_step > 0
     assert sync["grpo/update"].note == ""
 
     update = sync["grpo/update"]

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from tunix_dsl.grammar.diagnostics import Diagnostic
 from tunix_dsl.grammar.spans import Span
-from tunix_dsl.rules import agent_checks as _agent_checks  # noqa: F401  (registers codes)
+from tunix_dsl.rules import agent_budget as _agent_budget  # noqa: F401  (registers codes)
+from tunix_dsl.rules import agent_checks as _agent_checks  # noqa: F401
 from tunix_dsl.rules import async_checks as _async_checks  # noqa: F401
 from tunix_dsl.rules import codes as _codes  # noqa: F401
 from tunix_dsl.rules import data_checks as _data_checks  # noqa: F401
@@ -23,6 +24,7 @@ from tunix_dsl.rules import rl_checks as _rl_checks  # noqa: F401
 from tunix_dsl.rules import run_checks as _run_checks  # noqa: F401
 from tunix_dsl.rules import run_limits as _run_limits  # noqa: F401
 from tunix_dsl.rules import target_checks as _target_checks  # noqa: F401
+from tunix_dsl.rules import tool_rows as _tool_rows  # noqa: F401
 from tunix_dsl.rules import warnings as _warnings  # noqa: F401
 from tunix_dsl.rules.registry import RULES, Rule, diagnostic
 

@@ -34,7 +34,7 @@ def _agent(tool: str = "examples/agent_tools.py:calculate",
              f"environment math = {env}\n")
     body = ("policy = tiny\ndata = sums\nenvironment = math\nsteps = 10\nbatch_size = 16\n"
             "generations = 4\nmax_prompt_len = 32\nmax_new_tokens = 24\n"
-            "max_observation_tokens = 16\n" + fields)
+            "max_observation_tokens = 32\n" + fields)
     return _with_stage(body, kind="grpo", extra=extra)
 
 
@@ -262,17 +262,3 @@ def environment_reward_columns(p: Pipeline) -> Iterator[Diagnostic]:
                                      "the environment's reward")],
                     help="score a column the dataset has, or use a dataset with this column")
 
-
-@rule("TNX519", "ppo-environment-unsupported", E,
-      "A ppo stage with an `environment`: its GAE would treat each turn's end as the episode's "
-      "(observations break the token chain), so multi-turn PPO is refused until it handles "
-      "them; use grpo.",
-      bad=_agent().replace("stage tune: grpo", "stage tune: ppo").replace("generations = 4\n", ""),
-      good=_agent())
-def ppo_environment_unsupported(p: Pipeline) -> Iterator[Diagnostic]:
-    for stage, env in _agent_stages(p):
-        if stage.kind == "ppo":
-            yield diagnostic(
-                "TNX519", f"stage `{stage.name}` (ppo) cannot train on multi-turn episodes yet",
-                stage.span_of("environment"), label=f"environment `{env.name}`",
-                help="use a grpo stage for agentic RL")

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from tunix_dsl.schemas.agents import AgentConfig
+from tunix_dsl.schemas.agents import AgentConfig, ToolInput
 from tunix_dsl.schemas.base import (
     SEED_MAX,
     DatasetInput,
@@ -143,6 +143,10 @@ class SFTConfig(TrainingConfig, SequenceConfig, AdapterConfig):
     """Cross-entropy on completion tokens only (prompt masked); full, LoRA or QLoRA."""
 
     model: ModelInput = Field(description="model to fine-tune")
+    tools: list[ToolInput] = Field(
+        default_factory=list, description="tool declarations whose JSON schemas conversations "
+        "are rendered with (the chat template's `tools` variable), as an agent stage with these "
+        "tools renders its prompts; a row's own `tools` column narrows them for that row")
 
 
 class DPOConfig(TrainingConfig, SequenceConfig, AdapterConfig, PolicyConfig):
