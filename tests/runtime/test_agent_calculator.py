@@ -61,7 +61,7 @@ eval with_tools {
   tool_format = "hermes"
   max_turns = 2
   max_new_tokens = 24
-  max_observation_tokens = 16
+  max_observation_tokens = 24
 }
 """)
     pipeline = load(str(tmp_path / "job.tnx"))

@@ -43,8 +43,8 @@ def _span(ev: Eval, name: str) -> Span:
       "An eval with an `environment` whose longest episode (max_turns × max_new_tokens + "
       "(max_turns − 1) × max_observation_tokens, one observation more with a python "
       "environment's opening) leaves no room for a prompt in a scored model's context.",
-      bad=_eval(fields='tool_format = "hermes"\nmax_turns = 4\nmax_observation_tokens = 16'),
-      good=_eval(fields='tool_format = "hermes"\nmax_turns = 2\nmax_observation_tokens = 16'))
+      bad=_eval(fields='tool_format = "hermes"\nmax_turns = 4\nmax_observation_tokens = 24'),
+      good=_eval(fields='tool_format = "hermes"\nmax_turns = 2\nmax_observation_tokens = 24'))
 def eval_episode_exceeds_context(p: Pipeline) -> Iterator[Diagnostic]:
     for ev in p.evals:
         env = p.environments.get(ev.config.environment or "")
