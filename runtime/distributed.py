@@ -304,4 +304,9 @@ def unsupported(pipeline: Any) -> str | None:
                     "with several processes yet (a tool's answer or timeout may differ between hosts); "
                     "run the stage on one host (its checkpoints and cached outputs are shared with "
                     "multi-process runs)")
+    for block in getattr(pipeline, "evals", ()):
+        if block.config.environment is not None:
+            return (f"eval `{block.name}`: an `environment` (episodes with tools) cannot run with "
+                    "several processes yet (a tool's answer or timeout may differ between hosts); "
+                    "run the pipeline on one host to score it with the tools")
     return None

@@ -363,12 +363,21 @@ class Executor:
         if config.limit is not None:
             rows = rows[: config.limit]
         results = []
+        seed = derived_seed(self.settings.seed, "eval:" + block.name)
         for ref in config.models:
-            result = evaluate_model(
-                str(ref), self.model(ref), self.tokenizer_for(ref), rows, metric,
-                max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                batch_size=config.batch_size, seed=derived_seed(self.settings.seed, "eval:" + block.name),
-            )
+            if config.environment is not None:  # one episode per prompt, the tools in the loop
+                from tunix_dsl.runtime.agent_eval import evaluate_agent
+
+                tools = {n: d.spec for n, d in self.pipeline.tools.items()}
+                env = self.pipeline.environments[config.environment].spec
+                result = evaluate_agent(str(ref), self.model(ref), self.tokenizer_for(ref), rows,
+                                        metric, config, env, tools, self.base_dir, seed=seed)
+            else:
+                result = evaluate_model(
+                    str(ref), self.model(ref), self.tokenizer_for(ref), rows, metric,
+                    max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                    batch_size=config.batch_size, seed=seed,
+                )
             self.log(f"eval {block.name}: {ref} {config.metric} = {result.score:.4f} over {result.rows} rows")
             results.append(result)
             self.release(ref)

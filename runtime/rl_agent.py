@@ -68,21 +68,15 @@ class StageAgent:
     def evaluate(self, policy: Any, rows: Sequence[Mapping[str, Any]], score: Any, *,
                  max_prompt_len: int, batch_size: int, seed: int) -> float:
         """Mean score of one episode per held-out row (the stage's sampling, a fixed key):
-        accuracy *with* the tools, which the plain `eval` blocks cannot measure."""
-        from tunix_dsl.runtime.batches import ordered_batches
-        from tunix_dsl.runtime.data import tokenize_rows
+        accuracy *with* the tools (an `eval` block with `environment` measures the same)."""
+        from tunix_dsl.runtime.agent_eval import episode_batches
 
-        data = tokenize_rows(rows, "prompt", self.rollout.tokenizer, max_prompt_len, source="eval",
-                             tools=self.tools)
         single = AgentRollout(self.rollout.env, self.rollout.tokenizer, self.rollout.settings,
                               dataclasses.replace(self.rollout.sampling, num_samples=1))
         scores = []
-        for i, batch in enumerate(ordered_batches(data, batch_size, None)):
-            chosen = [rows[int(r)] for r in batch["example_ids"]]
-            episodes = single.rollout(policy, batch["tokens"], batch["attention_mask"], chosen,
-                                      jax.random.fold_in(jax.random.key(seed), i))
-            values = np.asarray(score(chosen, episodes), np.float32)
-            scores.append(values[np.asarray(batch["valid"])])
+        for _, chosen, episodes, valid in episode_batches(
+                single, policy, rows, max_prompt_len=max_prompt_len, batch_size=batch_size, seed=seed):
+            scores.append(np.asarray(score(chosen, episodes), np.float32)[valid])
         return float(np.concatenate(scores).mean())
 
     def close(self) -> None:

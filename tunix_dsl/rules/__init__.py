@@ -13,6 +13,7 @@ from tunix_dsl.grammar.diagnostics import Diagnostic
 from tunix_dsl.grammar.spans import Span
 from tunix_dsl.rules import agent_budget as _agent_budget  # noqa: F401  (registers codes)
 from tunix_dsl.rules import agent_checks as _agent_checks  # noqa: F401
+from tunix_dsl.rules import agent_eval_checks as _agent_eval_checks  # noqa: F401
 from tunix_dsl.rules import async_checks as _async_checks  # noqa: F401
 from tunix_dsl.rules import codes as _codes  # noqa: F401
 from tunix_dsl.rules import data_checks as _data_checks  # noqa: F401

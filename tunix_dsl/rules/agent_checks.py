@@ -17,6 +17,7 @@ from tunix_dsl.check.ir import Decl, Pipeline, Stage
 from tunix_dsl.grammar.diagnostics import Diagnostic, Label, Severity
 from tunix_dsl.rules.codes import _with_stage
 from tunix_dsl.rules.registry import diagnostic, rule
+from tunix_dsl.schemas import ModelRef
 from tunix_dsl.schemas.agents import AgentConfig, PythonEnvironment, PythonTool, ToolsEnvironment
 from tunix_dsl.schemas.sources import BytesTokenizer, HFModelSource, HFTokenizerSource
 from tunix_dsl.schemas.tool_schema import SourceProblem, environment_problems, tool_schema
@@ -108,7 +109,12 @@ def tool_not_describable(p: Pipeline) -> Iterator[Diagnostic]:
 def template_supports_tools(p: Pipeline, stage: Stage) -> bool | None:
     """Whether the policy tokenizer's chat template renders tools; None when unknown."""
     config: Any = stage.config  # a grpo/ppo config
-    model = p.model_source(config.policy)
+    return model_supports_tools(p, config.policy)
+
+
+def model_supports_tools(p: Pipeline, ref: ModelRef) -> bool | None:
+    """Whether the chat template of a model's tokenizer renders tools; None when unknown."""
+    model = p.model_source(ref)
     if model is None:
         return None
     spec: Any

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from tunix_dsl.schemas.agents import AgentConfig
 from tunix_dsl.schemas.base import DatasetInput, ModelInput, Problem, RewardInput, Schema
 
 
@@ -74,8 +75,12 @@ class PipelineSettings(Schema):
         return found
 
 
-class EvalConfig(Schema):
-    """`eval NAME { ... }`: score models on a dataset with a reward as the metric."""
+class EvalConfig(AgentConfig):
+    """`eval NAME { ... }`: score models on a dataset with a reward as the metric.
+
+    With `environment = NAME` each prompt is one episode (turns, tool calls, observations, as
+    an agentic RL stage runs them; `max_new_tokens` is per turn) and the metric scores its
+    final answer: accuracy with the tools, beside a plain eval of the same data without."""
 
     models: list[ModelInput] = Field(min_length=1, description="models or stage outputs to score")
     data: DatasetInput = Field(description="dataset of prompts (and answer columns)")
