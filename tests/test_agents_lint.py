@@ -210,8 +210,8 @@ def test_an_observation_budget_inside_the_framing_is_refused_as_the_rollout_woul
                      "agent.tnx", base_dir=ROOT)
     (diag,) = pipeline.diagnostics
     assert diag.code == "TNX528" and diag.message == (
-        "max_observation_tokens = 20 leaves no room for an observation: the chat template "
-        "frames each one with 20 tokens")
+        "max_observation_tokens = 20 of stage `solve` leaves no room for an observation: the chat "
+        "template frames each one with 20 tokens")
     assert diag.span.line == 16  # the field's value
     # the rollout draws the line at the same place
     env = ToolsEnv(ToolRunner({}, 1.0), 1)
@@ -225,3 +225,16 @@ def test_an_observation_budget_inside_the_framing_is_refused_as_the_rollout_woul
                     AgentRollout(env, ByteTokenizer(), settings, SamplingConfig(8))
     finally:
         env.runner.close()
+
+
+def test_an_eval_with_an_environment_gets_the_same_observation_budget_check():
+    from tunix_dsl.rules.agent_eval_checks import _eval
+
+    text = _eval(fields='tool_format = "hermes"\nmax_turns = 2\nmax_observation_tokens = 16')
+    diags = [d for d in parse(text, "eval.tnx", base_dir=ROOT).diagnostics if d.code == "TNX528"]
+    assert [d.message for d in diags] == [
+        "max_observation_tokens = 16 of eval `tools` leaves no room for an observation: the chat "
+        "template frames each one with 20 tokens"]
+    assert text.splitlines()[diags[0].span.line - 1].strip() == "max_observation_tokens = 16"
+    fixed = text.replace("max_observation_tokens = 16", "max_observation_tokens = 24")
+    assert not [d for d in parse(fixed, "eval.tnx", base_dir=ROOT).diagnostics if d.code == "TNX528"]
