@@ -60,8 +60,9 @@ def child_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(arguments: list[str], run_dir: Path) -> tuple[float, float, float]:
-    """(wall s, CPU s, load average at start) of one `tnx` run into `run_dir`."""
+def timed(arguments: list[str], run_dir: Path, output: Path) -> tuple[float, float, float]:
+    """(wall s, CPU s, load average at start) of one `tnx` run into `run_dir`; its terminal
+    output is written to `output` (the README's sample output is copied from there)."""
     load = os.getloadavg()[0]
     cpu_before = child_cpu()
     start = time.perf_counter()
@@ -69,6 +70,7 @@ def timed(arguments: list[str], run_dir: Path) -> tuple[float, float, float]:
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env={**os.environ, "NO_COLOR": "1"})
     elapsed = time.perf_counter() - start
+    output.write_text(done.stdout, encoding="utf-8")
     if done.returncode != 0:
         raise SystemExit(f"tnx {' '.join(arguments)} failed ({done.returncode}):\n{done.stdout[-4000:]}")
     return elapsed, child_cpu() - cpu_before, load
@@ -86,16 +88,17 @@ def minutes(seconds: float) -> str:
 
 def time_runs(work: Path, skip_unscaled: bool) -> None:
     readme = readme_arguments()
-    runs = [("README: tnx " + " ".join(readme), readme, work / "readme"),
-            ("same command again (cached)", readme, work / "readme")]
+    runs = [("README: tnx " + " ".join(readme), readme, work / "readme", "readme"),
+            ("same command again (cached)", readme, work / "readme", "readme-cached")]
     if not skip_unscaled:
-        runs.append((f"unscaled: tnx run {QUICKSTART}", ["run", QUICKSTART], work / "unscaled"))
+        runs.append((f"unscaled: tnx run {QUICKSTART}", ["run", QUICKSTART], work / "unscaled",
+                     "unscaled"))
     print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     print("| run | wall | CPU (user+sys) | load avg at start |")
     print("|---|---|---|---|")
     tables: dict[str, dict[str, float]] = {}
-    for label, arguments, run_dir in runs:
-        wall, cpu, load = timed(arguments, run_dir)
+    for label, arguments, run_dir, name in runs:
+        wall, cpu, load = timed(arguments, run_dir, work / f"{name}.out")
         print(f"| {label} | {minutes(wall)} | {minutes(cpu)} | {load:.1f} |", flush=True)
         tables[label] = scores(run_dir)
     print_scores(tables)
@@ -107,7 +110,8 @@ def seed_runs(work: Path, seeds: list[int]) -> None:
     tables = {}
     for seed in seeds:
         run_dir = work / f"seed{seed}"
-        wall, cpu, load = timed([*readme, "--set", f"seed={seed}"], run_dir)
+        wall, cpu, load = timed([*readme, "--set", f"seed={seed}"], run_dir,
+                                work / f"seed{seed}.out")
         print(f"seed {seed}: wall {minutes(wall)}, CPU {minutes(cpu)}, load {load:.1f}", flush=True)
         tables[f"seed {seed}"] = scores(run_dir)
     print_scores(tables)
@@ -127,7 +131,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", help="only the README command, per seed")
     parser.add_argument("--skip-unscaled", action="store_true", help="time the README command only")
-    parser.add_argument("--keep", type=Path, help="write the run directories here (default: a temp dir)")
+    parser.add_argument("--keep", type=Path, help="write the run directories and each run's "
+                        "terminal output (NAME.out) here (default: a temp dir)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tnx-quickstart-") as tmp:
         work = args.keep or Path(tmp)
