@@ -331,6 +331,10 @@ def source_conflict(root: Path, source: str) -> str | None:
     if owner in (None, _relative_source(root, source)):
         return None
     owner_path = os.path.normpath(Path(root).resolve() / owner)
+    if owner_path == str(Path(source).resolve()):
+        # the same file by another relative route: a directory copied to another depth, whose
+        # surplus `..` stop at the filesystem root
+        return None
     return (f"run directory {root} belongs to {owner_path}, not {Path(source).resolve()} (two "
             ".tnx files would overwrite each other's checkpoints and outputs); pass --run-dir "
             "to give this one its own directory, or rename one of the pipelines (if the file "

@@ -232,6 +232,21 @@ def test_a_project_folder_copied_whole_keeps_its_run_directory(tmp_path: Path) -
     assert "belongs to" in source_conflict(tmp_path / "b" / "runs" / "pf", str(tmp_path / "b" / "q.tnx"))
 
 
+def test_a_run_directory_copied_to_another_depth_still_names_the_same_file(tmp_path: Path) -> None:
+    """A relative route whose surplus `..` stop at the filesystem root (a run directory
+    under /tmp copied one level up or down) still leads to the file that made it."""
+    import json
+
+    source, run = tmp_path / "p.tnx", tmp_path / "run"
+    run.mkdir()
+    source.write_text(HEAD)
+    route = "../" * (len(run.resolve().parts) + 3) + str(source.resolve()).lstrip("/")
+    (run / "source.json").write_text(json.dumps({"file": route}))
+    assert source_conflict(run, str(source)) is None
+    message = source_conflict(run, str(tmp_path / "q.tnx"))
+    assert message is not None and f"belongs to {source.resolve()}, not" in message
+
+
 def test_preflight_reads_files_without_jax() -> None:
     import subprocess
     import sys
