@@ -27,7 +27,8 @@ class Panel:
 
 
 # Order = top to bottom. RL keys match the rl stages' metrics (compiler/stages/grpo.py, ppo.py):
-# the per-step `reward` mean, `kl_ref` (KL to the reference; distill logs `kl`), `clip_fraction`.
+# the per-step `reward` mean, `kl_ref` (KL to the reference; distill logs `kl`), `clip_fraction`;
+# agent stages add `agent/*` (runtime/rl_agent.py).
 PANELS: tuple[Panel, ...] = (
     Panel("loss", ("loss",)),
     Panel("token accuracy", ("accuracy",)),
@@ -35,6 +36,8 @@ PANELS: tuple[Panel, ...] = (
     Panel("DPO reward margin", ("rewards/margin",)),
     Panel("KL", ("kl_ref", "kl")),
     Panel("clip fraction", ("clip_fraction",)),
+    Panel("episodes with a working tool call", ("agent/tool_success",)),  # agent stages
+    Panel("turns per episode", ("agent/turns",)),
     Panel("learning rate", ("lr",)),
 )
 
@@ -96,10 +99,11 @@ def plot_stage(path: Path, title: str, rows: Sequence[Row], held_out: Sequence[R
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("step")
+    axes[-1, 0].xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # steps are whole
     if planned_steps:  # a running stage shows how far along it is
         axes[-1, 0].set_xlim(0, max(planned_steps, max(_series(rows, "loss")[0], default=0)))
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -77,6 +77,14 @@ def test_rl_stage_gets_reward_kl_and_clip_panels() -> None:
     assert [key for _, key in panels_for(rows)][2] == "kl"  # kl_ref absent: distill's `kl`
 
 
+def test_agent_stage_adds_tool_success_and_turns_panels() -> None:
+    rows = [{"step": 1, "loss": 0.1, "reward": 1.2, "agent/tool_success": 0.8, "agent/turns": 1.9,
+             "agent/tool_latency": 0.05, "lr": 1e-4}]
+    titles = [panel.title for panel, _ in panels_for(rows)]
+    assert titles == ["loss", "reward", "episodes with a working tool call", "turns per episode",
+                      "learning rate"]
+
+
 def test_not_a_run_directory_is_a_message(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert tnx("report", [str(tmp_path)]) == 2
     err = capsys.readouterr().err
