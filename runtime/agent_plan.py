@@ -27,7 +27,12 @@ from tunix_dsl.compiler.rl_plan import RolloutCost
 from tunix_dsl.compiler.rl_program import RLProgram
 from tunix_dsl.compiler.train_step import TrainState
 from tunix_dsl.models.sampler import SamplingConfig
-from tunix_dsl.runtime.agent_rollout import AgentSettings, _append, _prefill, _turn
+from tunix_dsl.runtime.agent_rollout import (
+    AgentSettings,
+    episode_append,
+    episode_prefill,
+    episode_turn,
+)
 
 
 def agent_rollout_cost(program: RLProgram, state: TrainState, settings: AgentSettings, *,
@@ -46,14 +51,14 @@ def agent_rollout_cost(program: RLProgram, state: TrainState, settings: AgentSet
                               s.stop_ids, s.pad_id, stops)
     sds = jax.ShapeDtypeStruct
     tokens, mask = sds((prompts, prompt_len), jnp.int32), sds((prompts, prompt_len), jnp.bool_)
-    logits, cache = jax.eval_shape(_prefill, graphdef, weights, tokens, mask, width, group)
+    logits, cache = jax.eval_shape(episode_prefill, graphdef, weights, tokens, mask, width, group)
     key = jax.eval_shape(lambda: jax.random.key(0))
     chunk = 1 + settings.max_observation_tokens
     compiled = {
-        "prefill": _prefill.lower(graphdef, weights, tokens, mask, width, group).compile(),
-        "turn": _turn.lower(graphdef, weights, logits, cache, key, sampling,
+        "prefill": episode_prefill.lower(graphdef, weights, tokens, mask, width, group).compile(),
+        "turn": episode_turn.lower(graphdef, weights, logits, cache, key, sampling,
                             sds((rows,), jnp.bool_)).compile(),
-        "append": _append.lower(graphdef, weights, cache, sds((rows, chunk), jnp.int32),
+        "append": episode_append.lower(graphdef, weights, cache, sds((rows, chunk), jnp.int32),
                                 sds((rows, chunk), jnp.bool_)).compile(),
     }
     runs = {"prefill": 1, "turn": settings.max_turns, "append": settings.max_turns - 1 + opening}

@@ -101,19 +101,20 @@ class Episodes:
         }
 
 
-# Jitted pieces, module-level so every rollout of a stage shares the compiled programs.
+# Jitted pieces, module-level so every rollout of a stage shares the compiled programs (and
+# `agent_plan` compiles the same ones ahead for `tnx plan`).
 @partial(jax.jit, static_argnums=(0, 4, 5))
-def _prefill(graphdef, state, tokens, mask, room, num_samples):
+def episode_prefill(graphdef, state, tokens, mask, room, num_samples):
     return prefill(nnx.merge(graphdef, state), tokens, mask, room, num_samples)
 
 
 @partial(jax.jit, static_argnums=(0, 5))
-def _turn(graphdef, state, logits, cache, key, config, active) -> tuple[SampleOutput, DecodeEnd]:
+def episode_turn(graphdef, state, logits, cache, key, config, active) -> tuple[SampleOutput, DecodeEnd]:
     return decode_turn(nnx.merge(graphdef, state), logits, cache, key, config, active)
 
 
 @partial(jax.jit, static_argnums=(0,))
-def _append(graphdef, state, cache: KVCache, tokens, mask) -> tuple[jax.Array, KVCache]:
+def episode_append(graphdef, state, cache: KVCache, tokens, mask) -> tuple[jax.Array, KVCache]:
     """Feed a right-padded chunk [R, W]; logits [R, V] at each row's last real token."""
     model = _inference_view(nnx.merge(graphdef, state))
     out = model(tokens, attention_mask=mask, cache=cache)
@@ -193,14 +194,14 @@ class AgentRollout:
         # Cache room: a turn's tokens but its last are written while decoding, then a chunk
         # of [last token, observation] (1 + O) before the next turn (and before the first,
         # for an opening): P + T·(N−1) + T·(1+O) ≤ P + width.
-        logits, cache = _prefill(graphdef, state, prompt_tokens, prompt_mask, width, cfg.num_samples)
+        logits, cache = episode_prefill(graphdef, state, prompt_tokens, prompt_mask, width, cfg.num_samples)
         active = np.ones(episodes, bool)
         last_tok = np.zeros(episodes, np.int32)
         last_real = np.zeros(episodes, bool)
         for turn in range(s.max_turns):
             if any(p is not None for p in pending):
                 logits, cache = self._feed(graphdef, state, cache, pending, last_tok, last_real)
-            out, end = _turn(graphdef, state, logits, cache, jax.random.fold_in(key, turn), cfg,
+            out, end = episode_turn(graphdef, state, logits, cache, jax.random.fold_in(key, turn), cfg,
                              jnp.asarray(active))
             cache = end.cache
             got, lp, lengths, last_tok, last_real = (np.asarray(a) for a in jax.device_get(
@@ -242,4 +243,4 @@ class AgentRollout:
             ids = ([int(last_tok[row])] if last_real[row] else []) + ids
             chunk[row, :len(ids)] = ids
             mask[row, :len(ids)] = True
-        return _append(graphdef, state, cache, jnp.asarray(chunk), jnp.asarray(mask))
+        return episode_append(graphdef, state, cache, jnp.asarray(chunk), jnp.asarray(mask))

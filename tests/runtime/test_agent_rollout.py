@@ -22,9 +22,9 @@ from tunix_dsl.runtime.agent_rollout import (
     AgentSettings,
     Episodes,
     ObservationFraming,
-    _append,
-    _prefill,
-    _turn,
+    episode_append,
+    episode_prefill,
+    episode_turn,
 )
 from tunix_dsl.runtime.tool_calls import ToolCall, parse_tool_calls, render_tool_call
 
@@ -200,8 +200,8 @@ def test_appending_to_the_cache_gives_the_logits_of_a_full_forward(model):
     ids, mask = left_pad([prompt, prompt[:3]], PAD)
     config = SamplingConfig(6, temperature=1.0, stop_ids=(EOS,), pad_id=PAD)
     graphdef, state = nnx.split(model)
-    logits, cache = _prefill(graphdef, state, ids, mask, 40, 1)
-    out, end = _turn(graphdef, state, logits, cache, jax.random.key(0), config, jnp.ones(2, bool))
+    logits, cache = episode_prefill(graphdef, state, ids, mask, 40, 1)
+    out, end = episode_turn(graphdef, state, logits, cache, jax.random.key(0), config, jnp.ones(2, bool))
     observation = TOK.encode("\ntool: 42\nassistant: ")
     chunk, chunk_mask, histories = [], [], []
     for row in range(2):
@@ -212,7 +212,7 @@ def test_appending_to_the_cache_gives_the_logits_of_a_full_forward(model):
         chunk_mask.append([True] * len(tail) + [False] * (20 - len(tail)))
         histories.append([int(t) for t, m in zip(ids[row], mask[row], strict=True) if m] + turn
                          + observation)
-    cached, _ = _append(graphdef, state, end.cache, jnp.asarray(chunk), jnp.asarray(chunk_mask))
+    cached, _ = episode_append(graphdef, state, end.cache, jnp.asarray(chunk), jnp.asarray(chunk_mask))
     for row, history in enumerate(histories):
         reference = model(jnp.asarray([history]))[0, -1]
         np.testing.assert_allclose(np.asarray(cached[row]), np.asarray(reference), atol=1e-5)
@@ -223,14 +223,14 @@ def test_a_multi_token_stop_sequence_ends_the_turn(model):
     model writes the whole sequence (here: a greedy path's own tokens 2..4)."""
     ids, mask = left_pad([[TOK.bos_id, *TOK.encode("x = ")]], PAD)
     graphdef, state = nnx.split(model)
-    logits, cache = _prefill(graphdef, state, ids, mask, 20, 1)
+    logits, cache = episode_prefill(graphdef, state, ids, mask, 20, 1)
     active, key = jnp.ones(1, bool), jax.random.key(0)
     free = SamplingConfig(12, temperature=0.0, pad_id=PAD)
-    path = [int(t) for t in _turn(graphdef, state, logits, cache, key, free, active)[0].tokens[0]]
+    path = [int(t) for t in episode_turn(graphdef, state, logits, cache, key, free, active)[0].tokens[0]]
     stop = tuple(path[2:5])
     expected = next(i + 3 for i in range(len(path)) if tuple(path[i:i + 3]) == stop)
     config = SamplingConfig(12, temperature=0.0, pad_id=PAD, stop_sequences=(stop,))
-    sample, _ = _turn(graphdef, state, logits, cache, key, config, active)
+    sample, _ = episode_turn(graphdef, state, logits, cache, key, config, active)
     assert int(sample.lengths[0]) == expected
     assert [int(t) for t in sample.tokens[0, :expected]] == path[:expected]
     assert (np.asarray(sample.tokens[0, expected:]) == PAD).all()
