@@ -50,6 +50,10 @@ def shrink(text: str, values: dict[str, int], out: Path) -> str:
         # `steps = max(1, round(600 * scale))` its calls
         text = re.sub(rf"\b({field}\s*=\s*(?:[a-z]+\((?:[0-9]+,\s*)?)*)-?[0-9][0-9_]*(?:\.[0-9]+)?(?:e-?[0-9]+)?",
                       rf"\g<1>{value}", text)
+    # `steps = practice_steps`: the param the field is set from takes the tiny value
+    for name in set(re.findall(r"^\s*steps\s*=\s*([a-z_]\w*)\s*(?:#.*)?$", text, re.MULTILINE)):
+        text = re.sub(rf"^(param\s+{name}\s*=\s*)[0-9][0-9_]*", rf"\g<1>{values['steps']}", text,
+                      flags=re.MULTILINE)
     added = "".join(f"  {f} = {values[f]}\n" for f in ("steps_per_call", "grad_accum")
                     if f in values)
     text = _STAGE.sub(lambda m: m.group(1) + "".join(
