@@ -209,9 +209,6 @@ def plan_stage(
         return replace(plan, compiled=False, temp_bytes=needed,
                        note="XLA: " + str(err).split("\n")[0].split(": ", 2)[-1][:200])
     memory = compiled.memory_analysis()
-    cost = compiled.cost_analysis()
-    if isinstance(cost, list):  # older jax returns one dict per device program
-        cost = cost[0] if cost else {}
     return replace(
         plan,
         argument_bytes=int(memory.argument_size_in_bytes),
@@ -219,8 +216,16 @@ def plan_stage(
         temp_bytes=int(memory.temp_size_in_bytes),
         alias_bytes=int(memory.alias_size_in_bytes),
         generated_code_bytes=int(memory.generated_code_size_in_bytes),
-        flops_per_step=float((cost or {}).get("flops", 0.0)) / max(layout.steps_per_call, 1),
+        flops_per_step=compiled_flops(compiled) / max(layout.steps_per_call, 1),
     )
+
+
+def compiled_flops(executable: Any) -> float:
+    """The FLOPs XLA's cost analysis gives a compiled program (0 when it gives none)."""
+    cost = executable.cost_analysis()
+    if isinstance(cost, list):  # older jax returns one dict per device program
+        cost = cost[0] if cost else {}
+    return float((cost or {}).get("flops", 0.0))
 
 
 _OOM = re.compile(r"memory required for [^(]*\((?P<n>[0-9.]+)(?P<u>[KMGT]?)\)")

@@ -24,7 +24,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from tunix_dsl.compiler import sharding
-from tunix_dsl.compiler.plan import StagePlan, _count
+from tunix_dsl.compiler.plan import StagePlan, _count, compiled_flops
 from tunix_dsl.compiler.rl_program import (
     RLProgram,
     _abstract_rollout,
@@ -87,7 +87,7 @@ def plan_rl_stage(
     trainable, total = _count(program.split.trainable), _count(nnx.state(program.rl.modules, nnx.Param))
     tokens = {"rollout": rows * new, "score": rows * (prompt_len + width), "update": rows * (prompt_len + width)}
     # rollout = "async": the worker reads a copy of the train state while the update trains
-    copy = _bytes(state) // mesh.devices.size if getattr(config, "rollout", "sync") == "async" else 0
+    copy = abstract_bytes(state) // mesh.devices.size if getattr(config, "rollout", "sync") == "async" else 0
     plans = []
     if rollout is not None:
         cost = rollout(program, state)
@@ -99,23 +99,20 @@ def plan_rl_stage(
     for label, executable in compiled.items():
         memory = executable.memory_analysis()
         held = copy if label == "update" else 0
-        analysis = executable.cost_analysis()
-        if isinstance(analysis, list):
-            analysis = analysis[0] if analysis else {}
         plans.append(StagePlan(
             name=name, kind=f"{kind}/{label}", trainable_params=trainable, total_params=total,
             tokens_per_step=tokens[label],
             argument_bytes=int(memory.argument_size_in_bytes) + held,
             output_bytes=int(memory.output_size_in_bytes),
             temp_bytes=int(memory.temp_size_in_bytes), alias_bytes=int(memory.alias_size_in_bytes),
-            flops_per_step=float((analysis or {}).get("flops", 0.0)), devices=mesh.devices.size,
+            flops_per_step=compiled_flops(executable), devices=mesh.devices.size,
             note=f"arguments include the async rollout's copy of the train state ({held:,} bytes)"
             if held else "",
         ))
     return plans
 
 
-def _bytes(tree: Any) -> int:
+def abstract_bytes(tree: Any) -> int:
     """Bytes of an abstract pytree (the whole of every array, unsharded)."""
     return sum(int(leaf.size) * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree)
                if hasattr(leaf, "dtype"))

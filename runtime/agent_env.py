@@ -151,6 +151,9 @@ class ToolsEnv:
         self.call_reward = call_reward
         self.schemas = tuple(schemas)  # the chat template's `tools`: rendered into every prompt
 
+    def close(self) -> None:
+        self.runner.close()
+
     def start(self, rows: Sequence[Mapping[str, Any]]) -> list[str | None]:
         self.used = [0] * len(rows)
         # a row's own `tools` column: its episodes may call those alone (data/row_tools.py)
@@ -194,6 +197,9 @@ class PythonEnv:
     def __init__(self, cls: Callable[[], Any], name: str):
         self.cls = cls
         self.name = name
+
+    def close(self) -> None:
+        """Nothing to release: each episode's instance goes with its episode."""
 
     def start(self, rows: Sequence[Mapping[str, Any]]) -> list[str | None]:
         self.instances = [self.cls() for _ in rows]

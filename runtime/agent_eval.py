@@ -26,7 +26,7 @@ from flax import nnx
 from tunix_dsl.data.tokenizers import Tokenizer
 from tunix_dsl.models import Transformer
 from tunix_dsl.models.sampler import SamplingConfig
-from tunix_dsl.runtime.agent_env import ToolsEnv, build_environment
+from tunix_dsl.runtime.agent_env import build_environment
 from tunix_dsl.runtime.agent_rollout import AgentRollout, AgentSettings, Episodes
 from tunix_dsl.runtime.batches import length_buckets, ordered_batches
 from tunix_dsl.runtime.data import tokenize_rows
@@ -104,7 +104,6 @@ def evaluate_agent(name: str, model: Transformer, tokenizer: Tokenizer, rows: Se
                               "completion": episode_text(episodes, int(i), tokenizer),
                               "score": float(score[i])})
     finally:
-        if isinstance(env, ToolsEnv):
-            env.runner.close()
+        env.close()
     all_scores = np.concatenate(scores)
     return EvalResult(name, float(all_scores.mean()), int(all_scores.size), shown)

@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tunix_dsl.compiler.rl_plan import RolloutCost
+from tunix_dsl.compiler.plan import compiled_flops
+from tunix_dsl.compiler.rl_plan import RolloutCost, abstract_bytes
 from tunix_dsl.compiler.rl_program import RLProgram
 from tunix_dsl.compiler.train_step import TrainState
 from tunix_dsl.models.sampler import SamplingConfig
@@ -70,9 +71,8 @@ def agent_rollout_cost(program: RLProgram, state: TrainState, settings: AgentSet
                    - m.alias_size_in_bytes)
 
     top = max(memory, key=peak)
-    flops = sum(runs[label] * _flops(exe) for label, exe in compiled.items())
-    cache_bytes = sum(int(leaf.size) * leaf.dtype.itemsize for leaf in jax.tree.leaves(cache)
-                      if hasattr(leaf, "dtype"))
+    flops = sum(runs[label] * compiled_flops(exe) for label, exe in compiled.items())
+    cache_bytes = abstract_bytes(cache)
     m = memory[top]
     return RolloutCost(
         argument_bytes=int(m.argument_size_in_bytes), output_bytes=int(m.output_size_in_bytes),
@@ -85,14 +85,8 @@ def agent_rollout_cost(program: RLProgram, state: TrainState, settings: AgentSet
     )
 
 
+
 def _memory(executable: Any) -> Any:
     memory = executable.memory_analysis()
     assert memory is not None, "XLA gave no memory analysis for a compiled program"
     return memory
-
-
-def _flops(executable: Any) -> float:
-    analysis = executable.cost_analysis()
-    if isinstance(analysis, list):
-        analysis = analysis[0] if analysis else {}
-    return float((analysis or {}).get("flops", 0.0))

@@ -80,8 +80,7 @@ class StageAgent:
         return float(np.concatenate(scores).mean())
 
     def close(self) -> None:
-        if isinstance(self.rollout.env, ToolsEnv):
-            self.rollout.env.runner.close()
+        self.rollout.env.close()
 
 
 def stage_agent(executor: Any, stage: Any, program: Any, tokenizer: Any, seed: int) -> StageAgent | None:
